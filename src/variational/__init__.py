@@ -1,0 +1,28 @@
+"""variational: fast, trustworthy variational inference for Bayesian models, on JAX.
+
+>>> import variational as vi
+"""
+
+from .api import fit
+from .data import as_columns
+from .errors import CheckpointError, DataError, ModelError, VariationalError
+from .families import Family, full_rank, mean_field, register_family
+from .model import (
+    Bernoulli, Beta, Binomial, Categorical, Cauchy, Deterministic, Dirichlet, Exponential, Flat,
+    Gamma, HalfCauchy, HalfFlat, HalfNormal, Laplace, LogDensity, LogNormal, MvNormal, Normal,
+    NormalMixture, Poisson, Potential, Site, StudentT, Uniform,
+)
+from .objectives import elbo
+from .optim import make_optimizer
+from .result import Fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "fit", "Fit", "LogDensity", "Family", "mean_field", "full_rank", "register_family", "elbo",
+    "make_optimizer", "as_columns", "VariationalError", "ModelError", "DataError",
+    "CheckpointError", "Site", "Normal", "HalfNormal", "Uniform", "Flat", "HalfFlat", "Beta",
+    "Gamma", "Exponential", "Cauchy", "HalfCauchy", "StudentT", "LogNormal", "Laplace",
+    "Bernoulli", "Binomial", "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture",
+    "Deterministic", "Potential",
+]

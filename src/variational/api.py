@@ -1,0 +1,129 @@
+"""The one entry point: :func:`fit` (model + data + method -> :class:`~variational.Fit`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from . import data as _data
+from .engine import Engine, FullBatch
+from .families import Family, make_family
+from .model import LogDensity
+from .objectives import make_loss_and_grad
+from .optim import make_optimizer
+from .result import Fit
+
+__all__ = ["fit"]
+
+
+def fit(
+    model: Callable,
+    data: Any = None,
+    *,
+    method: str | Family = "advi",
+    steps: int = 10_000,
+    optimizer: str | optax.GradientTransformation = "adam",
+    learning_rate: float = 1e-2,
+    num_particles: int = 1,
+    stl: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    model_kwargs: Mapping[str, Any] | None = None,
+    init: Fit | None = None,
+    start: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable] = (),
+    **method_options: Any,
+) -> Fit:
+    """Fit a variational approximation to the posterior of ``model`` given ``data``.
+
+    Parameters
+    ----------
+    model : callable
+        A model function: NumPyro primitives or ``variational`` site constructors.
+    data : mapping or pandas.DataFrame, optional
+        Named columns with one entry per row, passed to the model as keyword arguments.
+    method : str or Family
+        ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
+    steps : int
+        Number of optimisation steps.
+    optimizer : str or optax.GradientTransformation
+        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", or any optax optimiser.
+    learning_rate : float
+        Step size of a named optimiser.
+    num_particles : int
+        Draws per step in the ELBO estimate.
+    stl : bool
+        Use the sticking-the-landing gradient estimator.
+    seed : int
+        Seed of every random number in the fit; the same seed gives the same numbers.
+    progress : bool
+        Show a progress bar with the running average loss.
+    model_kwargs : mapping, optional
+        Keyword arguments of the model that are not data columns.
+    init : Fit, optional
+        Warm start from an earlier fit of the same model (its parameters; a fresh optimiser).
+    start : mapping, optional
+        Initial values of some latent sites (constrained space).
+    callbacks : sequence of callables
+        ``cb(fit, losses, i)`` called every ``cb.every`` steps (every step when absent).
+    **method_options
+        Options of the family (for example ``init_scale``).
+
+    Returns
+    -------
+    Fit
+        The result object.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import variational as vi
+    >>> y = np.random.default_rng(0).normal(1.0, 1.0, size=100)
+    >>> def model(y):
+    ...     mu = vi.Normal("mu", 0, 10)
+    ...     vi.Normal("y", mu, 1.0, observed=y)
+    >>> fit = vi.fit(model, {"y": y}, steps=3000, progress=False)
+    >>> abs(float(fit.mean["mu"]) - y.mean() * 100 / 100.01) < 0.05
+    True
+    """
+    if steps is None or int(steps) < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative integer")
+    if int(num_particles) < 1:
+        raise ValueError(f"num_particles={num_particles!r} must be at least 1")
+    cols = _data.as_columns(data)
+    if cols:
+        _data.num_rows(cols)
+    ld = LogDensity(model, cols, model_kwargs, start=start, seed=seed)
+    family = make_family(method, **method_options)
+    opt = make_optimizer(optimizer, learning_rate)
+    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
+    engine = Engine(loss_and_grad, opt, FullBatch())
+
+    key = jax.random.PRNGKey(seed)
+    if init is not None:
+        params = _warm_params(init, ld, family)
+    else:
+        params = family.init(jax.random.fold_in(key, 0), ld.init)
+    state = engine.init_state(params, key)
+    settings = dict(method=family.name, optimizer=optimizer if isinstance(optimizer, str) else "custom",
+                    learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
+                    seed=seed, progress=progress, **method_options)
+    result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
+                 data=_data.to_device(cols), model_kwargs=model_kwargs or {}, settings=settings)
+    return result._run(int(steps), callbacks=callbacks)
+
+
+def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
+    if not isinstance(init, Fit):
+        raise TypeError(f"init= must be a Fit from an earlier vi.fit, got {type(init).__name__}")
+    if init.logdensity.dim != ld.dim or init.logdensity.names != ld.names:
+        raise ValueError(
+            f"init= comes from a model with latent sites {init.logdensity.names} "
+            f"(dimension {init.logdensity.dim}), but this model has {ld.names} (dimension {ld.dim}); "
+            f"warm starts need the same latent sites and shapes")
+    if init.family.name != family.name:
+        raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
+    return jax.tree_util.tree_map(lambda x: x, init.params)

@@ -1,0 +1,344 @@
+"""The result object :class:`Fit`: one place to ask every question of a fitted approximation."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .engine import Engine, EngineState, RunReport
+from .families import Family
+from .model import LogDensity
+
+__all__ = ["Fit"]
+
+
+class _Progress:
+    """tqdm bar showing the running mean of the loss (PyMC's "Average Loss")."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, mininterval=0.2, leave=True, dynamic_ncols=True)
+        self._recent: list[np.ndarray] = []
+
+    def update(self, n: int, losses: np.ndarray) -> None:
+        self._recent.append(losses)
+        recent = np.concatenate(self._recent)[-1000:]
+        self._recent = [recent]
+        finite = recent[np.isfinite(recent)]
+        if finite.size:
+            self.bar.set_postfix_str(f"Average Loss = {finite.mean():,.5g}", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Fit:
+    """A fitted variational approximation.
+
+    Created by :func:`variational.fit`; not usually constructed by hand.
+
+    Attributes
+    ----------
+    hist : numpy.ndarray
+        Loss (negative ELBO estimate) at every step.
+    skipped_steps : int
+        Steps whose loss or gradient was not finite and that were therefore not applied.
+    method : str
+        The family or algorithm (``"advi"``, ``"fullrank_advi"``, ...).
+    params : pytree
+        The optimised variational parameters.
+    logdensity : LogDensity
+        The model as a log density (layout, constrain/unconstrain).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import variational as vi
+    >>> def model(y):
+    ...     mu = vi.Normal("mu", 0, 10)
+    ...     vi.Normal("y", mu, 1, observed=y)
+    >>> fit = vi.fit(model, {"y": jnp.array([0.5, 1.5])}, steps=2000, progress=False)
+    >>> round(float(fit.mean["mu"]), 1)
+    1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Callable,
+        logdensity: LogDensity,
+        family: Family,
+        engine: Engine,
+        state: EngineState,
+        key: jax.Array,
+        data: Mapping[str, Any],
+        model_kwargs: Mapping[str, Any],
+        settings: dict,
+    ) -> None:
+        self.model = model
+        self.logdensity = logdensity
+        self.family = family
+        self.engine = engine
+        self._state = state
+        self.key = key
+        self.data = data
+        self.model_kwargs = dict(model_kwargs)
+        self.settings = dict(settings)
+        self.method = family.name
+        self._hist: list[np.ndarray] = []
+        self.interrupted = False
+        self.message = ""
+        self.timings: dict[str, float] = {"compile_s": 0.0, "run_s": 0.0, "steps": 0}
+        self._draw_counter = 0
+        self._cache: dict[Any, Any] = {}
+
+    # -- running -----------------------------------------------------------------------------
+    def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
+             feed: Callable[[int], Any] | None = None, max_seconds: float | None = None) -> "Fit":
+        if steps is None or int(steps) < 0:
+            raise ValueError(f"steps={steps!r} must be a non-negative integer")
+        steps = int(steps)
+        show = self.settings.get("progress", True) if progress is None else progress
+        bars: list[_Progress] = []
+
+        def make_bar() -> _Progress:
+            bars.append(_Progress(steps, self.method))
+            return bars[-1]
+
+        wrapped = [self._wrap_callback(cb) for cb in callbacks]
+        try:
+            state, report = self.engine.run(
+                self._state, self.data, self.key, steps, callbacks=wrapped,
+                progress=make_bar if (show and steps > 0) else None,
+                feed=feed, max_seconds=max_seconds, history=self.hist)
+        finally:
+            for bar in bars:
+                bar.close()
+        self._absorb(state, report)
+        return self
+
+    def _wrap_callback(self, cb: Callable) -> Callable:
+        def call(state: EngineState, losses: np.ndarray, i: int) -> None:
+            self._set_state(state)
+            cb(self, losses, i)
+
+        call.every = getattr(cb, "every", 1)  # type: ignore[attr-defined]
+        return call
+
+    def _set_state(self, state: EngineState) -> None:
+        if state is not self._state:
+            self._state = state
+            self._cache.clear()
+
+    def _absorb(self, state: EngineState, report: RunReport) -> None:
+        self._set_state(state)
+        self._hist.append(report.losses)
+        self.timings["compile_s"] += report.compile_s
+        self.timings["run_s"] += report.run_s
+        self.timings["steps"] += report.steps
+        self.interrupted = report.stopped_by in ("callback", "interrupt")
+        self.message = report.message
+
+    def refine(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None) -> "Fit":
+        """Continue the optimisation for ``steps`` more steps (optimiser state kept).
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1)
+        >>> fit = vi.fit(model, steps=100, progress=False).refine(100)
+        >>> len(fit.hist)
+        200
+        """
+        return self._run(steps, callbacks=callbacks, progress=progress)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state(self) -> EngineState:
+        """The engine state (parameters, optimiser state, step and skip counters)."""
+        return self._state
+
+    @property
+    def params(self) -> Any:
+        """The variational parameters."""
+        return self._state.params
+
+    @property
+    def hist(self) -> np.ndarray:
+        """Loss (negative ELBO estimate) per step."""
+        return np.concatenate(self._hist) if self._hist else np.empty(0)
+
+    @property
+    def steps(self) -> int:
+        """Number of optimisation steps done."""
+        return int(self._state.step)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Number of steps skipped because their loss or gradient was not finite."""
+        return int(self._state.skipped)
+
+    # -- unconstrained summaries ---------------------------------------------------------------
+    def _named(self, flat: jax.Array) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.logdensity.unravel(jnp.asarray(flat)).items()}
+
+    def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
+        key = ("flat_moments", self.steps)
+        if key not in self._cache:
+            fam, p = self.family, self.params
+            if fam.mean is not None and fam.std is not None:
+                m, s = fam.mean(p), fam.std(p)
+            else:
+                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
+                m, s = z.mean(0), z.std(0)
+            self._cache[key] = (m, s)
+        return self._cache[key]
+
+    @property
+    def unconstrained_mean(self) -> dict[str, np.ndarray]:
+        """Mean of q in the unconstrained space, per site."""
+        return self._named(self._flat_moments()[0])
+
+    @property
+    def unconstrained_std(self) -> dict[str, np.ndarray]:
+        """Standard deviation of q in the unconstrained space, per site."""
+        return self._named(self._flat_moments()[1])
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Covariance of q in the flat unconstrained space, ``(D, D)``; see ``logdensity.layout``."""
+        if self.family.cov is not None:
+            return np.asarray(self.family.cov(self.params))
+        z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
+        return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
+
+    # -- draws ---------------------------------------------------------------------------------
+    def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
+        return self.family.draw(self.params, key, int(n))
+
+    def _next_key(self, seed: int | None) -> jax.Array:
+        if seed is not None:
+            return jax.random.PRNGKey(seed)
+        self._draw_counter += 1
+        return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
+
+    def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
+        fn = getattr(self, "_constrain_fn", None)
+        if fn is None:
+            ld, data = self.logdensity, self.data
+            fn = self._constrain_fn = jax.jit(jax.vmap(lambda zz: ld.constrain(zz, data)))
+        return {k: np.asarray(v) for k, v in fn(z).items()}
+
+    def sample(self, n: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Draws from the approximation in the model's own (constrained) space.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws.
+        seed : int, optional
+            Seed of the draws. Without it each call draws afresh (deterministically from the
+            fit's seed and the number of earlier calls).
+
+        Returns
+        -------
+        dict
+            name -> array of shape ``(n, *site_shape)``, deterministic sites included.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.HalfNormal("s", 1.0)
+        >>> fit = vi.fit(model, steps=500, progress=False)
+        >>> bool((fit.sample(100, seed=1)["s"] > 0).all())
+        True
+        """
+        if int(n) <= 0:
+            raise ValueError(f"n={n!r} must be a positive number of draws")
+        return self._constrain_draws(self._draw_flat(int(n), self._next_key(seed)))
+
+    def _moment_draws(self) -> dict[str, np.ndarray]:
+        key = ("moment_draws", self.steps)
+        if key not in self._cache:
+            z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
+            self._cache[key] = self._constrain_draws(z)
+        return self._cache[key]
+
+    @property
+    def mean(self) -> dict[str, np.ndarray]:
+        """Posterior means in the constrained space (from 4000 draws), per site."""
+        return {k: v.mean(0) for k, v in self._moment_draws().items()}
+
+    @property
+    def std(self) -> dict[str, np.ndarray]:
+        """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
+        return {k: v.std(0) for k, v in self._moment_draws().items()}
+
+    # -- export ----------------------------------------------------------------------------------
+    def to_arviz(self, n: int = 1000, seed: int | None = 0) -> Any:
+        """An ``arviz.InferenceData`` with a posterior group (one chain of ``n`` draws).
+
+        The loss history is stored in ``sample_stats`` as the variable ``loss`` over a
+        ``step`` dimension.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1, shape=2)
+        >>> idata = vi.fit(model, steps=100, progress=False).to_arviz(n=50)
+        >>> idata.posterior["x"].shape
+        (1, 50, 2)
+        """
+        import arviz as az
+        import xarray as xr
+
+        draws = self.sample(n, seed=seed)
+        idata = az.from_dict(posterior={k: v[None] for k, v in draws.items()})
+        stats = xr.Dataset({"loss": (("step",), self.hist),
+                            "skipped_steps": ((), self.skipped_steps)},
+                           attrs={"method": self.method})
+        idata.add_groups({"sample_stats": stats})
+        return idata
+
+    def summary(self, n: int = 4000) -> Any:
+        """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
+        import pandas as pd
+
+        draws = self._moment_draws() if n == 4000 else self.sample(n)
+        rows = []
+        for name, v in draws.items():
+            flat = v.reshape(v.shape[0], -1)
+            for j in range(flat.shape[1]):
+                idx = np.unravel_index(j, v.shape[1:]) if v.ndim > 1 else ()
+                label = name + (f"[{','.join(map(str, idx))}]" if idx else "")
+                col = flat[:, j]
+                rows.append((label, col.mean(), col.std(), *np.quantile(col, [0.03, 0.97])))
+        return pd.DataFrame(rows, columns=["name", "mean", "sd", "q3%", "q97%"]).set_index("name")
+
+    def __repr__(self) -> str:
+        hist = self.hist
+        tail = hist[-max(1, len(hist) // 10):] if len(hist) else hist
+        tail = tail[np.isfinite(tail)]
+        avg = f"{tail.mean():.6g}" if tail.size else "n/a"
+        head = (f"Fit(method={self.method!r}, steps={self.steps}, final average loss={avg}, "
+                f"skipped_steps={self.skipped_steps}"
+                + (f", {self.message}" if self.interrupted else "") + ")")
+        try:
+            table = self.summary()
+        except Exception as e:  # the repr must never fail
+            return head + f"\n  (summary unavailable: {e})"
+        if len(table) > 12:
+            table = table.iloc[:12]
+            more = "\n  ..."
+        else:
+            more = ""
+        body = table.to_string(float_format=lambda x: f"{x: .4g}")
+        return head + "\n" + "\n".join("  " + line for line in body.splitlines()) + more
