@@ -325,7 +325,7 @@ class Fit:
         Returns
         -------
         dict
-            name -> array of shape ``(n, *site_shape)``.
+            Site name -> predictive draws, shape ``(n, *site_shape)``.
 
         Examples
         --------
