@@ -35,7 +35,7 @@ def normal_model(y=None):
 
 @pytest.fixture(scope="module")
 def normal_fit():
-    return vi.fit(normal_model, {"y": Y}, steps=1500, learning_rate=0.05, stl=True, progress=False)
+    return vi.fit(normal_model, {"y": Y}, steps=1000, learning_rate=0.05, stl=True, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def reg_model(x, y=None):
 
 @pytest.fixture(scope="module")
 def reg_fit():
-    return vi.fit(reg_model, {"x": X, "y": Y_REG}, steps=1500, learning_rate=0.05, stl=True, progress=False)
+    return vi.fit(reg_model, {"x": X, "y": Y_REG}, steps=1000, learning_rate=0.05, stl=True, progress=False)
 
 
 # --------------------------------------------------------------------------------------------

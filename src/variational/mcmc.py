@@ -68,7 +68,7 @@ def nuts(
     target_accept: float = 0.8,
     dense_mass: bool | None = None,
     adapt_mass_matrix: bool = True,
-    chain_method: str = "sequential",
+    chain_method: str | None = None,
     progress: bool = False,
     coords: Mapping[str, Any] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
@@ -98,8 +98,10 @@ def nuts(
     adapt_mass_matrix : bool
         Keep adapting the mass matrix during warm-up (it starts from q's variances). With
         ``False`` q's variances are used as they are.
-    chain_method : str
-        ``"sequential"``, ``"parallel"`` (one device per chain) or ``"vectorized"``.
+    chain_method : str, optional
+        ``"sequential"``, ``"parallel"`` (one device per chain) or ``"vectorized"`` (all chains
+        in one compiled program); default: parallel when there is a device per chain, else
+        vectorized.
     progress : bool
         NumPyro's progress bar.
     coords, dims : mapping, optional
@@ -151,6 +153,8 @@ def nuts(
     else:
         kernel = NUTS(model, dense_mass=bool(dense_mass), init_strategy=init_to_median,
                       target_accept_prob=target_accept, adapt_mass_matrix=adapt_mass_matrix)
+    if chain_method is None:
+        chain_method = "parallel" if jax.local_device_count() >= int(chains) else "vectorized"
     mcmc = MCMC(kernel, num_warmup=int(tune), num_samples=int(draws), num_chains=int(chains),
                 chain_method=chain_method, progress_bar=progress)
     mcmc.run(jax.random.PRNGKey(seed), **kwargs, **jcols)
