@@ -157,7 +157,8 @@ def nuts(
         chain_method = "parallel" if jax.local_device_count() >= int(chains) else "vectorized"
     mcmc = MCMC(kernel, num_warmup=int(tune), num_samples=int(draws), num_chains=int(chains),
                 chain_method=chain_method, progress_bar=progress)
-    mcmc.run(jax.random.PRNGKey(seed), **kwargs, **jcols)
+    mcmc.run(jax.random.PRNGKey(seed), **kwargs, **jcols,
+             extra_fields=("diverging", "num_steps", "accept_prob", "energy", "adapt_state.step_size"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return az.from_numpyro(mcmc, log_likelihood=False, coords=dict(coords or {}),

@@ -237,11 +237,13 @@ def sample_fn(fit: "Fit", fn: Callable[[dict], Any], n: int = 1000, seed: int | 
                   **{k: jnp.asarray(v) for k, v in predict_from_flat(fit, z, jax.random.fold_in(key, 1), data).items()}}
     names = sorted(params)
 
-    def guarded(p: dict) -> Any:
-        return fn(_NamedParams(p))
-
+    compiled = _fit_fns(fit).setdefault("sample_fn", {})
+    if fn not in compiled:
+        if len(compiled) >= 32:  # keep the most recent functions only
+            compiled.pop(next(iter(compiled)))
+        compiled[fn] = jax.jit(jax.vmap(lambda p: fn(_NamedParams(p))))
     try:
-        out = jax.jit(jax.vmap(guarded))(params)
+        out = compiled[fn](params)
     except _MissingName as e:
         raise ModelError(f"fn asked for '{e.args[0]}', which is not a site of the model; "
                          f"available: {names}") from None
