@@ -300,8 +300,8 @@ class Fit:
         ...     vi.Normal("x", 1.0, 0.5)
         >>> fit = vi.fit(model, steps=3000, progress=False)
         >>> x2 = fit.sample_fn(lambda p: p["x"] ** 2, 20000, seed=0)
-        >>> round(float(x2.mean()), 1)   # E[x^2] = 1 + 0.25
-        1.2
+        >>> abs(float(x2.mean()) - 1.25) < 0.05   # E[x^2] = mean^2 + sd^2
+        True
         """
         from .predictive import sample_fn
         return sample_fn(self, fn, n, seed, data)
