@@ -250,7 +250,7 @@ def test_find_map():
 
 
 def test_nuts_rejects_a_fit_of_another_model(normal_fit):
-    with pytest.raises(ModelError, match="latent sites \\['mu'\\]"):
+    with pytest.raises(ModelError, match="fitted to latent sites \\{'mu': \\(\\)\\} but this model has \\{'b': \\(\\)\\}"):
         vi.nuts(reg_model, {"x": X, "y": Y_REG}, init=normal_fit, draws=10, tune=10)
 
 

@@ -24,6 +24,7 @@ from numpyro.infer.util import constrain_fn, log_density
 from . import data as _data
 from .errors import ModelError
 from .model import LogDensity
+from .predictive import site_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import Fit
@@ -140,11 +141,12 @@ def nuts(
     cols, kwargs = _columns_and_kwargs(data, model_kwargs, init)
     jcols = {k: jnp.asarray(v) for k, v in cols.items()}
     if init is not None:
-        ld = LogDensity(model, cols, kwargs)
-        if ld.names != init.logdensity.names or ld.dim != init.logdensity.dim:
-            raise ModelError(f"init= was fitted to latent sites {init.logdensity.names} (dimension "
-                             f"{init.logdensity.dim}) but this model has {ld.names} (dimension "
-                             f"{ld.dim}); pass the fit of this model")
+        table = site_table(model, jcols, kwargs)  # an abstract trace: cheap
+        latent = {k: v["shape"] for k, v in sorted(table.items()) if v["type"] == "latent"}
+        fitted = {k: tuple(init.logdensity.shapes[k]) for k in init.logdensity.names}
+        if latent != fitted:
+            raise ModelError(f"init= was fitted to latent sites {fitted} but this model has "
+                             f"{latent}; pass the fit of this model")
         dense = bool(dense_mass) if dense_mass is not None else init.method == "fullrank_advi"
         values, inv_mass = _vi_start(init, dense)
         kernel = NUTS(model, inverse_mass_matrix=inv_mass, dense_mass=dense,
