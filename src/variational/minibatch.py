@@ -79,14 +79,25 @@ def row_sites(model: Callable, cols: Mapping[str, np.ndarray], batch_size: int,
     return a, kinds
 
 
-def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: int,
-               batch_size: int) -> dict[str, float]:
-    """Observed site -> factor on its log-likelihood (N/B, or ``total_size / rows``)."""
+def _refuse_subsample_plates(model_or_sites: Any, cols: Any = None, kw: Any = None) -> None:
+    """A model that subsamples with a plate scales its own minibatches: no batch_size= on top."""
+    sites = model_or_sites
+    if callable(model_or_sites):
+        try:
+            sites = _site_shapes(model_or_sites, cols, len(next(iter(cols.values()))), kw)
+        except Exception:
+            return  # the model's own error is explained by the later, batch-sized trace
     sub = [n for n, s in sites.items() if s["subsample"]]
     if sub:
         raise ModelError(
             f"the model subsamples with numpyro.plate('{sub[0]}', subsample_size=...), which draws "
             f"and scales its own minibatches; fit it without batch_size= (pass the full data)")
+
+
+def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: int,
+               batch_size: int) -> dict[str, float]:
+    """Observed site -> factor on its log-likelihood (N/B, or ``total_size / rows``)."""
+    _refuse_subsample_plates(sites)
     rule = {}
     for n, s in sites.items():
         if s["type"] != "sample" or not s["observed"]:
@@ -195,6 +206,7 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
         raise DataError("batch_size= needs data: pass the columns as a dict or DataFrame")
     b = _check_batch_size(batch_size, n)
     _data.check_finite(cols)
+    _refuse_subsample_plates(model, cols, kw)
     sites, kinds = row_sites(model, cols, b, kw)
     rule = scale_rule(sites, kinds, n, b)
     trace = {k: v[:b] for k, v in cols.items()}
