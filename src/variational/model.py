@@ -157,14 +157,16 @@ def _make(name: str, cls: Callable[..., dist.Distribution], params: tuple, kwarg
     try:
         d = cls(*params, validate_args=concrete)
     except ValueError as e:
-        msg = str(e)
-        if "invalid values" in msg or "constraint" in msg.lower():
+        shapes = [_shape_of(p) for p in params]
+        try:
+            np.broadcast_shapes(*shapes)
+        except ValueError:
             raise ModelError(
-                f"site '{name}': a parameter of {cls.__name__} is outside its support ({msg}); "
-                f"check the values passed to '{name}'") from None
+                f"site '{name}': the parameters of {cls.__name__} do not broadcast together "
+                f"(shapes {shapes}); make their shapes compatible") from None
         raise ModelError(
-            f"site '{name}': the parameters of {cls.__name__} do not broadcast together "
-            f"(shapes {[_shape_of(p) for p in params]}): {msg}") from None
+            f"site '{name}': a parameter of {cls.__name__} is outside its support ({e}); "
+            f"check the values passed to '{name}'") from None
     return Site(name, d, shape=shape, observed=observed, total_size=total_size)
 
 
