@@ -40,6 +40,7 @@ def _site_shapes(model: Callable, cols: Mapping[str, np.ndarray], rows: int,
         box.append({n: dict(type=s["type"], shape=tuple(jnp.shape(s["value"])) if s["type"] != "plate" else (),
                             observed=bool(s.get("is_observed")),
                             total_size=(s.get("infer") or {}).get("total_size"),
+                            potential=s["type"] == "sample" and type(s["fn"]).__name__ == "Unit",
                             subsample=s["type"] == "plate" and s["args"][1] is not None
                             and s["args"][1] < s["args"][0])
                     for n, s in tr.items()})
@@ -107,6 +108,11 @@ def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: in
             rule[n] = float(s["total_size"]) / rows
         elif kinds[n] == "row":
             rule[n] = num_rows / batch_size
+        elif kinds[n] == "fixed" and s["potential"]:
+            raise ModelError(
+                f"Potential '{n}' does not change shape with the batch, so it cannot be scaled by "
+                f"N/B; give it one term per row (do not sum over the rows), or fit without "
+                f"batch_size=")
         elif kinds[n] == "fixed":
             raise ModelError(
                 f"observed site '{n}' has shape {s['shape']} whatever the batch size, so its values "
