@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import potential_energy
 
-from .errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import Fit
@@ -138,10 +137,10 @@ def psis(fit: "Fit", n: int = 4000, seed: int | None = 0, data: Mapping[str, Any
     if not _has_density(fit):
         raise ValueError(f"method '{fit.method}' has no density q(z), so there are no importance "
                          f"weights p/q; compare against vi.nuts instead")
-    batch = fit.data if data is None else data
-    if not isinstance(batch, Mapping):
-        raise DataError("fit.data is not an in-memory mapping of columns; pass the full data "
-                        "as data= to compute importance weights")
+    from .data import as_columns
+    from .predictive import training_data
+
+    batch = training_data(fit) if data is None else as_columns(data)
     key = jax.random.PRNGKey(seed) if seed is not None else fit._next_key(None)
     z, log_q = fit.family.sample_and_log_q(fit.params, jax.random.fold_in(key, 3), int(n))
     log_p = _log_joint_fn(fit)(z, {k: jnp.asarray(v) for k, v in batch.items()})

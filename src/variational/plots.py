@@ -226,9 +226,9 @@ def predictive(
     from .result import Fit
 
     if isinstance(source, Fit):
-        from .predictive import observed_values
+        from .predictive import observed_values, training_data
 
-        obs = observed_values(source.model, source.data, source.model_kwargs)
+        obs = observed_values(source.model, training_data(source), source.model_kwargs)
         pred = source.predict(n=n, seed=seed, sites=list(obs))
     elif hasattr(source, "posterior_predictive") and hasattr(source, "observed_data"):
         obs = {str(k): np.asarray(v.values) for k, v in source.observed_data.data_vars.items()}

@@ -179,6 +179,15 @@ def _fit_fns(fit: "Fit") -> dict:
     return fns
 
 
+def training_data(fit: "Fit") -> dict:
+    """The fit's data columns in memory; a clear error for a fit that streamed its data."""
+    plan = getattr(fit, "_plan", None)
+    if plan is not None and getattr(plan, "feeder", None) is not None:
+        raise DataError("this fit streamed its data, so the rows are not in memory; pass the "
+                        "rows to use as data= (for example a sample of them)")
+    return dict(fit.data)
+
+
 def latent_from_flat(fit: "Fit", z: jax.Array) -> dict[str, jax.Array]:
     """Flat unconstrained draws ``(n, D)`` -> named constrained values of the latent sites."""
     fns = _fit_fns(fit)
@@ -204,7 +213,7 @@ def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None
     """Posterior predictive draws (observed and deterministic sites) at flat draws ``z``."""
     latent = latent_from_flat(fit, z)
     if data is None:
-        arrays, static, none_cols = dict(fit.data), dict(fit.model_kwargs), []
+        arrays, static, none_cols = training_data(fit), dict(fit.model_kwargs), []
     else:
         arrays, static, none_cols = _prepare_data(data, fit.model_kwargs, list(fit.data))
     cache = _fit_fns(fit).setdefault("predictive", {})
@@ -388,7 +397,7 @@ def arviz_groups(fit: "Fit", n: int, seed: int | None, posterior_predictive: boo
     groups: dict[str, dict] = {"posterior": {k: v[None] for k, v in fit._constrain_draws(z).items()}}
     if posterior_predictive and fit.logdensity.observed_names:
         try:
-            obs = observed_values(fit.model, fit.data, fit.model_kwargs)
+            obs = observed_values(fit.model, training_data(fit), fit.model_kwargs)
             pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
         except Exception as e:  # the posterior group is still useful without it
             warnings.warn(f"posterior_predictive left out of the InferenceData: {e}", stacklevel=3)
