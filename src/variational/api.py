@@ -35,6 +35,7 @@ def fit(
     init: Fit | None = None,
     start: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable] = (),
+    guide: Callable | None = None,
     **method_options: Any,
 ) -> Fit:
     """Fit a variational approximation to the posterior of ``model`` given ``data``.
@@ -69,8 +70,14 @@ def fit(
         Initial values of some latent sites (constrained space).
     callbacks : sequence of callables
         ``cb(fit, losses, i)`` called every ``cb.every`` steps (every step when absent).
+    guide : callable, optional
+        A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
+        (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
+        ``fit.params`` then holds its parameters, constrained, under the guide's names.
     **method_options
-        Options of the family (for example ``init_scale``).
+        Options of the family (for example ``init_scale``; ``n_particles`` and ``bandwidth``
+        for ``"svgd"``; ``rank`` for ``"lowrank_advi"``; ``flow``, ``depth`` and ``width``
+        for ``"flow"``).
 
     Returns
     -------
@@ -97,7 +104,14 @@ def fit(
     if cols:
         _data.num_rows(cols)
     ld = LogDensity(model, cols, model_kwargs, start=start, seed=seed)
-    family = make_family(method, **method_options)
+    if guide is not None:
+        from .guides import guide_family
+
+        if method not in ("advi", "guide") or method_options or stl:
+            raise ValueError("guide= replaces method=, its options and stl=; give either a guide or a method")
+        family = guide_family(guide, ld, cols, seed=seed)
+    else:
+        family = make_family(method, **method_options)
     opt = make_optimizer(optimizer, learning_rate)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
     engine = Engine(loss_and_grad, opt, FullBatch())
@@ -126,4 +140,4 @@ def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
             f"warm starts need the same latent sites and shapes")
     if init.family.name != family.name:
         raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
-    return jax.tree_util.tree_map(lambda x: x, init.params)
+    return jax.tree_util.tree_map(lambda x: x, init.state.params)
