@@ -119,6 +119,9 @@ def fit(
     key = jax.random.PRNGKey(seed)
     if init is not None:
         params = _warm_params(init, ld, family)
+    elif family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
+        full = _data.to_device(cols)
+        params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, full))
     else:
         params = family.init(jax.random.fold_in(key, 0), ld.init)
     state = engine.init_state(params, key)

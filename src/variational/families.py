@@ -51,6 +51,9 @@ class Family:
     # the parameters as the user sees them in ``fit.params`` (a guide's constrained values);
     # the engine always optimises the raw pytree (``fit.state.params``)
     user_params: Callable[[Params], Any] | None = None
+    # an init that evaluates the model: f(key, z0, logp_fn) -> params, used instead of ``init``
+    # when given; logp_fn(z_flat) is the log joint on the full data (SVGD's resampled start)
+    init_with_logp: Callable[[jax.Array, jax.Array, Callable], Params] | None = None
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""

@@ -15,10 +15,12 @@ update. The loss recorded per step is a monitoring value, ``-mean_i log p(x_i)``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._checks import positive_float, positive_int
 from .errors import VariationalError
@@ -28,32 +30,50 @@ __all__ = ["svgd", "particle_family", "rbf_stein_direction"]
 
 
 def _kth_smallest_nonneg(a: jax.Array, k: int) -> jax.Array:
-    """Exact k-th smallest (0-based) of a non-negative float array.
+    """Exact k-th smallest (0-based) of a 1-D non-negative float array.
 
     Binary search on the float's bit pattern (monotonic for non-negative floats): 32 fused
-    counting passes, far cheaper on CPU than sorting the P^2 pairwise distances.
+    counting passes, far cheaper on CPU than sorting the pairwise distances. Counts are summed
+    as floats (exact below 2**24 elements; XLA vectorises float sums better than integer ones).
     """
     bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+    count_dtype = jnp.float32 if a.size < 2**24 else jnp.int32
 
     def body(i: jax.Array, lo_hi: tuple) -> tuple:
         lo, hi = lo_hi
         mid = lo + (hi - lo) // 2
-        enough = jnp.sum(bits <= mid) >= k + 1
+        enough = jnp.sum(jnp.where(bits <= mid, 1, 0).astype(count_dtype)) >= k + 1
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
     lo, _ = jax.lax.fori_loop(0, 32, body, (jnp.int32(0), jnp.int32(0x7F800000)))
     return jax.lax.bitcast_convert_type(lo, a.dtype)
 
 
-def _median_nonneg(a: jax.Array) -> jax.Array:
-    """``numpy.median`` of a non-negative float array (finite values), without a sort."""
-    a = a.ravel()
-    n = a.size
-    lo = _kth_smallest_nonneg(a, (n - 1) // 2)
-    if n % 2:
-        return lo
-    nxt = jnp.min(jnp.where(a > lo, a, jnp.inf))
-    return 0.5 * (lo + jnp.where(jnp.sum(a <= lo) >= n // 2 + 1, lo, nxt))
+def _pairwise_median(d2: jax.Array) -> jax.Array:
+    """``numpy.median(d2)`` of a symmetric (P, P) distance matrix with a zero diagonal.
+
+    Only the P(P-1)/2 upper-triangle values are searched: the full matrix holds P zeros and
+    each of them twice, so its order statistics are theirs.
+    """
+    p = d2.shape[0]
+    rows, cols = np.triu_indices(p, 1)
+    t = d2[rows, cols]
+    n = p * p
+    ranks = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
+    ks = [(r - p) // 2 for r in ranks]        # rank in t (r < p: one of the zeros)
+    values = []
+    for r, k in zip(ranks, ks):
+        if r < p:
+            values.append(jnp.zeros((), d2.dtype))
+        elif values and r - 1 >= p and ks[0] == k:
+            values.append(values[-1])
+        elif values and r - 1 >= p:           # the next order statistic after the previous one
+            prev = values[-1]
+            nxt = jnp.min(jnp.where(t > prev, t, jnp.inf))
+            values.append(jnp.where(jnp.sum(jnp.where(t <= prev, 1.0, 0.0)) >= k + 1, prev, nxt))
+        else:
+            values.append(_kth_smallest_nonneg(t, k))
+    return sum(values) / len(values)
 
 
 def rbf_stein_direction(x: jax.Array, grad_logp: jax.Array, bandwidth: float | None = None) -> jax.Array:
@@ -88,7 +108,7 @@ def rbf_stein_direction(x: jax.Array, grad_logp: jax.Array, bandwidth: float | N
     sq = jnp.sum(x * x, axis=1)
     d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
     if bandwidth is None:
-        h = _median_nonneg(d2) / jnp.log(p + 1.0)
+        h = _pairwise_median(d2) / jnp.log(p + 1.0)
         h = jnp.where(h > 0, h, 1.0)  # all particles equal: any bandwidth gives the same step
     else:
         h = jnp.asarray(bandwidth, x.dtype)
@@ -145,7 +165,8 @@ def particle_family(name: str, init: Callable[[jax.Array, jax.Array], Any], *,
                   options=dict(options or {}), **_particle_summaries())
 
 
-def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float = 1.0) -> Family:
+def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float = 1.0,
+         particle_init: str = "jitter", candidates: int = 10) -> Family:
     """Stein variational gradient descent with an RBF kernel.
 
     Parameters
@@ -157,6 +178,15 @@ def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float =
     jitter : float
         Particles start at the model's initial point plus ``jitter * N(0, 1)`` noise
         (unconstrained space).
+    particle_init : {"jitter", "resample"}
+        ``"jitter"`` (PyMC's start): the noisy points themselves. ``"resample"``: draw
+        ``candidates * n_particles`` noisy points, weight them by ``p / q0`` and keep
+        ``n_particles`` of them by systematic resampling (plus a little noise to separate
+        repeats). SVGD moves mass between separated modes very slowly, so the share of
+        particles per mode is essentially fixed by the start; the resampled start puts it near
+        the posterior's. Useful in few dimensions (the weights degenerate in many).
+    candidates : int
+        Candidates per particle for ``particle_init="resample"``.
 
     Returns
     -------
@@ -177,10 +207,28 @@ def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float =
     if bandwidth is not None:
         bandwidth = positive_float("bandwidth", bandwidth)
     jitter = positive_float("jitter", jitter, allow_zero=True)
+    if particle_init not in ("jitter", "resample"):
+        raise VariationalError(f"particle_init={particle_init!r} is not known; choose 'jitter' or 'resample'")
+    n_cand = positive_int("candidates", candidates) * n
 
     def init(key: jax.Array, z0: jax.Array) -> Any:
         z0 = jnp.asarray(z0)
         return {"particles": z0 + float(jitter) * jax.random.normal(key, (n,) + z0.shape, z0.dtype)}
+
+    def init_resampled(key: jax.Array, z0: jax.Array, logp: Callable) -> Any:
+        k_cand, k_u, k_noise = jax.random.split(key, 3)
+        z0 = jnp.asarray(z0)
+        eps = jax.random.normal(k_cand, (n_cand,) + z0.shape, z0.dtype)
+        cand = z0 + float(jitter) * eps
+        log_w = jax.jit(jax.vmap(logp))(cand) + 0.5 * jnp.sum(eps * eps, axis=1)  # log p - log q0
+        log_w = jnp.where(jnp.isfinite(log_w), log_w, -jnp.inf)
+        w = jnp.exp(log_w - jnp.max(log_w))
+        cdf = jnp.cumsum(w / jnp.sum(w))
+        u = (jnp.arange(n) + jax.random.uniform(k_u)) / n          # systematic resampling
+        x = cand[jnp.minimum(jnp.searchsorted(cdf, u), n_cand - 1)]
+        # repeated candidates would move together forever: separate them a little
+        spread = jnp.where(jnp.std(x, axis=0) > 0, jnp.std(x, axis=0), float(jitter) or 1.0)
+        return {"particles": x + 1e-2 * spread * jax.random.normal(k_noise, x.shape, x.dtype)}
 
     def make_loss_and_grad(logp: Callable, num_particles: int = 1, **_: Any) -> Callable:
         value_and_score = jax.vmap(jax.value_and_grad(logp), in_axes=(0, None))
@@ -193,8 +241,10 @@ def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float =
 
         return loss_and_grad
 
-    return particle_family("svgd", init, make_loss_and_grad=make_loss_and_grad,
-                           options={"n_particles": n, "bandwidth": bandwidth, "jitter": jitter})
+    fam = particle_family("svgd", init, make_loss_and_grad=make_loss_and_grad,
+                          options={"n_particles": n, "bandwidth": bandwidth, "jitter": jitter,
+                                   "particle_init": particle_init, "candidates": candidates})
+    return dataclasses.replace(fam, init_with_logp=init_resampled) if particle_init == "resample" else fam
 
 
 register_family("svgd", svgd)
