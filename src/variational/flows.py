@@ -153,9 +153,9 @@ def flow(flow: str = "iaf", depth: int | None = None, width: int | None = None,
             stack = [net[0](kk, d) for net, kk in zip(nets(d), keys)]
         return {"loc": jnp.asarray(z0), "rho": jnp.full_like(z0, rho0), "layers": stack}
 
-    def sample_and_log_q(p: Any, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    def forward(p: Any, eps: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Base draws ``eps`` (n, D) -> draws ``z`` (n, D) and their ``log q``."""
         d = p["loc"].shape[0]
-        eps = jax.random.normal(key, (n, d), p["loc"].dtype)
         log_q = -0.5 * jnp.sum(eps * eps, -1) - 0.5 * d * _LOG_2PI
         x = eps
         if flow == "planar":
@@ -170,6 +170,11 @@ def flow(flow: str = "iaf", depth: int | None = None, width: int | None = None,
                 log_q = log_q - ladj
         scale = jax.nn.softplus(p["rho"])
         return p["loc"] + scale * x, log_q - jnp.sum(jnp.log(scale))
+
+    def sample_and_log_q(p: Any, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        return forward(p, jax.random.normal(key, (n,) + p["loc"].shape, p["loc"].dtype))
+
+    sample_and_log_q.forward = forward  # type: ignore[attr-defined]  (the map itself, for checks)
 
     return Family("flow", init, sample_and_log_q,
                   options={"flow": flow, "depth": k, "width": width, "init_scale": init_scale})
