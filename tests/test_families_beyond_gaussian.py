@@ -230,6 +230,8 @@ def test_guide_errors_name_the_site():
 
     with pytest.raises(vi.ModelError, match="'u'.*is_auxiliary"):
         vi.fit(coin, COIN, guide=stray, steps=1, progress=False)
+    with pytest.raises(vi.VariationalError, match="'svgd'"):
+        vi.fit(coin, COIN, guide=guide_beta, method="svgd", steps=1, progress=False)
 
 
 # -- Empirical -------------------------------------------------------------------------------------

@@ -105,10 +105,13 @@ def fit(
         _data.num_rows(cols)
     ld = LogDensity(model, cols, model_kwargs, start=start, seed=seed)
     if guide is not None:
+        from .errors import VariationalError
         from .guides import guide_family
 
         if method not in ("advi", "guide") or method_options or stl:
-            raise ValueError("guide= replaces method=, its options and stl=; give either a guide or a method")
+            raise VariationalError(
+                f"guide= replaces method= (got {method!r}), method options (got {sorted(method_options)}) "
+                f"and stl=; give either a guide or a method")
         family = guide_family(guide, ld, cols, seed=seed)
     else:
         family = make_family(method, **method_options)
