@@ -78,9 +78,11 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
     ...     m = numpyro.param("m", 0.0)
     ...     s = numpyro.param("s", 1.0, constraint=constraints.positive)
     ...     numpyro.sample("mu", dist.Normal(m, s))
-    >>> fit = vi.fit(model, {"y": jnp.array([1.0, 3.0])}, guide=guide, steps=3000, progress=False)
-    >>> round(float(fit.params["m"]), 1), round(float(fit.params["s"]), 1)
-    (2.0, 0.7)
+    >>> fit = vi.fit(model, {"y": jnp.array([1.0, 3.0])}, guide=guide, steps=3000,
+    ...              num_particles=8, progress=False)
+    >>> # exact posterior: N(4 / 2.01, 1 / 2.01) = N(1.99, 0.705^2)
+    >>> abs(float(fit.params["m"]) - 1.99) < 0.1, abs(float(fit.params["s"]) - 0.705) < 0.07
+    (True, True)
     """
     if not callable(guide):
         raise ModelError(f"guide= must be a NumPyro guide (a callable), got {type(guide).__name__}")
