@@ -89,12 +89,18 @@ class Engine:
         Supplies each step's batch.
     capacity : int
         Largest number of steps in one compiled call (size of the loss buffer).
+    guard : callable, optional
+        ``guard(before, after, loss, ok) -> after``: called inside the compiled loop after every
+        step with the states before and after it, the step's loss and whether it was applied;
+        it may adjust the new state (see :func:`variational.control.make_guard`, which lowers
+        the learning rate after a run of non-finite steps).
     """
 
     loss_and_grad: Callable[[Any, jax.Array, Any], tuple[jax.Array, Any]]
     optimizer: optax.GradientTransformation
     batcher: Any = field(default_factory=FullBatch)
     capacity: int = 4096
+    guard: Callable[[EngineState, EngineState, jax.Array, jax.Array], EngineState] | None = None
     _compiled: Any = field(default=None, init=False, repr=False)
     _signature: Any = field(default=None, init=False, repr=False)
 
@@ -116,14 +122,17 @@ class Engine:
         params = optax.apply_updates(state.params, updates)
         ok = ok & _all_finite(params)
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-        return EngineState(
+        new = EngineState(
             params=jax.tree_util.tree_map(keep, params, state.params),
             opt_state=jax.tree_util.tree_map(keep, opt_state, state.opt_state),
             data_state=data_state,
             step=state.step + 1,
             skipped=state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
             bad_run=jnp.where(ok, 0, state.bad_run + 1).astype(jnp.int32),
-        ), loss
+        )
+        if self.guard is not None:
+            new = self.guard(state, new, loss, ok)
+        return new, loss
 
     def _chunk(self, state: EngineState, data: Any, key: jax.Array, n: jax.Array, xs: Any) -> tuple[EngineState, jax.Array]:
         losses = jnp.full((self.capacity,), jnp.nan, dtype=jnp.result_type(float))
