@@ -104,6 +104,7 @@ class CheckParametersConvergence(Callback):
         self.prev: np.ndarray | None = None
         self._last_i = -1
         self.converged_at: int | None = None
+        self.message = ""
         self.history: list[float] = []
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
@@ -117,8 +118,9 @@ class CheckParametersConvergence(Callback):
         self.history.append(norm)
         if norm < self.tolerance:
             self.converged_at = i
-            raise Converged(f"converged at step {i}: {self.diff} parameter change "
+            self.message = (f"converged at step {i}: {self.diff} parameter change "
                             f"{norm:.3g} < tolerance {self.tolerance:g}")
+            raise Converged(self.message)
 
 
 class Tracker(Callback):
@@ -186,7 +188,8 @@ class ELBOConvergence(Callback):
 
     Every ``every`` steps the ELBO is estimated by the mean of the last ``every`` losses (no
     extra model evaluations), and its relative change from the previous estimate,
-    ``|ELBO_t - ELBO_{t-1}| / |ELBO_t|``, is kept in a buffer of the last ``window`` values.
+    ``|ELBO_t - ELBO_{t-1}| / max(|ELBO_t|, 1)``, is kept in a buffer of the last ``window``
+    values (the floor of 1 nat keeps an ELBO near 0 from making every change look large).
     The fit stops when the mean or the median of the buffer is below ``tolerance`` (Stan's
     "MEAN ELBO CONVERGED" / "MEDIAN ELBO CONVERGED"). The rule reads only the loss history,
     so it gives the same answer after a fit is saved and resumed.
@@ -196,7 +199,9 @@ class ELBOConvergence(Callback):
     every : int
         Steps per ELBO estimate (Stan's ``eval_elbo``, 100).
     tolerance : float
-        Threshold of the relative change (Stan's ``tol_rel_obj``, 0.01).
+        Threshold of the relative change. Stan's ``tol_rel_obj`` is 0.01, which stops the
+        hierarchical radon regression at a tenth of its way (a loss of 5363 where the converged
+        fit has 1168); 1e-3 stops it once converged.
     window : int
         Number of relative changes in the buffer (Stan's circular buffer; Stan sizes it
         ``max(0.1 * max_iterations / eval_elbo, 2)``, 10 for its defaults).
@@ -215,13 +220,14 @@ class ELBOConvergence(Callback):
     (True, True)
     """
 
-    def __init__(self, every: int = 100, tolerance: float = 0.01, window: int = 10) -> None:
+    def __init__(self, every: int = 100, tolerance: float = 1e-3, window: int = 10) -> None:
         if not tolerance > 0:
             raise ValueError(f"tolerance={tolerance!r} must be a positive number")
         self.every = _check_every(every)
         self.tolerance = float(tolerance)
         self.window = max(2, _check_every(window))
         self.converged_at: int | None = None
+        self.message = ""
         self.last: dict[str, float] = {}
 
     def relative_changes(self, losses: np.ndarray) -> np.ndarray:
@@ -235,7 +241,7 @@ class ELBOConvergence(Callback):
         with np.errstate(all="ignore"):
             finite = np.isfinite(tail)
             elbo = -np.where(finite, tail, 0.0).sum(1) / finite.sum(1)
-            rel = np.abs(np.diff(elbo)) / np.abs(elbo[1:])
+            rel = np.abs(np.diff(elbo)) / np.maximum(np.abs(elbo[1:]), 1.0)
         return rel[np.isfinite(rel)]
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
@@ -247,5 +253,6 @@ class ELBOConvergence(Callback):
         for what, value in (("mean", mean), ("median", median)):
             if value < self.tolerance:
                 self.converged_at = i
-                raise Converged(f"converged at step {i}: {what} relative ELBO change {value:.3g} "
+                self.message = (f"converged at step {i}: {what} relative ELBO change {value:.3g} "
                                 f"< tolerance {self.tolerance:g}")
+                raise Converged(self.message)

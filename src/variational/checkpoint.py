@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
+from . import data as _data
 from .callbacks import Callback, _check_every
 from .errors import CheckpointError
 
@@ -63,16 +64,20 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[dict, list[str]]:
     return out, unsaved
 
 
+def _signature(data: Mapping[str, Any]) -> dict:
+    """Column names, shapes, dtypes and a SHA-256 of the values (as the fit holds them)."""
+    cols, digest = {}, hashlib.sha256()
+    for name in sorted(data or {}):
+        a = np.ascontiguousarray(np.asarray(data[name]))
+        cols[name] = [list(a.shape), str(a.dtype)]
+        digest.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return {"columns": cols, "sha256": digest.hexdigest()}
+
+
 def _data_signature(fit: Any) -> dict:
     sig = getattr(fit, "_data_signature", None)
     if sig is None:
-        cols, digest = {}, hashlib.sha256()
-        for name in sorted(fit.data or {}):
-            a = np.ascontiguousarray(np.asarray(fit.data[name]))
-            cols[name] = [list(a.shape), str(a.dtype)]
-            digest.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
-        sig = {"columns": cols, "sha256": digest.hexdigest()}
-        fit._data_signature = sig
+        sig = fit._data_signature = _signature(fit.data)
     return sig
 
 
@@ -294,6 +299,12 @@ def load(
         raise CheckpointError(f"{path}: the model keyword argument(s) {lost} could not be stored; "
                               f"pass them as load(..., model_kwargs=...)")
     try:
+        given = _signature(_data.to_device(_data.as_columns(data)))
+    except Exception:
+        given = None  # the fit below says what is wrong with the data
+    if given is not None:
+        _check_data(path, meta["data"], given, check_data)
+    try:
         new = _fit(model, data, steps=0, model_kwargs=mk,
                    **{**meta["family"]["options"], **kwargs})
     except CheckpointError:
@@ -301,7 +312,9 @@ def load(
     except Exception as e:
         raise CheckpointError(f"{path}: the fit could not be rebuilt from the model and data given "
                               f"({type(e).__name__}: {e})") from e
-    _check_match(path, meta, new, check_data)
+    _check_match(path, meta, new)
+    if given is not None:
+        new._data_signature = given
     template, treedef = jax.tree_util.tree_flatten(new.state)
     leaves = [arrays.get(f"state_{i}") for i in range(len(meta["state_leaves"]))]
     if any(a is None for a in leaves):
@@ -322,7 +335,7 @@ def load(
     return new
 
 
-def _check_match(path: Path, meta: dict, new: Any, check_data: bool) -> None:
+def _check_match(path: Path, meta: dict, new: Any) -> None:
     saved = [(n, tuple(s)) for n, s in meta["latent"]]
     here = [(s.name, tuple(s.shape)) for s in new.logdensity.layout]
     if saved != here:
@@ -332,11 +345,13 @@ def _check_match(path: Path, meta: dict, new: Any, check_data: bool) -> None:
     if new.family.name != meta["family"]["name"]:
         raise CheckpointError(f"{path}: written with method {meta['family']['name']!r}, "
                               f"not {new.family.name!r}")
-    want, got = meta["data"], _data_signature(new)
+
+
+def _check_data(path: Path, want: dict, got: dict, check_values: bool) -> None:
     if want["columns"] != got["columns"]:
         raise CheckpointError(f"{path}: written with data columns {_fmt_cols(want['columns'])}, "
                               f"but the data given has {_fmt_cols(got['columns'])}; pass the same data")
-    if check_data and want["sha256"] != got["sha256"]:
+    if check_values and want["sha256"] != got["sha256"]:
         raise CheckpointError(f"{path}: the data given has the same columns and shapes but different "
                               f"values from the data the fit was made with; pass the same data, or "
                               f"load(..., check_data=False) to continue on these data")

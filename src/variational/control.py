@@ -249,6 +249,7 @@ def after_run(fit: Any, callbacks: Sequence[Any], before: EngineState, stopped_b
     fired = [cb for cb in rules if cb.converged_at is not None and cb.converged_at == fit.steps]
     if stopped_by == "callback" and fired:
         fit.converged, fit.interrupted = True, False
+        fit.message = fired[0].message
     elif rules:
         fit.converged = False
     skipped = fit.skipped_steps - int(before.skipped)
@@ -282,7 +283,8 @@ def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
         total = int(steps)
     if checkpoint is not None and checkpoint_every is not None:
         cbs.append(Checkpointer(checkpoint, checkpoint_every))
-    fit._run(max(0, total - fit.steps), callbacks=cbs)
+    if total > fit.steps:  # (steps=0 builds the fit without compiling; refine compiles)
+        fit._run(total - fit.steps, callbacks=cbs)
     if rule is not None and not fit.converged and not fit.interrupted:
         fit.message = f"max_steps={total} reached before the ELBO converged"
         if rule.last:

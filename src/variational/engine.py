@@ -233,7 +233,7 @@ class Engine:
                     break
         except StopIteration as e:
             report.stopped_by = "callback"
-            report.message = str(e) or f"interrupted at step {start_step + done}"
+            report.message = f"interrupted at step {start_step + done}" + (f": {e}" if str(e) else "")
         except KeyboardInterrupt:
             report.stopped_by = "interrupt"
             report.message = f"interrupted at step {start_step + done}"

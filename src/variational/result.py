@@ -360,7 +360,7 @@ class Fit:
         avg = f"{tail.mean():.6g}" if tail.size else "n/a"
         head = (f"Fit(method={self.method!r}, steps={self.steps}, final average loss={avg}, "
                 f"skipped_steps={self.skipped_steps}"
-                + (f", {self.message}" if self.interrupted else "") + ")")
+                + (f", {self.message}" if self.message else "") + ")")
         try:
             table = self.summary()
         except Exception as e:  # the repr must never fail
