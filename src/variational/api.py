@@ -156,8 +156,8 @@ def fit(
                     seed=seed, progress=progress, **method_options)
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=_data.to_device(cols), model_kwargs=model_kwargs or {}, settings=settings)
-    if learning_rate == "auto":
-        _control.choose_learning_rate(result)
+    if learning_rate == "auto" and not _control.choose_learning_rate(result):
+        return result  # Ctrl-C during the search
     return _control.run(result, steps, max_steps=max_steps, callbacks=callbacks,
                         checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from jax.flatten_util import ravel_pytree
+import jax
 
 __all__ = ["Callback", "Converged", "CheckParametersConvergence", "Tracker", "ELBOConvergence"]
 
@@ -108,7 +108,8 @@ class CheckParametersConvergence(Callback):
         self.history: list[float] = []
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
-        current = np.asarray(ravel_pytree(fit.params)[0], dtype=np.float64)
+        current = np.concatenate([np.asarray(x, dtype=np.float64).ravel()
+                                  for x in jax.tree_util.tree_leaves(fit.params)])
         if self.prev is None or i <= self._last_i or self.prev.shape != current.shape:
             self.prev, self._last_i = current, i  # a new fit: start afresh
             return

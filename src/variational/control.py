@@ -195,6 +195,8 @@ def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID,
     errors: dict[float, float] = {}
     for lr in sorted(set(float(g) for g in grid), reverse=True):
         state, report = engine.run(with_learning_rate(start, lr), fit.data, key, int(steps))
+        if report.stopped_by == "interrupt":
+            raise KeyboardInterrupt
         tail = np.asarray(report.losses[-max(2, int(steps) // 4):], dtype=np.float64)
         bad = int(state.skipped) > int(start.skipped) or not np.all(np.isfinite(tail))
         table[lr] = np.inf if bad else float(tail.mean())
@@ -213,15 +215,23 @@ def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID,
     return min(near), table
 
 
-def choose_learning_rate(fit: Any) -> None:
-    """Run :func:`search_learning_rate` and set the fit's learning rate to its choice (reported)."""
-    lr, table = search_learning_rate(fit)
+def choose_learning_rate(fit: Any) -> bool:
+    """Run :func:`search_learning_rate` and set the fit's learning rate to its choice (reported).
+
+    Returns False when Ctrl-C interrupted the search (the fit is then marked interrupted).
+    """
+    try:
+        lr, table = search_learning_rate(fit)
+    except KeyboardInterrupt:
+        fit.interrupted, fit.message = True, "interrupted during the learning-rate search, at step 0"
+        return False
     fit._set_state(with_learning_rate(fit.state, lr))
     fit.settings["learning_rate"] = lr
     fit.lr_search = table
     tried = ", ".join(f"{k:g}: {v:.6g}" for k, v in table.items())
     note(fit, f"learning_rate='auto' chose {lr:g} (mean loss after {LR_TRIAL_STEPS} steps: {tried})",
          warn=False)
+    return True
 
 
 def note(fit: Any, message: str, warn: bool = True) -> None:

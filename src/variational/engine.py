@@ -148,7 +148,8 @@ class Engine:
     def compile(self, state: EngineState, data: Any, key: jax.Array, xs: Any = None) -> float:
         """Compile the chunk function for these argument shapes; returns seconds spent."""
         sig = jax.tree_util.tree_structure((state, data, xs)), tuple(
-            (np.shape(a), jnp.result_type(a)) for a in jax.tree_util.tree_leaves((state, data, xs)))
+            (np.shape(a), a.dtype if hasattr(a, "dtype") else jnp.result_type(a))  # (cheap per call)
+            for a in jax.tree_util.tree_leaves((state, data, xs)))
         if self._compiled is not None and sig == self._signature:
             return 0.0
         t0 = time.perf_counter()
@@ -160,8 +161,8 @@ class Engine:
     def run_chunk(self, state: EngineState, data: Any, key: jax.Array, n: int, xs: Any = None) -> tuple[EngineState, np.ndarray]:
         """Run ``n`` (<= capacity) steps in one compiled call; returns the state and n losses."""
         self.compile(state, data, key, xs)
-        state, losses = self._compiled(state, data, key, jnp.int32(n), xs)
-        return state, np.asarray(losses[:n])
+        state, losses = self._compiled(state, data, key, np.int32(n), xs)
+        return state, np.asarray(losses)[:n]  # (slicing on the host: no new op per n)
 
     # ---------------------------------------------------------------------------------------
     def run(
