@@ -55,6 +55,10 @@ class Fit:
         The optimised variational parameters.
     logdensity : LogDensity
         The model as a log density (layout, constrain/unconstrain).
+    interrupted, converged, message, notes
+        Whether a callback or Ctrl-C stopped the fit early; whether a convergence rule fired
+        (None when none was watching); what ended the last run; what the fit reported on the
+        way (step-size choice, skipped steps, learning-rate reductions). See ``docs/control.md``.
 
     Examples
     --------
