@@ -11,6 +11,7 @@ import optax
 
 from . import control as _control
 from . import data as _data
+from . import minibatch as _minibatch
 from .engine import Engine, FullBatch
 from .families import Family, make_family
 from .model import LogDensity
@@ -36,6 +37,8 @@ def fit(
     init: Fit | None = None,
     start: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable] = (),
+    batch_size: int | None = None,
+    replace: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -48,8 +51,10 @@ def fit(
     ----------
     model : callable
         A model function: NumPyro primitives or ``variational`` site constructors.
-    data : mapping or pandas.DataFrame, optional
-        Named columns with one entry per row, passed to the model as keyword arguments.
+    data : mapping, pandas.DataFrame or streaming source, optional
+        Named columns with one entry per row, passed to the model as keyword arguments, or a
+        source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
+        ``batch_size``).
     method : str or Family
         ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
     steps : int or None
@@ -82,6 +87,13 @@ def fit(
         ``cb(fit, losses, i)`` called every ``cb.every`` steps (every step when absent), with
         ``i`` the number of steps done and ``losses`` the ``i`` losses so far; raising
         ``StopIteration`` ends the fit (see :mod:`variational.callbacks`).
+    batch_size : int, optional
+        Rows per step (minibatch ADVI). The same rows are taken from every column, and the
+        log-likelihood of every observed site whose leading dimension is the batch is scaled
+        by N/B automatically (see ``docs/data.md``). Default: all rows at every step.
+    replace : bool
+        Draw each minibatch's rows with replacement (default: without, a fresh permutation
+        of the rows each epoch).
     max_steps : int
         Budget of steps when ``steps=None``.
     checkpoint : str or Path, optional
@@ -126,7 +138,7 @@ def fit(
         expect = dict(method=method.name if isinstance(method, Family) else method,
                       optimizer=optimizer if isinstance(optimizer, str) else "custom",
                       learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
-                      seed=seed, **method_options)
+                      seed=seed, batch_size=batch_size, replace=bool(replace), **method_options)
         found = resume_fit(where, model, data, expect=expect, model_kwargs=model_kwargs,
                            optimizer=None if isinstance(optimizer, str) else optimizer,
                            method=method if isinstance(method, Family) else None)
@@ -136,14 +148,13 @@ def fit(
                                 checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     if int(num_particles) < 1:
         raise ValueError(f"num_particles={num_particles!r} must be at least 1")
-    cols = _data.as_columns(data)
-    if cols:
-        _data.num_rows(cols)
-    ld = LogDensity(model, cols, model_kwargs, start=start, seed=seed)
+    plan = _minibatch.plan(model, data, batch_size=batch_size, replace=replace,
+                           model_kwargs=model_kwargs, seed=seed)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
     family = make_family(method, **method_options)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    engine = Engine(loss_and_grad, opt, FullBatch(), guard=guard)
+    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
 
     key = jax.random.PRNGKey(seed)
     if init is not None:
@@ -153,9 +164,12 @@ def fit(
     state = engine.init_state(params, key)
     settings = dict(method=family.name, optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
-                    seed=seed, progress=progress, **method_options)
+                    seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
+                    **method_options)
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
-                 data=_data.to_device(cols), model_kwargs=model_kwargs or {}, settings=settings)
+                 data=plan.device_data, model_kwargs=model_kwargs or {}, settings=settings)
+    if plan.batch_size is not None:
+        result._use_plan(plan)
     if learning_rate == "auto" and not _control.choose_learning_rate(result):
         return result  # Ctrl-C during the search
     return _control.run(result, steps, max_steps=max_steps, callbacks=callbacks,

@@ -189,6 +189,10 @@ def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID,
         raise ValueError(f"steps={steps!r}: a trial needs at least 4 steps")
     if not isinstance(fit.state.opt_state, ScaledState):
         raise ValueError("the fit's optimiser does not hold its learning rate in its state")
+    plan = getattr(fit, "_plan", None)
+    if plan is not None and getattr(plan, "feeder", None) is not None:
+        raise ValueError("learning_rate='auto' cannot replay a streaming data source for its trials; "
+                         "give a number (or search on an in-memory sample of the data first)")
     engine, start = fit.engine, fit.state
     key = jax.random.fold_in(fit.key, 0x5EED)
     table: dict[float, float] = {}
