@@ -177,21 +177,9 @@ BUDGET = 20_000
 DATA50 = {"y": Y[:50]}
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """An uninterrupted run of BUDGET steps, and its state after 1000 steps."""
-    at = {}
-
-    def keep(fit, losses, i):
-        at[i] = fit.state
-    keep.every = 1000
-
-    full = vi.fit(scale_model, DATA50, steps=BUDGET, seed=5, progress=False, callbacks=[keep])
-    return full, at[1000]
-
-
-def test_ctrl_c_returns_the_fit_so_far_and_it_resumes_exactly(tmp_path, reference):
-    full, budget, data = reference[0], BUDGET, DATA50
+def test_ctrl_c_returns_the_fit_so_far_and_it_resumes_exactly(tmp_path):
+    budget, data = BUDGET, DATA50
+    full = vi.fit(scale_model, data, steps=budget, seed=5, progress=False)
     ck = tmp_path / "ck.npz"
 
     def send_sigint(fit, losses, i):         # once compiled and running, Ctrl-C in 0.2 s
@@ -212,8 +200,10 @@ def test_ctrl_c_returns_the_fit_so_far_and_it_resumes_exactly(tmp_path, referenc
     assert np.array_equal(loaded.hist, full.hist) and leaves_equal(loaded.state, full.state)
 
 
-def test_crash_then_resume_from_periodic_checkpoint_equals_uninterrupted(tmp_path, reference):
-    (full, state_1000), data = reference, DATA50
+def test_minibatch_crash_then_resume_from_periodic_checkpoint_equals_uninterrupted(tmp_path):
+    # minibatches: the per-epoch permutation state must come back too
+    data, opts = {"y": Y}, dict(steps=1000, batch_size=20, seed=5, progress=False)
+    full = vi.fit(scale_model, data, **opts)
     ck = tmp_path / "run" / "ck.npz"
 
     def crash(fit, losses, i):
@@ -221,17 +211,17 @@ def test_crash_then_resume_from_periodic_checkpoint_equals_uninterrupted(tmp_pat
             raise RuntimeError("machine lost")
 
     with pytest.raises(RuntimeError, match="machine lost"):
-        vi.fit(scale_model, data, steps=1000, seed=5, progress=False, callbacks=[crash],
-               checkpoint=ck, checkpoint_every=200)
+        vi.fit(scale_model, data, callbacks=[crash], checkpoint=ck, checkpoint_every=200, **opts)
     assert sorted(p.name for p in ck.parent.iterdir()) == ["ck.npz"]   # no temporary left
-    resumed = vi.fit(scale_model, data, steps=1000, seed=5, progress=False,
-                     checkpoint=ck, checkpoint_every=200, resume=True)
+    resumed = vi.fit(scale_model, data, checkpoint=ck, checkpoint_every=200, resume=True, **opts)
     assert resumed.timings["steps"] == 600                           # continued from step 400
-    assert np.array_equal(resumed.hist, full.hist[:1000])
-    assert leaves_equal(resumed.state, state_1000)
+    assert np.array_equal(resumed.hist, full.hist) and resumed.epochs == full.epochs == 100
+    assert leaves_equal(resumed.state, full.state)
     assert vi.load(ck, scale_model, data).steps == 1000              # final state written
+    with pytest.raises(vi.CheckpointError, match="batch_size=20, this call has batch_size=10"):
+        vi.fit(scale_model, data, **{**opts, "batch_size": 10}, checkpoint=ck, resume=True)
     with pytest.raises(vi.CheckpointError, match="seed=5, this call has seed=4"):
-        vi.fit(scale_model, data, steps=1000, seed=4, progress=False, checkpoint=ck, resume=True)
+        vi.fit(scale_model, data, **{**opts, "seed": 4}, checkpoint=ck, resume=True)
 
 
 def test_save_load_round_trip_and_clear_errors(tmp_path):
