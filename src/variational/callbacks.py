@@ -234,14 +234,18 @@ class ELBOConvergence(Callback):
     def relative_changes(self, losses: np.ndarray) -> np.ndarray:
         """Relative ELBO changes of the last ``window`` blocks of ``every`` steps."""
         k = self.every
-        blocks = min(len(losses) // k, self.window + 1)
+        full = len(losses) // k
+        blocks = min(full, self.window + 1)
         if blocks < 2:
             return np.empty(0)
-        end = len(losses) // k * k
-        tail = np.asarray(losses[end - blocks * k:end], dtype=np.float64).reshape(blocks, k)
+        tail = np.asarray(losses[(full - blocks) * k:full * k], dtype=np.float64).reshape(blocks, k)
+        finite = np.isfinite(tail)
+        if finite.all():
+            elbo = -tail.mean(1)
+        else:  # skipped steps: average the finite losses of each block
+            with np.errstate(all="ignore"):
+                elbo = -np.where(finite, tail, 0.0).sum(1) / finite.sum(1)
         with np.errstate(all="ignore"):
-            finite = np.isfinite(tail)
-            elbo = -np.where(finite, tail, 0.0).sum(1) / finite.sum(1)
             rel = np.abs(np.diff(elbo)) / np.maximum(np.abs(elbo[1:]), 1.0)
         return rel[np.isfinite(rel)]
 
@@ -249,7 +253,10 @@ class ELBOConvergence(Callback):
         rel = self.relative_changes(losses)
         if rel.size == 0:
             return
-        mean, median = float(rel.mean()), float(np.median(rel))
+        ordered = sorted(rel.tolist())
+        m = len(ordered) // 2
+        mean = sum(ordered) / len(ordered)
+        median = ordered[m] if len(ordered) % 2 else 0.5 * (ordered[m - 1] + ordered[m])
         self.last = {"step": int(i), "mean": mean, "median": median}
         for what, value in (("mean", mean), ("median", median)):
             if value < self.tolerance:
