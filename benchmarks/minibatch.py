@@ -156,7 +156,7 @@ def part1(steps: int, repeats: int, np_bar_steps: int) -> None:
     m = {k: statistics.median(v) for k, v in r.items()}
     print("\n| runner (radon, batch 100) | steps/s (median) | vi.fit / runner |")
     print("|---|---:|---:|")
-    print(f"| vi.fit(batch_size=100) (fresh permutation each epoch) | {m['vi']:,.0f} | 1.00 |")
+    print(f"| vi.fit(batch_size=100) (fresh keyed order each epoch) | {m['vi']:,.0f} | 1.00 |")
     print(f"| vi.fit(batch_size=100, replace=True) | {m['vi_replace']:,.0f} | {m['vi'] / m['vi_replace']:.2f} |")
     print(f"| hand-written loop / vi.fit(replace=True) (same sampling of rows) | | "
           f"{m['vi_replace'] / m['hand']:.2f} (vi.fit(replace=True) / hand) |")
