@@ -96,14 +96,18 @@ class Report:
 
 
 def nuts(model: Any, *, seed: int = 0, warmup: int = 1000, samples: int = 2000, chains: int = 1,
-         init_params: dict | None = None, **kwargs: Any) -> dict[str, np.ndarray]:
-    """Reference posterior draws from NumPyro's NUTS (used as the ground truth of comparisons)."""
-    import jax
-    from numpyro.infer import MCMC, NUTS
+         init_values: dict | None = None, **kwargs: Any) -> dict[str, np.ndarray]:
+    """Reference posterior draws from NumPyro's NUTS (used as the ground truth of comparisons).
 
-    mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=samples, num_chains=chains,
-                progress_bar=False, chain_method="sequential")
-    mcmc.run(jax.random.PRNGKey(seed), init_params=init_params, **kwargs)
+    ``init_values`` (constrained values per site, e.g. a MAP point) start the chain there.
+    """
+    import jax
+    from numpyro.infer import MCMC, NUTS, init_to_median, init_to_value
+
+    strategy = init_to_value(values=init_values) if init_values else init_to_median
+    mcmc = MCMC(NUTS(model, init_strategy=strategy), num_warmup=warmup, num_samples=samples,
+                num_chains=chains, progress_bar=False, chain_method="sequential")
+    mcmc.run(jax.random.PRNGKey(seed), **kwargs)
     return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
 
 
