@@ -61,3 +61,27 @@ def test_example_quick(name, tmp_path):
         assert all(ok == "yes" for _, _, ok in claims)
     pngs = list(out.glob("*.png"))
     assert pngs and all(p.stat().st_size > 5_000 for p in pngs)
+
+
+def test_flat_priors_fit():
+    """vi.Flat / vi.HalfFlat (improper, no sampler) work: the quickstart's Iris and Normal models use them.
+
+    With a flat prior on mu and y_i ~ N(mu, 1), the posterior is N(mean(y), 1/sqrt(n)).
+    """
+    import numpy as np
+
+    import variational as vi
+
+    y = np.array([1.0, 2.0, 4.0, 0.5])
+
+    def model(y):
+        mu = vi.Flat("mu")
+        vi.HalfFlat("unused_scale")  # improper and unconstrained-positive: must trace too
+        vi.Normal("y", mu, 1.0, observed=y)
+
+    ld = vi.LogDensity(model, {"y": y})
+    assert ld.names == ["mu", "unused_scale"] and ld.dim == 2
+    fit = vi.fit(lambda y: vi.Normal("y", vi.Flat("mu"), 1.0, observed=y), {"y": y}, steps=4000, stl=True,
+                 progress=False)
+    assert abs(float(fit.mean["mu"]) - y.mean()) < 0.05
+    assert abs(float(fit.std["mu"]) - 0.5) < 0.05
