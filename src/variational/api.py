@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from . import data as _data
+from . import minibatch as _minibatch
 from .engine import Engine, FullBatch
 from .families import Family, make_family
 from .model import LogDensity
@@ -35,6 +36,8 @@ def fit(
     init: Fit | None = None,
     start: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable] = (),
+    batch_size: int | None = None,
+    replace: bool = False,
     **method_options: Any,
 ) -> Fit:
     """Fit a variational approximation to the posterior of ``model`` given ``data``.
@@ -43,8 +46,10 @@ def fit(
     ----------
     model : callable
         A model function: NumPyro primitives or ``variational`` site constructors.
-    data : mapping or pandas.DataFrame, optional
-        Named columns with one entry per row, passed to the model as keyword arguments.
+    data : mapping, pandas.DataFrame or streaming source, optional
+        Named columns with one entry per row, passed to the model as keyword arguments, or a
+        source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
+        ``batch_size``).
     method : str or Family
         ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
     steps : int
@@ -69,6 +74,13 @@ def fit(
         Initial values of some latent sites (constrained space).
     callbacks : sequence of callables
         ``cb(fit, losses, i)`` called every ``cb.every`` steps (every step when absent).
+    batch_size : int, optional
+        Rows per step (minibatch ADVI). The same rows are taken from every column, and the
+        log-likelihood of every observed site whose leading dimension is the batch is scaled
+        by N/B automatically (see ``docs/data.md``). Default: all rows at every step.
+    replace : bool
+        Draw each minibatch's rows with replacement (default: without, a fresh permutation
+        of the rows each epoch).
     **method_options
         Options of the family (for example ``init_scale``).
 
@@ -93,14 +105,13 @@ def fit(
         raise ValueError(f"steps={steps!r} must be a non-negative integer")
     if int(num_particles) < 1:
         raise ValueError(f"num_particles={num_particles!r} must be at least 1")
-    cols = _data.as_columns(data)
-    if cols:
-        _data.num_rows(cols)
-    ld = LogDensity(model, cols, model_kwargs, start=start, seed=seed)
+    plan = _minibatch.plan(model, data, batch_size=batch_size, replace=replace,
+                           model_kwargs=model_kwargs, seed=seed)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
     family = make_family(method, **method_options)
     opt = make_optimizer(optimizer, learning_rate)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    engine = Engine(loss_and_grad, opt, FullBatch())
+    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity)
 
     key = jax.random.PRNGKey(seed)
     if init is not None:
@@ -112,7 +123,9 @@ def fit(
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
                     seed=seed, progress=progress, **method_options)
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
-                 data=_data.to_device(cols), model_kwargs=model_kwargs or {}, settings=settings)
+                 data=plan.device_data, model_kwargs=model_kwargs or {}, settings=settings)
+    if plan.batch_size is not None:
+        result._use_plan(plan)
     return result._run(int(steps), callbacks=callbacks)
 
 

@@ -197,6 +197,8 @@ class Engine:
                 n = min(n_next, steps - done, self.capacity)
                 for e in everies:  # stop on the next callback boundary
                     n = min(n, e - (start_step + done) % e)
+                if pending_xs is not None:
+                    n = 1  # the inputs fed for compilation hold one step
                 xs = pending_xs if pending_xs is not None else (feed(n) if feed is not None else None)
                 pending_xs = None
                 t0 = time.perf_counter()

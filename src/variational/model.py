@@ -365,8 +365,10 @@ class _SiteRecorder(Messenger):
 class _ScaleObserved(Messenger):
     """Multiply the log-likelihood of observed sites by a factor (minibatch N/B scaling).
 
-    ``scale`` is either a number (every observed site) or a callable ``msg -> factor or None``.
-    Sites declared with ``total_size=`` are scaled by ``total_size / rows`` instead.
+    ``scale`` is either a number (every observed site), a callable ``msg -> factor or None``,
+    or a mapping ``site name -> factor`` (a rule computed once for the model, see
+    :mod:`variational.minibatch`; it takes precedence over ``total_size``).
+    Otherwise sites declared with ``total_size=`` are scaled by ``total_size / rows``.
     Latent sites (priors) are never scaled.
     """
 
@@ -379,7 +381,9 @@ class _ScaleObserved(Messenger):
             return
         infer = msg.get("infer") or {}
         factor = None
-        if "total_size" in infer:
+        if isinstance(self.scale, Mapping):
+            factor = self.scale.get(msg["name"])
+        elif "total_size" in infer:
             rows = jnp.shape(msg["value"])[0] if jnp.ndim(msg["value"]) else 1
             factor = infer["total_size"] / rows
         elif callable(self.scale):
@@ -388,6 +392,10 @@ class _ScaleObserved(Messenger):
             factor = self.scale
         if factor is not None and factor != 1:
             msg["scale"] = factor if msg.get("scale") is None else msg["scale"] * factor
+
+
+#: Reserved batch entry: a PRNG key that seeds the model (for ``numpyro.plate(subsample_size=)``).
+RNG_KEY = "_rng_key"
 
 
 def _init_start_or_median(site: dict | None = None, values: Mapping[str, Any] = {}) -> Any:
@@ -506,6 +514,9 @@ class LogDensity:
                     f"site '{n}'{where}: observed values contain NaN or inf (first at index "
                     f"{bad}); drop or impute those rows before fitting")
         self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
+        # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
+        self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
+                             and s["args"][1] < s["args"][0] for s in trace.values())
         if not latent:
             raise ModelError("the model has no latent (unobserved) random variables to infer")
 
@@ -595,7 +606,8 @@ class LogDensity:
             tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
             z = {n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent}
             lp, grad = jax.value_and_grad(
-                lambda z: -potential_energy(self._scaled, (), {**self.model_kwargs, **data}, z))(z)
+                lambda z: -potential_energy(handlers.seed(self._scaled, key), (),
+                                            {**self.model_kwargs, **data}, z))(z)
             ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
             return z, ok
 
@@ -643,12 +655,17 @@ class LogDensity:
     def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
         """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included)."""
         kwargs = {**self.model_kwargs, **(batch or {})}
-        return -potential_energy(self._scaled, (), kwargs, self._unravel(z_flat))
+        key = kwargs.pop(RNG_KEY, None)
+        model = self._scaled if key is None else handlers.seed(self._scaled, key)
+        return -potential_energy(model, (), kwargs, self._unravel(z_flat))
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Named values in the model's own (constrained) space, deterministics included."""
         kwargs = {**self.model_kwargs, **(batch or {})}
-        return constrain_fn(self.model, (), kwargs, self._unravel(z_flat), return_deterministic=True)
+        key = kwargs.pop(RNG_KEY, None)
+        model = self.model if key is None and not self.needs_key else handlers.seed(
+            self.model, jax.random.PRNGKey(0) if key is None else key)
+        return constrain_fn(model, (), kwargs, self._unravel(z_flat), return_deterministic=True)
 
     def unconstrain(self, values: Mapping[str, Any]) -> jax.Array:
         """Named constrained values of the latent sites -> flat unconstrained vector."""

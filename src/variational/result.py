@@ -96,6 +96,8 @@ class Fit:
         self.timings: dict[str, float] = {"compile_s": 0.0, "run_s": 0.0, "steps": 0}
         self._draw_counter = 0
         self._cache: dict[Any, Any] = {}
+        self._plan: Any = None   # minibatch plan (variational.minibatch.Plan) when batch_size was given
+        self.data_note = ""
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
@@ -115,10 +117,13 @@ class Fit:
             state, report = self.engine.run(
                 self._state, self.data, self.key, steps, callbacks=wrapped,
                 progress=make_bar if (show and steps > 0) else None,
-                feed=feed, max_seconds=max_seconds, history=self.hist)
+                feed=feed if feed is not None or self._plan is None else self._plan.feed,
+                max_seconds=max_seconds, history=self.hist)
         finally:
             for bar in bars:
                 bar.close()
+            if self._plan is not None and self._plan.feeder is not None:
+                self._plan.feeder.close()
         self._absorb(state, report)
         return self
 
@@ -231,9 +236,10 @@ class Fit:
     def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
         fn = getattr(self, "_constrain_fn", None)
         if fn is None:
-            ld, data = self.logdensity, self.data
+            ld, data = self.logdensity, self.data if self._plan is None else self._plan.trace_data
             fn = self._constrain_fn = jax.jit(jax.vmap(lambda zz: ld.constrain(zz, data)))
-        return {k: np.asarray(v) for k, v in fn(z).items()}
+        drop = () if self._plan is None else self._plan.per_row
+        return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
 
     def sample(self, n: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
@@ -280,6 +286,69 @@ class Fit:
     def std(self) -> dict[str, np.ndarray]:
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
+
+    # -- minibatch fits ----------------------------------------------------------------------------
+    def _use_plan(self, plan: Any) -> None:
+        self._plan = plan
+        if plan.per_row:
+            self.data_note = (f"per-row deterministic site(s) {[n for n in plan.per_row if n in self.logdensity.deterministic_names]} "
+                          f"are left out of draws and summaries of this minibatch fit (they would hold "
+                          f"N values per draw); compute them from fit.sample() on the rows you need")
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the data so far (fractional); a full-batch step is one pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def normal_mean(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
+        >>> vi.fit(normal_mean, {"y": np.zeros(100)}, batch_size=10, steps=25, progress=False).epochs
+        2.5
+        """
+        ds = self._state.data_state
+        if hasattr(ds, "epoch"):
+            return float(ds.epoch) + float(ds.pos) / float(ds.rows)
+        return float(self.steps)
+
+    def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
+             seed: int | None = None, return_se: bool = False) -> float | tuple[float, float]:
+        """ELBO of the approximation on all rows of ``data``, evaluated in batches.
+
+        Parameters
+        ----------
+        data : mapping, DataFrame or streaming source, optional
+            The rows (default: the fit's in-memory data).
+        num_draws : int
+            Draws of q averaged.
+        batch_size : int, optional
+            Rows per evaluation batch (default about a million draw-rows per batch).
+        seed : int, optional
+            Seed of the draws.
+        return_se : bool
+            Also return the Monte Carlo standard error.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def model(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
+        >>> fit = vi.fit(model, {"y": np.zeros(100)}, steps=500, progress=False)
+        >>> bool(abs(fit.elbo(batch_size=30) - fit.elbo()) < 1)   # batching does not change it
+        True
+        """
+        from .minibatch import full_data_elbo
+
+        if data is None and self._plan is not None and self._plan.feeder is not None:
+            data = self._plan.feeder.source
+        elif data is None:
+            data = {k: np.asarray(v) for k, v in self.data.items()}
+        est, se = full_data_elbo(self.logdensity, self.family, self.params, data, self._next_key(seed),
+                                 num_draws=num_draws, batch_size=batch_size)
+        return (est, se) if return_se else est
 
     # -- export ----------------------------------------------------------------------------------
     def to_arviz(self, n: int = 1000, seed: int | None = 0) -> Any:
