@@ -86,3 +86,18 @@ def test_flat_priors_fit():
                  progress=False)
     assert abs(float(fit.mean["mu"]) - y.mean()) < 0.05
     assert abs(float(fit.std["mu"]) - 0.5) < 0.05
+
+
+def test_flat_priors_fit_in_minibatches():
+    """The 40,000 x 100 Normal model of the quickstart (flat prior on mu) with batch_size=.
+
+    Flat prior, known sd 1: the posterior of mu is N(mean(y), 1/sqrt(n)).
+    """
+    import numpy as np
+
+    import variational as vi
+
+    y = np.random.default_rng(3).normal(2.0, 1.0, size=400)
+    fit = vi.fit(lambda y: vi.Normal("y", vi.Flat("mu"), 1.0, observed=y), {"y": y}, batch_size=100,
+                 steps=6000, progress=False)
+    assert abs(float(fit.mean["mu"]) - y.mean()) < 0.05

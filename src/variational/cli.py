@@ -1,4 +1,4 @@
-"""The ``variational`` command line: ``variational demo``."""
+"""The ``variational`` command line: ``variational demo`` and ``variational examples``."""
 
 from __future__ import annotations
 
