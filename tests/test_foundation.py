@@ -299,6 +299,10 @@ def test_demo_recovers_known_parameters(tmp_path):
     # the residual scale is well identified by 919 rows
     assert abs(got["eps"][0] - truth["eps"]) < 0.1
     assert abs(got["mu_alpha"][0] - truth["mu_alpha"]) < 0.2
+    # the demo ends with NUTS from the ADVI solution: it also finds eps, and agrees with ADVI on it
+    assert res["overlay_png"].exists() and res["overlay_png"].stat().st_size > 10_000
+    assert abs(float(res["nuts"].posterior["eps"].mean()) - truth["eps"]) < 0.1
+    assert abs(res["comparison"].table.loc["eps", "mean_diff_sd"]) < 1.0
 
 
 def test_cli_help_and_unknown_command():

@@ -15,6 +15,12 @@ from .model import (
 from .objectives import elbo
 from .optim import make_optimizer
 from .result import Fit
+from . import plots
+from .compare import Comparison, compare
+from .diagnostics import Diagnosis, summary
+from .mcmc import find_map, nuts
+from .plots import model_graph
+from .predictive import predictive
 
 __version__ = "0.1.0"
 
@@ -26,3 +32,5 @@ __all__ = [
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture",
     "Deterministic", "Potential",
 ]
+__all__ += ["predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
+            "model_graph", "plots"]

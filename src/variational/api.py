@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from . import data as _data
+from . import devices as _devices
 from . import minibatch as _minibatch
 from .engine import Engine, FullBatch
 from .families import Family, make_family
@@ -38,6 +39,7 @@ def fit(
     callbacks: Sequence[Callable] = (),
     batch_size: int | None = None,
     replace: bool = False,
+    devices: Any = None,
     **method_options: Any,
 ) -> Fit:
     """Fit a variational approximation to the posterior of ``model`` given ``data``.
@@ -81,6 +83,10 @@ def fit(
     replace : bool
         Draw each minibatch's rows with replacement (default: without, a fresh permutation
         of the rows each epoch).
+    devices : "all" or list of jax devices, optional
+        Split each batch across these devices (data parallelism with JAX sharding; the
+        variational parameters are replicated). ``batch_size`` must divide evenly. See
+        ``docs/devices.md``.
     **method_options
         Options of the family (for example ``init_scale``).
 
@@ -105,8 +111,12 @@ def fit(
         raise ValueError(f"steps={steps!r} must be a non-negative integer")
     if int(num_particles) < 1:
         raise ValueError(f"num_particles={num_particles!r} must be at least 1")
-    plan = _minibatch.plan(model, data, batch_size=batch_size, replace=replace,
-                           model_kwargs=model_kwargs, seed=seed)
+    place = _devices.placement(devices, batch_size)
+    if place is not None and place.multiprocess:
+        plan = _devices_plan(model, data, batch_size, model_kwargs, seed)
+    else:
+        plan = _minibatch.plan(model, data, batch_size=batch_size, replace=replace,
+                               model_kwargs=model_kwargs, seed=seed)
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
     family = make_family(method, **method_options)
     opt = make_optimizer(optimizer, learning_rate)
@@ -119,14 +129,45 @@ def fit(
     else:
         params = family.init(jax.random.fold_in(key, 0), ld.init)
     state = engine.init_state(params, key)
+    device_data = plan.device_data
+    if place is not None:
+        engine.shard_batch, engine.adaptive = place.constrain_batch, not place.multiprocess
+        state, key = place.replicate(state), place.replicate(key)
+        if device_data:
+            device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
+        if plan.feeder is not None:
+            local_feed = plan.feeder.feed
+            plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
     settings = dict(method=family.name, optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
                     seed=seed, progress=progress, **method_options)
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
-                 data=plan.device_data, model_kwargs=model_kwargs or {}, settings=settings)
+                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
     if plan.batch_size is not None:
         result._use_plan(plan)
     return result._run(int(steps), callbacks=callbacks)
+
+
+def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwargs: Any, seed: int) -> Any:
+    """Multi-process plan: this process streams ``batch_size / processes`` rows of its own shards.
+
+    N is the total over processes, and per-row sites are scaled by N / batch_size (global).
+    """
+    from .streaming import Source
+
+    if not isinstance(data, Source) or batch_size is None:
+        raise _data.DataError(
+            "a multi-process fit (jax.distributed) reads a streaming source on each process "
+            "(vi.data.parquet(...) of that process's own shards) with a global batch_size=")
+    procs = jax.process_count()
+    plan = _minibatch.plan(model, data, batch_size=batch_size // procs, model_kwargs=model_kwargs,
+                           seed=seed + jax.process_index())
+    local_scale = plan.num_rows / plan.batch_size
+    n_total = _devices.global_rows(plan.num_rows)
+    plan.obs_scale = {k: (n_total / batch_size if k in plan.per_row and np.isclose(f, local_scale) else f)
+                      for k, f in plan.obs_scale.items()}
+    plan.num_rows, plan.batch_size = n_total, int(batch_size)
+    return plan
 
 
 def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:

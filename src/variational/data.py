@@ -16,6 +16,7 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["as_columns", "num_rows", "to_device", "Minibatches", "Streamed", "EpochState",
+           "shuffled_index",
            "check_finite", "Source", "parquet", "npy", "iterable"]
 
 
@@ -84,27 +85,20 @@ def to_device(cols: Mapping[str, np.ndarray]) -> dict[str, jnp.ndarray]:
 class EpochState(NamedTuple):
     """Where the row stream stands: ``epoch`` complete passes plus ``pos`` rows of the next.
 
-    ``perm`` / ``next_perm`` are the current and the next epoch's row orders (empty when rows are
-    not permuted on the device); ``rows`` is N, kept so that the result can report epochs.
+    ``rows`` is N (kept so that the result can report epochs); ``key`` keys the row orders.
     """
 
-    perm: jax.Array
-    next_perm: jax.Array
     pos: jax.Array
     epoch: jax.Array
     rows: jax.Array
     key: jax.Array
 
 
-def _advance(ds: EpochState, batch_size: int, renew: Callable[[EpochState], EpochState] | None = None) -> EpochState:
-    """Move the stream ``batch_size`` rows on; at an epoch boundary, ``renew`` the orders."""
+def _advance(ds: EpochState, batch_size: int) -> EpochState:
+    """Move the stream ``batch_size`` rows on (arithmetic only: no branch in the loop)."""
     wrap = ds.pos + batch_size >= ds.rows
-
-    def cross(s: EpochState) -> EpochState:
-        s = s._replace(pos=s.pos + batch_size - s.rows, epoch=s.epoch + 1)
-        return renew(s) if renew is not None else s
-
-    return jax.lax.cond(wrap, cross, lambda s: s._replace(pos=s.pos + batch_size), ds)
+    return ds._replace(pos=jnp.where(wrap, ds.pos + batch_size - ds.rows, ds.pos + batch_size),
+                       epoch=ds.epoch + wrap.astype(jnp.int32))
 
 
 def _with_key(batch: dict, key: jax.Array, needs_key: bool) -> dict:
@@ -115,15 +109,55 @@ def _with_key(batch: dict, key: jax.Array, needs_key: bool) -> dict:
     return batch
 
 
+def _mix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: a fast, well-mixing bijection of uint32."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def shuffled_index(position: jax.Array, round_keys: jax.Array, num_rows: int) -> jax.Array:
+    """Row at ``position`` (< N) of the keyed pseudo-random permutation of ``range(N)``.
+
+    A 4-round Feistel network on ``2 * half`` bits (``4**half >= N``) is a bijection of
+    ``range(4**half)``; applying it again while the result is ``>= N`` ("cycle walking") makes it
+    a bijection of ``range(N)``. So each epoch (one set of ``round_keys``, shape
+    ``position.shape + (4,)``) visits every row exactly once, in an order that needs no sort and
+    no stored permutation: a batch costs O(B), whatever N.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> keys = jnp.broadcast_to(jax.random.bits(jax.random.PRNGKey(0), (4,)), (10, 4))
+    >>> sorted(shuffled_index(jnp.arange(10), keys, 10).tolist()) == list(range(10))
+    True
+    """
+    half = max(1, (max(int(num_rows) - 1, 1).bit_length() + 1) // 2)
+    mask = jnp.uint32((1 << half) - 1)
+
+    def feistel(x: jax.Array) -> jax.Array:
+        left, right = x >> half, x & mask
+        for r in range(4):
+            left, right = right, left ^ (_mix32(right ^ round_keys[..., r]) & mask)
+        return (left << half) | right
+
+    n = jnp.uint32(num_rows)
+    x = feistel(position.astype(jnp.uint32))
+    x = jax.lax.while_loop(lambda x: jnp.any(x >= n), lambda x: jnp.where(x >= n, feistel(x), x), x)
+    return x.astype(jnp.int32)
+
+
 class Minibatches:
     """In-memory minibatches: the same ``batch_size`` rows of every column at each step.
 
     Without replacement the rows form a continuous stream of epochs: epoch ``e`` visits the rows
-    in the order of a permutation drawn on the device from ``fold_in(key, e)``; the stream is
-    cut into consecutive batches, so when N is not a multiple of the batch size, the batch that
-    reaches the end of an epoch is completed with the first rows of the next epoch. Within an
-    epoch no row is skipped or read twice. The current and next permutations are carried in the
-    loop state and renewed (one ``jax.random.permutation``) only when an epoch ends. With
+    in a pseudo-random order keyed by ``fold_in(key, e)`` (a keyed bijection of the row numbers,
+    see :func:`shuffled_index`, computed on the device for just the rows of the batch); the
+    stream is cut into consecutive batches, so when N is not a multiple of the batch size, the
+    batch that reaches the end of an epoch is completed with the first rows of the next epoch.
+    Within an epoch no row is skipped or read twice, and each epoch has a fresh order. With
     ``replace=True`` each step draws ``batch_size`` row indices uniformly with replacement.
 
     Parameters
@@ -155,31 +189,24 @@ class Minibatches:
         self.num_rows, self.batch_size = int(num_rows), int(batch_size)
         self.replace, self.needs_key = bool(replace), bool(needs_key)
 
-    def _perm(self, key: jax.Array, epoch: jax.Array) -> jax.Array:
-        return jax.random.permutation(jax.random.fold_in(key, epoch), self.num_rows).astype(jnp.int32)
-
     def init(self, key: jax.Array) -> EpochState:
-        zero = jnp.int32(0)
+        return EpochState(jnp.int32(0), jnp.int32(0), jnp.int32(self.num_rows), key)
+
+    def indices(self, ds: EpochState, key: jax.Array) -> jax.Array:
+        """Row numbers of the batch that starts at ``ds`` (``key``: this step's key)."""
+        n, b = self.num_rows, self.batch_size
         if self.replace:
-            empty = jnp.zeros((0,), jnp.int32)
-            return EpochState(empty, empty, zero, zero, jnp.int32(self.num_rows), key)
-        return EpochState(self._perm(key, zero), self._perm(key, jnp.int32(1)), zero, zero,
-                          jnp.int32(self.num_rows), key)
+            return jax.random.randint(key, (b,), 0, n)
+        j = ds.pos + jnp.arange(b, dtype=jnp.int32)
+        later = j >= n                                    # rows of the next epoch
+        ek = jnp.stack([jax.random.bits(jax.random.fold_in(ds.key, ds.epoch + i), (4,), jnp.uint32)
+                        for i in (0, 1)])
+        return shuffled_index(jnp.where(later, j - n, j), ek[later.astype(jnp.int32)], n)
 
     def next(self, data_state: EpochState, data: Any, step: jax.Array, key: jax.Array, x: Any) -> tuple[Any, EpochState]:
-        ds, n, b = data_state, self.num_rows, self.batch_size
-        if self.replace:
-            idx = jax.random.randint(key, (b,), 0, n)
-            renew = None
-        else:
-            j = ds.pos + jnp.arange(b, dtype=jnp.int32)
-            idx = jnp.where(j < n, ds.perm[jnp.minimum(j, n - 1)], ds.next_perm[jnp.maximum(j - n, 0)])
-
-            def renew(s: EpochState) -> EpochState:
-                return s._replace(perm=s.next_perm, next_perm=self._perm(s.key, s.epoch + 1))
-
-        batch = {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
-        return _with_key(batch, key, self.needs_key), _advance(ds, b, renew)
+        idx = self.indices(data_state, key)
+        batch = {k: jnp.take(v, idx, axis=0, mode="clip") for k, v in data.items()}
+        return _with_key(batch, key, self.needs_key), _advance(data_state, self.batch_size)
 
 
 class Streamed:
@@ -193,8 +220,7 @@ class Streamed:
         self.num_rows, self.batch_size, self.needs_key = int(num_rows), int(batch_size), bool(needs_key)
 
     def init(self, key: jax.Array) -> EpochState:
-        empty, zero = jnp.zeros((0,), jnp.int32), jnp.int32(0)
-        return EpochState(empty, empty, zero, zero, jnp.int32(self.num_rows), key)
+        return EpochState(jnp.int32(0), jnp.int32(0), jnp.int32(self.num_rows), key)
 
     def next(self, data_state: EpochState, data: Any, step: jax.Array, key: jax.Array, x: Any) -> tuple[Any, EpochState]:
         return _with_key({**data, **x}, key, self.needs_key), _advance(data_state, self.batch_size)

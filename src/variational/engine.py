@@ -95,6 +95,10 @@ class Engine:
     optimizer: optax.GradientTransformation
     batcher: Any = field(default_factory=FullBatch)
     capacity: int = 4096
+    # devices: split each step's batch across a mesh (see variational.devices)
+    shard_batch: Callable[[Any], Any] | None = None
+    # size chunks from wall-clock time (off for multi-process runs, which must agree on sizes)
+    adaptive: bool = True
     _compiled: Any = field(default=None, init=False, repr=False)
     _signature: Any = field(default=None, init=False, repr=False)
 
@@ -110,6 +114,8 @@ class Engine:
         k = jax.random.fold_in(key, state.step)
         k_batch, k_obj = jax.random.split(k)
         batch, data_state = self.batcher.next(state.data_state, data, state.step, k_batch, x)
+        if self.shard_batch is not None:
+            batch = self.shard_batch(batch)
         loss, grads = self.loss_and_grad(state.params, k_obj, batch)
         ok = jnp.isfinite(loss) & _all_finite(grads)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -184,7 +190,7 @@ class Engine:
         chunks: list[np.ndarray] = []
         hist0 = np.empty(0) if history is None else np.asarray(history)
         start_step = int(state.step)
-        n_next = min(self.capacity, 64 if progress is not None else self.capacity)
+        n_next = min(self.capacity, 64 if (progress is not None and self.adaptive) else self.capacity)
         t_start = time.perf_counter()
         done = 0
         xs0 = feed(1) if feed is not None else None
@@ -210,6 +216,7 @@ class Engine:
                 chunks.append(losses)
                 if progress is not None:
                     progress.update(n, losses)
+                if progress is not None and self.adaptive:
                     # size the next call so that the bar refreshes about every target_seconds
                     n_next = int(np.clip(n * target_seconds / max(dt, 1e-6), 1, self.capacity))
                 all_losses = None

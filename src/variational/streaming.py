@@ -121,7 +121,8 @@ class Source:
 
 
 class _ParquetSource(Source):
-    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None, shuffle_buffer: int) -> None:
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str] | None, shuffle_buffer: int,
+                 shard: tuple[int, int] | None = None) -> None:
         import pyarrow.parquet as pq
 
         p = Path(path)
@@ -133,6 +134,12 @@ class _ParquetSource(Source):
             files = [p]
         else:
             raise DataError(f"Parquet path '{p}' does not exist")
+        if shard is not None:
+            index, count = shard
+            if not (0 <= index < count <= len(files)):
+                raise DataError(f"shard={shard!r}: need 0 <= index < count <= the {len(files)} "
+                                f"file(s) of '{p}'")
+            files = files[index::count]
         self.files = [pq.ParquetFile(f) for f in files]
         self.paths = files
         names = self.files[0].schema_arrow.names
@@ -232,7 +239,7 @@ class _IterableSource(Source):
 
 
 def parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, *,
-            shuffle_buffer: int = 65_536) -> Source:
+            shuffle_buffer: int = 65_536, shard: tuple[int, int] | None = None) -> Source:
     """A Parquet file or a folder of Parquet shards as a streaming source.
 
     N comes from the files' metadata. Pieces are row groups: write the files with row groups
@@ -246,6 +253,10 @@ def parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, *,
         Columns to read (default: all columns of the first file).
     shuffle_buffer : int
         Rows held back and mixed with the next row group.
+    shard : (int, int), optional
+        ``(index, count)``: keep the files ``index::count`` of the folder (sorted by name), for
+        example ``(jax.process_index(), jax.process_count())`` so that each process of a
+        multi-process fit reads its own shards.
 
     Examples
     --------
@@ -255,7 +266,7 @@ def parquet(path: str | os.PathLike, columns: Sequence[str] | None = None, *,
     >>> parquet(d).num_rows
     10
     """
-    return _ParquetSource(path, columns, shuffle_buffer)
+    return _ParquetSource(path, columns, shuffle_buffer, shard)
 
 
 def npy(files: Mapping[str, str | os.PathLike] | str | os.PathLike, columns: Sequence[str] | None = None, *,
