@@ -106,9 +106,23 @@ def nuts(model: Any, *, seed: int = 0, warmup: int = 1000, samples: int = 2000, 
 
     strategy = init_to_value(values=init_values) if init_values else init_to_median
     mcmc = MCMC(NUTS(model, init_strategy=strategy), num_warmup=warmup, num_samples=samples,
-                num_chains=chains, progress_bar=False, chain_method="sequential")
+                num_chains=chains, progress_bar=False, chain_method="vectorized" if chains > 1 else "sequential")
     mcmc.run(jax.random.PRNGKey(seed), **kwargs)
     return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+
+
+def shared_data(name: str) -> Path | None:
+    """A public dataset in a ``shared/data`` folder near the working directory or this checkout."""
+    from variational.datasets import find_shared_data
+
+    found = find_shared_data(name)
+    if found is not None:
+        return found
+    for base in Path(__file__).resolve().parents:
+        for cand in (base / "shared" / "data" / name, base.parent / "shared" / "data" / name):
+            if cand.exists():
+                return cand
+    return None
 
 
 def moments(x: Any) -> tuple[np.ndarray, np.ndarray]:

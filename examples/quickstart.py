@@ -28,7 +28,7 @@ import optax  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, nuts, parse_args, plt  # noqa: E402
+from _common import Report, nuts, parse_args, plt, shared_data  # noqa: E402
 
 W = np.array([0.2, 0.8])
 MU = np.array([-0.3, 0.5])
@@ -61,9 +61,7 @@ def iris_model(X, y=None, n_classes=3):
 
 
 def load_iris() -> tuple[np.ndarray, np.ndarray] | None:
-    from variational.datasets import find_shared_data
-
-    path = find_shared_data("iris.csv")
+    path = shared_data("iris.csv")
     if path is None:
         return None
     import pandas as pd
@@ -87,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kw = dict(progress=False, seed=0)
 
     # ---- 1. NormalMixture: NUTS, ADVI, SVGD ------------------------------------------------
-    ref = nuts(mixture_model, seed=0, warmup=500, samples=2000 if q else 12_500, chains=4)["x"]
+    ref = nuts(mixture_model, seed=0, warmup=300 if q else 1000, samples=500 if q else 12_500, chains=4)["x"]
     advi = vi.fit(mixture_model, method="advi", steps=10_000, **kw)
     svgd = vi.fit(mixture_model, method="svgd", n_particles=1000, optimizer="sgd", learning_rate=0.01,
                   steps=300, **kw)

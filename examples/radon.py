@@ -26,8 +26,8 @@ import optax  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, nuts, parse_args, plt, z_diff  # noqa: E402
-from variational.datasets import find_shared_data, load_radon, make_radon, radon_model  # noqa: E402
+from _common import Report, nuts, parse_args, plt, shared_data, z_diff  # noqa: E402
+from variational.datasets import load_radon, make_radon, radon_model  # noqa: E402
 
 HYPER = ["mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta", "eps"]
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args("radon", __doc__, argv)
     q = a.quick
     rep = Report("radon", "Minibatch ADVI on the hierarchical radon regression, then NUTS", a.out, q)
-    path = find_shared_data("radon.csv")
+    path = shared_data("radon.csv")
     d = load_radon(path) if path else make_radon(seed=0)
     mk = {"n_counties": d.n_counties}
     rep.say(f"data: {path or 'generated radon-like data'}: {len(d)} homes in {d.n_counties} counties\n")
