@@ -221,13 +221,22 @@ def mixture_workload(steps: int) -> Workload:
                     pymc=pymc_build if pm else None, reference=exact)
 
 
-def iris_workload(steps: int) -> Workload | None:
-    from quickstart import iris_model, load_iris
+def iris_model(X, y=None, n_classes=3):
+    """The seed's multinomial logistic regression: beta ~ N(0, 100), flat intercepts."""
+    beta = vi.Normal("beta", 0.0, 100.0, shape=(X.shape[1], n_classes))
+    a = vi.Flat("a", shape=(n_classes,))
+    vi.Categorical("obs", logit_p=X @ beta + a, observed=y)
 
-    iris = load_iris()
-    if iris is None:
+
+def iris_workload(steps: int) -> Workload | None:
+    import pandas as pd
+
+    path = find_shared_data("iris.csv")
+    if path is None:
         return None
-    X, y = iris
+    df = pd.read_csv(path)
+    X = df[["sepal_length", "sepal_width", "petal_length", "petal_width"]].to_numpy(np.float32)
+    y = pd.Categorical(df["species"]).codes.astype(np.int32)
 
     def np_model(X, y=None):
         beta = numpyro.sample("beta", dist.Normal(0.0, 100.0).expand([4, 3]).to_event(2))
