@@ -21,6 +21,11 @@ from .diagnostics import Diagnosis, summary
 from .mcmc import find_map, nuts
 from .plots import model_graph
 from .predictive import predictive
+from .empirical import Empirical
+from .flows import flow
+from .guides import guide_family
+from .lowrank import low_rank
+from .svgd import svgd
 
 __version__ = "0.1.0"
 
@@ -30,7 +35,7 @@ __all__ = [
     "CheckpointError", "Site", "Normal", "HalfNormal", "Uniform", "Flat", "HalfFlat", "Beta",
     "Gamma", "Exponential", "Cauchy", "HalfCauchy", "StudentT", "LogNormal", "Laplace",
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture",
-    "Deterministic", "Potential",
+    "Deterministic", "Potential", "Empirical", "svgd", "low_rank", "flow", "guide_family",
 ]
 __all__ += ["predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
             "model_graph", "plots"]

@@ -40,6 +40,7 @@ def fit(
     batch_size: int | None = None,
     replace: bool = False,
     devices: Any = None,
+    guide: Callable | None = None,
     **method_options: Any,
 ) -> Fit:
     """Fit a variational approximation to the posterior of ``model`` given ``data``.
@@ -87,8 +88,14 @@ def fit(
         Split each batch across these devices (data parallelism with JAX sharding; the
         variational parameters are replicated). ``batch_size`` must divide evenly. See
         ``docs/devices.md``.
+    guide : callable, optional
+        A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
+        (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
+        ``fit.params`` then holds its parameters, constrained, under the guide's names.
     **method_options
-        Options of the family (for example ``init_scale``).
+        Options of the family (for example ``init_scale``; ``n_particles`` and ``bandwidth``
+        for ``"svgd"``; ``rank`` for ``"lowrank_advi"``; ``flow``, ``depth`` and ``width``
+        for ``"flow"``).
 
     Returns
     -------
@@ -118,7 +125,17 @@ def fit(
         plan = _minibatch.plan(model, data, batch_size=batch_size, replace=replace,
                                model_kwargs=model_kwargs, seed=seed)
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    family = make_family(method, **method_options)
+    if guide is not None:
+        from .errors import VariationalError
+        from .guides import guide_family
+
+        if method not in ("advi", "guide") or method_options or stl:
+            raise VariationalError(
+                f"guide= replaces method= (got {method!r}), method options (got {sorted(method_options)}) "
+                f"and stl=; give either a guide or a method")
+        family = guide_family(guide, ld, plan.trace_data, seed=seed)
+    else:
+        family = make_family(method, **method_options)
     opt = make_optimizer(optimizer, learning_rate)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity)
@@ -126,6 +143,9 @@ def fit(
     key = jax.random.PRNGKey(seed)
     if init is not None:
         params = _warm_params(init, ld, family)
+    elif family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
+        head = _data.to_device(plan.trace_data)  # all rows, or the first batch (scaled by N/B)
+        params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
     else:
         params = family.init(jax.random.fold_in(key, 0), ld.init)
     state = engine.init_state(params, key)
@@ -180,4 +200,4 @@ def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
             f"warm starts need the same latent sites and shapes")
     if init.family.name != family.name:
         raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
-    return jax.tree_util.tree_map(lambda x: x, init.params)
+    return jax.tree_util.tree_map(lambda x: x, init.state.params)

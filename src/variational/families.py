@@ -46,6 +46,14 @@ class Family:
     # draws of the approximation, shape (n, D) (defaults to sample_and_log_q's draws)
     sample: Callable[[Params, jax.Array, int], jax.Array] | None = None
     options: dict = field(default_factory=dict)
+    # an empirical family's support points (P, D): summaries use them exactly, not resampled draws
+    particles: Callable[[Params], jax.Array] | None = None
+    # the parameters as the user sees them in ``fit.params`` (a guide's constrained values);
+    # the engine always optimises the raw pytree (``fit.state.params``)
+    user_params: Callable[[Params], Any] | None = None
+    # an init that evaluates the model: f(key, z0, logp_fn) -> params, used instead of ``init``
+    # when given; logp_fn(z_flat) is the log joint on the full data (SVGD's resampled start)
+    init_with_logp: Callable[[jax.Array, jax.Array, Callable], Params] | None = None
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""

@@ -171,7 +171,9 @@ class Fit:
 
     @property
     def params(self) -> Any:
-        """The variational parameters."""
+        """The variational parameters (a custom guide's: constrained, named as the guide names them)."""
+        if self.family.user_params is not None:
+            return self.family.user_params(self._state.params)
         return self._state.params
 
     @property
@@ -196,7 +198,7 @@ class Fit:
     def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
         key = ("flat_moments", self.steps)
         if key not in self._cache:
-            fam, p = self.family, self.params
+            fam, p = self.family, self._state.params
             if fam.mean is not None and fam.std is not None:
                 m, s = fam.mean(p), fam.std(p)
             else:
@@ -219,13 +221,13 @@ class Fit:
     def cov(self) -> np.ndarray:
         """Covariance of q in the flat unconstrained space, ``(D, D)``; see ``logdensity.layout``."""
         if self.family.cov is not None:
-            return np.asarray(self.family.cov(self.params))
+            return np.asarray(self.family.cov(self._state.params))
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
-        return self.family.draw(self.params, key, int(n))
+        return self.family.draw(self._state.params, key, int(n))
 
     def _next_key(self, seed: int | None) -> jax.Array:
         if seed is not None:
@@ -379,7 +381,10 @@ class Fit:
     def _moment_draws(self) -> dict[str, np.ndarray]:
         key = ("moment_draws", self.steps)
         if key not in self._cache:
-            z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
+            if self.family.particles is not None:  # an empirical family: its particles, exactly
+                z = self.family.particles(self._state.params)
+            else:
+                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
             self._cache[key] = self._constrain_draws(z)
         return self._cache[key]
 
