@@ -1,4 +1,4 @@
-"""The ``variational`` command line: ``variational demo``."""
+"""The ``variational`` command line: ``variational demo`` and ``variational examples``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``variational`` console script and ``python -m variational``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"demo": "fit the hierarchical radon regression with ADVI and show the result"}
+    commands = {"demo": "fit the hierarchical radon regression with ADVI and show the result",
+                "examples": "list the example scripts, or run one: examples NAME [--quick] [--out DIR]"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         p = argparse.ArgumentParser(prog="variational", description="Fast, trustworthy variational inference on JAX.")
         p.add_argument("command", choices=sorted(commands), help="; ".join(f"{k}: {v}" for k, v in commands.items()))
@@ -23,6 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if cmd == "examples":
+        from .examples_cli import main as examples_main
+
+        return examples_main(rest)
     return 2  # pragma: no cover
 
 

@@ -23,7 +23,7 @@ from numpyro.infer.util import potential_energy
 
 from . import data as _data
 from .errors import DataError, ModelError
-from .model import LogDensity, _ScaleObserved
+from .model import LogDensity, _ScaleObserved, _value_without_sampler
 from .streaming import Feeder, Source
 
 __all__ = ["row_sites", "scale_rule", "Plan", "plan", "full_data_elbo", "iter_batches"]
@@ -36,7 +36,8 @@ def _site_shapes(model: Callable, cols: Mapping[str, np.ndarray], rows: int,
     box: list[dict] = []
 
     def run(d: dict) -> int:
-        tr = handlers.trace(handlers.seed(model, 0)).get_trace(**model_kwargs, **d)
+        seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=_value_without_sampler)
+        tr = handlers.trace(seeded).get_trace(**model_kwargs, **d)
         box.append({n: dict(type=s["type"], shape=tuple(jnp.shape(s["value"])) if s["type"] != "plate" else (),
                             observed=bool(s.get("is_observed")),
                             total_size=(s.get("infer") or {}).get("total_size"),

@@ -427,6 +427,22 @@ def _describe_support(support: Any) -> str:
     return type(support).__name__.lstrip("_").replace("Constraint", "").lower() or str(support)
 
 
+def _value_without_sampler(site: dict) -> Any:
+    """A point in the support of a latent site whose distribution cannot be sampled.
+
+    Improper priors (``vi.Flat``, ``vi.HalfFlat``, NumPyro's ``ImproperUniform``) have no
+    sampler; tracing the model needs a value of the right shape, which ``init_to_uniform`` gives.
+    """
+    if site["type"] != "sample" or site["is_observed"] or site.get("value") is not None:
+        return None
+    try:
+        jax.eval_shape(lambda k: site["fn"](rng_key=k, sample_shape=site["kwargs"].get("sample_shape", ())),
+                       site["kwargs"]["rng_key"])
+    except NotImplementedError:
+        return init_to_uniform(site)
+    return None
+
+
 class LogDensity:
     """A model and its data as a log density on a flat unconstrained vector.
 
@@ -553,7 +569,8 @@ class LogDensity:
         box: list = []
 
         def run(key: jax.Array, data: dict) -> int:
-            tr = handlers.trace(handlers.seed(self.model, key)).get_trace(**self.model_kwargs, **data)
+            seeded = handlers.substitute(handlers.seed(self.model, key), substitute_fn=_value_without_sampler)
+            tr = handlers.trace(seeded).get_trace(**self.model_kwargs, **data)
             ids = {id(v): k for k, v in data.items()}
             box.append((tr, {n: ids[id(s["value"])] for n, s in tr.items()
                               if s["type"] == "sample" and s.get("is_observed") and id(s["value"]) in ids}))
