@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/variational demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/radon_steps.py
