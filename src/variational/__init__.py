@@ -3,7 +3,9 @@
 >>> import variational as vi
 """
 
+from . import callbacks
 from .api import fit
+from .checkpoint import load
 from .data import as_columns
 from .errors import CheckpointError, DataError, ModelError, VariationalError
 from .families import Family, full_rank, mean_field, register_family
@@ -30,7 +32,7 @@ from .svgd import svgd
 __version__ = "0.1.0"
 
 __all__ = [
-    "fit", "Fit", "LogDensity", "Family", "mean_field", "full_rank", "register_family", "elbo",
+    "fit", "load", "callbacks", "Fit", "LogDensity", "Family", "mean_field", "full_rank", "register_family", "elbo",
     "make_optimizer", "as_columns", "VariationalError", "ModelError", "DataError",
     "CheckpointError", "Site", "Normal", "HalfNormal", "Uniform", "Flat", "HalfFlat", "Beta",
     "Gamma", "Exponential", "Cauchy", "HalfCauchy", "StudentT", "LogNormal", "Laplace",

@@ -85,7 +85,8 @@ def to_device(cols: Mapping[str, np.ndarray]) -> dict[str, jnp.ndarray]:
 class EpochState(NamedTuple):
     """Where the row stream stands: ``epoch`` complete passes plus ``pos`` rows of the next.
 
-    ``rows`` is N (kept so that the result can report epochs); ``key`` keys the row orders.
+    ``rows`` is N (kept so that the result can report epochs); ``key`` keys the row orders
+    (uint32 bits for in-memory minibatches; the PRNG key otherwise).
     """
 
     pos: jax.Array
@@ -149,6 +150,16 @@ def shuffled_index(position: jax.Array, round_keys: jax.Array, num_rows: int) ->
     return x.astype(jnp.int32)
 
 
+def _epoch_keys(bits: jax.Array, epoch: jax.Array) -> jax.Array:
+    """The 4 Feistel round keys of ``epoch``: a hash of the fit's key bits and the epoch number.
+
+    Integer mixing only (no PRNG call in the loop): the order of epoch ``e`` depends on the seed
+    and ``e`` alone.
+    """
+    e = epoch.astype(jnp.uint32) * jnp.uint32(0x9E3779B9)
+    return _mix32(bits ^ _mix32(e + jnp.arange(4, dtype=jnp.uint32) * jnp.uint32(0x632BE5AB)))
+
+
 class Minibatches:
     """In-memory minibatches: the same ``batch_size`` rows of every column at each step.
 
@@ -190,7 +201,8 @@ class Minibatches:
         self.replace, self.needs_key = bool(replace), bool(needs_key)
 
     def init(self, key: jax.Array) -> EpochState:
-        return EpochState(jnp.int32(0), jnp.int32(0), jnp.int32(self.num_rows), key)
+        bits = jax.random.bits(key, (4,), jnp.uint32)   # keys every epoch's order (see _epoch_keys)
+        return EpochState(jnp.int32(0), jnp.int32(0), jnp.int32(self.num_rows), bits)
 
     def indices(self, ds: EpochState, key: jax.Array) -> jax.Array:
         """Row numbers of the batch that starts at ``ds`` (``key``: this step's key)."""
@@ -199,8 +211,7 @@ class Minibatches:
             return jax.random.randint(key, (b,), 0, n)
         j = ds.pos + jnp.arange(b, dtype=jnp.int32)
         later = j >= n                                    # rows of the next epoch
-        ek = jnp.stack([jax.random.bits(jax.random.fold_in(ds.key, ds.epoch + i), (4,), jnp.uint32)
-                        for i in (0, 1)])
+        ek = jnp.stack([_epoch_keys(ds.key, ds.epoch + i) for i in (0, 1)])
         return shuffled_index(jnp.where(later, j - n, j), ek[later.astype(jnp.int32)], n)
 
     def next(self, data_state: EpochState, data: Any, step: jax.Array, key: jax.Array, x: Any) -> tuple[Any, EpochState]:

@@ -89,12 +89,18 @@ class Engine:
         Supplies each step's batch.
     capacity : int
         Largest number of steps in one compiled call (size of the loss buffer).
+    guard : callable, optional
+        ``guard(before, after, loss, ok) -> after``: called inside the compiled loop after every
+        step with the states before and after it, the step's loss and whether it was applied;
+        it may adjust the new state (see :func:`variational.control.make_guard`, which lowers
+        the learning rate after a run of non-finite steps).
     """
 
     loss_and_grad: Callable[[Any, jax.Array, Any], tuple[jax.Array, Any]]
     optimizer: optax.GradientTransformation
     batcher: Any = field(default_factory=FullBatch)
     capacity: int = 4096
+    guard: Callable[[EngineState, EngineState, jax.Array, jax.Array], EngineState] | None = None
     # devices: split each step's batch across a mesh (see variational.devices)
     shard_batch: Callable[[Any], Any] | None = None
     # size chunks from wall-clock time (off for multi-process runs, which must agree on sizes)
@@ -122,14 +128,17 @@ class Engine:
         params = optax.apply_updates(state.params, updates)
         ok = ok & _all_finite(params)
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-        return EngineState(
+        new = EngineState(
             params=jax.tree_util.tree_map(keep, params, state.params),
             opt_state=jax.tree_util.tree_map(keep, opt_state, state.opt_state),
             data_state=data_state,
             step=state.step + 1,
             skipped=state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
             bad_run=jnp.where(ok, 0, state.bad_run + 1).astype(jnp.int32),
-        ), loss
+        )
+        if self.guard is not None:
+            new = self.guard(state, new, loss, ok)
+        return new, loss
 
     def _chunk(self, state: EngineState, data: Any, key: jax.Array, n: jax.Array, xs: Any) -> tuple[EngineState, jax.Array]:
         losses = jnp.full((self.capacity,), jnp.nan, dtype=jnp.result_type(float))
@@ -145,7 +154,8 @@ class Engine:
     def compile(self, state: EngineState, data: Any, key: jax.Array, xs: Any = None) -> float:
         """Compile the chunk function for these argument shapes; returns seconds spent."""
         sig = jax.tree_util.tree_structure((state, data, xs)), tuple(
-            (np.shape(a), jnp.result_type(a)) for a in jax.tree_util.tree_leaves((state, data, xs)))
+            (np.shape(a), a.dtype if hasattr(a, "dtype") else jnp.result_type(a))  # (cheap per call)
+            for a in jax.tree_util.tree_leaves((state, data, xs)))
         if self._compiled is not None and sig == self._signature:
             return 0.0
         t0 = time.perf_counter()
@@ -157,8 +167,8 @@ class Engine:
     def run_chunk(self, state: EngineState, data: Any, key: jax.Array, n: int, xs: Any = None) -> tuple[EngineState, np.ndarray]:
         """Run ``n`` (<= capacity) steps in one compiled call; returns the state and n losses."""
         self.compile(state, data, key, xs)
-        state, losses = self._compiled(state, data, key, jnp.int32(n), xs)
-        return state, np.asarray(losses[:n])
+        state, losses = self._compiled(state, data, key, np.int32(n), xs)
+        return state, np.asarray(losses)[:n]  # (slicing on the host: no new op per n)
 
     # ---------------------------------------------------------------------------------------
     def run(
@@ -233,7 +243,7 @@ class Engine:
                     break
         except StopIteration as e:
             report.stopped_by = "callback"
-            report.message = str(e) or f"interrupted at step {start_step + done}"
+            report.message = f"interrupted at step {start_step + done}" + (f": {e}" if str(e) else "")
         except KeyboardInterrupt:
             report.stopped_by = "interrupt"
             report.message = f"interrupted at step {start_step + done}"

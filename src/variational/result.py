@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import control as _control
 from .engine import Engine, EngineState, RunReport
 from .families import Family
 from .model import LogDensity
@@ -54,6 +55,10 @@ class Fit:
         The optimised variational parameters.
     logdensity : LogDensity
         The model as a log density (layout, constrain/unconstrain).
+    interrupted, converged, message, notes
+        Whether a callback or Ctrl-C stopped the fit early; whether a convergence rule fired
+        (None when none was watching); what ended the last run; what the fit reported on the
+        way (step-size choice, skipped steps, learning-rate reductions). See ``docs/control.md``.
 
     Examples
     --------
@@ -92,6 +97,8 @@ class Fit:
         self.method = family.name
         self._hist: list[np.ndarray] = []
         self.interrupted = False
+        self.converged: bool | None = None   # set when a convergence rule was watching
+        self.notes: list[str] = []           # what the fit reported (step size, skipped steps...)
         self.message = ""
         self.timings: dict[str, float] = {"compile_s": 0.0, "run_s": 0.0, "steps": 0}
         self._draw_counter = 0
@@ -113,6 +120,7 @@ class Fit:
             return bars[-1]
 
         wrapped = [self._wrap_callback(cb) for cb in callbacks]
+        before = self._state
         try:
             state, report = self.engine.run(
                 self._state, self.data, self.key, steps, callbacks=wrapped,
@@ -125,6 +133,7 @@ class Fit:
             if self._plan is not None and self._plan.feeder is not None:
                 self._plan.feeder.close()
         self._absorb(state, report)
+        _control.after_run(self, callbacks, before, report.stopped_by)
         return self
 
     def _wrap_callback(self, cb: Callable) -> Callable:
@@ -162,6 +171,31 @@ class Fit:
         200
         """
         return self._run(steps, callbacks=callbacks, progress=progress)
+
+    def save(self, path: Any) -> Any:
+        """Save the fit to one ``.npz`` file (atomically); :func:`variational.load` reads it back.
+
+        Stores parameters, optimiser state, loss history, random key and settings (no code).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz")
+        >>> _ = vi.fit(model, steps=100, progress=False).save(path)
+        >>> len(vi.load(path, model).hist)
+        100
+        """
+        from .checkpoint import save
+
+        return save(self, path)
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The current learning rate (after any automatic choice or reduction)."""
+        return _control.learning_rate(self._state)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -517,7 +551,7 @@ class Fit:
         avg = f"{tail.mean():.6g}" if tail.size else "n/a"
         head = (f"Fit(method={self.method!r}, steps={self.steps}, final average loss={avg}, "
                 f"skipped_steps={self.skipped_steps}"
-                + (f", {self.message}" if self.interrupted else "") + ")")
+                + (f", {self.message}" if self.message else "") + ")")
         try:
             head += "\n  " + repr(self.diagnose())
         except Exception as e:  # the repr must never fail
