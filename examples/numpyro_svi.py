@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- 3. linear regression with outliers ------------------------------------------------
     d = gen_outlier_data(12)
-    ref = nuts(linear_mixture_model, seed=3, warmup=300 if q else 1000, samples=1000 if q else 20_000, **d)
+    ref = nuts(linear_mixture_model, seed=3, warmup=500 if q else 1000, samples=2000 if q else 20_000, **d)
     steps3 = 3000 if q else 10_000
     lin = {}
     for label, guide in (("manual", manual_guide), ("AutoNormal", AutoNormal(linear_mixture_model)),
@@ -347,11 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ---- 4. hierarchical linear regression -------------------------------------------------
     h = gen_hierarchy_data()
     mk = {"n_sources": 8}
-    href = nuts(model_hierarchy, seed=1, warmup=300 if q else 2000, samples=1000 if q else 20_000, **h, **mk)
-    nparticles = 4 if q else 100
+    href = nuts(model_hierarchy, seed=1, warmup=500 if q else 2000, samples=2000 if q else 20_000, **h, **mk)
+    nparticles = 8 if q else 100
     steps4 = 5000  # c_mu travels ~10 from its prior mean at adam's ~0.01 per step
     guides = {"Diag": AutoNormal(model_hierarchy), "Multi": AutoMultivariateNormal(model_hierarchy),
-              "DAIS": AutoDAIS(model_hierarchy, K=2 if q else 16, eta_max=0.12, eta_init=0.1, gamma_init=0.9),
+              "DAIS": AutoDAIS(model_hierarchy, K=4 if q else 16, eta_max=0.12, eta_init=0.1, gamma_init=0.9),
               "BNAF": AutoBNAFNormal(model_hierarchy), "IAF": AutoIAFNormal(model_hierarchy)}
     hf, rows = {}, []
     for label, guide in guides.items():
