@@ -1,14 +1,15 @@
-"""Steps per second of ``vi.fit`` on the hierarchical radon regression (full data).
+"""Steps per second of ``vi.fit`` on the hierarchical radon regression (full data or minibatch).
 
 Compared, in one process, with
   * a hand-written mean-field ADVI loop of the same model fused in one ``jax.lax.scan``
     (the speed ceiling: no engine, no NaN guard, no progress), and
-  * NumPyro's ``SVI.run`` with ``AutoNormal`` (with its default progress bar, and without it).
+  * NumPyro's ``SVI.run`` with ``AutoNormal`` (with its default progress bar, and without it;
+    full data only).
 
 Reports the median of several runs of steady-state steps/s (compilation excluded) and the
 compile times separately. Run:
 
-    python benchmarks/radon_steps.py [--steps 20000] [--repeats 5]
+    python benchmarks/radon_steps.py [--steps 20000] [--repeats 5] [--batch-size 100]
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ def load() -> tuple[vi.datasets.RadonData, str]:
     return make_radon(), "generated radon-like data"
 
 
-def hand_written_loop(d, steps: int, lr: float = 1e-2):
-    """Mean-field ADVI of the radon model, written directly in JAX, fused in one scan."""
+def hand_written_loop(d, steps: int, lr: float = 1e-2, batch_size: int | None = None):
+    """Mean-field ADVI of the radon model, written directly in JAX, fused in one scan.
+
+    With ``batch_size`` each step reads the next ``batch_size`` rows of one fixed permutation
+    (a slice: the cheapest minibatch there is) and scales their log-likelihood by N/B.
+    """
+    n = len(d)
+    perm = jnp.asarray(np.random.default_rng(0).permutation(n).astype(np.int32))
+    bsz = n if batch_size is None else int(batch_size)
     county = jnp.asarray(d.county)
     floor = jnp.asarray(d.floor, jnp.float32)
     y = jnp.asarray(d.log_radon, jnp.float32)
@@ -49,7 +57,7 @@ def hand_written_loop(d, steps: int, lr: float = 1e-2):
     def bounded(u):  # Uniform(0, 100) through a logit transform, with its Jacobian
         return 100 * jax.nn.sigmoid(u), jnp.log(100.0) + jax.nn.log_sigmoid(u) + jax.nn.log_sigmoid(-u) - jnp.log(100.0)
 
-    def logp(z):
+    def logp(z, start):
         mu_a, mu_b = z[0], z[2]
         sa, la = bounded(z[1])
         sb, lb = bounded(z[3])
@@ -57,13 +65,17 @@ def hand_written_loop(d, steps: int, lr: float = 1e-2):
         eps, le = bounded(z[-1])
         lp = norm_lp(mu_a, 0.0, 100.0) + norm_lp(mu_b, 0.0, 100.0) + la + lb + le
         lp += jnp.sum(norm_lp(a, mu_a, sa)) + jnp.sum(norm_lp(b, mu_b, sb))
-        return lp + jnp.sum(norm_lp(y, a[county] + b[county] * floor, eps))
+        if batch_size is None:
+            return lp + jnp.sum(norm_lp(y, a[county] + b[county] * floor, eps))
+        idx = jax.lax.dynamic_slice(perm, (start,), (bsz,))
+        c = county[idx]
+        return lp + (n / bsz) * jnp.sum(norm_lp(y[idx], a[c] + b[c] * floor[idx], eps))
 
-    def loss(p, key):
+    def loss(p, key, start):
         s = jax.nn.softplus(p["rho"])
         e = jax.random.normal(key, (dim,))
         z = p["loc"] + s * e
-        return -(logp(z) + jnp.sum(jnp.log(s)))  # entropy up to a constant
+        return -(logp(z, start) + jnp.sum(jnp.log(s)))  # entropy up to a constant
 
     opt = optax.adam(lr)
 
@@ -71,7 +83,8 @@ def hand_written_loop(d, steps: int, lr: float = 1e-2):
     def run(p, key):
         def body(carry, i):
             p, o = carry
-            l, g = jax.value_and_grad(loss)(p, jax.random.fold_in(key, i))
+            start = (i * bsz) % (n - n % bsz)
+            l, g = jax.value_and_grad(loss)(p, jax.random.fold_in(key, i), start)
             u, o = opt.update(g, o, p)
             return (optax.apply_updates(p, u), o), l
 
@@ -83,8 +96,8 @@ def hand_written_loop(d, steps: int, lr: float = 1e-2):
     return run, p0
 
 
-def time_hand(d, steps: int) -> tuple[float, float]:
-    run, p0 = hand_written_loop(d, steps)
+def time_hand(d, steps: int, batch_size: int | None = None) -> tuple[float, float]:
+    run, p0 = hand_written_loop(d, steps, batch_size=batch_size)
     key = jax.random.PRNGKey(0)
     t0 = time.perf_counter()
     run.lower(p0, key).compile()
@@ -95,10 +108,10 @@ def time_hand(d, steps: int) -> tuple[float, float]:
     return steps / (time.perf_counter() - t0), compile_s
 
 
-def time_vi(d, steps: int) -> tuple[float, float, float]:
+def time_vi(d, steps: int, batch_size: int | None = None) -> tuple[float, float, float]:
     t0 = time.perf_counter()
     fit = vi.fit(radon_model, d.columns, model_kwargs={"n_counties": d.n_counties}, steps=steps,
-                 progress=False)
+                 progress=False, batch_size=batch_size)
     wall = time.perf_counter() - t0
     return fit.timings["steps"] / fit.timings["run_s"], fit.timings["compile_s"], wall
 
@@ -142,19 +155,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--numpyro-steps", type=int, default=2_000,
                     help="steps for NumPyro SVI.run with its progress bar (slow)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="minibatch rows per step (vi.fit and the hand-written loop only; NumPyro's "
+                         "minibatch runs are in compare.py)")
     a = ap.parse_args()
     d, source = load()
-    print(f"data: {source} ({len(d)} rows, {d.n_counties} counties); {a.steps} steps x {a.repeats} repeats")
+    what = "full data" if a.batch_size is None else f"minibatch {a.batch_size}"
+    print(f"data: {source} ({len(d)} rows, {d.n_counties} counties, {what}); {a.steps} steps x {a.repeats} repeats")
     print(f"jax {jax.__version__}, numpyro {__import__('numpyro').__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, backend {jax.default_backend()}")
     r = {k: [] for k in ("vi", "hand", "np_bar", "np_nobar", "vi_compile", "hand_compile", "vi_wall")}
     for i in range(a.repeats):
-        sps, comp, wall = time_vi(d, a.steps)
+        sps, comp, wall = time_vi(d, a.steps, a.batch_size)
         r["vi"].append(sps), r["vi_compile"].append(comp), r["vi_wall"].append(wall)
-        sps, comp = time_hand(d, a.steps)
+        sps, comp = time_hand(d, a.steps, a.batch_size)
         r["hand"].append(sps), r["hand_compile"].append(comp)
-        r["np_nobar"].append(time_numpyro(d, a.steps, progress_bar=False))
-        r["np_bar"].append(time_numpyro(d, a.numpyro_steps, progress_bar=True))
+        if a.batch_size is None:
+            r["np_nobar"].append(time_numpyro(d, a.steps, progress_bar=False))
+            r["np_bar"].append(time_numpyro(d, a.numpyro_steps, progress_bar=True))
+        else:
+            r["np_nobar"].append(float("nan")), r["np_bar"].append(float("nan"))
         print(f"  run {i + 1}: vi {r['vi'][-1]:,.0f}  hand {r['hand'][-1]:,.0f}  "
               f"numpyro(bar) {r['np_bar'][-1]:,.0f}  numpyro(no bar) {r['np_nobar'][-1]:,.0f} steps/s")
     med = {k: statistics.median(v) for k, v in r.items()}
@@ -162,8 +182,9 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     print(f"| vi.fit (advi) | {med['vi']:,.0f} | 1.00 | {med['vi_compile']:.2f} |")
     print(f"| hand-written fused lax.scan | {med['hand']:,.0f} | {med['vi'] / med['hand']:.2f} | {med['hand_compile']:.2f} |")
-    print(f"| NumPyro SVI.run + AutoNormal (default progress bar) | {med['np_bar']:,.0f} | {med['vi'] / med['np_bar']:.1f} | - |")
-    print(f"| NumPyro compiled svi.update loop (what SVI.run runs with progress_bar=False) | {med['np_nobar']:,.0f} | {med['vi'] / med['np_nobar']:.2f} | - |")
+    if a.batch_size is None:
+        print(f"| NumPyro SVI.run + AutoNormal (default progress bar) | {med['np_bar']:,.0f} | {med['vi'] / med['np_bar']:.1f} | - |")
+        print(f"| NumPyro compiled svi.update loop (what SVI.run runs with progress_bar=False) | {med['np_nobar']:,.0f} | {med['vi'] / med['np_nobar']:.2f} | - |")
     print(f"\nvi.fit wall time per {a.steps}-step fit, model tracing and compilation included: "
           f"{med['vi_wall']:.2f}s (median)")
 

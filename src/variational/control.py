@@ -93,7 +93,7 @@ def make_guard(optimizer: optax.GradientTransformation, after: int = BACKOFF_AFT
     def guard(before: EngineState, state: EngineState, loss: jax.Array, ok: jax.Array) -> EngineState:
         o = state.opt_state
         better = ok & jnp.isfinite(loss) & (loss < o.best_loss)
-        best = jax.tree_util.tree_map(lambda b, p: jnp.where(better, p, b), o.best, before.params)
+        best = jax.lax.cond(better, lambda: before.params, lambda: o.best)
         o = o._replace(best=best, best_loss=jnp.where(better, loss.astype(o.best_loss.dtype), o.best_loss))
         recent = o.recent_bad + jnp.where(ok, 0, 1).astype(o.recent_bad.dtype)
         window_end = state.step % window == 0
