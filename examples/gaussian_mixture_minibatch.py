@@ -12,17 +12,20 @@ standard deviations of the full-batch fit (and both are near the generating valu
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import variational as vi
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import variational as vi  # noqa: E402
+from _common import Report, parse_args, plt  # noqa: E402
 
 MS = np.array([[-1.0, -1.5], [1.0, 1.0]])
 PS = np.array([0.2, 0.8])
@@ -50,15 +53,8 @@ def _ordered(fit: vi.Fit) -> dict[str, np.ndarray]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer points and steps (a smoke run)")
-    p.add_argument("--out", default="out/gaussian_mixture_minibatch", help="output folder")
-    a = p.parse_args(argv)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    a = parse_args("gaussian_mixture_minibatch", __doc__, argv)
+    rep = Report("gaussian_mixture_minibatch", "Gaussian mixture, minibatch ADVI", a.out, a.quick)
     n, steps = (20_000, 2000) if a.quick else (100_000, 3000)
     x = make_data(n)
     opt = optax.adam(optax.cosine_decay_schedule(0.05, steps))
@@ -74,8 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     z_mu = np.abs(m["mu"] - f["mu"]) / f["mu_sd"]
     z_pi = np.abs(m["pi"] - f["pi"]) / f["pi_sd"]
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     show = x[:: max(1, n // 5000)]
     ax[0].scatter(show[:, 0], show[:, 1], s=2, alpha=0.2, c="g")
@@ -90,28 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         ax[1].plot(np.convolve(h, np.ones(w) / w, mode="valid"), label=lab)
     ax[1].set(yscale="log", xlabel="step", ylabel="-ELBO per point (running mean)")
     ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(out / "mixture.png", dpi=100)
-    plt.close(fig)
+    rep.savefig(fig, "mixture.png")
 
-    ok = bool(np.all(z_mu < 3) and np.all(z_pi < 3) and np.all(np.abs(m["mu"] - MS) < 0.1))
-    lines = [
-        "# Gaussian mixture, minibatch ADVI", "",
-        f"{n:,} points, {steps} steps; minibatch of 200 points per step ({mb.epochs:.1f} epochs).", "",
-        "| | full batch | minibatch 200 | generating |", "|---|---|---|---|",
-    ]
     fmt = lambda v: ", ".join(f"{float(e):.3f}" for e in v)  # noqa: E731
-    for k in range(2):
-        lines.append(f"| mu[{k}] | {fmt(f['mu'][k])} | {fmt(m['mu'][k])} | {fmt(MS[k])} |")
-    lines.append(f"| pi | {fmt(f['pi'])} | {fmt(m['pi'])} | {fmt(PS)} |")
-    lines += ["", f"Largest |minibatch - full| in full-batch posterior sds: mu {z_mu.max():.2f}, pi {z_pi.max():.2f} "
-              f"(claim: below 3).", f"Wall time: full batch {t_full:.1f}s, minibatch {t_mb:.1f}s (compilation included).",
-              "", f"Claim holds: {ok}"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if not ok:
-        raise SystemExit("claim failed: the minibatch fit does not match the full-batch fit")
-    return 0
+    rep.say(f"{n:,} points, {steps} steps; minibatch of 200 points per step ({mb.epochs:.1f} epochs).\n")
+    rep.table(["", "full batch", "minibatch 200", "generating"],
+              [[f"mu[{k}]", fmt(f["mu"][k]), fmt(m["mu"][k]), fmt(MS[k])] for k in range(2)]
+              + [["pi", fmt(f["pi"]), fmt(m["pi"]), fmt(PS)]])
+    rep.say(f"Wall time: full batch {t_full:.1f}s, minibatch {t_mb:.1f}s (compilation included).")
+    rep.check("largest abs(minibatch - full) of the means, in full-batch sds, below 3", z_mu.max(), bool(np.all(z_mu < 3)))
+    rep.check("largest abs(minibatch - full) of the weights, in full-batch sds, below 3", z_pi.max(), bool(np.all(z_pi < 3)))
+    dm = float(np.max(np.abs(m["mu"] - MS)))
+    rep.check("minibatch means within 0.1 of the generating means", dm, dm < 0.1)
+    return rep.finish()
 
 
 if __name__ == "__main__":

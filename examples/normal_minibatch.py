@@ -12,14 +12,17 @@ faster than a full-batch step (ratio measured in this process).
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import optax
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import variational as vi
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import variational as vi  # noqa: E402
+from _common import Report, parse_args, plt  # noqa: E402
 
 
 def normal_model(data):
@@ -29,15 +32,8 @@ def normal_model(data):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer rows and steps (a smoke run)")
-    p.add_argument("--out", default="out/normal_minibatch", help="output folder")
-    a = p.parse_args(argv)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    a = parse_args("normal_minibatch", __doc__, argv)
+    rep = Report("normal_minibatch", "Normal model, 100 columns, minibatch 500 against full batch", a.out, a.quick)
     rows, steps = (8_000, 3000) if a.quick else (40_000, 10_000)
     rng = np.random.default_rng(0)
     data = rng.random((rows, 100)) * rng.integers(1, 10, size=100) + rng.random(100) * 10
@@ -47,43 +43,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                   start={"mu": col_mean.mean() * np.ones(100), "sd": np.ones(100)})
     mb = vi.fit(normal_model, {"data": data}, batch_size=500, **common)
     full = vi.fit(normal_model, {"data": data}, **common)
-    rate = {k: f.timings["steps"] / f.timings["run_s"] for k, f in (("minibatch", mb), ("full", full))}
+    fits = {"minibatch": mb, "full": full}
+    rate = {k: f.timings["steps"] / f.timings["run_s"] for k, f in fits.items()}
+    err = {k: (np.max(np.abs(f.mean["mu"] - col_mean) / col_sd), np.max(np.abs(f.mean["sd"] / col_sd - 1)))
+           for k, f in fits.items()}
 
-    err = {}
-    for k, f in (("minibatch", mb), ("full", full)):
-        err[k] = (np.max(np.abs(f.mean["mu"] - col_mean) / col_sd), np.max(np.abs(f.mean["sd"] / col_sd - 1)))
-    ok = all(e_mu < 0.02 and e_sd < 0.02 for e_mu, e_sd in err.values()) and rate["minibatch"] > rate["full"]
+    rep.say(f"{rows:,} x 100 data, {steps} steps (minibatch: {mb.epochs:.1f} epochs).\n")
+    rep.table(["fit", "max abs(mean(mu) - column mean) / column sd", "max abs(mean(sd) / column sd - 1)", "steps/s"],
+              [[k, f"{err[k][0]:.4f}", f"{err[k][1]:.4f}", f"{rate[k]:,.0f}"] for k in fits])
+    for k in fits:
+        rep.check(f"{k}: every column's mean within 2% of its sd", err[k][0], err[k][0] < 0.02)
+        rep.check(f"{k}: every column's sd within 2%", err[k][1], err[k][1] < 0.02)
+    rep.check("minibatch steps/s / full-batch steps/s above 1 (same process, compilation excluded)",
+              rate["minibatch"] / rate["full"], rate["minibatch"] > rate["full"])
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].scatter(col_mean, mb.mean["mu"], s=10, label="minibatch 500")
-    ax[0].scatter(col_mean, full.mean["mu"], s=30, facecolors="none", edgecolors="k", label="full batch")
-    ax[0].set(xlabel="column mean", ylabel="posterior mean of mu")
-    ax[0].legend()
-    ax[1].scatter(col_sd, mb.mean["sd"], s=10, label="minibatch 500")
-    ax[1].scatter(col_sd, full.mean["sd"], s=30, facecolors="none", edgecolors="k", label="full batch")
-    ax[1].set(xlabel="column sd", ylabel="posterior mean of sd")
-    fig.tight_layout()
-    fig.savefig(out / "normal_columns.png", dpi=100)
-    plt.close(fig)
-
-    lines = [
-        "# Normal model, 100 columns, minibatch 500 against full batch", "",
-        f"{rows:,} x 100 data, {steps} steps (minibatch: {mb.epochs:.1f} epochs).", "",
-        "| fit | max abs(mean(mu) - column mean) / column sd | max abs(mean(sd) / column sd - 1) | steps/s |",
-        "|---|---|---|---|",
-    ]
-    for k in ("minibatch", "full"):
-        lines.append(f"| {k} | {err[k][0]:.4f} | {err[k][1]:.4f} | {rate[k]:,.0f} |")
-    lines += ["", f"Minibatch steps/s / full-batch steps/s = {rate['minibatch'] / rate['full']:.1f} "
-              "(same process, compilation excluded).", "", "Claims: errors below 0.02; minibatch faster.",
-              f"Claim holds: {ok}"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if not ok:
-        raise SystemExit("claim failed: see summary.md")
-    return 0
+    for i, (k, truth) in enumerate((("mu", col_mean), ("sd", col_sd))):
+        ax[i].scatter(truth, mb.mean[k], s=10, label="minibatch 500")
+        ax[i].scatter(truth, full.mean[k], s=30, facecolors="none", edgecolors="k", label="full batch")
+        ax[i].set(xlabel=f"column {'mean' if k == 'mu' else 'sd'}", ylabel=f"posterior mean of {k}")
+        ax[i].legend()
+    rep.savefig(fig, "normal_columns.png")
+    return rep.finish()
 
 
 if __name__ == "__main__":

@@ -12,15 +12,18 @@ posterior sds and the county intercepts' means correlate above 0.95.
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import optax
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import variational as vi
-from variational.datasets import find_shared_data, load_radon, make_radon, radon_model
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import variational as vi  # noqa: E402
+from _common import Report, parse_args, plt, shared_data  # noqa: E402
+from variational.datasets import load_radon, make_radon, radon_model  # noqa: E402
 
 HYPER = ["mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta", "eps"]
 
@@ -40,26 +43,22 @@ def fit_both(d, steps: int) -> tuple[vi.Fit, vi.Fit]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
-    parser.add_argument("--out", default="out/radon_minibatch", help="output folder")
-    args = parser.parse_args(argv)
-
-    path = find_shared_data("radon.csv")
+    args = parse_args("radon_minibatch", __doc__, argv)
+    rep = Report("radon_minibatch", "Radon regression, minibatch ADVI (batch 100)", args.out, args.quick)
+    path = shared_data("radon.csv")
     d = load_radon(path) if path is not None else make_radon()
-    source = str(path) if path is not None else "generated radon-like data"
     full, mb = fit_both(d, 30_000 if args.quick else 40_000)   # the seed ran 40,000
     z = {k: abs(float(mb.mean[k]) - float(full.mean[k])) / float(full.std[k]) for k in HYPER}
     r_alpha = float(np.corrcoef(mb.mean["alpha"], full.mean["alpha"])[0, 1])
-    ok = max(z.values()) < 2 and r_alpha > 0.95
 
-    import matplotlib
+    rep.say(f"Data: {path or 'generated radon-like data'}, {len(d)} homes in {d.n_counties} counties; "
+            f"{mb.steps} steps ({mb.epochs:.0f} epochs of minibatches).\n")
+    rep.table(["parameter", "full batch mean (sd)", "minibatch mean (sd)", "difference / full sd"],
+              [[k, f"{float(full.mean[k]):.3f} ({float(full.std[k]):.3f})",
+                f"{float(mb.mean[k]):.3f} ({float(mb.std[k]):.3f})", z[k]] for k in HYPER], fmt="{:.2f}")
+    rep.check("largest hyperparameter difference, in full-batch sds, below 2", max(z.values()), max(z.values()) < 2)
+    rep.check("correlation of the county intercepts' means above 0.95", r_alpha, r_alpha > 0.95)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     w = 200
     for fit, label in ((full, "full batch"), (mb, "minibatch 100")):
@@ -71,24 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lim = [float(np.min(full.mean["alpha"])) - 0.3, float(np.max(full.mean["alpha"])) + 0.3]
     axes[1].plot(lim, lim, "k--", lw=1)
     axes[1].set(xlabel="county intercept, full batch", ylabel="county intercept, minibatch 100")
-    fig.tight_layout()
-    fig.savefig(out / "radon_minibatch.png", dpi=100)
-    plt.close(fig)
-
-    lines = ["# Radon regression, minibatch ADVI (batch 100)", "",
-             f"Data: {source}, {len(d)} homes in {d.n_counties} counties; {mb.steps} steps "
-             f"({mb.epochs:.0f} epochs of minibatches).", "",
-             "| parameter | full batch mean (sd) | minibatch mean (sd) | difference / full sd |", "|---|---|---|---|"]
-    for k in HYPER:
-        lines.append(f"| {k} | {float(full.mean[k]):.3f} ({float(full.std[k]):.3f}) | "
-                     f"{float(mb.mean[k]):.3f} ({float(mb.std[k]):.3f}) | {z[k]:.2f} |")
-    lines += ["", f"Correlation of the county intercepts' means: {r_alpha:.3f}.", "",
-              "Claims: every difference below 2 sds; correlation above 0.95.", f"Claim holds: {ok}"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if not ok:
-        raise SystemExit("claim failed: see summary.md")
-    return 0
+    rep.savefig(fig, "radon_minibatch.png")
+    return rep.finish()
 
 
 if __name__ == "__main__":

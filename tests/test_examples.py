@@ -56,10 +56,10 @@ def test_example_quick(name, tmp_path):
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     summary = (out / "summary.md").read_text()
     assert len(summary) > 100
-    if "## Claims" in summary:  # the examples written with examples/_common.Report
-        claims = re.findall(r"^\| (.+?) \| (.+?) \| (yes|\*\*no\*\*) \|$", summary, re.M)
-        assert len(claims) >= 2, f"{name}: fewer than two checked claims in summary.md"
-        assert all(ok == "yes" for _, _, ok in claims)
+    assert "## Claims" in summary, f"{name}: summary.md has no claims table (examples/_common.Report)"
+    claims = re.findall(r"^\| (.+?) \| (.+?) \| (yes|\*\*no\*\*) \|$", summary, re.M)
+    assert len(claims) >= 2, f"{name}: fewer than two checked claims in summary.md"
+    assert all(ok == "yes" for _, _, ok in claims)
     pngs = list(out.glob("*.png"))
     assert pngs and all(p.stat().st_size > 5_000 for p in pngs)
 
