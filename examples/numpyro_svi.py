@@ -205,8 +205,9 @@ def gen_hierarchy_data(n_sources: int = 8, seed: int = 1) -> dict:
 
 
 def final_loss(fit: vi.Fit) -> float:
-    h = fit.hist
-    return float(np.mean(h[-max(1, len(h) // 10):]))
+    """Mean loss of the last 10% of steps (skipped, non-finite steps left out)."""
+    h = fit.hist[-max(1, len(fit.hist) // 10):]
+    return float(np.mean(h[np.isfinite(h)]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,7 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lo = min(final_loss(f) for f in hf.values())
     for label, f in hf.items():
         axs[0].plot(f.hist, lw=0.4, label=label)
-        axs[1].hist(f.hist[-len(f.hist) // 10:], bins=24, alpha=0.5, density=True, label=label)
+        tail = f.hist[-len(f.hist) // 10:]
+        # a skipped (non-finite) step keeps its loss in the history; the histogram shows the rest
+        axs[1].hist(tail[np.isfinite(tail)], bins=24, alpha=0.5, density=True, label=label)
     axs[0].set(ylim=(lo - 10, lo + 200), xlabel="step", ylabel="loss")
     axs[0].legend()
     axs[1].set(xlabel="loss over the last 10% of steps")

@@ -13,6 +13,7 @@ import warnings  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 import pytest  # noqa: E402
 
 import variational as vi  # noqa: E402
@@ -170,6 +171,53 @@ def test_learning_rate_10_skips_reports_and_backs_off():
     text = " ".join(str(w.message) for w in rec)
     assert "skipped" in text and "multiplied the learning rate by 0.5" in text
     assert abs(float(fit.unconstrained_mean["mu"]) - POST_MEAN) < 1.0   # near the posterior, not lost
+
+
+def test_guard_fast_path_matches_running_the_guard_at_every_step(monkeypatch):
+    """The engine skips the guard on finite steps for which guard.alert is false; running the
+    guard at every step instead (a guard without alert) must give the same fit, back-offs and
+    skipped steps included."""
+    from variational import control
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return vi.fit(normal_model, {"y": Y}, steps=1500, learning_rate=10.0, progress=False)
+
+    fast = fit()
+    make_guard = control.make_guard
+    monkeypatch.setattr(control, "make_guard", lambda *a, **k: (lambda g: lambda *s: g(*s))(make_guard(*a, **k)))
+    every = fit()
+    assert not hasattr(every.engine.guard, "alert") and hasattr(fast.engine.guard, "alert")
+    assert fast.skipped_steps == every.skipped_steps > 0
+    assert fast.learning_rate == every.learning_rate < 10.0
+    np.testing.assert_allclose(fast.hist, every.hist, rtol=1e-4)
+    np.testing.assert_allclose(fast.unconstrained_mean["mu"], every.unconstrained_mean["mu"], rtol=1e-5)
+
+
+def test_guard_fast_path_keeps_the_window_count_of_scattered_nonfinite_steps():
+    """Non-finite steps scattered at a rate of 15% (never 10 in a row) trigger the back-off
+    through the per-window count; the fast path must keep that count exactly as running the
+    guard at every step does."""
+    from variational import control
+    from variational.engine import Engine
+
+    def loss_and_grad(params, key, batch):
+        bad = jax.random.uniform(key) < 0.15
+        loss, g = jnp.sum((params - 1.0) ** 2), 2 * (params - 1.0)
+        return jnp.where(bad, jnp.nan, loss), jnp.where(bad, jnp.nan, g)
+
+    def run(guard):
+        eng = Engine(loss_and_grad, control.scaled(optax.sgd(1.0), 0.1), capacity=64, guard=guard)
+        key = jax.random.PRNGKey(3)
+        st, _ = eng.run(eng.init_state(jnp.zeros(2), key), {}, key, 1000)
+        return st
+
+    guard = control.make_guard(optax.sgd(1.0))
+    fast, every = run(guard), run(lambda *a: guard(*a))
+    assert int(fast.opt_state.reductions) == int(every.opt_state.reductions) >= 1
+    assert int(fast.skipped) == int(every.skipped) > 100
+    np.testing.assert_allclose(fast.params, every.params, rtol=1e-6)
 
 
 # -- interruption and persistence ---------------------------------------------------------------

@@ -109,6 +109,12 @@ def make_guard(optimizer: optax.GradientTransformation, after: int = BACKOFF_AFT
         return state._replace(params=params, opt_state=o,
                               bad_run=jnp.where(hit, 0, state.bad_run).astype(state.bad_run.dtype))
 
+    def alert(before: EngineState, state: EngineState, loss: jax.Array) -> jax.Array:
+        # after a finite step the guard changes something only on a new best loss (restore
+        # point) or at the end of a window (counter reset, possible back-off)
+        return (jnp.isfinite(loss) & (loss < state.opt_state.best_loss)) | (state.step % window == 0)
+
+    guard.alert = alert
     return guard
 
 

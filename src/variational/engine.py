@@ -90,10 +90,14 @@ class Engine:
     capacity : int
         Largest number of steps in one compiled call (size of the loss buffer).
     guard : callable, optional
-        ``guard(before, after, loss, ok) -> after``: called inside the compiled loop after every
-        step with the states before and after it, the step's loss and whether it was applied;
-        it may adjust the new state (see :func:`variational.control.make_guard`, which lowers
-        the learning rate after a run of non-finite steps).
+        ``guard(before, after, loss, ok) -> after``: called inside the compiled loop with the
+        states before and after a step, the step's loss and whether it was applied; it may
+        adjust the new state (see :func:`variational.control.make_guard`, which keeps a restore
+        point and lowers the learning rate after a run of non-finite steps). When the guard has
+        an ``alert(before, after, loss) -> bool`` attribute, it is called only for the steps
+        that are not finite or for which ``alert`` is true; every other step takes a fast path
+        that leaves the guard's state as it is (``alert`` must be true whenever the guard would
+        change anything after a finite step).
     """
 
     loss_and_grad: Callable[[Any, jax.Array, Any], tuple[jax.Array, Any]]
@@ -127,20 +131,24 @@ class Engine:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ok = ok & _all_finite(params)
-        # one branch for the whole state rather than an elementwise select per array: on the
-        # CPU it is the cheaper of the two (fewer kernels, no copy of the kept arrays)
-        params, opt_state = jax.lax.cond(ok, lambda: (params, opt_state),
-                                         lambda: (state.params, state.opt_state))
-        new = EngineState(
-            params=params,
-            opt_state=opt_state,
-            data_state=data_state,
-            step=state.step + 1,
-            skipped=state.skipped + jnp.where(ok, 0, 1).astype(jnp.int32),
-            bad_run=jnp.where(ok, 0, state.bad_run + 1).astype(jnp.int32),
-        )
-        if self.guard is not None:
-            new = self.guard(state, new, loss, ok)
+        # The common step (finite, nothing for the guard to do) takes the new state as it is;
+        # the rest goes through one branch that keeps the old parameters when the step was not
+        # finite and then runs the guard. One branch per step, taken rarely, is much cheaper on
+        # the CPU than selecting every array of the state at every step.
+        fast = EngineState(params, opt_state, data_state, state.step + 1, state.skipped,
+                           jnp.zeros_like(state.bad_run))
+
+        def slow() -> EngineState:
+            p, o = jax.lax.cond(ok, lambda: (params, opt_state), lambda: (state.params, state.opt_state))
+            new = EngineState(p, o, data_state, state.step + 1,
+                              state.skipped + jnp.where(ok, 0, 1).astype(state.skipped.dtype),
+                              jnp.where(ok, 0, state.bad_run + 1).astype(state.bad_run.dtype))
+            return new if self.guard is None else self.guard(state, new, loss, ok)
+
+        alert = ~ok
+        if self.guard is not None:  # a guard without alert sees every step
+            alert = alert | (self.guard.alert(state, fast, loss) if hasattr(self.guard, "alert") else True)
+        new = jax.lax.cond(alert, slow, lambda: fast)
         return new, loss
 
     def _chunk(self, state: EngineState, data: Any, key: jax.Array, n: jax.Array, xs: Any) -> tuple[EngineState, jax.Array]:
