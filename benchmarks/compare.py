@@ -44,7 +44,7 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
 import variational as vi  # noqa: E402
-from variational.datasets import find_shared_data, load_radon, make_radon, radon_model  # noqa: E402
+from variational.data.datasets import find_shared_data, load_radon, make_radon, radon_model  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 

@@ -22,7 +22,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import variational as vi  # noqa: E402
 from variational.callbacks import CheckParametersConvergence, ELBOConvergence  # noqa: E402
-from variational.datasets import make_radon, radon_model  # noqa: E402
+from variational.data.datasets import make_radon, radon_model  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import variational as vi
-from variational.datasets import find_shared_data, load_radon, make_radon, radon_model
+from variational.data.datasets import find_shared_data, load_radon, make_radon, radon_model
 
 B = 100
 

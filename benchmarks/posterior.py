@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from numpyro.infer import Predictive  # noqa: E402
 
 import variational as vi  # noqa: E402
-from variational.datasets import find_shared_data, load_radon, make_radon, radon_model  # noqa: E402
+from variational.data.datasets import find_shared_data, load_radon, make_radon, radon_model  # noqa: E402
 
 HYPER = ["mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta", "eps"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import variational as vi
-from variational.datasets import find_shared_data, load_radon, make_radon, radon_model
+from variational.data.datasets import find_shared_data, load_radon, make_radon, radon_model
 
 
 def load() -> tuple[vi.datasets.RadonData, str]:

@@ -113,7 +113,7 @@ def nuts(model: Any, *, seed: int = 0, warmup: int = 1000, samples: int = 2000, 
 
 def shared_data(name: str) -> Path | None:
     """A public dataset in a ``shared/data`` folder near the working directory or this checkout."""
-    from variational.datasets import find_shared_data
+    from variational.data.datasets import find_shared_data
 
     found = find_shared_data(name)
     if found is not None:

@@ -33,11 +33,11 @@ def load_iris() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features (150, 4) and integer labels (150,) from ``shared/data/iris.csv``."""
     import pandas as pd
 
-    from variational.datasets import find_shared_data
+    from variational.data.datasets import find_shared_data
 
     path = find_shared_data("iris.csv")
     if path is None:
-        from variational.datasets import make_iris
+        from variational.data.datasets import make_iris
 
         print("iris.csv not found next to this checkout: using generated iris-like data")
         return make_iris()

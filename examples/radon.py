@@ -27,7 +27,7 @@ from scipy import stats  # noqa: E402
 
 import variational as vi  # noqa: E402
 from _common import Report, nuts, parse_args, plt, shared_data, z_diff  # noqa: E402
-from variational.datasets import load_radon, make_radon, radon_model  # noqa: E402
+from variational.data.datasets import load_radon, make_radon, radon_model  # noqa: E402
 
 HYPER = ["mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta", "eps"]
 

@@ -23,7 +23,7 @@ import optax  # noqa: E402
 
 import variational as vi  # noqa: E402
 from _common import Report, parse_args, plt, shared_data  # noqa: E402
-from variational.datasets import load_radon, make_radon, radon_model  # noqa: E402
+from variational.data.datasets import load_radon, make_radon, radon_model  # noqa: E402
 
 HYPER = ["mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta", "eps"]
 

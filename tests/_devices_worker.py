@@ -27,7 +27,7 @@ def logistic(x1, x2, y):
 
 def single(out: str) -> None:
     import variational as vi
-    from variational.datasets import make_radon, radon_model
+    from variational.data.datasets import make_radon, radon_model
 
     assert jax.device_count() == 4, jax.devices()
     res = {}

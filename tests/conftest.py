@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """The public datasets folder (``../shared/data``) when present, else None."""
-    from variational.datasets import find_shared_data
+    from variational.data.datasets import find_shared_data
 
     p = find_shared_data("radon.csv")
     return None if p is None else p.parent

@@ -177,7 +177,7 @@ def test_guard_fast_path_matches_running_the_guard_at_every_step(monkeypatch):
     """The engine skips the guard on finite steps for which guard.alert is false; running the
     guard at every step instead (a guard without alert) must give the same fit, back-offs and
     skipped steps included."""
-    from variational import control
+    from variational.engine import control
 
     def fit():
         with warnings.catch_warnings():
@@ -199,7 +199,7 @@ def test_guard_fast_path_keeps_the_window_count_of_scattered_nonfinite_steps():
     """Non-finite steps scattered at a rate of 15% (never 10 in a row) trigger the back-off
     through the per-window count; the fast path must keep that count exactly as running the
     guard at every step does."""
-    from variational import control
+    from variational.engine import control
     from variational.engine import Engine
 
     def loss_and_grad(params, key, batch):

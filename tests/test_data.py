@@ -15,10 +15,10 @@ import pytest
 import variational as vi
 from variational.data import Minibatches
 from variational.families import mean_field
-from variational.minibatch import plan
+from variational.data.plan import plan
 from variational.model import LogDensity
 from variational.objectives import make_loss_and_grad
-from variational.streaming import Feeder
+from variational.data.feeder import Feeder
 
 SIGMA, PRIOR_SD = 2.0, 10.0
 

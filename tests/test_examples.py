@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from variational.cli import main as cli_main
-from variational.examples_cli import ExamplesNotFound, examples_dir, list_examples, run_example
+from variational.cli.examples import ExamplesNotFound, examples_dir, list_examples, run_example
 
 EXAMPLES = sorted(list_examples())
 

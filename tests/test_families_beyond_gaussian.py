@@ -15,7 +15,7 @@ from numpyro.distributions import constraints  # noqa: E402
 from numpyro.infer.autoguide import AutoNormal  # noqa: E402
 
 import variational as vi  # noqa: E402
-from variational.svgd import _pairwise_median, rbf_stein_direction  # noqa: E402
+from variational.families.svgd import _pairwise_median, rbf_stein_direction  # noqa: E402
 
 W, MU, SD = jnp.array([0.2, 0.8]), jnp.array([-0.3, 0.5]), jnp.array([0.1, 0.1])
 

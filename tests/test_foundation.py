@@ -290,7 +290,7 @@ def test_bad_arguments_are_clear_errors():
 # ------------------------------------------------------------------------------------------
 
 def test_demo_recovers_known_parameters(tmp_path):
-    from variational.demo import run
+    from variational.cli.demo import run
 
     res = run(out=tmp_path, steps=20_000, progress=False)
     assert res["png"].exists() and res["png"].stat().st_size > 10_000

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import variational as vi  # noqa: E402
-from variational.diagnostics import converged  # noqa: E402
+from variational.posterior.diagnostics import converged  # noqa: E402
 from variational.errors import DataError, ModelError  # noqa: E402
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,18 @@
-"""The one entry point: :func:`fit` (model + data + method -> :class:`~variational.Fit`)."""
+"""The entry points: :func:`fit` (model + data + method -> :class:`~variational.Fit`) and :func:`load`.
+
+``fit`` is a short sequence of named steps: check the arguments, resume from a checkpoint when
+asked, plan the data (columns -> rows, scaling, batcher), build the log density, the family and
+the engine, start the state, choose the step size when asked, and run. ``load`` reads a saved
+file (:mod:`variational.engine.checkpoint`), rebuilds the fit from the model and data the user
+passes, and puts the saved state into it.
+
+This is the top of the library: it may import every layer below it.
+"""
 
 from __future__ import annotations
 
+import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -9,17 +20,20 @@ import jax
 import numpy as np
 import optax
 
-from . import control as _control
-from . import data as _data
-from . import devices as _devices
-from . import minibatch as _minibatch
-from .engine import Engine, FullBatch
-from .families import Family, make_family
+from .data import plan as _plan
+from .data.sources import Source
+from .engine import checkpoint as _checkpoint
+from .engine import control as _control
+from .engine import devices as _devices
+from .engine import run as _run
+from .engine.loop import Engine
+from .errors import CheckpointError, DataError, VariationalError
+from .families import Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
-from .result import Fit
+from .posterior.fit import Fit
 
-__all__ = ["fit"]
+__all__ = ["fit", "load"]
 
 
 def fit(
@@ -68,7 +82,7 @@ def fit(
         "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", or any optax optimiser.
     learning_rate : float or "auto"
         Step size of a named optimiser. ``"auto"``: a short trial of each value of a grid
-        (Stan's eta adaptation, :func:`variational.control.search_learning_rate`) picks it
+        (Stan's eta adaptation, :func:`variational.engine.control.search_learning_rate`) picks it
         before the main run; the choice is in ``fit.settings["learning_rate"]`` and
         ``fit.notes``. After 10 non-finite steps in a row the fit returns to its best
         parameters so far and halves the learning rate, and says so.
@@ -139,81 +153,107 @@ def fit(
     >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.05)
     True
     """
-    if steps is not None and int(steps) < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative integer, or None to run until convergence")
-    if checkpoint_every is not None and checkpoint is None:
-        raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
-    if resume:
-        from .checkpoint import resume_fit
-
-        where = checkpoint if resume is True else resume
-        if where is None:
-            raise ValueError("resume=True needs checkpoint=path (or pass the file as resume=path)")
-        expect = dict(method=method.name if isinstance(method, Family) else method,
-                      optimizer=optimizer if isinstance(optimizer, str) else "custom",
-                      learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
-                      seed=seed, batch_size=batch_size, replace=bool(replace), **method_options)
-        found = resume_fit(where, model, data, expect=expect, model_kwargs=model_kwargs,
-                           optimizer=None if isinstance(optimizer, str) else optimizer,
-                           method=method if isinstance(method, Family) else None)
-        if found is not None:
-            found.settings["progress"] = progress
-            return _control.run(found, steps, max_steps=max_steps, callbacks=callbacks,
-                                checkpoint=checkpoint, checkpoint_every=checkpoint_every)
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles={num_particles!r} must be at least 1")
-    place = _devices.placement(devices, batch_size)
-    if place is not None and place.multiprocess:
-        plan = _devices_plan(model, data, batch_size, model_kwargs, seed)
-    else:
-        plan = _minibatch.plan(model, data, batch_size=batch_size, replace=replace,
-                               model_kwargs=model_kwargs, seed=seed)
-    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    if guide is not None:
-        from .errors import VariationalError
-        from .guides import guide_family
-
-        if method not in ("advi", "guide") or method_options or stl:
-            raise VariationalError(
-                f"guide= replaces method= (got {method!r}), method options (got {sorted(method_options)}) "
-                f"and stl=; give either a guide or a method")
-        family = guide_family(guide, ld, plan.trace_data, seed=seed)
-    else:
-        family = make_family(method, **method_options)
-    opt, guard = _control.build_optimizer(optimizer, learning_rate)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
-
-    key = jax.random.PRNGKey(seed)
-    if init is not None:
-        params = _warm_params(init, ld, family)
-    elif family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
-        head = _data.to_device(plan.trace_data)  # all rows, or the first batch (scaled by N/B)
-        params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
-    else:
-        params = family.init(jax.random.fold_in(key, 0), ld.init)
-    state = engine.init_state(params, key)
-    device_data = plan.device_data
-    if place is not None:
-        engine.shard_batch, engine.adaptive = place.constrain_batch, not place.multiprocess
-        state, key = place.replicate(state), place.replicate(key)
-        if device_data:
-            device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
-        if plan.feeder is not None:
-            local_feed = plan.feeder.feed
-            plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
-    settings = dict(method=family.name, optimizer=optimizer if isinstance(optimizer, str) else "custom",
+    _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    settings = dict(method=method.name if isinstance(method, Family) else method,
+                    optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
                     seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
                     **method_options)
+    run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every)
+    if resume:
+        found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method)
+        if found is not None:
+            return _run.run(found, steps, **run_args)
+    place = _devices.placement(devices, batch_size)
+    plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
+    family = _family(method, guide, method_options, stl, ld, plan, seed)
+    opt, guard = _control.build_optimizer(optimizer, learning_rate)
+    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
+    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
+    key = jax.random.PRNGKey(seed)
+    state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
+    device_data = plan.device_data
+    if place is not None:
+        state, key, device_data = _place(place, engine, plan, state, key, device_data)
+    settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
     if plan.batch_size is not None:
         result._use_plan(plan)
-    if learning_rate == "auto" and not _control.choose_learning_rate(result):
+    if learning_rate == "auto" and not _run.choose_learning_rate(result):
         return result  # Ctrl-C during the search
-    return _control.run(result, steps, max_steps=max_steps, callbacks=callbacks,
-                        checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    return _run.run(result, steps, **run_args)
+
+
+# -- the steps of fit -------------------------------------------------------------------------
+def _check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any) -> None:
+    if steps is not None and int(steps) < 0:
+        raise ValueError(f"steps={steps!r} must be a non-negative integer, or None to run until convergence")
+    if checkpoint_every is not None and checkpoint is None:
+        raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
+    if int(num_particles) < 1:
+        raise ValueError(f"num_particles={num_particles!r} must be at least 1")
+
+
+def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: dict,
+            model_kwargs: Any, optimizer: Any, method: Any) -> Fit | None:
+    """The checkpointed fit to continue (checked against this call's settings), or None."""
+    where = checkpoint if resume is True else resume
+    if where is None:
+        raise ValueError("resume=True needs checkpoint=path (or pass the file as resume=path)")
+    path = Path(where)
+    if not path.exists():
+        return None
+    loaded = load(path, model, data, model_kwargs=model_kwargs,
+                  optimizer=None if isinstance(optimizer, str) else optimizer,
+                  method=method if isinstance(method, Family) else None)
+    expect = {k: v for k, v in settings.items() if k != "progress"}
+    _checkpoint.check_resume_settings(path, loaded, expect)
+    loaded.settings["progress"] = settings["progress"]
+    return loaded
+
+
+def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_kwargs: Any,
+               seed: int, place: Any) -> _plan.Plan:
+    if place is not None and place.multiprocess:
+        return _devices_plan(model, data, batch_size, model_kwargs, seed)
+    return _plan.plan(model, data, batch_size=batch_size, replace=replace,
+                      model_kwargs=model_kwargs, seed=seed)
+
+
+def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
+            seed: int) -> Family:
+    if guide is None:
+        return make_family(method, **options)
+    if method not in ("advi", "guide") or options or stl:
+        raise VariationalError(
+            f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
+            f"and stl=; give either a guide or a method")
+    return guide_family(guide, ld, plan.trace_data, seed=seed)
+
+
+def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:
+    if init is not None:
+        return _warm_params(init, ld, family)
+    if family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
+        head = plan.head_on_device()  # all rows, or the first batch (scaled by N/B)
+        return family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
+    return family.init(jax.random.fold_in(key, 0), ld.init)
+
+
+def _place(place: Any, engine: Engine, plan: _plan.Plan, state: Any, key: jax.Array,
+           device_data: Any) -> tuple[Any, jax.Array, Any]:
+    """Replicate the state and shard the rows across the devices of ``place``."""
+    engine.shard_batch, engine.adaptive = place.constrain_batch, not place.multiprocess
+    state, key = place.replicate(state), place.replicate(key)
+    if device_data:
+        device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
+    if plan.feeder is not None:
+        local_feed = plan.feeder.feed
+        plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
+    return state, key, device_data
 
 
 def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwargs: Any, seed: int) -> Any:
@@ -221,15 +261,13 @@ def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwar
 
     N is the total over processes, and per-row sites are scaled by N / batch_size (global).
     """
-    from .streaming import Source
-
     if not isinstance(data, Source) or batch_size is None:
-        raise _data.DataError(
+        raise DataError(
             "a multi-process fit (jax.distributed) reads a streaming source on each process "
             "(vi.data.parquet(...) of that process's own shards) with a global batch_size=")
     procs = jax.process_count()
-    plan = _minibatch.plan(model, data, batch_size=batch_size // procs, model_kwargs=model_kwargs,
-                           seed=seed + jax.process_index())
+    plan = _plan.plan(model, data, batch_size=batch_size // procs, model_kwargs=model_kwargs,
+                      seed=seed + jax.process_index())
     local_scale = plan.num_rows / plan.batch_size
     n_total = _devices.global_rows(plan.num_rows)
     plan.obs_scale = {k: (n_total / batch_size if k in plan.per_row and np.isclose(f, local_scale) else f)
@@ -249,3 +287,77 @@ def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
     if init.family.name != family.name:
         raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
     return jax.tree_util.tree_map(lambda x: x, init.state.params)
+
+
+# -- load -------------------------------------------------------------------------------------
+def load(
+    path: str | os.PathLike,
+    model: Callable,
+    data: Any = None,
+    *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    optimizer: Any = None,
+    method: Any = None,
+    check_data: bool = True,
+) -> Fit:
+    """Load a fit saved with :meth:`Fit.save` (or a checkpoint) for ``model`` and ``data``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The saved file.
+    model : callable
+        The model function the fit was made with (code is not stored in the file).
+    data : mapping or pandas.DataFrame, optional
+        The data the fit was made with (checked against a fingerprint in the file).
+    model_kwargs : mapping, optional
+        Model keyword arguments; by default those stored in the file.
+    optimizer : optax.GradientTransformation, optional
+        Needed when the fit used an optax object rather than an optimiser's name.
+    method : Family, optional
+        Needed when the fit used a custom :class:`~variational.Family` object.
+    check_data : bool
+        Refuse data whose contents differ from those the fit was made with.
+
+    Returns
+    -------
+    Fit
+        The fit, with its parameters, optimiser state, loss history and random key; ``refine``
+        continues it exactly where it stopped.
+
+    Raises
+    ------
+    CheckpointError
+        The file is corrupt, or the model, data or settings do not match it.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> import variational as vi
+    >>> def model():
+    ...     vi.Normal("x", 0, 1)
+    >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz")
+    >>> _ = vi.fit(model, steps=100, progress=False).save(path)
+    >>> vi.load(path, model).refine(50).steps
+    150
+    """
+    path = Path(path)
+    meta, arrays = _checkpoint.read(path)
+    kwargs, mk = _checkpoint.fit_arguments(path, meta, arrays, _FIT_ARGUMENTS, optimizer=optimizer,
+                                           method=method, model_kwargs=model_kwargs)
+    given = _checkpoint.data_signature_of(data)
+    if given is not None:
+        _checkpoint.check_data(path, meta["data"], given, check_data)
+    try:
+        new = fit(model, data, steps=0, model_kwargs=mk, **kwargs)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{path}: the fit could not be rebuilt from the model and data given "
+                              f"({type(e).__name__}: {e})") from e
+    if given is not None:
+        new._data_signature = given
+    return _checkpoint.restore(path, meta, arrays, new)
+
+
+_FIT_ARGUMENTS = set(inspect.signature(fit).parameters)

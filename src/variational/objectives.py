@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from .families import Family
+from .families.base import Family
 
 __all__ = ["elbo", "make_loss_and_grad"]
 

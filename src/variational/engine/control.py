@@ -1,0 +1,222 @@
+"""Fit control inside the compiled loop: the learning rate as state, back-off after non-finite
+steps, and the automatic step-size search (run from the host by :mod:`.run`).
+
+The learning rate lives in the optimiser state (:class:`ScaledState`): every update of the
+underlying optax optimiser is multiplied by ``scale``. A named optimiser is built with learning
+rate 1, so ``scale`` *is* its learning rate; a user's optax object keeps its own, and ``scale``
+is a factor on it (1 to begin with). Because the rate is state and not a constant of the
+compiled code, changing it (the step-size search trying a grid of values, the back-off halving
+it) never recompiles the loop.
+
+Back-off: when ``BACKOFF_AFTER`` steps in a row (or ``BACKOFF_AFTER`` of a window of
+``BACKOFF_WINDOW`` steps) are not finite, the compiled loop returns to the
+parameters with the lowest finite loss seen so far, restarts the optimiser's state there and
+multiplies the learning rate by ``BACKOFF_FACTOR``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .loop import EngineState
+from .optim import make_optimizer
+
+__all__ = ["ScaledState", "scaled", "make_guard", "build_optimizer", "search_learning_rate",
+           "with_learning_rate", "learning_rate", "LR_GRID", "BACKOFF_AFTER", "BACKOFF_FACTOR",
+           "DEFAULT_MAX_STEPS"]
+
+# Stan's eta adaptation tries 100, 10, 1, 0.1, 0.01 with its own step-size sequence; for Adam-like
+# optimisers whose steps are about the learning rate in size, this finer grid covers the same range.
+LR_GRID: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+LR_TRIAL_STEPS = 300
+BACKOFF_AFTER = 10
+BACKOFF_FACTOR = 0.5
+BACKOFF_WINDOW = 100
+DEFAULT_MAX_STEPS = 100_000
+
+
+class ScaledState(NamedTuple):
+    """Optimiser state with the learning rate (``scale``) as a value the compiled loop can change."""
+
+    inner: Any             # the wrapped optimiser's state
+    scale: jax.Array       # multiplies every update
+    reductions: jax.Array  # times the back-off lowered ``scale``
+    best: Any              # parameters with the lowest finite loss seen so far
+    best_loss: jax.Array   # that loss
+    recent_bad: jax.Array  # non-finite steps in the current window of BACKOFF_WINDOW steps
+
+
+def scaled(optimizer: optax.GradientTransformation, scale: float = 1.0) -> optax.GradientTransformation:
+    """Wrap ``optimizer`` so that its updates are multiplied by a ``scale`` held in its state.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, optax
+    >>> opt = scaled(optax.sgd(1.0), scale=0.1)
+    >>> st = opt.init(jnp.zeros(2))
+    >>> u, st = opt.update(jnp.ones(2), st, jnp.zeros(2))
+    >>> [round(float(v), 3) for v in u]
+    [-0.1, -0.1]
+    """
+
+    def init(params: Any) -> ScaledState:
+        return ScaledState(optimizer.init(params), jnp.asarray(scale, jnp.float32), jnp.int32(0),
+                           params, jnp.asarray(jnp.inf, jnp.result_type(float)), jnp.int32(0))
+
+    def update(grads: Any, state: ScaledState, params: Any = None) -> tuple[Any, ScaledState]:
+        updates, inner = optimizer.update(grads, state.inner, params)
+        updates = jax.tree_util.tree_map(lambda u: (state.scale * u).astype(u.dtype), updates)
+        return updates, state._replace(inner=inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_guard(optimizer: optax.GradientTransformation, after: int = BACKOFF_AFTER,
+               factor: float = BACKOFF_FACTOR, window: int = BACKOFF_WINDOW) -> Any:
+    """The engine's guard: remember the best parameters; back off after non-finite steps.
+
+    ``optimizer`` is the *inner* optimiser of :func:`scaled`. Each step whose loss is finite and
+    the lowest so far makes its parameters the fit's restore point. When ``after`` steps in a
+    row were not finite, or ``after`` of the steps of a window of ``window`` steps (counted
+    from step 0), the loop returns to the restore point, restarts the optimiser's state there
+    and multiplies the learning rate by ``factor``, all inside the compiled code.
+    """
+
+    def guard(before: EngineState, state: EngineState, loss: jax.Array, ok: jax.Array) -> EngineState:
+        o = state.opt_state
+        better = ok & jnp.isfinite(loss) & (loss < o.best_loss)
+        best = jax.lax.cond(better, lambda: before.params, lambda: o.best)
+        o = o._replace(best=best, best_loss=jnp.where(better, loss.astype(o.best_loss.dtype), o.best_loss))
+        recent = o.recent_bad + jnp.where(ok, 0, 1).astype(o.recent_bad.dtype)
+        window_end = state.step % window == 0
+        hit = (state.bad_run >= after) | (window_end & (recent >= after))
+        o = o._replace(recent_bad=jnp.where(hit | window_end, 0, recent).astype(recent.dtype))
+
+        def back(o: ScaledState) -> tuple[Any, ScaledState]:
+            return o.best, o._replace(inner=optimizer.init(o.best),
+                                      scale=(o.scale * factor).astype(o.scale.dtype),
+                                      reductions=o.reductions + 1)
+
+        params, o = jax.lax.cond(hit, back, lambda o: (state.params, o), o)
+        return state._replace(params=params, opt_state=o,
+                              bad_run=jnp.where(hit, 0, state.bad_run).astype(state.bad_run.dtype))
+
+    def alert(before: EngineState, state: EngineState, loss: jax.Array) -> jax.Array:
+        # after a finite step the guard changes something only on a new best loss (restore
+        # point) or at the end of a window (counter reset, possible back-off)
+        return (jnp.isfinite(loss) & (loss < state.opt_state.best_loss)) | (state.step % window == 0)
+
+    guard.alert = alert
+    return guard
+
+
+def build_optimizer(optimizer: Any, learning_rate: Any) -> tuple[optax.GradientTransformation, Any]:
+    """The optimiser of a fit (``optimizer`` wrapped by :func:`scaled`) and its guard.
+
+    A named optimiser gets learning rate 1 and ``scale=learning_rate`` (``"auto"``: 1 until
+    the search sets it); an optax object keeps its own rate and gets ``scale=1``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> opt, guard = build_optimizer("adam", 0.05)
+    >>> round(float(opt.init(jnp.zeros(2)).scale), 6)
+    0.05
+    """
+    scale = 1.0
+    if isinstance(learning_rate, str):
+        if learning_rate != "auto":
+            raise ValueError(f"learning_rate={learning_rate!r}: give a positive number or 'auto'")
+        if not isinstance(optimizer, str):
+            raise ValueError("learning_rate='auto' needs a named optimizer (for example "
+                             "optimizer='adam'); an optax object carries its own learning rate")
+    elif isinstance(optimizer, str):
+        make_optimizer(optimizer, learning_rate)  # checks the name and the rate
+        scale = float(learning_rate)
+    inner = make_optimizer(optimizer, 1.0)
+    return scaled(inner, scale), make_guard(inner)
+
+
+def with_learning_rate(state: EngineState, lr: float) -> EngineState:
+    """``state`` with its learning rate (the optimiser's ``scale``) set to ``lr``."""
+    opt = state.opt_state
+    return state._replace(opt_state=opt._replace(scale=jnp.asarray(lr, opt.scale.dtype)))
+
+
+def learning_rate(state: EngineState) -> float | None:
+    """The current learning rate of ``state`` (a factor for a user's optax optimiser)."""
+    opt = state.opt_state
+    return float(opt.scale) if isinstance(opt, ScaledState) else None
+
+
+def _reductions(state: EngineState) -> int:
+    opt = state.opt_state
+    return int(opt.reductions) if isinstance(opt, ScaledState) else 0
+
+
+def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID,
+                         steps: int = LR_TRIAL_STEPS) -> tuple[float, dict[float, float]]:
+    """Stan-style step-size search: a short trial per learning rate, keep the best ELBO.
+
+    Each trial starts from the fit's current state and runs ``steps`` steps (random numbers
+    apart from the main run's). Its score is the mean loss over the last quarter of the trial; a
+    trial with any non-finite step is rejected. The grid is tried from the largest value down
+    and the search stops once a trial is clearly worse than the best so far (as Stan does;
+    "clearly": by more than twice the sum of their standard errors). Among the trials within two
+    standard errors of the best score, the smallest learning rate wins: it got as far, and it
+    will be less noisy.
+
+    Returns
+    -------
+    (float, dict)
+        The chosen learning rate and ``{learning_rate: score}`` (``inf`` for rejected trials).
+
+    Examples
+    --------
+    >>> import variational as vi
+    >>> def model():
+    ...     vi.Normal("x", 0, 1)
+    >>> fit = vi.fit(model, steps=0, progress=False)
+    >>> lr, table = search_learning_rate(fit, grid=(0.1, 0.01), steps=100)
+    >>> lr in table
+    True
+    """
+    if not grid or any(not g > 0 for g in grid):
+        raise ValueError(f"grid={tuple(grid)!r} must be a non-empty sequence of positive learning rates")
+    if int(steps) < 4:
+        raise ValueError(f"steps={steps!r}: a trial needs at least 4 steps")
+    if not isinstance(fit.state.opt_state, ScaledState):
+        raise ValueError("the fit's optimiser does not hold its learning rate in its state")
+    plan = getattr(fit, "_plan", None)
+    if plan is not None and getattr(plan, "feeder", None) is not None:
+        raise ValueError("learning_rate='auto' cannot replay a streaming data source for its trials; "
+                         "give a number (or search on an in-memory sample of the data first)")
+    engine, start = fit.engine, fit.state
+    key = jax.random.fold_in(fit.key, 0x5EED)
+    table: dict[float, float] = {}
+    errors: dict[float, float] = {}
+    for lr in sorted(set(float(g) for g in grid), reverse=True):
+        state, report = engine.run(with_learning_rate(start, lr), fit.data, key, int(steps))
+        if report.stopped_by == "interrupt":
+            raise KeyboardInterrupt
+        tail = np.asarray(report.losses[-max(2, int(steps) // 4):], dtype=np.float64)
+        bad = int(state.skipped) > int(start.skipped) or not np.all(np.isfinite(tail))
+        table[lr] = np.inf if bad else float(tail.mean())
+        errors[lr] = np.inf if bad else float(tail.std(ddof=1) / np.sqrt(tail.size))
+        finite = {k: v for k, v in table.items() if np.isfinite(v)}
+        if finite and not bad:
+            top = min(finite, key=finite.get)
+            if table[lr] > finite[top] + 2.0 * (errors[top] + errors[lr]):
+                break  # clearly worse than the best: smaller rates will only be slower
+    finite = {lr: s for lr, s in table.items() if np.isfinite(s)}
+    if not finite:
+        raise ValueError(f"every learning rate tried ({sorted(table)}) gave non-finite steps; "
+                         f"check the model's initial point, or pass a smaller learning_rate")
+    top = min(finite, key=finite.get)
+    near = [lr for lr, s in finite.items() if s <= finite[top] + 2.0 * errors[top]]
+    return min(near), table

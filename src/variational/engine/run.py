@@ -1,0 +1,275 @@
+"""A run of the optimisation: the state, the loss history, and driving the engine from the host.
+
+:class:`Run` holds what an optimisation carries between calls (engine state, loss history,
+random key, settings, notes) and runs the compiled engine with a progress bar, callbacks and
+a time budget; :func:`run` runs it to a number of steps or until a convergence rule fires,
+with checkpoints. The result object :class:`variational.Fit` is a ``Run`` that also answers
+questions about the approximation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any, Callable, Mapping, Self, Sequence
+
+import jax
+import numpy as np
+
+from ..families.base import Family
+from ..model import LogDensity
+from .callbacks import ELBOConvergence
+from .checkpoint import Checkpointer, save
+from .control import (
+    BACKOFF_AFTER, BACKOFF_FACTOR, BACKOFF_WINDOW, DEFAULT_MAX_STEPS, LR_TRIAL_STEPS, _reductions,
+    learning_rate, search_learning_rate, with_learning_rate,
+)
+from .loop import Engine, EngineState, RunReport
+from .progress import Progress
+
+__all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
+
+
+class Run:
+    """The state of an optimisation and the host loop around the compiled engine."""
+
+    def __init__(
+        self,
+        *,
+        model: Callable,
+        logdensity: LogDensity,
+        family: Family,
+        engine: Engine,
+        state: EngineState,
+        key: jax.Array,
+        data: Mapping[str, Any],
+        model_kwargs: Mapping[str, Any],
+        settings: dict,
+    ) -> None:
+        self.model = model
+        self.logdensity = logdensity
+        self.family = family
+        self.engine = engine
+        self._state = state
+        self.key = key
+        self.data = data
+        self.model_kwargs = dict(model_kwargs)
+        self.settings = dict(settings)
+        self.method = family.name
+        self._hist: list[np.ndarray] = []
+        self.interrupted = False
+        self.converged: bool | None = None   # set when a convergence rule was watching
+        self.notes: list[str] = []           # what the fit reported (step size, skipped steps...)
+        self.message = ""
+        self.timings: dict[str, float] = {"compile_s": 0.0, "run_s": 0.0, "steps": 0}
+        self._draw_counter = 0
+        self._cache: dict[Any, Any] = {}
+        self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
+        self.data_note = ""
+
+    # -- running -----------------------------------------------------------------------------
+    def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
+             feed: Callable[[int], Any] | None = None, max_seconds: float | None = None) -> Self:
+        if steps is None or int(steps) < 0:
+            raise ValueError(f"steps={steps!r} must be a non-negative integer")
+        steps = int(steps)
+        show = self.settings.get("progress", True) if progress is None else progress
+        bars: list[Progress] = []
+
+        def make_bar() -> Progress:
+            bars.append(Progress(steps, self.method))
+            return bars[-1]
+
+        wrapped = [self._wrap_callback(cb) for cb in callbacks]
+        before = self._state
+        try:
+            state, report = self.engine.run(
+                self._state, self.data, self.key, steps, callbacks=wrapped,
+                progress=make_bar if (show and steps > 0) else None,
+                feed=feed if feed is not None or self._plan is None else self._plan.feed,
+                max_seconds=max_seconds, history=self.hist)
+        finally:
+            for bar in bars:
+                bar.close()
+            if self._plan is not None and self._plan.feeder is not None:
+                self._plan.feeder.close()
+        self._absorb(state, report)
+        after_run(self, callbacks, before, report.stopped_by)
+        return self
+
+    def _wrap_callback(self, cb: Callable) -> Callable:
+        def call(state: EngineState, losses: np.ndarray, i: int) -> None:
+            self._set_state(state)
+            cb(self, losses, i)
+
+        call.every = getattr(cb, "every", 1)  # type: ignore[attr-defined]
+        return call
+
+    def _set_state(self, state: EngineState) -> None:
+        if state is not self._state:
+            self._state = state
+            self._cache.clear()
+
+    def _absorb(self, state: EngineState, report: RunReport) -> None:
+        self._set_state(state)
+        self._hist.append(report.losses)
+        self.timings["compile_s"] += report.compile_s
+        self.timings["run_s"] += report.run_s
+        self.timings["steps"] += report.steps
+        self.interrupted = report.stopped_by in ("callback", "interrupt")
+        self.message = report.message
+
+    def refine(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None) -> Self:
+        """Continue the optimisation for ``steps`` more steps (optimiser state kept).
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1)
+        >>> fit = vi.fit(model, steps=100, progress=False).refine(100)
+        >>> len(fit.hist)
+        200
+        """
+        return self._run(steps, callbacks=callbacks, progress=progress)
+
+    def save(self, path: Any) -> Any:
+        """Save the fit to one ``.npz`` file (atomically); :func:`variational.load` reads it back.
+
+        Stores parameters, optimiser state, loss history, random key and settings (no code).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz")
+        >>> _ = vi.fit(model, steps=100, progress=False).save(path)
+        >>> len(vi.load(path, model).hist)
+        100
+        """
+        return save(self, path)
+
+    @property
+    def learning_rate(self) -> float | None:
+        """The current learning rate (after any automatic choice or reduction)."""
+        return learning_rate(self._state)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def state(self) -> EngineState:
+        """The engine state (parameters, optimiser state, step and skip counters)."""
+        return self._state
+
+    @property
+    def params(self) -> Any:
+        """The variational parameters (a custom guide's: constrained, named as the guide names them)."""
+        if self.family.user_params is not None:
+            return self.family.user_params(self._state.params)
+        return self._state.params
+
+    @property
+    def hist(self) -> np.ndarray:
+        """Loss (negative ELBO estimate) per step."""
+        return np.concatenate(self._hist) if self._hist else np.empty(0)
+
+    @property
+    def steps(self) -> int:
+        """Number of optimisation steps done."""
+        return int(self._state.step)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Number of steps skipped because their loss or gradient was not finite."""
+        return int(self._state.skipped)
+
+
+def note(fit: Any, message: str, warn: bool = True) -> None:
+    """Record ``message`` in ``fit.notes``; print it (progress on) or warn (``warn=True``)."""
+    if not hasattr(fit, "notes"):
+        fit.notes = []
+    fit.notes.append(message)
+    if warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
+    elif fit.settings.get("progress", True):
+        print(message, file=sys.stderr)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside this package (warnings point at user code)."""
+    here, frame, level = os.path.dirname(__file__), sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def after_run(fit: Any, callbacks: Sequence[Any], before: EngineState, stopped_by: str | None) -> None:
+    """Report what a run did: convergence, skipped steps, learning-rate reductions."""
+    rules = [cb for cb in callbacks if hasattr(cb, "converged_at")]
+    fired = [cb for cb in rules if cb.converged_at is not None and cb.converged_at == fit.steps]
+    if stopped_by == "callback" and fired:
+        fit.converged, fit.interrupted = True, False
+        fit.message = fired[0].message
+    elif rules:
+        fit.converged = False
+    skipped = fit.skipped_steps - int(before.skipped)
+    cut = _reductions(fit.state) - _reductions(before)
+    if skipped:
+        note(fit, f"{skipped} step(s) had a non-finite loss or gradient and were skipped "
+                  f"(the parameters kept their last finite values); {fit.skipped_steps} in all")
+    if cut:
+        note(fit, f"after {BACKOFF_AFTER} non-finite steps in a row (or in {BACKOFF_WINDOW} steps) the "
+                  f"fit went back to its best parameters so far and multiplied the learning rate "
+                  f"by {BACKOFF_FACTOR:g}, "
+                  f"{cut} time(s); the learning rate is now {learning_rate(fit.state):.4g}")
+
+
+def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
+        callbacks: Sequence[Any] = (), checkpoint: Any = None, checkpoint_every: int | None = None) -> Any:
+    """Run ``fit`` to ``steps`` steps in all (``None``: until the ELBO rule fires, up to ``max_steps``)."""
+    cbs = list(callbacks)
+    rule = None
+    if steps is None:
+        if max_steps is None or int(max_steps) < 1:
+            raise ValueError(f"max_steps={max_steps!r} must be a positive integer when steps=None")
+        rule = next((cb for cb in cbs if isinstance(cb, ELBOConvergence)), None)
+        if rule is None:
+            rule = ELBOConvergence()
+            cbs.append(rule)
+        total = int(max_steps)
+    else:
+        total = int(steps)
+    if checkpoint is not None and checkpoint_every is not None:
+        cbs.append(Checkpointer(checkpoint, checkpoint_every))
+    if total > fit.steps:  # (steps=0 builds the fit without compiling; refine compiles)
+        fit._run(total - fit.steps, callbacks=cbs)
+    if rule is not None and not fit.converged and not fit.interrupted:
+        fit.message = f"max_steps={total} reached before the ELBO converged"
+        if rule.last:
+            fit.message += (f" (relative change: mean {rule.last['mean']:.3g}, median "
+                            f"{rule.last['median']:.3g}, tolerance {rule.tolerance:g})")
+        note(fit, fit.message + "; run longer with fit.refine(steps) or raise max_steps")
+    if checkpoint is not None:
+        save(fit, checkpoint)
+    return fit
+
+
+def choose_learning_rate(fit: Any) -> bool:
+    """Run :func:`search_learning_rate` and set the fit's learning rate to its choice (reported).
+
+    Returns False when Ctrl-C interrupted the search (the fit is then marked interrupted).
+    """
+    try:
+        lr, table = search_learning_rate(fit)
+    except KeyboardInterrupt:
+        fit.interrupted, fit.message = True, "interrupted during the learning-rate search, at step 0"
+        return False
+    fit._set_state(with_learning_rate(fit.state, lr))
+    fit.settings["learning_rate"] = lr
+    fit.lr_search = table
+    tried = ", ".join(f"{k:g}: {v:.6g}" for k, v in table.items())
+    note(fit, f"learning_rate='auto' chose {lr:g} (mean loss after {LR_TRIAL_STEPS} steps: {tried})",
+         warn=False)
+    return True

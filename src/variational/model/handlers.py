@@ -1,0 +1,129 @@
+"""Effect handlers and initialisation rules shared by the model layer and the data layer.
+
+- :class:`ScaleObserved`: multiply the log-likelihood of observed sites (minibatch N/B scaling,
+  ``total_size=``);
+- :class:`SiteRecorder`: remember the last site a model reached, to name it in errors;
+- :func:`value_without_sampler`: a value for improper priors while tracing;
+- :func:`init_start_or_mean`: the initial point rule (start values, else the prior mean).
+
+Imports: numpyro, jax.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from numpyro.infer.initialization import init_to_median, init_to_uniform, init_to_value
+from numpyro.primitives import Messenger
+
+__all__ = ["SiteLayout", "SiteRecorder", "ScaleObserved", "RNG_KEY", "init_start_or_mean",
+           "describe_support", "value_without_sampler"]
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Where one latent site lives in the flat unconstrained vector."""
+
+    name: str
+    shape: tuple[int, ...]                # constrained shape
+    unconstrained_shape: tuple[int, ...]  # shape in the unconstrained space
+    offset: int
+    size: int
+
+
+class SiteRecorder(Messenger):
+    """Remembers the name of the last site the model reached (to name it in errors)."""
+
+    def __init__(self, fn: Callable | None = None) -> None:
+        self.last: str | None = None
+        self.names: list[str] = []
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg.get("name"):
+            self.last = msg["name"]
+            self.names.append(msg["name"])
+
+
+class ScaleObserved(Messenger):
+    """Multiply the log-likelihood of observed sites by a factor (minibatch N/B scaling).
+
+    ``scale`` is either a number (every observed site), a callable ``msg -> factor or None``,
+    or a mapping ``site name -> factor`` (a rule computed once for the model, see
+    :mod:`variational.data.plan`; it takes precedence over ``total_size``).
+    Otherwise sites declared with ``total_size=`` are scaled by ``total_size / rows``.
+    Latent sites (priors) are never scaled.
+    """
+
+    def __init__(self, fn: Callable | None, scale: Any) -> None:
+        self.scale = scale
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or not msg.get("is_observed"):
+            return
+        infer = msg.get("infer") or {}
+        factor = None
+        if isinstance(self.scale, Mapping):
+            factor = self.scale.get(msg["name"])
+        elif "total_size" in infer:
+            rows = jnp.shape(msg["value"])[0] if jnp.ndim(msg["value"]) else 1
+            factor = infer["total_size"] / rows
+        elif callable(self.scale):
+            factor = self.scale(msg)
+        elif self.scale is not None:
+            factor = self.scale
+        if factor is not None and factor != 1:
+            msg["scale"] = factor if msg.get("scale") is None else msg["scale"] * factor
+
+
+#: Reserved batch entry: a PRNG key that seeds the model (for ``numpyro.plate(subsample_size=)``).
+RNG_KEY = "_rng_key"
+
+
+def init_start_or_mean(site: dict | None = None, values: Mapping[str, Any] = {}) -> Any:
+    """Init strategy: a site with a start value takes it, the others start at the prior mean.
+
+    The mean is deterministic (no draws: the same initial point whatever the seed), which a
+    median of a few prior draws is not: for a wide prior such as Normal(0, 100) that median
+    can land 70 units from the centre. Where the mean is undefined or infinite (Cauchy,
+    improper priors) the median of prior draws is used.
+    """
+    if site is None:
+        return functools.partial(init_start_or_mean, values=values)
+    if site["name"] in values:
+        return init_to_value(site, values=values)
+    if site["type"] != "sample" or site.get("is_observed") or site["fn"].support.is_discrete:
+        return init_to_median(site, num_samples=15)
+    try:
+        mean = 1.0 * site["fn"].mean
+    except (NotImplementedError, ValueError):
+        return init_to_median(site, num_samples=15)
+    sample_shape = site["kwargs"].get("sample_shape")
+    if sample_shape:
+        mean = jnp.broadcast_to(mean, tuple(sample_shape) + jnp.shape(mean))
+    median = init_to_median(site, num_samples=15)
+    return jnp.where(jnp.isfinite(mean), mean, median)
+
+
+def describe_support(support: Any) -> str:
+    return type(support).__name__.lstrip("_").replace("Constraint", "").lower() or str(support)
+
+
+def value_without_sampler(site: dict) -> Any:
+    """A point in the support of a latent site whose distribution cannot be sampled.
+
+    Improper priors (``vi.Flat``, ``vi.HalfFlat``, NumPyro's ``ImproperUniform``) have no
+    sampler; tracing the model needs a value of the right shape, which ``init_to_uniform`` gives.
+    """
+    if site["type"] != "sample" or site["is_observed"] or site.get("value") is not None:
+        return None
+    try:
+        jax.eval_shape(lambda k: site["fn"](rng_key=k, sample_shape=site["kwargs"].get("sample_shape", ())),
+                       site["kwargs"]["rng_key"])
+    except NotImplementedError:
+        return init_to_uniform(site)
+    return None

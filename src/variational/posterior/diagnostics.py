@@ -1,0 +1,326 @@
+"""Can the approximation be trusted? Pareto k-hat, convergence, skipped steps, a verdict.
+
+- **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
+  the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
+  ArviZ's PSIS (:func:`arviz.psislw`). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
+  above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
+- **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
+- **skipped steps**: steps the engine did not apply because their loss or gradient was not
+  finite.
+
+``vi.summary`` (mean, sd, HDI, and for MCMC draws ESS and R-hat) is here too, through ArviZ.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer.util import potential_energy
+
+
+__all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
+           "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+
+KHAT_GOOD = 0.5
+KHAT_BAD = 0.7
+
+
+# --------------------------------------------------------------------------------------------
+# convergence of the objective
+# --------------------------------------------------------------------------------------------
+
+def converged(hist: Sequence[float], window: int | None = None, tol: float = 1e-3) -> tuple[bool, float]:
+    """Has the loss stopped moving? A relative-change test on two trailing windows.
+
+    The last ``2 * window`` finite losses are split into two windows of means ``m1`` (older)
+    and ``m2`` (newer). The objective has converged when
+    ``|m2 - m1| <= max(tol * max(|m2|, 1), 2 * se)``, where ``se`` is the standard error of
+    ``m2 - m1`` from the losses' own scatter: the drift is below ``tol`` relative, or cannot be
+    told apart from the Monte Carlo noise of the estimate. ``window`` defaults to a tenth of
+    the history, at least 50 steps; fewer than ``2 * window`` steps is "not converged".
+
+    Parameters
+    ----------
+    hist : sequence of float
+        Loss per step.
+    window : int, optional
+        Window length in steps.
+    tol : float
+        Relative tolerance.
+
+    Returns
+    -------
+    (bool, float)
+        Whether it converged, and the relative change ``|m2 - m1| / max(|m2|, 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> converged(10 + rng.normal(0, 1, 2000))[0]
+    True
+    >>> converged(np.linspace(100, 10, 2000))[0]
+    False
+    """
+    h = np.asarray(hist, dtype=float)
+    h = h[np.isfinite(h)]
+    w = int(window) if window is not None else max(50, len(h) // 10)
+    if w < 2 or len(h) < 2 * w:
+        return False, float("nan")
+    a, b = h[-2 * w:-w], h[-w:]
+    m1, m2 = a.mean(), b.mean()
+    scale = max(abs(m2), 1.0)
+    diff = abs(m2 - m1)
+    se = np.sqrt(a.var(ddof=1) / w + b.var(ddof=1) / w)
+    return bool(diff <= max(tol * scale, 2.0 * se)), float(diff / scale)
+
+
+# --------------------------------------------------------------------------------------------
+# importance weights and PSIS
+# --------------------------------------------------------------------------------------------
+
+def log_joint_fn(ld: Any) -> Any:
+    """Compiled ``(z (n, D), data) -> log p(x, z)`` of a LogDensity on full data (no minibatch scaling).
+
+    Compiled once per LogDensity (kept on it) and reused by every diagnosis of its fits.
+    """
+    fns = ld.__dict__.setdefault("_compiled", {})
+    if "log_joint" not in fns:
+
+        def one(z: jax.Array, data: Any) -> jax.Array:
+            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+
+        def many(zs: jax.Array, data: Any) -> jax.Array:
+            return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
+
+        fns["log_joint"] = jax.jit(many)
+    return fns["log_joint"]
+
+
+def has_density(family: Any) -> bool:
+    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none)."""
+    return family.make_loss_and_grad is None
+
+
+def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed, normalised log weights and k-hat of raw log weights ``log p - log q``.
+
+    Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
+    """
+    import arviz as az
+
+    log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
+    if not np.isfinite(log_w).any():
+        return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
+    ok = np.isfinite(log_w)
+    lw = np.full(log_w.shape, -np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ warns about k-hat itself; we report it
+        lw_ok, khat = az.psislw(log_w[ok])
+    lw[ok] = lw_ok
+    return lw, float(khat)
+
+
+def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
+         ) -> tuple[jax.Array, np.ndarray, float]:
+    """Draws of q with their Pareto-smoothed importance weights against the log joint.
+
+    Parameters
+    ----------
+    ld : LogDensity
+        The model (its log joint is evaluated on ``batch`` without minibatch scaling).
+    family : Family
+        The approximation's family (it must have a density).
+    params : pytree
+        Its parameters.
+    batch : mapping
+        All data rows.
+    key : jax.Array
+        Key of the draws.
+    n : int
+        Number of draws.
+
+    Returns
+    -------
+    (z, log_weights, khat)
+        Flat unconstrained draws ``(n, D)``, normalised smoothed log weights ``(n,)`` and the
+        Pareto k-hat.
+    """
+    if not has_density(family):
+        raise ValueError(f"method '{family.name}' has no density q(z), so there are no importance "
+                         f"weights p/q; compare against vi.nuts instead")
+    z, log_q = family.sample_and_log_q(params, jax.random.fold_in(key, 3), int(n))
+    log_p = log_joint_fn(ld)(z, {k: jnp.asarray(v) for k, v in batch.items()})
+    lw, khat = psis_log_weights(np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64))
+    return z, lw, khat
+
+
+def resample(z: jax.Array, lw: np.ndarray, khat: float, key: jax.Array, n: int) -> jax.Array:
+    """``n`` draws of ``z`` resampled with replacement by their weights ``exp(lw)``.
+
+    A warning is issued when k-hat is above 0.7 (the correction is then unreliable).
+    """
+    if khat > KHAT_BAD:
+        warnings.warn(f"Pareto k-hat is {khat:.2f} > {KHAT_BAD}: the importance weights have a "
+                      f"heavy tail and the resampled draws cannot correct this approximation; "
+                      f"use a richer family or vi.nuts", stacklevel=4)
+    p = np.exp(lw - lw.max())
+    p /= p.sum()
+    idx = np.asarray(jax.random.choice(key, z.shape[0], (int(n),), replace=True, p=jnp.asarray(p)))
+    return z[idx]
+
+
+# --------------------------------------------------------------------------------------------
+# the record
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Whether to believe a fit: k-hat, convergence, skipped steps and a verdict.
+
+    Attributes
+    ----------
+    khat : float
+        Pareto k-hat of the importance weights p/q (``nan`` when q has no density).
+    converged : bool
+        Whether the loss has stopped moving (see :func:`converged`).
+    skipped_steps : int
+        Steps not applied because of non-finite values.
+    verdict : str
+        Plain-language reading of the three.
+    status : str
+        ``"good"``, ``"ok"`` (usable with care) or ``"bad"``.
+    ess : float
+        Effective sample size of the smoothed importance weights.
+    n_draws : int
+        Draws used for k-hat.
+    rel_change : float
+        Relative change of the loss between the two trailing windows.
+    """
+
+    khat: float
+    converged: bool
+    skipped_steps: int
+    verdict: str
+    status: str
+    ess: float
+    n_draws: int
+    rel_change: float
+
+    def __repr__(self) -> str:
+        return (f"Diagnosis({self.status}: k-hat={self.khat:.2f}, converged={self.converged}, "
+                f"skipped_steps={self.skipped_steps}) {self.verdict}")
+
+
+def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
+    parts = []
+    if not np.isfinite(khat):
+        if np.isnan(khat):
+            status = "ok"
+            parts.append(f"k-hat is not available for method '{method}' (no density q); "
+                         f"check against vi.nuts")
+        else:
+            status = "bad"
+            parts.append("no draw of q has a finite log density under the model: the fit failed")
+    elif khat < KHAT_GOOD:
+        status = "good"
+        parts.append(f"k-hat {khat:.2f} < {KHAT_GOOD}: the approximation is close to the posterior")
+    elif khat < KHAT_BAD:
+        status = "ok"
+        parts.append(f"k-hat {khat:.2f} is between {KHAT_GOOD} and {KHAT_BAD}: usable with care; "
+                     f"fit.sample(n, importance=True) corrects the draws")
+    else:
+        status = "bad"
+        parts.append(f"k-hat {khat:.2f} > {KHAT_BAD}: the approximation misses posterior mass "
+                     f"(correlations, heavy tails or several modes); do not trust its sds or tails; "
+                     f"try method='fullrank_advi' or check with vi.nuts")
+    if not is_conv:
+        status = "bad" if status == "bad" else "ok"
+        parts.append("the objective has not converged: continue with fit.refine(steps)")
+    if skipped:
+        frac = skipped / max(steps, 1)
+        if frac > 0.01:
+            status = "bad" if status == "bad" else "ok"
+        parts.append(f"{skipped} step(s) ({100 * frac:.1f}%) were skipped for non-finite values; "
+                     f"a lower learning rate may help")
+    return status, "; ".join(parts) + "."
+
+
+def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
+             method: str, window: int | None = None, tol: float = 1e-3) -> Diagnosis:
+    """The diagnosis of a fit from its loss history and importance weights; see :meth:`Fit.diagnose`.
+
+    ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density).
+    """
+    is_conv, rel = converged(hist, window, tol)
+    ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
+    status, text = _verdict(khat, is_conv, skipped_steps, steps, method)
+    return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=text,
+                     status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel)
+
+
+# --------------------------------------------------------------------------------------------
+# summaries through ArviZ
+# --------------------------------------------------------------------------------------------
+
+def _is_vi(idata: Any) -> bool:
+    stats = getattr(idata, "sample_stats", None)
+    return stats is not None and "loss" in stats
+
+
+def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float = 0.94,
+            n: int = 4000, seed: int = 0) -> Any:
+    """Mean, sd and HDI per parameter; for MCMC draws also ESS and R-hat (ArviZ).
+
+    Parameters
+    ----------
+    obj : Fit, InferenceData or dict
+        A fit (``n`` draws are summarised), an ``InferenceData`` (from ``fit.to_arviz()`` or
+        :func:`variational.nuts`) or a dict name -> draws.
+    var_names : sequence of str, optional
+        Parameters to include.
+    hdi_prob : float
+        Probability mass of the highest-density interval.
+    n : int
+        Draws of a fit.
+    seed : int
+        Seed of a fit's draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ArviZ's summary table: ``mean, sd, hdi_3%, hdi_97%`` and, for MCMC draws, ``mcse``,
+        ``ess_bulk``, ``ess_tail`` and ``r_hat`` (ESS and R-hat are meaningless for independent
+        draws of an approximation, so they are left out there).
+
+    Examples
+    --------
+    >>> import variational as vi
+    >>> def model():
+    ...     vi.Normal("x", 0, 1)
+    >>> table = vi.summary(vi.fit(model, steps=2000, progress=False))
+    >>> list(table.columns)
+    ['mean', 'sd', 'hdi_3%', 'hdi_97%']
+    """
+    import arviz as az
+
+    from .draws import is_fit
+
+    if is_fit(obj):
+        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False), "stats"
+    elif hasattr(obj, "posterior"):
+        idata, kind = obj, ("stats" if _is_vi(obj) else "all")
+    elif isinstance(obj, Mapping):
+        idata, kind = az.from_dict(posterior={k: np.asarray(v)[None] for k, v in obj.items()}), "stats"
+    else:
+        raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return az.summary(idata, var_names=list(var_names) if var_names else None, kind=kind,
+                          hdi_prob=hdi_prob)

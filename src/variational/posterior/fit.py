@@ -1,0 +1,389 @@
+"""The result object :class:`Fit`: one place to ask every question of a fitted approximation.
+
+:class:`Fit` is a :class:`~variational.engine.run.Run` (the state, history and running of the
+optimisation) that answers questions: draws, summaries, predictions, the diagnosis, export.
+Each answer is computed by a function of this layer that takes what it needs; ``Fit`` keeps
+the caches and delegates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data import as_columns
+from ..engine.run import Run
+
+__all__ = ["Fit"]
+
+
+class Fit(Run):
+    """A fitted variational approximation.
+
+    Created by :func:`variational.fit`; not usually constructed by hand.
+
+    Attributes
+    ----------
+    hist : numpy.ndarray
+        Loss (negative ELBO estimate) at every step.
+    skipped_steps : int
+        Steps whose loss or gradient was not finite and that were therefore not applied.
+    method : str
+        The family or algorithm (``"advi"``, ``"fullrank_advi"``, ...).
+    params : pytree
+        The optimised variational parameters.
+    logdensity : LogDensity
+        The model as a log density (layout, constrain/unconstrain).
+    interrupted, converged, message, notes
+        Whether a callback or Ctrl-C stopped the fit early; whether a convergence rule fired
+        (None when none was watching); what ended the last run; what the fit reported on the
+        way (step-size choice, skipped steps, learning-rate reductions). See ``docs/control.md``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import variational as vi
+    >>> def model(y):
+    ...     mu = vi.Normal("mu", 0, 10)
+    ...     vi.Normal("y", mu, 1, observed=y)
+    >>> fit = vi.fit(model, {"y": jnp.full(400, 1.0)}, steps=5000, stl=True, progress=False)
+    >>> round(float(fit.mean["mu"]), 1), round(float(fit.std["mu"]), 2)   # exact: 1.0, 0.05
+    (1.0, 0.05)
+    """
+
+    # -- unconstrained summaries ---------------------------------------------------------------
+    def _named(self, flat: jax.Array) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.logdensity.unravel(jnp.asarray(flat)).items()}
+
+    def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
+        key = ("flat_moments", self.steps)
+        if key not in self._cache:
+            fam, p = self.family, self._state.params
+            if fam.mean is not None and fam.std is not None:
+                m, s = fam.mean(p), fam.std(p)
+            else:
+                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
+                m, s = z.mean(0), z.std(0)
+            self._cache[key] = (m, s)
+        return self._cache[key]
+
+    @property
+    def unconstrained_mean(self) -> dict[str, np.ndarray]:
+        """Mean of q in the unconstrained space, per site."""
+        return self._named(self._flat_moments()[0])
+
+    @property
+    def unconstrained_std(self) -> dict[str, np.ndarray]:
+        """Standard deviation of q in the unconstrained space, per site."""
+        return self._named(self._flat_moments()[1])
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Covariance of q in the flat unconstrained space, ``(D, D)``; see ``logdensity.layout``."""
+        if self.family.cov is not None:
+            return np.asarray(self.family.cov(self._state.params))
+        z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
+        return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
+
+    # -- draws ---------------------------------------------------------------------------------
+    def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
+        return self.family.draw(self._state.params, key, int(n))
+
+    def _next_key(self, seed: int | None) -> jax.Array:
+        if seed is not None:
+            return jax.random.PRNGKey(seed)
+        self._draw_counter += 1
+        return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
+
+    def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
+        fn = getattr(self, "_constrain_fn", None)
+        if fn is None:
+            ld, data = self.logdensity, self.data if self._plan is None else self._plan.trace_data
+            fn = self._constrain_fn = jax.jit(jax.vmap(lambda zz: ld.constrain(zz, data)))
+        drop = () if self._plan is None else self._plan.per_row
+        return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
+
+    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
+        """Draws from the approximation in the model's own (constrained) space.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws.
+        seed : int, optional
+            Seed of the draws. Without it each call draws afresh (deterministically from the
+            fit's seed and the number of earlier calls).
+        importance : bool
+            Pareto-smoothed importance resampling: ``max(4000, 4 n)`` draws of q are weighted
+            by ``p(x, z) / q(z)`` and ``n`` are resampled, which corrects the approximation
+            when k-hat (see :meth:`diagnose`) is below 0.7; above it a warning is issued.
+
+        Returns
+        -------
+        dict
+            name -> array of shape ``(n, *site_shape)``, deterministic sites included.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.HalfNormal("s", 1.0)
+        >>> fit = vi.fit(model, steps=500, progress=False)
+        >>> bool((fit.sample(100, seed=1)["s"] > 0).all())
+        True
+        """
+        if int(n) <= 0:
+            raise ValueError(f"n={n!r} must be a positive number of draws")
+        if importance:
+            return self._constrain_draws(self._importance_draws(int(n), seed))
+        return self._constrain_draws(self._draw_flat(int(n), self._next_key(seed)))
+
+    def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
+                  data: Any = None) -> Any:
+        """Evaluate any function of the named parameters over ``n`` draws (vectorised, compiled).
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(params) -> array or pytree``; ``params`` maps site names (latent and
+            deterministic) to the values of one draw. Write it with ``jax.numpy``.
+        n : int
+            Number of draws.
+        seed : int, optional
+            Seed of the draws; without it each call draws afresh.
+        data : mapping, optional
+            New data columns: deterministic (and predicted observed) sites are then
+            recomputed on them, like ``sample_node(..., more_replacements=...)``.
+
+        Returns
+        -------
+        numpy.ndarray or pytree
+            ``fn``'s output with a leading axis of length ``n``.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 1.0, 0.5)
+        >>> fit = vi.fit(model, steps=5000, stl=True, progress=False)
+        >>> x2 = fit.sample_fn(lambda p: p["x"] ** 2, 20000, seed=0)
+        >>> abs(float(x2.mean()) - 1.25) < 0.05   # E[x^2] = mean^2 + sd^2
+        True
+        """
+        from .predictive import sample_fn
+        return sample_fn(self, fn, n, seed, data)
+
+    def predict(self, data: Any = None, n: int = 1000, seed: int | None = None, *,
+                sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Posterior predictive draws of the observed (and deterministic) sites.
+
+        Parameters
+        ----------
+        data : mapping or DataFrame, optional
+            ``None``: the training data. New covariates give predictions with their number of
+            rows; training columns missing from ``data`` are passed to the model as ``None``.
+        n : int
+            Number of draws.
+        seed : int, optional
+            Seed; without it each call draws afresh.
+        sites : sequence of str, optional
+            Sites to return.
+
+        Returns
+        -------
+        dict
+            Site name -> predictive draws, shape ``(n, *site_shape)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def line(x, y=None):
+        ...     slope = vi.Normal("slope", 0, 1)
+        ...     vi.Normal("y", slope * x, 1.0, observed=y)
+        >>> data = {"x": np.arange(5.0), "y": np.arange(5.0)}
+        >>> fit = vi.fit(line, data, steps=500, progress=False)
+        >>> fit.predict({"x": np.ones(2)}, n=10)["y"].shape
+        (10, 2)
+        """
+        from .predictive import predict
+        return predict(self, data, n, seed, sites)
+
+    def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
+        """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
+
+        Parameters
+        ----------
+        n : int
+            Draws of q used for the importance weights ``p(x, z) / q(z)``.
+        seed : int
+            Seed of those draws.
+        data : mapping, optional
+            The full data, when ``fit.data`` is not all of it.
+
+        Returns
+        -------
+        Diagnosis
+            ``khat``, ``converged``, ``skipped_steps``, ``verdict``, ``status``, ``ess``.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1)
+        >>> vi.fit(model, steps=3000, progress=False).diagnose().status
+        'good'
+        """
+        from .diagnostics import diagnose, has_density
+
+        if int(n) < 1:
+            raise ValueError(f"n={n!r} must be a positive number of draws")
+        cache_key = ("diagnosis", self.steps, int(n), seed)
+        if data is None and cache_key in self._cache:
+            return self._cache[cache_key]
+        lw, khat = None, float("nan")
+        if has_density(self.family):
+            _, lw, khat = self._psis(int(n), seed, data)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method)
+        if data is None:
+            self._cache[cache_key] = out
+        return out
+
+    def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
+        """``n`` draws of q, their smoothed log importance weights and k-hat (all rows of the data)."""
+        from .diagnostics import psis
+        from .predictive import training_data
+
+        batch = training_data(self) if data is None else as_columns(data)
+        key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
+        return psis(self.logdensity, self.family, self.params, batch, key, n)
+
+    def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
+        """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
+        from .diagnostics import resample
+
+        key = self._next_key(seed)
+        z, lw, khat = self._psis(max(4000, 4 * n), int(jax.random.randint(key, (), 0, 2**31 - 1)))
+        return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
+
+    def _moment_draws(self) -> dict[str, np.ndarray]:
+        key = ("moment_draws", self.steps)
+        if key not in self._cache:
+            if self.family.particles is not None:  # an empirical family: its particles, exactly
+                z = self.family.particles(self._state.params)
+            else:
+                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
+            self._cache[key] = self._constrain_draws(z)
+        return self._cache[key]
+
+    @property
+    def mean(self) -> dict[str, np.ndarray]:
+        """Posterior means in the constrained space (from 4000 draws), per site."""
+        return {k: v.mean(0) for k, v in self._moment_draws().items()}
+
+    @property
+    def std(self) -> dict[str, np.ndarray]:
+        """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
+        return {k: v.std(0) for k, v in self._moment_draws().items()}
+
+    # -- minibatch fits ----------------------------------------------------------------------------
+    def _use_plan(self, plan: Any) -> None:
+        self._plan = plan
+        if plan.per_row:
+            self.data_note = (f"per-row deterministic site(s) {[n for n in plan.per_row if n in self.logdensity.deterministic_names]} "
+                          f"are left out of draws and summaries of this minibatch fit (they would hold "
+                          f"N values per draw); compute them from fit.sample() on the rows you need")
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the data so far (fractional); a full-batch step is one pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def normal_mean(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
+        >>> vi.fit(normal_mean, {"y": np.zeros(100)}, batch_size=10, steps=25, progress=False).epochs
+        2.5
+        """
+        ds = self._state.data_state
+        if hasattr(ds, "epoch"):
+            return float(ds.epoch) + float(ds.pos) / float(ds.rows)
+        return float(self.steps)
+
+    def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
+             seed: int | None = None, return_se: bool = False) -> float | tuple[float, float]:
+        """ELBO of the approximation on all rows of ``data``, evaluated in batches.
+
+        Parameters
+        ----------
+        data : mapping, DataFrame or streaming source, optional
+            The rows (default: the fit's in-memory data).
+        num_draws : int
+            Draws of q averaged.
+        batch_size : int, optional
+            Rows per evaluation batch (default about a million draw-rows per batch).
+        seed : int, optional
+            Seed of the draws.
+        return_se : bool
+            Also return the Monte Carlo standard error.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def model(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
+        >>> fit = vi.fit(model, {"y": np.zeros(100)}, steps=500, progress=False)
+        >>> bool(abs(fit.elbo(batch_size=30) - fit.elbo()) < 1)   # batching does not change it
+        True
+        """
+        from .elbo import full_data_elbo
+
+        if data is None and self._plan is not None and self._plan.feeder is not None:
+            data = self._plan.feeder.source
+        elif data is None:
+            data = {k: np.asarray(v) for k, v in self.data.items()}
+        est, se = full_data_elbo(self.logdensity, self.family, self.params, data, self._next_key(seed),
+                                 num_draws=num_draws, batch_size=batch_size)
+        return (est, se) if return_se else est
+
+    # -- export ----------------------------------------------------------------------------------
+    def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool = True,
+                 coords: Mapping[str, Any] | None = None, dims: Mapping[str, Sequence[str]] | None = None) -> Any:
+        """An ``arviz.InferenceData`` with a posterior group (one chain of ``n`` draws).
+
+        With ``posterior_predictive`` (and observed sites in the model) it also holds the
+        posterior predictive of the same draws and the observed data. ``coords`` and ``dims``
+        name the axes of vector sites, as in ArviZ (for example
+        ``coords={"county": names}, dims={"alpha": ["county"]}``).
+        The loss history is stored in ``sample_stats`` as the variable ``loss`` over a
+        ``step`` dimension.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1, shape=2)
+        >>> idata = vi.fit(model, steps=100, progress=False).to_arviz(n=50)
+        >>> idata.posterior["x"].shape
+        (1, 50, 2)
+        """
+        from .export import to_inference_data
+
+        return to_inference_data(self, n, seed, posterior_predictive, coords, dims)
+
+    def summary(self, n: int = 4000) -> Any:
+        """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
+        from .export import summary_table
+
+        return summary_table(self._moment_draws() if n == 4000 else self.sample(n))
+
+    def __repr__(self) -> str:
+        from .export import describe
+
+        return describe(self)

@@ -1,0 +1,159 @@
+"""The package's structure stays what docs/architecture.md says: layers, no import cycle, small units.
+
+The module graph is built from the source with ``ast`` (every ``import`` of a library module,
+also those inside functions; imports under ``if TYPE_CHECKING:`` are type hints only and do not
+run, so they are left out). Each module belongs to a layer; an import may only go to the same
+layer or one below it, and no set of modules may import each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "variational"
+
+# bottom to top; an import may only go to the same rank or a lower one
+LAYERS = ["errors", "model", "data", "families", "objectives", "engine", "callbacks", "posterior",
+          "api", "__init__", "cli", "__main__"]
+RANK = {name: i for i, name in enumerate(LAYERS)}
+# the facade modules re-export one layer's names under their public name
+RANK["callbacks"] = RANK["engine"]
+MAX_FILE_LINES = 420
+MAX_FUNCTION_LINES = 80
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[0]
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Library modules imported by ``path`` (absolute names relative to the package)."""
+    tree = ast.parse(path.read_text())
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    if module in ("__init__", "__main__", "api", "errors", "callbacks", "objectives"):
+        package = []
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [target] if node.module else [".".join(base + [a.name]) for a in node.names]
+                found.update(n for n in names if n)
+                if node.module:  # "from .x import y" may import submodule x.y
+                    for a in node.names:
+                        if (ROOT / Path(*(target.split(".") + [a.name]))).with_suffix(".py").exists():
+                            found.add(f"{target}.{a.name}")
+            elif node.module and node.module.split(".")[0] == "variational":
+                found.add(".".join(node.module.split(".")[1:]) or "__init__")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "variational":
+                    found.add(".".join(a.name.split(".")[1:]) or "__init__")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return {m for m in found if m}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        graph[name] = {m for m in _imports(path, name) if m in modules and m != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = dfs(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            found = dfs(n)
+            if found:
+                return found
+    return None
+
+
+def test_the_graph_sees_the_imports_it_checks():
+    """The checker is not vacuous: it finds known edges, and finds a planted cycle and a bad edge."""
+    g = _graph()
+    assert "posterior.fit" in g["api"] and "engine.run" in g["posterior.fit"]
+    assert {"model", "model.handlers"} <= g["data.plan"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_imports_go_down_the_layers():
+    bad = []
+    for mod, deps in _graph().items():
+        for dep in deps:
+            if RANK[_layer(dep)] > RANK[_layer(mod)]:
+                bad.append(f"{mod} ({_layer(mod)}) imports {dep} ({_layer(dep)})")
+    assert not bad, "imports that run up the layers:\n" + "\n".join(sorted(bad))
+
+
+def test_every_module_belongs_to_a_layer_and_the_root_stays_small():
+    graph = _graph()
+    assert all(_layer(m) in RANK for m in graph), sorted(m for m in graph if _layer(m) not in RANK)
+    root_modules = sorted(p.name for p in ROOT.glob("*.py"))
+    assert len(root_modules) <= 8, root_modules
+    for sub in ROOT.iterdir():
+        if sub.is_dir() and sub.name != "__pycache__":
+            doc = ast.get_docstring(ast.parse((sub / "__init__.py").read_text())) or ""
+            assert "May import" in doc or "may import" in doc, f"{sub.name}/__init__.py must say what it may import"
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_units_stay_small(path):
+    lines = path.read_text().count("\n")
+    assert lines <= MAX_FILE_LINES, f"{path.name} has {lines} lines (at most {MAX_FILE_LINES})"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str) and len(body) > 1):
+                body = body[1:]  # the docstring does not count
+            length = node.end_lineno - body[0].lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{path.name}: {node.name} has {length} lines of code"
