@@ -11,6 +11,7 @@ This is the top of the library: it may import every layer below it.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 from pathlib import Path
@@ -29,13 +30,16 @@ from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
 from .families import Family, guide_family, make_family
+from .families.base import method_options as _method_options
 from .model import LogDensity
+from .model.threads import exclusive
 from .objectives import make_loss_and_grad
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
 
 
+@exclusive
 def fit(
     model: Callable,
     data: Any = None,
@@ -153,7 +157,10 @@ def fit(
     >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.05)
     True
     """
-    _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    steps, num_particles = _check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
+    _check_method_options(method, guide, method_options)
+    if checkpoint is not None:
+        _checkpoint.check_target(checkpoint)  # a folder, or no permission: say so before running
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
@@ -162,7 +169,7 @@ def fit(
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every)
     if resume:
-        found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method)
+        found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method, guide)
         if found is not None:
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
@@ -170,6 +177,7 @@ def fit(
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
     family = _family(method, guide, method_options, stl, ld, plan, seed)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
+    plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     key = jax.random.PRNGKey(seed)
@@ -188,17 +196,37 @@ def fit(
 
 
 # -- the steps of fit -------------------------------------------------------------------------
-def _check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any) -> None:
-    if steps is not None and int(steps) < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative integer, or None to run until convergence")
-    if checkpoint_every is not None and checkpoint is None:
-        raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles={num_particles!r} must be at least 1")
+def _check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any,
+                     max_steps: Any) -> tuple[int | None, int]:
+    steps = None if steps is None else _run.whole_number("steps", steps)
+    if steps is None:
+        _run.whole_number("max_steps", max_steps, 1)
+    if checkpoint_every is not None:
+        if checkpoint is None:
+            raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
+        _run.whole_number("checkpoint_every", checkpoint_every, 1)
+    return steps, _run.whole_number("num_particles", num_particles, 1)
+
+
+def _check_method_options(method: Any, guide: Any, options: Mapping[str, Any]) -> None:
+    """An option the method does not take is a misspelt argument: name it, suggest the nearest."""
+    if guide is not None or not options:
+        return  # guide= with options is refused with its own message
+    known = set() if isinstance(method, Family) else _method_options(method)
+    if known is None:
+        return  # an unknown method: make_family lists the known ones
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        words = sorted(_FIT_ARGUMENTS | known)
+        close = difflib.get_close_matches(unknown[0], words, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        name = method.name if isinstance(method, Family) else method
+        raise TypeError(f"vi.fit() got an unexpected keyword argument {unknown[0]!r}{hint}; method "
+                        f"{name!r} takes the options {sorted(known) if known else 'none'}")
 
 
 def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: dict,
-            model_kwargs: Any, optimizer: Any, method: Any) -> Fit | None:
+            model_kwargs: Any, optimizer: Any, method: Any, guide: Any) -> Fit | None:
     """The checkpointed fit to continue (checked against this call's settings), or None."""
     where = checkpoint if resume is True else resume
     if where is None:
@@ -208,7 +236,7 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
         return None
     loaded = load(path, model, data, model_kwargs=model_kwargs,
                   optimizer=None if isinstance(optimizer, str) else optimizer,
-                  method=method if isinstance(method, Family) else None)
+                  method=method if isinstance(method, Family) else None, guide=guide)
     expect = {k: v for k, v in settings.items() if k != "progress"}
     _checkpoint.check_resume_settings(path, loaded, expect)
     loaded.settings["progress"] = settings["progress"]
@@ -252,7 +280,7 @@ def _place(place: Any, engine: Engine, plan: _plan.Plan, state: Any, key: jax.Ar
         device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
     if plan.feeder is not None:
         local_feed = plan.feeder.feed
-        plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
+        plan.feeder.feed = lambda n, at=None: place.place_fed(local_feed(n, at), plan.batch_size)
     return state, key, device_data
 
 
@@ -290,6 +318,7 @@ def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
 
 
 # -- load -------------------------------------------------------------------------------------
+@exclusive
 def load(
     path: str | os.PathLike,
     model: Callable,
@@ -298,6 +327,7 @@ def load(
     model_kwargs: Mapping[str, Any] | None = None,
     optimizer: Any = None,
     method: Any = None,
+    guide: Callable | None = None,
     check_data: bool = True,
 ) -> Fit:
     """Load a fit saved with :meth:`Fit.save` (or a checkpoint) for ``model`` and ``data``.
@@ -316,6 +346,8 @@ def load(
         Needed when the fit used an optax object rather than an optimiser's name.
     method : Family, optional
         Needed when the fit used a custom :class:`~variational.Family` object.
+    guide : callable, optional
+        Needed when the fit used ``guide=`` (the guide is code, which is not stored).
     check_data : bool
         Refuse data whose contents differ from those the fit was made with.
 
@@ -328,7 +360,13 @@ def load(
     Raises
     ------
     CheckpointError
-        The file is corrupt, or the model, data or settings do not match it.
+        The file is corrupt, holds a metadata field that this library does not write or of the
+        wrong type (named in the message), or the model, data or settings do not match it.
+
+    Notes
+    -----
+    The file is untrusted input: loading reads that one file and nothing else, never writes,
+    and passes to ``fit`` only the settings it knows (see ``docs/reliability.md``).
 
     Examples
     --------
@@ -343,8 +381,8 @@ def load(
     """
     path = Path(path)
     meta, arrays = _checkpoint.read(path)
-    kwargs, mk = _checkpoint.fit_arguments(path, meta, arrays, _FIT_ARGUMENTS, optimizer=optimizer,
-                                           method=method, model_kwargs=model_kwargs)
+    kwargs, mk = _checkpoint.fit_arguments(path, meta, arrays, optimizer=optimizer, method=method,
+                                           guide=guide, model_kwargs=model_kwargs)
     given = _checkpoint.data_signature_of(data)
     if given is not None:
         _checkpoint.check_data(path, meta["data"], given, check_data)
@@ -360,4 +398,4 @@ def load(
     return _checkpoint.restore(path, meta, arrays, new)
 
 
-_FIT_ARGUMENTS = set(inspect.signature(fit).parameters)
+_FIT_ARGUMENTS = set(inspect.signature(fit).parameters) - {"method_options"}

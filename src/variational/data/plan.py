@@ -144,6 +144,7 @@ class Plan:
     per_row: list[str] = field(default_factory=list)
     feeder: Feeder | None = None
     capacity: int = 4096
+    columns: dict[str, np.ndarray] | None = None   # all rows on the host (in-memory minibatches)
 
     def batcher(self, ld: LogDensity) -> Any:
         """The engine's batcher for this plan (``ld`` tells whether batches need a key)."""
@@ -158,8 +159,19 @@ class Plan:
         return to_device(self.trace_data)
 
     @property
-    def feed(self) -> Callable[[int], Any] | None:
+    def feed(self) -> Callable[[int, int], Any] | None:
         return None if self.feeder is None else self.feeder.feed
+
+    def check_observed(self, ld: LogDensity) -> None:
+        """Check every row of the columns that discrete observed sites read (whole numbers in range).
+
+        ``ld`` checked the rows it was traced on; a minibatch fit's other rows are checked here,
+        a streamed fit's as each chunk is read.
+        """
+        if self.feeder is not None:
+            self.feeder.check = ld.check_observed
+        elif self.columns is not None:
+            ld.check_observed(self.columns)
 
 
 def _check_batch_size(batch_size: Any, n: int) -> int:
@@ -212,6 +224,7 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
     cols = as_columns(data)
     n = num_rows(cols) if cols else 0
     if batch_size is None:
+        check_finite(cols)  # covariates too: name the column, not the site that sees NaN
         return Plan(cols, to_device(cols))
     if not cols:
         raise DataError("batch_size= needs data: pass the columns as a dict or DataFrame")
@@ -222,4 +235,4 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
     rule = scale_rule(sites, kinds, n, b)
     trace = {k: v[:b] for k, v in cols.items()}
     return Plan(trace, to_device(cols), n, b, bool(replace), rule,
-                [k for k, v in kinds.items() if v != "fixed"])
+                [k for k, v in kinds.items() if v != "fixed"], columns=cols)

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Family", "FAMILIES", "register_family", "make_family", "softplus_inv", "LOG_2PI"]
+__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "softplus_inv", "LOG_2PI"]
 
 Params = Any
 
@@ -81,3 +83,18 @@ def make_family(method: str | Family, **options: Any) -> Family:
     if method not in FAMILIES:
         raise ValueError(f"method={method!r} is not known; choose one of {sorted(FAMILIES)}")
     return FAMILIES[method](**options)
+
+
+def method_options(name: Any) -> set[str] | None:
+    """The option names of the registered method ``name`` (None when it is not registered).
+
+    Examples
+    --------
+    >>> sorted(method_options("advi"))
+    ['init_scale']
+    """
+    builder = FAMILIES.get(name) if isinstance(name, str) else None
+    if builder is None:
+        return None
+    return {p.name for p in inspect.signature(builder).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

@@ -10,7 +10,9 @@ Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 from typing import Any, Callable, Mapping
 
 import jax
@@ -18,11 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
+from numpyro import distributions as dist
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
-from ..errors import ModelError
+from ..errors import DataError, ModelError
+from .threads import exclusive
 from .handlers import (
     RNG_KEY, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
     value_without_sampler,
@@ -33,6 +37,46 @@ __all__ = ["LogDensity"]
 
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _base(fn: Any) -> Any:
+    """The distribution under expand / to_event / mask wrappers."""
+    while isinstance(fn, (dist.ExpandedDistribution, dist.Independent, dist.MaskedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def _integer_bounds(fn: Any) -> tuple[Any, Any] | None:
+    """(lowest, highest) whole number a discrete distribution's support allows (None: unknown)."""
+    support = fn.support
+    if not getattr(support, "is_discrete", False):
+        return None
+    if getattr(support, "event_dim", 0):  # one-hot, multinomial counts...: integrality only
+        return (None, None)
+    lo = getattr(support, "lower_bound", 0 if support is dist.constraints.boolean else None)
+    hi = getattr(support, "upper_bound", 1 if support is dist.constraints.boolean else None)
+    scalar = lambda b: float(b) if b is not None and _is_concrete(b) and np.ndim(b) == 0 else None  # noqa: E731
+    return scalar(lo), scalar(hi)
+
+
+def _argument_hint(model: Callable, given: list[str]) -> str:
+    """'did you mean' hints for keyword arguments the model does not take or misses."""
+    try:
+        params = inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return ""
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return ""
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = [n for n in names if params[n].default is inspect.Parameter.empty and n not in given]
+    hints = []
+    for g in (g for g in given if g not in names):
+        close = difflib.get_close_matches(g, required or names, n=1, cutoff=0.5)
+        hints.append(f"'{g}' is not an argument of the model" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    for r in required:
+        close = difflib.get_close_matches(r, [g for g in given if g not in names], n=1, cutoff=0.5)
+        hints.append(f"the model's argument '{r}' is not given" + (f" (is it the column '{close[0]}'?)" if close else ""))
+    return ("; " + "; ".join(hints)) if hints else ""
 
 
 class LogDensity:
@@ -69,6 +113,7 @@ class LogDensity:
     True
     """
 
+    @exclusive
     def __init__(
         self,
         model: Callable,
@@ -98,6 +143,10 @@ class LogDensity:
                   and not (s.get("infer") or {}).get("is_auxiliary")}
         for n, s in latent.items():
             fn = s["fn"]
+            if isinstance(_base(fn), dist.Delta):
+                raise ModelError(
+                    f"site '{n}' is a latent Delta (a point mass): it has no density to fit, so every "
+                    f"step would be skipped; make it a vi.Deterministic, or pass its value as observed=")
             if getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False):
                 raise ModelError(
                     f"site '{n}' is a discrete latent variable ({type(fn).__name__}); "
@@ -105,6 +154,12 @@ class LogDensity:
                     f"(sum it out with logsumexp, as the Gaussian-mixture example does for "
                     f"its component labels) or pass its values as observed=")
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
+        # discrete observed sites that read a data column: (column, lowest, highest whole number)
+        self._discrete = {n: (data_of_site[n], *b) for n in self.observed_names if n in data_of_site
+                          for b in [_integer_bounds(trace[n]["fn"])] if b is not None}
+        self._site_kind = {n: type(_base(trace[n]["fn"])).__name__.replace("Probs", "").replace("Logits", "")
+                           for n in self._discrete}
+        self.check_observed({k: v for k, v in data.items()})
         for n in self.observed_names:
             v = trace[n]["value"]
             col = data_of_site.get(n)
@@ -147,9 +202,35 @@ class LogDensity:
 
     # -- construction helpers ----------------------------------------------------------------
     def _wrap(self, model: Callable) -> Callable:
-        if self.obs_scale is None:
-            return model
+        # without a scale rule, sites declared with total_size= are still scaled (as in PyMC)
         return ScaleObserved(model, self.obs_scale)
+
+    def check_observed(self, cols: Mapping[str, Any], where: str = "") -> None:
+        """Refuse values a discrete observed site cannot take (2.5 counts, -1 events), naming both.
+
+        ``cols`` are data columns (any rows); a discrete distribution's log-probability of a
+        non-integer value is a number, not an error, so it would be silently wrong.
+        """
+        for site, (col, lo, hi) in self._discrete.items():
+            if col not in cols:
+                continue
+            v = np.asarray(cols[col])
+            bad = np.zeros(v.shape, bool)
+            if v.dtype.kind == "f":
+                bad |= v != np.floor(v)
+            if lo is not None:
+                bad |= v < lo
+            if hi is not None:
+                bad |= v > hi
+            if bad.any():
+                i = int(np.argmax(bad.reshape(-1)))
+                row = i // max(1, int(np.prod(v.shape[1:])))
+                rng = f"from {lo:g}" if lo is not None else ""
+                rng += f" to {hi:g}" if hi is not None else ""
+                raise DataError(
+                    f"site '{site}' ({self._site_kind[site]}) observes data column '{col}'{where}, "
+                    f"which holds {v.reshape(-1)[i].item()!r} at row {row}; it takes whole numbers {rng}".rstrip()
+                    + ". Convert or round the column, or use a continuous likelihood")
 
     def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
         """Trace the model abstractly (shapes and supports only, nothing is computed).
@@ -174,8 +255,9 @@ class LogDensity:
             raise
         except TypeError as e:
             if "argument" in str(e) and rec.last is None:
+                hint = _argument_hint(self.model, sorted({**self.model_kwargs, **data}))
                 raise ModelError(
-                    f"calling the model failed: {e}. Data columns and model_kwargs are passed "
+                    f"calling the model failed: {e}{hint}. Data columns and model_kwargs are passed "
                     f"as keyword arguments; check their names against the model's signature") from e
             raise self._raised(rec, e) from e
         except Exception as e:  # the model's own error, with the site it happened at

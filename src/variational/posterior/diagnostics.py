@@ -23,12 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import potential_energy
 
+from ..model.handlers import ScaleObserved
+
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD", "MIN_PSIS_DRAWS"]
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
+MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,13 +91,16 @@ def converged(hist: Sequence[float], window: int | None = None, tol: float = 1e-
 def log_joint_fn(ld: Any) -> Any:
     """Compiled ``(z (n, D), data) -> log p(x, z)`` of a LogDensity on full data (no minibatch scaling).
 
-    Compiled once per LogDensity (kept on it) and reused by every diagnosis of its fits.
+    Sites declared with ``total_size=`` keep their scaling (``total_size / rows``): the fit's
+    target is the posterior they declare. Compiled once per LogDensity (kept on it) and reused
+    by every diagnosis of its fits.
     """
     fns = ld.__dict__.setdefault("_compiled", {})
     if "log_joint" not in fns:
+        model = ScaleObserved(ld.model, None)
 
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+            return -potential_energy(model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
@@ -104,8 +110,12 @@ def log_joint_fn(ld: Any) -> Any:
 
 
 def has_density(family: Any) -> bool:
-    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none)."""
-    return family.make_loss_and_grad is None
+    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none).
+
+    A NumPyro guide brings its own ELBO estimator (its draws take the batch's arguments) but
+    has a density.
+    """
+    return family.make_loss_and_grad is None or family.name == "guide"
 
 
 def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:

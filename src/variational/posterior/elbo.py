@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from numpyro.infer.util import potential_energy
 
+from ..data import Source, as_columns, num_rows
 from ..data.feeder import iter_batches
 from ..errors import DataError, ModelError
 from ..model import LogDensity
@@ -25,14 +26,21 @@ def full_data_elbo(ld: LogDensity, family: Any, params: Any, data: Any, key: jax
 
     For each of ``num_draws`` draws z of q, ``log p(data, z) = sum_b log p(batch_b, z) -
     (K - 1) log p(z)`` over the K batches (each batch's log joint counts the prior once), with no
-    N/B scaling and ``total_size`` ignored, so that every row counts once. Memory is
-    O(num_draws x batch_size).
+    N/B scaling, so that every row counts once; a site declared with ``total_size=`` is scaled
+    by ``total_size / N`` (N the rows of ``data``), the posterior it declares. A model without
+    data columns is evaluated once. Memory is O(num_draws x batch_size).
     """
     if ld.needs_key:
         raise ModelError("the model subsamples with numpyro.plate(subsample_size=...); a full-data "
                          "ELBO needs a model that reads every row it is given")
     z, log_q = family.sample_and_log_q(params, key, int(num_draws))
-    one = {n: 1.0 for n in ld.observed_names}
+    if isinstance(data, Source):
+        n_rows = int(data.num_rows or 0)
+    else:
+        data = as_columns(data)
+        n_rows = num_rows(data) if data else 0
+    sizes = {n: (ld.trace_sites[n].get("infer") or {}).get("total_size") for n in ld.observed_names}
+    one = {n: (float(t) / n_rows if t is not None and n_rows else 1.0) for n, t in sizes.items()}
     zero = {n: 0.0 for n in ld.observed_names}
 
     def joint(rule: dict) -> Callable:
@@ -44,7 +52,7 @@ def full_data_elbo(ld: LogDensity, family: Any, params: Any, data: Any, key: jax
     bs = int(batch_size) if batch_size is not None else max(1, (1 << 20) // int(num_draws))
     total = np.zeros(z.shape[0])
     first, k = None, 0
-    for batch in iter_batches(data, bs):
+    for batch in (iter_batches(data, bs) if n_rows else [{}]):
         total = total + np.asarray(lp_one(z, batch), dtype=np.float64)
         first = batch if first is None else first
         k += 1

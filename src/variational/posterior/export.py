@@ -5,22 +5,22 @@ Functions of a fit's draws and history; they take the fit duck-typed and never i
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from .draws import columns
 
-__all__ = ["to_inference_data", "summary_table", "describe"]
+__all__ = ["to_inference_data", "summary_table", "describe", "arviz_groups", "MAX_PREDICTIVE_VALUES"]
 
 
-def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: bool,
+def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: bool | None,
                       coords: Mapping[str, Any] | None, dims: Mapping[str, Sequence[str]] | None) -> Any:
     """``fit.to_arviz``: posterior (and predictive) groups of ``n`` draws, the loss history."""
     import arviz as az
     import xarray as xr
-
-    from .predictive import arviz_groups
 
     groups = arviz_groups(fit, n, seed, posterior_predictive)
     idata = az.from_dict(**groups, coords=dict(coords or {}), dims={k: list(v) for k, v in (dims or {}).items()})
@@ -60,3 +60,41 @@ def describe(fit: Any, max_rows: int = 12) -> str:
     more = "\n  ..." if len(table) > max_rows else ""
     body = table.iloc[:max_rows].to_string(float_format=lambda x: f"{x: .4g}")
     return head + "\n" + "\n".join("  " + line for line in body.splitlines()) + more
+
+
+#: default bound on the posterior predictive values ``fit.to_arviz()`` computes (draws x values)
+MAX_PREDICTIVE_VALUES = 20_000_000
+
+
+def arviz_groups(fit: Any, n: int, seed: int | None, posterior_predictive: bool | None = None) -> dict[str, dict]:
+    """posterior, posterior_predictive and observed_data groups from the same ``n`` draws.
+
+    The posterior predictive is left out (with a warning) when the model cannot be run
+    forward, for example an observed distribution without a sampler, and, unless
+    ``posterior_predictive=True``, when it would hold more than :data:`MAX_PREDICTIVE_VALUES`
+    values (``n`` draws of every observed value: a million rows make 4 GB at 1000 draws).
+    """
+    from .predictive import _check_n, observed_values, predict_from_flat, training_data
+
+    n = _check_n(n)
+    key = fit._next_key(seed)
+    z = fit._draw_flat(n, key)
+    groups: dict[str, dict] = {"posterior": {k: v[None] for k, v in fit._constrain_draws(z).items()}}
+    if posterior_predictive is not False and fit.logdensity.observed_names:
+        try:
+            obs = observed_values(fit.model, training_data(fit), fit.model_kwargs)
+            size = n * sum(int(np.size(v)) for v in obs.values())
+            if posterior_predictive is None and size > MAX_PREDICTIVE_VALUES:
+                warnings.warn(f"posterior_predictive left out of the InferenceData: {n} draws of the "
+                              f"{size // n:,} observed values would hold {size:,} numbers (more than "
+                              f"{MAX_PREDICTIVE_VALUES:,}); ask for it with to_arviz(n=..., "
+                              f"posterior_predictive=True), or use fit.predict on the rows you need",
+                              stacklevel=3)
+                return {**groups, "observed_data": obs}
+            pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
+        except Exception as e:  # the posterior group is still useful without it
+            warnings.warn(f"posterior_predictive left out of the InferenceData: {e}", stacklevel=3)
+        else:
+            groups["posterior_predictive"] = {k: v[None] for k, v in pred.items()}
+            groups["observed_data"] = obs
+    return groups

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data import as_columns
 from ..engine.run import Run
+from ..model.threads import exclusive
 
 __all__ = ["Fit"]
 
@@ -58,6 +59,7 @@ class Fit(Run):
     def _named(self, flat: jax.Array) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.logdensity.unravel(jnp.asarray(flat)).items()}
 
+    @exclusive
     def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
         key = ("flat_moments", self.steps)
         if key not in self._cache:
@@ -89,6 +91,7 @@ class Fit(Run):
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
     # -- draws ---------------------------------------------------------------------------------
+    @exclusive
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
         return self.family.draw(self._state.params, key, int(n))
 
@@ -98,6 +101,7 @@ class Fit(Run):
         self._draw_counter += 1
         return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
 
+    @exclusive
     def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
         fn = getattr(self, "_constrain_fn", None)
         if fn is None:
@@ -106,6 +110,7 @@ class Fit(Run):
         drop = () if self._plan is None else self._plan.per_row
         return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
 
+    @exclusive
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
 
@@ -141,6 +146,7 @@ class Fit(Run):
             return self._constrain_draws(self._importance_draws(int(n), seed))
         return self._constrain_draws(self._draw_flat(int(n), self._next_key(seed)))
 
+    @exclusive
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
         """Evaluate any function of the named parameters over ``n`` draws (vectorised, compiled).
@@ -176,6 +182,7 @@ class Fit(Run):
         from .predictive import sample_fn
         return sample_fn(self, fn, n, seed, data)
 
+    @exclusive
     def predict(self, data: Any = None, n: int = 1000, seed: int | None = None, *,
                 sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Posterior predictive draws of the observed (and deterministic) sites.
@@ -212,6 +219,7 @@ class Fit(Run):
         from .predictive import predict
         return predict(self, data, n, seed, sites)
 
+    @exclusive
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
         """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
 
@@ -237,10 +245,11 @@ class Fit(Run):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
-        from .diagnostics import diagnose, has_density
+        from .diagnostics import MIN_PSIS_DRAWS, diagnose, has_density
 
-        if int(n) < 1:
-            raise ValueError(f"n={n!r} must be a positive number of draws")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_PSIS_DRAWS:
+            raise ValueError(f"n={n!r}: k-hat fits the tail of the importance weights of n draws of q "
+                             f"and needs at least {MIN_PSIS_DRAWS} (4000 by default)")
         cache_key = ("diagnosis", self.steps, int(n), seed)
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
@@ -252,6 +261,7 @@ class Fit(Run):
             self._cache[cache_key] = out
         return out
 
+    @exclusive
     def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
         """``n`` draws of q, their smoothed log importance weights and k-hat (all rows of the data)."""
         from .diagnostics import psis
@@ -259,7 +269,7 @@ class Fit(Run):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self.params, batch, key, n)
+        return psis(self.logdensity, self.family, self._state.params, batch, key, n)
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
@@ -269,6 +279,7 @@ class Fit(Run):
         z, lw, khat = self._psis(max(4000, 4 * n), int(jax.random.randint(key, (), 0, 2**31 - 1)))
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
 
+    @exclusive
     def _moment_draws(self) -> dict[str, np.ndarray]:
         key = ("moment_draws", self.steps)
         if key not in self._cache:
@@ -315,6 +326,7 @@ class Fit(Run):
             return float(ds.epoch) + float(ds.pos) / float(ds.rows)
         return float(self.steps)
 
+    @exclusive
     def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
              seed: int | None = None, return_se: bool = False) -> float | tuple[float, float]:
         """ELBO of the approximation on all rows of ``data``, evaluated in batches.
@@ -348,17 +360,20 @@ class Fit(Run):
             data = self._plan.feeder.source
         elif data is None:
             data = {k: np.asarray(v) for k, v in self.data.items()}
-        est, se = full_data_elbo(self.logdensity, self.family, self.params, data, self._next_key(seed),
+        est, se = full_data_elbo(self.logdensity, self.family, self._state.params, data, self._next_key(seed),
                                  num_draws=num_draws, batch_size=batch_size)
         return (est, se) if return_se else est
 
     # -- export ----------------------------------------------------------------------------------
-    def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool = True,
+    @exclusive
+    def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool | None = None,
                  coords: Mapping[str, Any] | None = None, dims: Mapping[str, Sequence[str]] | None = None) -> Any:
         """An ``arviz.InferenceData`` with a posterior group (one chain of ``n`` draws).
 
-        With ``posterior_predictive`` (and observed sites in the model) it also holds the
-        posterior predictive of the same draws and the observed data. ``coords`` and ``dims``
+        With observed sites in the model it also holds the posterior predictive of the same
+        draws and the observed data; by default (``posterior_predictive=None``) only when that
+        is at most 20 million numbers (``n`` draws of every observed value), with a warning
+        otherwise; ``True`` asks for it whatever its size, ``False`` leaves it out. ``coords`` and ``dims``
         name the axes of vector sites, as in ArviZ (for example
         ``coords={"county": names}, dims={"alpha": ["county"]}``).
         The loss history is stored in ``sample_stats`` as the variable ``loss`` over a
@@ -377,6 +392,7 @@ class Fit(Run):
 
         return to_inference_data(self, n, seed, posterior_predictive, coords, dims)
 
+    @exclusive
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
         from .export import summary_table

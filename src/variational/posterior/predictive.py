@@ -29,6 +29,7 @@ from numpyro.primitives import Messenger
 
 from .. import data as _data
 from ..errors import DataError, ModelError, VariationalError
+from ..model.threads import exclusive
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import Fit
@@ -162,6 +163,7 @@ def _prepare_data(data: Any, model_kwargs: Mapping[str, Any], train_cols: Sequen
     cols = _data.as_columns(data)
     if cols:
         _data.num_rows(cols)
+        _data.check_finite(cols)  # a NaN covariate would give NaN draws
     arrays = {k: jnp.asarray(v) for k, v in cols.items()}
     static = {k: v for k, v in model_kwargs.items() if k not in arrays}
     none_cols = [c for c in train_cols if c not in arrays and c not in static]
@@ -280,6 +282,7 @@ class _NamedParams(dict):
 # the public function
 # --------------------------------------------------------------------------------------------
 
+@exclusive
 def predictive(
     model: Callable,
     fit: "Fit | None" = None,
@@ -381,27 +384,3 @@ def observed_values(model: Callable, data: Mapping[str, Any], model_kwargs: Mapp
                 and not (s.get("infer") or {}).get("is_auxiliary")}
 
     return {k: np.asarray(v) for k, v in jax.jit(run)(arrays).items()}
-
-
-def arviz_groups(fit: "Fit", n: int, seed: int | None, posterior_predictive: bool = True) -> dict[str, dict]:
-    """posterior, posterior_predictive and observed_data groups from the same ``n`` draws.
-
-    The posterior predictive is left out (with a warning) when the model cannot be run
-    forward, for example an observed distribution without a sampler.
-    """
-    import warnings
-
-    n = _check_n(n)
-    key = fit._next_key(seed)
-    z = fit._draw_flat(n, key)
-    groups: dict[str, dict] = {"posterior": {k: v[None] for k, v in fit._constrain_draws(z).items()}}
-    if posterior_predictive and fit.logdensity.observed_names:
-        try:
-            obs = observed_values(fit.model, training_data(fit), fit.model_kwargs)
-            pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
-        except Exception as e:  # the posterior group is still useful without it
-            warnings.warn(f"posterior_predictive left out of the InferenceData: {e}", stacklevel=3)
-        else:
-            groups["posterior_predictive"] = {k: v[None] for k, v in pred.items()}
-            groups["observed_data"] = obs
-    return groups
