@@ -21,8 +21,9 @@ yet) loads with ``vi.load``, counts the temporary files the kill left, loads the
 again and runs it to the end in memory, and compares that resumed run with an uninterrupted
 run of the same fit (loss history and every array of the engine state, bit for bit). The
 chain of killed runs is finally let finish, and its file compared the same way. The kill time
-is uniform between 0 and the measured wall time of an uninterrupted child run (start-up and
-compilation included), so some kills land before the first checkpoint, some during a save.
+is uniform between 0.8 times the moment the uninterrupted child wrote its first checkpoint
+(start-up, loading and compilation come before) and its whole wall time, so a kill can land
+before a resumed child's first save, between saves or during one.
 The script exits non-zero when any check fails.
 """
 
@@ -89,20 +90,28 @@ def child(kind: str, folder: str, checkpoint: str) -> None:
     vi.fit(model, data, model_kwargs=kw, checkpoint=checkpoint, resume=True, **settings)
 
 
-def run_child(kind: str, folder: Path, checkpoint: Path, kill_after: float | None) -> tuple[float, bool]:
-    """Start a child; SIGKILL it after ``kill_after`` seconds. Returns (seconds, killed)."""
+def run_child(kind: str, folder: Path, checkpoint: Path, kill_after: float | None) -> tuple[float, bool, float]:
+    """Start a child; SIGKILL it after ``kill_after`` seconds.
+
+    Returns (seconds, killed, seconds until the checkpoint file first appeared or changed).
+    """
     cmd = [sys.executable, __file__, "--child", kind, str(folder), str(checkpoint)]
+    before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     t0 = time.perf_counter()
+    first = float("nan")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return time.perf_counter() - t0, True
+    while proc.poll() is None:
+        now = time.perf_counter() - t0
+        if first != first and checkpoint.exists() and checkpoint.stat().st_mtime_ns != before:
+            first = now
+        if kill_after is not None and now >= kill_after:
+            proc.kill()
+            proc.wait()
+            return now, True, first
+        time.sleep(0.01)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed: {proc.stderr.read().decode()[-2000:]}")
-    return time.perf_counter() - t0, False
+    return time.perf_counter() - t0, False, first
 
 
 def same(a: vi.Fit, b: vi.Fit) -> bool:
@@ -114,14 +123,14 @@ def same(a: vi.Fit, b: vi.Fit) -> bool:
 def inject(kind: str, kills: int, folder: Path, rng: np.random.Generator) -> dict:
     model, data, kw, settings = build(kind, folder)
     ref_path = folder / f"{kind}-reference.npz"
-    wall, _ = run_child(kind, folder, ref_path, None)          # the uninterrupted run
+    wall, _, first = run_child(kind, folder, ref_path, None)   # the uninterrupted run
     reference = vi.load(ref_path, model, data, model_kwargs=kw)
     total = settings["steps"]
     ck = folder / f"{kind}-chain.npz"
     rows, ok, restarts = [], True, 0
     while len(rows) < kills:
-        after = float(rng.uniform(0.0, wall))
-        _, killed = run_child(kind, folder, ck, after)
+        after = float(rng.uniform(0.8 * first, wall))       # from just before the first save
+        _, killed, _ = run_child(kind, folder, ck, after)
         if not killed:  # the chain finished before the kill: start it again from step 0
             ok &= same(vi.load(ck, model, data, model_kwargs=kw), reference)
             ck.unlink()
@@ -152,7 +161,8 @@ def inject(kind: str, kills: int, folder: Path, rng: np.random.Generator) -> dic
     final = vi.load(ck, model, data, model_kwargs=kw)
     left = len(list(folder.glob(f".{ck.name}.*.tmp")))
     chain_equal = final.steps == total and same(final, reference)
-    return {"kind": kind, "child_wall_s": round(wall, 2), "rows": rows, "chain_equal": chain_equal,
+    return {"kind": kind, "child_wall_s": round(wall, 2), "first_save_s": round(first, 2),
+            "rows": rows, "chain_equal": chain_equal,
             "chains_finished_between_kills": restarts,
             "temporaries_left": left, "ok": bool(ok and chain_equal and left == 0)}
 
@@ -162,7 +172,8 @@ def report(results: list[dict]) -> str:
     for r in results:
         rows = r["rows"]
         on_disk = [x for x in rows if x["loadable"] is not None]
-        lines.append(f"{r['kind']}: {len(rows)} kills (uninterrupted child run {r['child_wall_s']} s); "
+        lines.append(f"{r['kind']}: {len(rows)} kills (uninterrupted child run {r['child_wall_s']} s, first "
+                     f"checkpoint after {r['first_save_s']} s); "
                      f"checkpoint on disk after {len(on_disk)} of them, loadable "
                      f"{sum(bool(x['loadable']) for x in on_disk)}/{len(on_disk)}; resumed runs equal to the "
                      f"uninterrupted one {sum(bool(x.get('resumed_equal')) for x in on_disk)}/{len(on_disk)}; "
