@@ -14,16 +14,17 @@ started again with ``resume=True``, so that one chain of runs is interrupted man
    ``--stream-kills`` kills, each reported with the epoch and the row of the epoch at which
    the checkpoint on disk stands.
 
-A child that finishes before its kill time ends a chain: its file is compared with the
-uninterrupted run and the next chain starts from step 0, until ``--kills`` kills have landed.
+Kill moments follow the fit rather than the clock (the machine's load changes start-up times
+tenfold): one kill in five lands at a uniform time between the child's start and the moment the
+uninterrupted child first saved (start-up, loading, compilation, first save); the others at a
+uniform time after the child's own first save, over the time its remaining steps take. A child
+that finishes before its kill ends a chain: its file is compared with the uninterrupted run
+and the next chain starts from step 0, until ``--kills`` kills have landed.
 After every kill the parent process checks that the checkpoint on disk (if one was written
 yet) loads with ``vi.load``, counts the temporary files the kill left, loads the checkpoint
 again and runs it to the end in memory, and compares that resumed run with an uninterrupted
 run of the same fit (loss history and every array of the engine state, bit for bit). The
-chain of killed runs is finally let finish, and its file compared the same way. The kill time
-is uniform between 0.8 times the moment the uninterrupted child wrote its first checkpoint
-(start-up, loading and compilation come before) and its whole wall time, so a kill can land
-before a resumed child's first save, between saves or during one.
+chain of killed runs is finally let finish, and its file compared the same way.
 The script exits non-zero when any check fails.
 """
 
@@ -90,11 +91,11 @@ def child(kind: str, folder: str, checkpoint: str) -> None:
     vi.fit(model, data, model_kwargs=kw, checkpoint=checkpoint, resume=True, **settings)
 
 
-def run_child(kind: str, folder: Path, checkpoint: Path, kill_after: float | None) -> tuple[float, bool, float]:
-    """Start a child; SIGKILL it after ``kill_after`` seconds.
-
-    Returns (seconds, killed, seconds until the checkpoint file first appeared or changed).
-    """
+def run_child(kind: str, folder: Path, checkpoint: Path, kill_at: float | None = None,
+              kill_after_save: float | None = None) -> tuple[float, bool, float]:
+    """Start a child and SIGKILL it ``kill_at`` seconds after its start, or ``kill_after_save``
+    seconds after it first writes ``checkpoint`` (so that kills track the fit, not the load of
+    the machine). Returns (seconds, killed, seconds until its first save)."""
     cmd = [sys.executable, __file__, "--child", kind, str(folder), str(checkpoint)]
     before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     t0 = time.perf_counter()
@@ -104,11 +105,12 @@ def run_child(kind: str, folder: Path, checkpoint: Path, kill_after: float | Non
         now = time.perf_counter() - t0
         if first != first and checkpoint.exists() and checkpoint.stat().st_mtime_ns != before:
             first = now
-        if kill_after is not None and now >= kill_after:
+        due = kill_at if kill_at is not None else (first + kill_after_save if kill_after_save is not None else None)
+        if due is not None and due == due and now >= due:
             proc.kill()
             proc.wait()
             return now, True, first
-        time.sleep(0.01)
+        time.sleep(0.005)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed: {proc.stderr.read().decode()[-2000:]}")
     return time.perf_counter() - t0, False, first
@@ -129,15 +131,21 @@ def inject(kind: str, kills: int, folder: Path, rng: np.random.Generator) -> dic
     ck = folder / f"{kind}-chain.npz"
     rows, ok, restarts = [], True, 0
     while len(rows) < kills:
-        after = float(rng.uniform(0.8 * first, wall))       # from just before the first save
-        _, killed, _ = run_child(kind, folder, ck, after)
+        done = vi.load(ck, model, data, model_kwargs=kw).steps if ck.exists() else 0
+        if rng.random() < 0.2:   # during start-up, loading, compilation or the first save
+            when, after = "before its first save", float(rng.uniform(0.0, first))
+            _, killed, _ = run_child(kind, folder, ck, kill_at=after)
+        else:                    # while it runs, between saves or during one
+            when, after = "after its first save", float(rng.uniform(0.0, (wall - first) * (total - done) / total))
+            _, killed, _ = run_child(kind, folder, ck, kill_after_save=after)
         if not killed:  # the chain finished before the kill: start it again from step 0
             ok &= same(vi.load(ck, model, data, model_kwargs=kw), reference)
             ck.unlink()
             restarts += 1
             continue
         temps = len(list(folder.glob(f".{ck.name}.*.tmp")))
-        row = {"kill": len(rows) + 1, "after_s": round(after, 2), "temporaries": temps}
+        row = {"kill": len(rows) + 1, "from_step": done, "when": when, "after_s": round(after, 2),
+               "temporaries": temps}
         if ck.exists():
             try:
                 saved = vi.load(ck, model, data, model_kwargs=kw)

@@ -157,6 +157,10 @@ def test_discrete_sites_refuse_values_they_cannot_take(name, site, values):
         vi.fit(model, {"c": np.asarray(values)}, steps=5, progress=False)
     with pytest.raises(vi.DataError, match="at row 2"):   # a minibatch fit checks every row
         vi.fit(model, {"c": np.asarray(values)}, batch_size=1, steps=5, progress=False)
+    if name == "Poisson":                                  # a streamed fit, every chunk
+        src = vi.data.iterable(lambda: iter([{"c": np.zeros(3)}, {"c": np.asarray(values)}]), num_rows=6)
+        with pytest.raises(vi.DataError, match=r"column 'c' in chunk 1, which holds 2.5 at row 2"):
+            vi.fit(model, src, batch_size=1, steps=5, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +229,14 @@ def test_damaged_parquet_and_misshapen_chunks_are_named(tmp_path):
         vi.fit(regression, src, batch_size=10, steps=30, progress=False)
     with pytest.raises(vi.DataError, match=r"'.*p1.parquet' is not a readable Parquet file"):
         vi.data.parquet(tmp_path)
+    pd.DataFrame({"x": np.arange(100.0), "y": np.zeros(100)}).to_parquet(path, row_group_size=50)
+    src, st = vi.data.parquet(tmp_path), os.stat(path)
+    raw = bytearray(path.read_bytes())
+    raw[4:1200] = bytes(b ^ 0xFF for b in raw[4:1200])    # corrupt pages, same size and mtime
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(vi.DataError, match=r"'.*p1.parquet' row group 0 could not be read .*expected 50 rows"):
+        src.read((1, 0))
 
     def chunks():
         yield {"x": np.ones((10, 2)), "y": np.ones(10)}

@@ -66,10 +66,8 @@ def row_stream(source: Source, seed: int, shuffle: bool = True, start_row: int =
         rng = np.random.default_rng([seed, epoch]) if shuffle else None
         buf: dict[str, np.ndarray] | None = None
         count = 0
-        for chunk in source.checked_chunks(rng):
+        for chunk in source.checked_chunks(rng, check):
             rows = len(chunk[cols[0]])
-            if check is not None:
-                check(chunk, f" (epoch {epoch}, rows {count}:{count + rows} of the epoch)")
             count += rows
             buf = chunk if buf is None else _cat([buf, chunk], cols)
             n = len(buf[cols[0]])

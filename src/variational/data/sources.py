@@ -72,8 +72,12 @@ class Source:
         for i in order:
             yield self.read(ps[int(i)])
 
-    def checked_chunks(self, rng: np.random.Generator | None) -> Iterator[dict[str, np.ndarray]]:
-        """:meth:`epoch_chunks` with every chunk checked: columns present, equal lengths, finite."""
+    def checked_chunks(self, rng: np.random.Generator | None,
+                       check: Callable[[dict, str], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """:meth:`epoch_chunks` with every chunk checked: columns present, equal lengths, finite.
+
+        ``check(columns, where)`` is called on each chunk too (``where`` names the piece).
+        """
         for label, chunk in self.epoch_chunks(rng):
             missing = [c for c in self.columns if c not in chunk]
             if missing:
@@ -90,6 +94,8 @@ class Source:
             check_finite(cols, where=f" in {label}")
             cols = {c: _host_dtype(c, a, f" in {label}") for c, a in cols.items()}
             self._check_layout(label, cols)
+            if check is not None:
+                check(cols, f" in {label}")
             yield cols
 
     def _check_layout(self, label: str, cols: dict[str, np.ndarray]) -> None:
@@ -187,9 +193,10 @@ class _ParquetSource(Source):
             table = self.files[i].read_row_group(g, columns=self.columns)
             cols = {c: table.column(c).to_numpy() for c in self.columns}
         except Exception as e:  # pyarrow's errors on a truncated or corrupt file
+            why = " ".join(str(e).split())
             raise DataError(f"'{self.paths[i]}' row group {g} could not be read ({type(e).__name__}: "
-                            f"{str(e).strip()}); expected {want} rows of columns {self.columns}: the "
-                            f"file is truncated or corrupt") from None
+                            f"{why}); expected {want} rows of columns {self.columns}: the file is "
+                            f"truncated or corrupt") from None
         if len(table) != want:
             raise DataError(f"{label} gave {len(table)} rows, but the file's metadata says {want}")
         return label, cols

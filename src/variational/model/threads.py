@@ -77,7 +77,11 @@ def check_not_forked() -> None:
 
 
 class ModelLock:
-    """A re-entrant lock per thread that can be let go for a while (around compiled code).
+    """A re-entrant lock that its holder can let go of for a while (around compiled code).
+
+    Ownership lives in the lock itself (a :class:`threading.RLock`, released and restored
+    whole, as :class:`threading.Condition` does), so Ctrl-C arriving anywhere leaves it either
+    held by this thread or free, never held with no owner to release it.
 
     Examples
     --------
@@ -88,47 +92,33 @@ class ModelLock:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._local = threading.local()
-
-    def _depth(self) -> int:
-        return getattr(self._local, "depth", 0)
+        self._lock = threading.RLock()
 
     def __enter__(self) -> "ModelLock":
         check_not_forked()
-        depth = self._depth()
-        if depth == 0:
-            self._lock.acquire()
-        self._local.depth = depth + 1
+        self._lock.acquire()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        depth = self._depth()
-        if depth <= 0:
-            return
-        self._local.depth = depth - 1
-        if depth == 1:
+        if self._lock._is_owned():  # type: ignore[attr-defined]
             self._lock.release()
 
     @contextmanager
     def released(self) -> Iterator[None]:
         """Let other threads trace while this block runs (it must not run Python model code)."""
-        depth = self._depth()
-        if depth:
-            self._local.depth = 0
-            self._lock.release()
+        if not self._lock._is_owned():  # type: ignore[attr-defined]
+            yield
+            return
+        state = self._lock._release_save()  # type: ignore[attr-defined]
         try:
             yield
         finally:
-            if depth:
-                self._lock.acquire()
-                self._local.depth = depth
+            self._lock._acquire_restore(state)  # type: ignore[attr-defined]
 
     def _reset_after_fork(self) -> None:
         # a thread of the parent may have held the lock at the fork; the child has only the
         # forking thread, which errors out before using it anyway
-        self._lock = threading.Lock()
-        self._local = threading.local()
+        self._lock = threading.RLock()
 
 
 MODEL_LOCK = ModelLock()
