@@ -88,6 +88,21 @@ class Fit(Run):
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
+    @property
+    def mcse(self) -> dict[str, np.ndarray]:
+        """Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
+
+        DADVI's answer depends on its fixed base draws; this is the standard deviation of its
+        means over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the
+        unconstrained space (the model's own space for real-valued sites).
+        """
+        info = {} if self.solution is None else self.solution.info
+        if "mcse" not in info:
+            from ..errors import VariationalError
+            raise VariationalError(f"method {self.method!r} reports no Monte Carlo standard error of "
+                                   f"its means (method='dadvi' with lr=True does)")
+        return self._named(jnp.asarray(info["mcse"]))
+
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
         return self.family.draw(self._state.params, key, int(n))
@@ -247,7 +262,9 @@ class Fit(Run):
         lw, khat = None, float("nan")
         if has_density(self.family):
             _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method)
+        solved = None if self.solution is None else bool(self.solution.converged)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method,
+                       solver_converged=solved)
         if data is None:
             self._cache[cache_key] = out
         return out
