@@ -7,7 +7,7 @@ Owns: the interface and registry (:mod:`.base`), the Gaussians (:mod:`.gaussian`
 full-rank), :mod:`.lowrank`, normalizing flows (:mod:`.flows`), SVGD particles (:mod:`.svgd`),
 NumPyro guides as a family (:mod:`.guides`); the direct methods, which solve for their
 parameters instead of running the engine's loop: :mod:`.laplace`, :mod:`.dadvi`,
-:mod:`.pathfinder` (with :mod:`._lbfgs`, optax's L-BFGS in one compiled loop).
+:mod:`.pathfinder` (with :mod:`._newton` and :mod:`._mixture`).
 May import: :mod:`variational.model`, :mod:`variational.errors`, numpyro, jax.
 """
 

@@ -8,8 +8,10 @@ evaluates it in ``O(D k)``: with ``Q R = qr(alpha^-1/2 beta)`` and ``L L^T = I +
     z = mu + alpha^1/2 (u + Q (L - I) Q^T u),   u ~ N(0, I),
     log det Sigma = sum log alpha + 2 sum log diag L.
 
-Several paths give an equally weighted mixture of such Gaussians (the paths that failed get
-weight zero); its density is what importance weights and k-hat are computed against.
+The factors are built on the host in float64 (:func:`approximation`); drawing and evaluating
+work with numpy (the solver) or ``jax.numpy`` (the family, inside compiled code) alike. Several
+paths give an equally weighted mixture (failed paths get weight zero); its density is what
+importance weights and k-hat are computed against.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
-from .base import LOG_2PI
+LOG_2PI = float(np.log(2 * np.pi))
 
 __all__ = ["Approx", "approximation", "draw", "log_q", "mixture_sample", "mixture_log_q", "placeholder"]
 
@@ -29,11 +33,11 @@ __all__ = ["Approx", "approximation", "draw", "log_q", "mixture_sample", "mixtur
 class Approx(NamedTuple):
     """One Gaussian in sampling form (stacked along a leading axis for several paths)."""
 
-    mu: jax.Array          # (D,)
-    sqrt_alpha: jax.Array  # (D,)
-    Q: jax.Array           # (D, k) orthonormal columns
-    L: jax.Array           # (k, k) lower triangular
-    logdet: jax.Array      # log det Sigma
+    mu: Any          # (D,)
+    sqrt_alpha: Any  # (D,)
+    Q: Any           # (D, k) orthonormal columns
+    L: Any           # (k, k) lower triangular
+    logdet: Any      # log det Sigma
 
 
 def placeholder(dim: int, k: int, dtype: Any, paths: int = 0) -> Approx:
@@ -43,44 +47,52 @@ def placeholder(dim: int, k: int, dtype: Any, paths: int = 0) -> Approx:
     return a if not paths else jax.tree_util.tree_map(lambda x: jnp.stack([x] * paths), a)
 
 
-def approximation(x: jax.Array, g: jax.Array, S: jax.Array, Z: jax.Array, mask: jax.Array,
-                  alpha: jax.Array) -> Approx:
+def approximation(x: np.ndarray, g: np.ndarray, S: np.ndarray, Z: np.ndarray, alpha: np.ndarray,
+                  k: int) -> Approx | None:
     """The Gaussian at iterate ``x`` (``g``: gradient of ``-log p``) from the kept pairs.
 
-    ``S``, ``Z`` ``(J, D)``: steps and gradient changes, oldest first; ``mask`` the pairs that
-    are kept (the others are zero rows). ``mu = x - Sigma g`` is the quasi-Newton step.
+    ``S``, ``Z`` ``(m, D)``: the kept steps and gradient changes, oldest first (m may be 0);
+    ``mu = x - Sigma g`` is the quasi-Newton step. The factors are padded to ``k`` columns so
+    that every approximation has the same shapes. None when the factor is not positive definite.
     """
-    m = mask.astype(x.dtype)
-    S, Z = S * m[:, None], Z * m[:, None]
+    dim, m = x.shape[0], S.shape[0]
+    sa = np.sqrt(alpha)
+    if m == 0:
+        return Approx(x - alpha * g, sa, np.eye(dim, k), np.eye(k), float(np.sum(np.log(alpha))))
     sz = S @ Z.T
-    R = jnp.triu(sz) + jnp.diag(1.0 - m)          # unit diagonal where no pair is kept
-    Rinv = solve_triangular(R, jnp.eye(R.shape[0], dtype=x.dtype), lower=False)
-    beta = jnp.concatenate([(alpha[:, None] * Z.T), S.T], axis=1)
-    inner = Rinv.T @ (jnp.diag(jnp.diag(sz)) + Z @ (alpha[:, None] * Z.T)) @ Rinv
-    zero = jnp.zeros_like(Rinv)
-    gamma = jnp.block([[zero, -Rinv], [-Rinv.T, inner]])
+    rinv = np.linalg.solve(np.triu(sz), np.eye(m))   # (numpy: scipy's threaded BLAS stalls on tiny solves)
+    beta = np.concatenate([(alpha[:, None] * Z.T), S.T], axis=1)
+    inner = rinv.T @ (np.diag(np.diag(sz)) + Z @ (alpha[:, None] * Z.T)) @ rinv
+    gamma = np.block([[np.zeros((m, m)), -rinv], [-rinv.T, inner]])
     mu = x - (alpha * g + beta @ (gamma @ (beta.T @ g)))
-    sa = jnp.sqrt(alpha)
-    Q, Rq = jnp.linalg.qr(beta / sa[:, None])
-    L = jnp.linalg.cholesky(jnp.eye(Q.shape[1], dtype=x.dtype) + Rq @ gamma @ Rq.T)
-    logdet = jnp.sum(jnp.log(alpha)) + 2.0 * jnp.sum(jnp.log(jnp.diag(L)))
-    return Approx(mu, sa, Q, L, logdet)
+    q, r = np.linalg.qr(beta / sa[:, None])
+    try:
+        chol = np.linalg.cholesky(np.eye(q.shape[1]) + r @ gamma @ r.T)
+    except np.linalg.LinAlgError:
+        return None
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(chol))):
+        return None
+    logdet = float(np.sum(np.log(alpha)) + 2.0 * np.sum(np.log(np.diag(chol))))
+    pad = k - q.shape[1]   # identity blocks on unused columns leave the Gaussian unchanged
+    q = np.concatenate([q, np.zeros((dim, pad))], axis=1)
+    chol = scipy.linalg.block_diag(chol, np.eye(pad))
+    return Approx(mu, sa, q, chol, logdet)
 
 
-def draw(a: Approx, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+def draw(a: Approx, u: Any, xp: Any = jnp) -> tuple[Any, Any]:
     """Draws ``z`` of ``a`` from standard normals ``u`` ``(n, D)``, and their log density."""
     c = u @ a.Q
-    z = a.mu + a.sqrt_alpha * (u + (c @ (a.L - jnp.eye(a.L.shape[0], dtype=u.dtype)).T) @ a.Q.T)
-    return z, -0.5 * (u.shape[-1] * LOG_2PI + a.logdet + jnp.sum(u * u, -1))
+    z = a.mu + a.sqrt_alpha * (u + (c @ (a.L - xp.eye(a.L.shape[0], dtype=u.dtype)).T) @ a.Q.T)
+    return z, -0.5 * (u.shape[-1] * LOG_2PI + a.logdet + xp.sum(u * u, -1))
 
 
-def log_q(a: Approx, z: jax.Array) -> jax.Array:
+def log_q(a: Approx, z: Any, xp: Any = jnp) -> Any:
     """Log density of ``a`` at ``z`` ``(n, D)``."""
     w = (z - a.mu) / a.sqrt_alpha
     c = w @ a.Q
-    qu = solve_triangular(a.L, c.T, lower=True).T   # Q^T u
+    qu = (solve_triangular(a.L, c.T, lower=True) if xp is jnp else np.linalg.solve(a.L, c.T)).T   # Q^T u
     u = w + (qu - c) @ a.Q.T
-    return -0.5 * (z.shape[-1] * LOG_2PI + a.logdet + jnp.sum(u * u, -1))
+    return -0.5 * (z.shape[-1] * LOG_2PI + a.logdet + xp.sum(u * u, -1))
 
 
 def mixture_log_q(approx: Approx, log_weight: jax.Array, z: jax.Array) -> jax.Array:
@@ -96,13 +108,12 @@ def mixture_log_q(approx: Approx, log_weight: jax.Array, z: jax.Array) -> jax.Ar
 def mixture_sample(approx: Approx, log_weight: jax.Array, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
     """``n`` draws of the mixture and their log density under it."""
     k1, k2 = jax.random.split(key)
-    comp = jax.random.categorical(k1, jnp.where(jnp.isfinite(log_weight), log_weight, -jnp.inf), shape=(n,))
+    comp = jax.random.categorical(k1, log_weight, shape=(n,))
     u = jax.random.normal(k2, (n, approx.mu.shape[-1]), approx.mu.dtype)
 
     def one(z: jax.Array, a_i: tuple) -> tuple[jax.Array, None]:
         a, i = a_i
-        zi, _ = draw(a, u)
-        return jnp.where((comp == i)[:, None], zi, z), None
+        return jnp.where((comp == i)[:, None], draw(a, u)[0], z), None
 
     z, _ = jax.lax.scan(one, jnp.zeros_like(u), (approx, jnp.arange(log_weight.shape[0])))
     return z, mixture_log_q(approx, log_weight, z)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import warnings
 
 import numpy as np
 
-__all__ = ["psis_log_weights"]
+__all__ = ["psis_log_weights", "prefetch"]
+
+
+def prefetch() -> None:
+    """Start importing ArviZ in the background (seconds of imports) while the caller computes.
+
+    The import overlaps compilation and optimisation, which release the GIL; a later
+    ``import arviz`` waits for it to finish instead of starting over.
+    """
+    if "arviz" not in sys.modules:
+        threading.Thread(target=__import__, args=("arviz",), daemon=True).start()
 
 
 def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:

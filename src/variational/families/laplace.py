@@ -1,97 +1,58 @@
 """The Laplace approximation (``method="laplace"``): a Gaussian at the mode, shaped by the curvature.
 
 1. The mode ``z*`` of the log density of the flat unconstrained vector, **Jacobians of the
-   transforms included**, by L-BFGS (optax) in one compiled loop. This is the mode of the very
-   density the Gaussian is put on (and the one NUTS samples). Without the Jacobian (PyMC's
-   ``find_MAP``, pymc-extras' ``fit_laplace``) the mode is that of the constrained density
-   seen through the transform, which is not a mode of the unconstrained density at all and, in
-   hierarchical models, often sits at a scale of zero.
-2. The Hessian ``H`` of ``-log p`` at ``z*``, exactly, one Hessian-vector product per
-   coordinate (forward-over-reverse, in batches, so memory stays O(batch * D)).
+   transforms included**: the mode of the very density the Gaussian is put on (and the one NUTS
+   samples). Without the Jacobian (PyMC's ``find_MAP``, pymc-extras' ``fit_laplace``) the mode is
+   that of the constrained density seen through the transform, not a mode of the unconstrained
+   density at all. The search is trust-region Newton-CG (:mod:`._newton`): one compiled function
+   gives the log density, its gradient and Hessian-vector products, and the search converges
+   quadratically to the mode.
+2. The Hessian ``H`` of ``-log p`` at ``z*``, exactly, from the same Hessian-vector products
+   (one per coordinate).
 3. ``q = N(z*, H^-1)``. When ``H`` is not positive definite (a flat or improper direction, a
-   saddle, or an optimiser that stopped early) the fit stops with an error that names the sites
-   along the offending directions.
+   saddle, a density without a mode) the fit stops with an error that names the sites along the
+   offending directions and where the density still rises.
 
 Draws go through the same transforms as every other family.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..errors import VariationalError
-from . import _lbfgs
+from . import _newton
 from ._checks import positive_float, positive_int
-from ._fixed import fixed_gaussian, named_directions
+from ._fixed import fixed_gaussian
 from .base import Family, Problem, Solution, register_family
 
-__all__ = ["laplace", "hessian", "covariance_from_precision"]
+__all__ = ["laplace"]
 
 MAX_DIM = 20_000   # a dense D x D covariance beyond this does not fit in memory
 
 
-def hessian(fun: Callable[[jax.Array], jax.Array], x: jax.Array, batch: int = 64) -> jax.Array:
-    """The Hessian of ``fun`` at ``x`` from Hessian-vector products, ``batch`` columns at a time."""
-    grad = jax.grad(fun)
-    eye = jnp.eye(x.shape[0], dtype=x.dtype)
-    columns = jax.lax.map(lambda v: jax.jvp(grad, (x,), (v,))[1], eye, batch_size=min(batch, x.shape[0]))
-    return 0.5 * (columns + columns.T)
+def _not_a_mode(error: str, g: np.ndarray, labels: tuple[str, ...], search: str) -> str:
+    """The error when the end of the mode search is not a mode: where the density still rises."""
+    top = np.argsort(-np.abs(g))[:3]
+    rising = ", ".join(f"{labels[i]} (gradient {-g[i]:.3g})" for i in top)
+    return (f"{error}. The mode search {search}, where the log density still rises fastest along "
+            f"{rising}: if these grow without end the density has no mode (a hierarchical scale "
+            f"heading to zero does this) and a Laplace approximation does not exist; use "
+            f"method='dadvi', 'advi' or 'fullrank_advi'")
 
 
-def covariance_from_precision(h: Any, labels: tuple[str, ...], what: str) -> np.ndarray:
-    """``h^-1`` (float64) for a symmetric positive definite ``h``, else an error naming the sites.
-
-    The directions whose curvature is not positive (relative to the largest, at float
-    precision) are named by the coordinates that carry them.
-    """
-    h = np.asarray(h, dtype=np.float64)
-    if not np.all(np.isfinite(h)):
-        bad = sorted({labels[i] for i in np.argwhere(~np.isfinite(h))[:, 0]})
-        raise VariationalError(f"{what} is not finite in the coordinates of {bad}; the log density is "
-                               f"not twice differentiable there (or overflows); use method='advi'")
-    lam, vec = np.linalg.eigh(h)
-    floor = max(abs(lam).max(), 1e-300) * 1e-10
-    bad = lam <= floor
-    if bad.any():
-        where = named_directions(vec[:, bad], labels)
-        shown = "; ".join(f"{w} (curvature {v:.3g})" for w, v in list(zip(where, lam[bad]))[:4])
-        raise VariationalError(
-            f"{what} is not positive definite (the log density is not strictly concave there) "
-            f"along {int(bad.sum())} direction(s): {shown}. The posterior is flat, improper or "
-            f"multimodal along these sites, or the mode search stopped early; give them proper "
-            f"priors, or use method='advi' or 'pathfinder'")
-    return (vec / lam) @ vec.T
-
-
-def _options(maxiter: Any, gtol: Any, ftol: Any, maxcor: Any) -> dict:
-    return {"maxiter": positive_int("maxiter", maxiter), "gtol": positive_float("gtol", gtol, allow_zero=True),
-            "ftol": None if ftol is None else positive_float("ftol", ftol, allow_zero=True),
-            "maxcor": positive_int("maxcor", maxcor)}
-
-
-def default_ftol(dtype: Any) -> float:
-    """Relative decrease that ends a mode search: a few units of the float's precision."""
-    return float(4 * jnp.finfo(dtype).eps)
-
-
-def laplace(maxiter: int = 1000, gtol: float = 1e-6, ftol: float | None = None, maxcor: int = 10) -> Family:
+def laplace(maxiter: int = 1000, gtol: float = 1e-6) -> Family:
     """Laplace approximation: ``N(mode, (-Hessian)^-1)`` in the unconstrained space.
 
     Parameters
     ----------
     maxiter : int
-        Largest number of L-BFGS iterations of the mode search.
+        Largest number of trust-region iterations of the mode search.
     gtol : float
-        The search ends when every gradient coordinate is below ``gtol``.
-    ftol : float, optional
-        ... or when a step lowers ``-log p`` by less than ``ftol`` relative (default: four
-        units of the float precision).
-    maxcor : int
-        L-BFGS memory (pairs kept).
+        The search ends when the gradient's norm is below ``gtol`` (or when float precision no
+        longer predicts a decrease); ``fit.converged`` then requires the mode to be within
+        0.05 posterior sds by the local quadratic.
 
     Returns
     -------
@@ -112,32 +73,28 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, ftol: float | None = None, 
     >>> bool(abs(float(fit.std["mu"]) - exact_sd) < 0.01 * exact_sd)
     True
     """
-    opts = _options(maxiter, gtol, ftol, maxcor)
+    opts = {"maxiter": positive_int("maxiter", maxiter), "gtol": positive_float("gtol", gtol, allow_zero=True)}
 
     def solve(problem: Problem) -> Solution:
-        ftol_ = opts["ftol"] if opts["ftol"] is not None else default_ftol(problem.z0.dtype)
-
-        @jax.jit
-        def core(z0: jax.Array, data: Any) -> tuple[_lbfgs.LBFGSState, jax.Array]:
-            neg = lambda z: -problem.logp(z, data)  # noqa: E731
-            st = _lbfgs.minimize(neg, z0, maxiter=opts["maxiter"], gtol=opts["gtol"], ftol=ftol_,
-                                 memory=opts["maxcor"])
-            return st, hessian(neg, st.x)
-
-        st, h = core(problem.z0, problem.data)
-        it, status = int(st.it), int(st.status)
-        if status == _lbfgs.NONFINITE:
-            raise VariationalError("the log density or its gradient is not finite at the starting "
-                                   "point; give start= values inside the support")
-        cov = covariance_from_precision(h, problem.labels, "the Hessian of -log p at the mode")
-        chol = np.linalg.cholesky(cov)
-        dim = problem.z0.shape[0]
-        ok = status in (_lbfgs.GTOL, _lbfgs.FTOL, _lbfgs.LINESEARCH)
-        params = {"loc": st.x, "chol": jnp.asarray(chol, problem.z0.dtype)}
-        info = {"mode_logp": -float(st.f), "max_abs_grad": float(jnp.max(jnp.abs(st.g))),
-                "lbfgs_grad_evals": int(st.n_grad), "hessian_vector_products": dim}
-        return Solution(params, np.asarray(st.trace)[:it], it, int(st.n_grad) + 2 * dim, ok,
-                        "mode " + _lbfgs.status_message(status, it), info)
+        dim, dtype = problem.z0.shape[0], problem.z0.dtype
+        if dim > MAX_DIM:
+            raise VariationalError(f"method='laplace' forms a dense {dim}-square covariance; above "
+                                   f"{MAX_DIM} latent dimensions use method='dadvi' or 'advi'")
+        fgh = _newton.compile_fgh(lambda z, data: -problem.logp(z, data), problem.z0, problem.data)
+        res = _newton.minimize(fgh, problem.z0, maxiter=opts["maxiter"], gtol=opts["gtol"])
+        try:
+            cov = _newton.covariance_from_precision(_newton.hessian(fgh, res.x), problem.labels,
+                                                    "the Hessian of -log p at the mode")
+        except VariationalError as e:
+            raise VariationalError(_not_a_mode(str(e), res.g, problem.labels, res.message)) from None
+        away = _newton.distance(res.g, cov)
+        params = {"loc": _newton.as_jax(res.x, dtype), "chol": _newton.as_jax(np.linalg.cholesky(cov), dtype)}
+        info = {"mode_logp": -res.f, "max_abs_grad": float(np.max(np.abs(res.g))), "sds_from_mode": away,
+                "fgh_calls": res.calls, "hessian_vector_products": dim}
+        message = (f"the mode search {res.message}; the mode is {away:.2g} posterior sds away by the "
+                   f"local quadratic")
+        # each call: one gradient and one Hessian-vector product (two gradients' worth)
+        return Solution(params, res.trace, res.iterations, 3 * (res.calls + dim), away <= 0.05, message, info)
 
     return fixed_gaussian("laplace", solve, opts)
 

@@ -2,15 +2,15 @@
 
 Zhang, Carpenter, Gelman and Vehtari (2022), "Pathfinder: Parallel quasi-Newton variational
 inference". For each of ``num_paths`` starts (the initial point jittered uniformly by
-``jitter``), all paths in one compiled call (``vmap``):
+``jitter``):
 
-1. L-BFGS (optax) on ``-log p``. After each accepted step the pair (step, gradient change) is
-   kept when it has positive curvature, and the diagonal of the inverse Hessian is updated as in
-   the paper's algorithm 3 (Gilbert and Lemarechal).
+1. L-BFGS (scipy's L-BFGS-B, as in pymc-extras) on ``-log p``, recording every accepted iterate
+   and its gradient. After each step the pair (step, gradient change) is kept when it has
+   positive curvature, and the diagonal of the inverse Hessian is updated as in the paper's
+   algorithm 3 (Gilbert and Lemarechal).
 2. At each iterate, the Gaussian ``N(x - Sigma grad, Sigma)`` with ``Sigma`` the inverse Hessian
-   from the last ``maxcor`` pairs (:mod:`._mixture`); its ELBO is estimated from
-   ``num_elbo_draws`` draws and the best Gaussian of the path is kept (nothing else is stored,
-   so memory does not grow with the number of iterations).
+   from the last ``maxcor`` kept pairs (:mod:`._mixture`, in float64 on the host); its ELBO is
+   estimated from ``num_elbo_draws`` draws and the best Gaussian of the path is kept.
 3. ``num_draws_per_path`` draws from each path's best Gaussian; their importance weights
    ``p / q`` are taken against the **equal mixture of the paths' Gaussians** (not each draw's
    own path: with the mixture density, two modes get their posterior mass whatever the number
@@ -18,72 +18,37 @@ inference". For each of ``num_paths`` starts (the initial point jittered uniform
 
 ``fit.sample(n)`` resamples the weighted draws (with replacement); ``fit.diagnose()`` and
 ``fit.sample(n, importance=True)`` use the mixture density, so its k-hat is Pathfinder's own.
+
+Only two functions of the model are compiled: its value and gradient (for L-BFGS) and its
+value on a block of points (for every ELBO draw and the pool). A vectorised design that ran all
+paths through optax's L-BFGS in one compiled call was measured first: it compiled about five
+copies of the model's gradient (the line search alone holds two) and took five times the
+engine's compile time on radon, more than pymc-extras' whole run; the paths themselves take
+milliseconds.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 
 from ..errors import VariationalError
-from . import _lbfgs
+from . import _newton
 from ._checks import positive_float, positive_int
-from ._mixture import Approx, approximation, draw, mixture_log_q, mixture_sample, placeholder
-from ._psis import psis_log_weights
+from ._mixture import Approx, approximation, draw, log_q, mixture_log_q, mixture_sample, placeholder
+from ._psis import prefetch, psis_log_weights
 from .base import Family, Params, Problem, Solution, register_family
 
-__all__ = ["pathfinder", "PathState"]
+__all__ = ["pathfinder"]
 
 RESAMPLING = ("psis", "plain", None)
-
-
-class PathState(NamedTuple):
-    """What a path carries next to L-BFGS: its pairs, diagonal, and best Gaussian so far."""
-
-    S: jax.Array         # (J, D) steps, oldest first
-    Z: jax.Array         # (J, D) gradient changes
-    mask: jax.Array      # (J,) pairs kept
-    alpha: jax.Array     # (D,) diagonal of the initial inverse Hessian
-    best_elbo: jax.Array
-    best: Approx
-    best_iter: jax.Array
-    key: jax.Array
-
-
-def _push(ps: PathState, s: jax.Array, z: jax.Array, eps: float) -> PathState:
-    """Keep the pair ``(s, z)`` when its curvature is positive, and update the diagonal."""
-    sz = s @ z
-    ok = jnp.isfinite(sz) & (sz > eps * (z @ z))
-    a = ps.alpha
-    za, sa = z @ (a * z), s @ (s / a)
-    inv = za / (sz * a) + z * z / sz - za * s * s / (sz * sa * a * a)
-    alpha = jnp.where(ok & jnp.all(inv > 0) & jnp.all(jnp.isfinite(inv)), 1.0 / inv, a)
-    shift = lambda buf, new: jnp.where(ok, jnp.roll(buf, -1, axis=0).at[-1].set(new), buf)  # noqa: E731
-    return ps._replace(S=shift(ps.S, s), Z=shift(ps.Z, z), mask=shift(ps.mask, True), alpha=alpha)
-
-
-def _observer(problem: Problem, data: Any, opts: dict) -> Any:
-    """After each accepted step: update the pairs, build the Gaussian, estimate its ELBO."""
-    def observe(ps: PathState, x_prev: jax.Array, g_prev: jax.Array, x: jax.Array, f: jax.Array,
-                g: jax.Array, it: jax.Array) -> tuple[PathState, jax.Array]:
-        ps = _push(ps, x - x_prev, g - g_prev, opts["epsilon"])
-        a = approximation(x, g, ps.S, ps.Z, ps.mask, ps.alpha)
-        u = jax.random.normal(jax.random.fold_in(ps.key, it), (opts["num_elbo_draws"], x.shape[0]), x.dtype)
-        z, lq = draw(a, u)
-        lp = jax.vmap(problem.logp, in_axes=(0, None))(z, data)
-        elbo = jnp.mean(lp - lq)
-        elbo = jnp.where(jnp.isfinite(elbo), elbo, -jnp.inf)
-        better = elbo > ps.best_elbo
-        best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), a, ps.best)
-        ps = ps._replace(best_elbo=jnp.where(better, elbo, ps.best_elbo), best=best,
-                         best_iter=jnp.where(better, it, ps.best_iter))
-        return ps, -elbo
-
-    return observe
+KHAT_BAD = 0.7   # above it importance weights are not used (Vehtari et al. 2024)
+BLOCK = 64   # iterates whose ELBO draws are evaluated together
 
 
 def _memory(maxcor: int | None, dim: int) -> int:
@@ -91,53 +56,69 @@ def _memory(maxcor: int | None, dim: int) -> int:
     return int(maxcor) if maxcor is not None else max(5, math.ceil(3 * math.log(max(dim, 1))))
 
 
-def _paths(problem: Problem, opts: dict, j: int) -> Any:
-    """The compiled run of every path, then the draws of each path's best Gaussian."""
-    dim, dtype = problem.z0.shape[0], problem.z0.dtype
-    k = min(dim, 2 * j)
+def _lbfgs_path(vg: Any, x0: np.ndarray, opts: dict, j: int) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """One L-BFGS path: the iterates and their gradients (of ``-log p``), evaluations, why it ended."""
+    seen: dict[bytes, np.ndarray] = {}
+    xs, gs, calls = [], [], [0]
 
-    def one_path(x0: jax.Array, key: jax.Array, data: Any) -> _lbfgs.LBFGSState:
-        ps = PathState(jnp.zeros((j, dim), dtype), jnp.zeros((j, dim), dtype), jnp.zeros(j, bool),
-                       jnp.ones(dim, dtype), jnp.asarray(-jnp.inf, dtype), placeholder(dim, k, dtype),
-                       jnp.int32(0), key)
-        return _lbfgs.minimize(lambda x: -problem.logp(x, data), x0, maxiter=opts["maxiter"],
-                               gtol=opts["gtol"], ftol=opts["ftol"], memory=j, maxls=opts["maxls"],
-                               observe=_observer(problem, data, opts), extra=ps)
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        calls[0] += 1
+        f, g = vg(x)
+        seen[np.asarray(x, np.float64).tobytes()] = g
+        return (f, g) if np.isfinite(f) and np.all(np.isfinite(g)) else (np.inf, np.zeros_like(g))
 
-    @jax.jit
-    def run(x0s: jax.Array, keys: jax.Array, data: Any, key: jax.Array) -> tuple:
-        st = jax.vmap(one_path, in_axes=(0, 0, None))(x0s, keys, data)
-        ok = jnp.isfinite(st.extra.best_elbo)
-        log_w = jnp.where(ok, -jnp.log(jnp.maximum(jnp.sum(ok), 1)).astype(dtype), -jnp.inf)
-        m = opts["num_draws_per_path"]
-        u = jax.random.normal(key, (x0s.shape[0], m, dim), dtype)
-        pool = jax.vmap(lambda a, uu: draw(a, uu)[0])(st.extra.best, u).reshape(-1, dim)
-        lq = mixture_log_q(st.extra.best, log_w, pool)
-        lp = jax.lax.map(lambda z: problem.logp(z, data), pool, batch_size=256)
-        return st, log_w, pool, lp - lq
+    def keep(intermediate_result: Any) -> None:
+        x = np.array(intermediate_result.x, np.float64)
+        g = seen.get(x.tobytes())
+        if g is None:
+            calls[0] += 1
+            g = vg(x)[1]
+        xs.append(x)
+        gs.append(g)
 
-    return run
-
-
-def _starts(problem: Problem, opts: dict) -> jax.Array:
-    key = jax.random.fold_in(problem.key, 11)
-    jit = jax.random.uniform(key, (opts["num_paths"], problem.z0.shape[0]), problem.z0.dtype, -1.0, 1.0)
-    scale = 1.0 if problem.scale0 is None else problem.scale0
-    return problem.z0 + opts["jitter"] * scale * jit
+    f0, g0 = fun(x0)
+    if not np.isfinite(f0):
+        return np.empty((0, x0.shape[0])), np.empty((0, x0.shape[0])), calls[0], "log density not finite at the start"
+    xs.append(np.array(x0, np.float64))
+    gs.append(g0)
+    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", callback=keep, options={
+        "maxcor": j, "maxiter": opts["maxiter"], "ftol": opts["ftol"], "gtol": opts["gtol"], "maxls": opts["maxls"]})
+    return np.stack(xs), np.stack(gs), calls[0], f"{str(res.message).lower()} after {int(res.nit)} iteration(s)"
 
 
-def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, ftol: Any, gtol: Any,
-           maxls: Any, num_elbo_draws: Any, jitter: Any, epsilon: Any, importance_sampling: Any) -> dict:
-    if importance_sampling not in RESAMPLING:
-        raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {RESAMPLING}")
-    return {"num_paths": positive_int("num_paths", num_paths),
-            "num_draws_per_path": positive_int("num_draws_per_path", num_draws_per_path),
-            "maxcor": None if maxcor is None else positive_int("maxcor", maxcor),
-            "maxiter": positive_int("maxiter", maxiter), "ftol": positive_float("ftol", ftol, allow_zero=True),
-            "gtol": positive_float("gtol", gtol, allow_zero=True), "maxls": positive_int("maxls", maxls),
-            "num_elbo_draws": positive_int("num_elbo_draws", num_elbo_draws),
-            "jitter": positive_float("jitter", jitter, allow_zero=True),
-            "epsilon": positive_float("epsilon", epsilon, allow_zero=True), "importance_sampling": importance_sampling}
+def _gaussians(xs: np.ndarray, gs: np.ndarray, j: int, k: int, eps: float) -> list[Approx | None]:
+    """The Gaussian at every iterate after the first (algorithm 3's pairs and diagonal)."""
+    dim = xs.shape[1]
+    alpha, S, Z, out = np.ones(dim), np.empty((0, dim)), np.empty((0, dim)), []
+    for l in range(1, xs.shape[0]):
+        s, z = xs[l] - xs[l - 1], gs[l] - gs[l - 1]
+        sz = float(s @ z)
+        if np.isfinite(sz) and sz > eps * float(z @ z):
+            za, sa = float(z @ (alpha * z)), float(s @ (s / alpha))
+            inv = za / (sz * alpha) + z * z / sz - za * s * s / (sz * sa * alpha * alpha)
+            if np.all(inv > 0) and np.all(np.isfinite(inv)):
+                alpha = 1.0 / inv
+            S, Z = np.concatenate([S, s[None]])[-j:], np.concatenate([Z, z[None]])[-j:]
+        out.append(approximation(xs[l], gs[l], S, Z, alpha, k))
+    return out
+
+
+def _best(gaussians: list[Approx | None], logp: Any, rng: np.random.Generator, draws: int
+          ) -> tuple[float, int, Approx | None, np.ndarray]:
+    """The Gaussian with the highest ELBO estimate, its iterate, and every ELBO (-inf: failed)."""
+    elbo = np.full(len(gaussians), -np.inf)
+    for start in range(0, len(gaussians), BLOCK):
+        block = [(i, a) for i, a in enumerate(gaussians[start:start + BLOCK], start) if a is not None]
+        if not block:
+            continue
+        pts, lqs = zip(*(draw(a, rng.standard_normal((draws, a.mu.shape[0])), np) for _, a in block))
+        lp = logp(np.concatenate(pts)).reshape(len(block), draws)
+        for (i, _), lpi, lqi in zip(block, lp, lqs):
+            e = float(np.mean(lpi - lqi))
+            elbo[i] = e if np.isfinite(e) else -np.inf
+    best = int(np.argmax(elbo)) if len(elbo) else 0
+    ok = len(elbo) > 0 and np.isfinite(elbo[best])
+    return (float(elbo[best]) if ok else -np.inf), best + 1, (gaussians[best] if ok else None), elbo
 
 
 def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int | None = None,
@@ -155,8 +136,9 @@ def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int |
     maxcor : int, optional
         Pairs kept for the inverse Hessian (default ``max(5, ceil(3 log D))``).
     maxiter, ftol, gtol, maxls : optional
-        L-BFGS: largest number of iterations; stop when a step lowers ``-log p`` by less than
-        ``ftol`` relative, or every gradient coordinate is below ``gtol``; line-search trials.
+        L-BFGS (scipy's L-BFGS-B): largest number of iterations; stop when a step lowers
+        ``-log p`` by less than ``ftol`` relative, or every gradient coordinate is below
+        ``gtol``; line-search trials.
     num_elbo_draws : int
         Draws estimating the ELBO of each iterate's Gaussian.
     jitter : float
@@ -165,8 +147,10 @@ def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int |
     epsilon : float
         A pair is kept only when its curvature ``s.y > epsilon |y|^2``.
     importance_sampling : {"psis", "plain", None}
-        How the pool is weighted against the mixture of the paths' Gaussians: Pareto-smoothed,
-        raw importance weights, or not at all (draws of the mixture as they are).
+        How the pool is weighted against the mixture of the paths' Gaussians: Pareto-smoothed
+        (when k-hat is at most 0.7; above it the weights are unreliable and the pool is used
+        unweighted, as the message says), raw importance weights, or not at all (draws of the
+        mixture as they are).
 
     Returns
     -------
@@ -222,38 +206,81 @@ def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int |
 
 
 def _solve(problem: Problem, opts: dict) -> Solution:
-    dim, dtype = problem.z0.shape[0], problem.z0.dtype
+    prefetch()
+    dim, dtype, m = problem.z0.shape[0], problem.z0.dtype, opts["num_draws_per_path"]
     j = _memory(opts["maxcor"], dim)
-    keys = jax.random.split(jax.random.fold_in(problem.key, 12), opts["num_paths"])
-    st, log_w, pool, raw = _paths(problem, opts, j)(_starts(problem, opts), keys, problem.data,
-                                                    jax.random.fold_in(problem.key, 13))
-    elbo = np.asarray(st.extra.best_elbo, np.float64)
-    ok = np.isfinite(elbo)
+    k = min(dim, 2 * j)
+    vg = _newton.compile_vg(lambda z, data: -problem.logp(z, data), problem.z0, problem.data)
+    logp = _newton.compile_batch(problem.logp, problem.z0, problem.data)
+    rng = _newton.seed_of(problem.key)
+    z0 = np.asarray(problem.z0, np.float64)
+    scale = 1.0 if problem.scale0 is None else np.asarray(problem.scale0, np.float64)
+    paths, best, traces = [], [], []
+    for _ in range(opts["num_paths"]):
+        xs, gs, calls, why = _lbfgs_path(vg, z0 + opts["jitter"] * scale * rng.uniform(-1, 1, dim), opts, j)
+        elbo, it, a, elbos = _best(_gaussians(xs, gs, j, k, opts["epsilon"]), logp, rng, opts["num_elbo_draws"])
+        paths.append({"elbo": elbo, "best_iteration": it, "iterations": max(len(xs) - 1, 0),
+                      "grad_evals": calls, "stopped": why})
+        best.append(a)
+        traces.append(-elbos)
+    ok = np.array([a is not None for a in best])
     if not ok.any():
         raise VariationalError("no Pathfinder path found a Gaussian with a finite ELBO (the log density is "
                                "not finite around its starts); give start= values, a smaller jitter=, "
                                "or use method='advi'")
-    raw = np.asarray(raw, np.float64)
-    lw, khat = psis_log_weights(raw)
-    if opts["importance_sampling"] != "psis":
-        fin = np.isfinite(raw)
-        base = raw if opts["importance_sampling"] == "plain" else np.where(fin, 0.0, -np.inf)
-        lw = base - np.logaddexp.reduce(base[fin])
-    best = int(np.nanargmax(np.where(ok, elbo, -np.inf)))
-    its, grads, status = (np.asarray(a) for a in (st.it, st.n_grad, st.status))
-    paths = [{"elbo": float(elbo[i]), "best_iteration": int(st.extra.best_iter[i]), "iterations": int(its[i]),
-              "grad_evals": int(grads[i]), "stopped": _lbfgs.status_message(int(status[i]), int(its[i]))}
-             for i in range(opts["num_paths"])]
+    log_w = np.where(ok, -np.log(ok.sum()), -np.inf)
+    blank = Approx(z0, np.ones(dim), np.eye(dim, k), np.eye(k), 0.0)
+    stacked = Approx(*(np.stack([np.asarray((a or blank)[i], np.float64) for a in best]) for i in range(5)))
+    pool = np.concatenate([draw(a or blank, rng.standard_normal((m, dim)), np)[0] for a in best])
+    per_path = np.stack([log_q(Approx(*(f[i] for f in stacked)), pool, np) + w for i, w in enumerate(log_w)])
+    raw = logp(pool) - np.logaddexp.reduce(per_path, axis=0)
+    raw[~np.repeat(ok, m)] = -np.inf
+    lw, khat = _weights(raw, opts["importance_sampling"])
     ess = float(1.0 / np.sum(np.exp(2 * lw[np.isfinite(lw)])))
-    params = {"approx": st.extra.best, "log_weight": log_w, "pool": pool,
-              "pool_log_weight": jnp.asarray(lw, dtype)}
+    cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    params = {"approx": Approx(*(cast(f) for f in stacked)), "log_weight": cast(log_w), "pool": cast(pool),
+              "pool_log_weight": cast(lw)}
+    top = int(np.argmax([p["elbo"] for p in paths]))
     info = {"paths": paths, "khat": khat, "ess": ess, "memory": j,
-            "logp_evals": int(its.sum()) * opts["num_elbo_draws"] + raw.shape[0]}
-    message = (f"{int(ok.sum())} of {opts['num_paths']} paths found a Gaussian; best ELBO {elbo[best]:.6g} "
-               f"(path {best}, iteration {paths[best]['best_iteration']}); Pareto k-hat {khat:.2f} over "
-               f"{raw.shape[0]} draws (ESS {ess:.0f})")
-    trace = np.asarray(st.trace[best], np.float64)[:int(its[best])]
-    return Solution(params, trace, int(its[best]), int(grads.sum()), True, message, info)
+            "logp_evals": sum(p["iterations"] for p in paths) * opts["num_elbo_draws"] + pool.shape[0]}
+    message = (f"{int(ok.sum())} of {opts['num_paths']} paths found a Gaussian; best ELBO {paths[top]['elbo']:.6g} "
+               f"(path {top}, iteration {paths[top]['best_iteration']}); Pareto k-hat {khat:.2f} over "
+               f"{pool.shape[0]} draws (ESS {ess:.0f})")
+    if opts["importance_sampling"] == "psis" and khat > KHAT_BAD:
+        message += (f"; k-hat > {KHAT_BAD}: the importance weights are unreliable, so the draws are the "
+                    f"paths' Gaussians unweighted")
+    return Solution(params, traces[top], paths[top]["iterations"], sum(p["grad_evals"] for p in paths), True,
+                    message, info)
+
+
+def _weights(raw: np.ndarray, how: str | None) -> tuple[np.ndarray, float]:
+    """Normalised log weights of the pool (PSIS, plain or uniform) and the Pareto k-hat.
+
+    Above k-hat 0.7 the weights cannot be trusted (their variance is not finite in effect):
+    resampling by them would return a handful of distinct draws, so the pool keeps uniform
+    weights (the paths' Gaussians as they are), and the verdict says the fit is not to be
+    trusted.
+    """
+    lw, khat = psis_log_weights(raw)
+    if how != "psis" or khat > KHAT_BAD:
+        fin = np.isfinite(raw)
+        base = raw if how == "plain" else np.where(fin, 0.0, -np.inf)
+        lw = base - np.logaddexp.reduce(base[fin])
+    return lw, khat
+
+
+def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, ftol: Any, gtol: Any,
+           maxls: Any, num_elbo_draws: Any, jitter: Any, epsilon: Any, importance_sampling: Any) -> dict:
+    if importance_sampling not in RESAMPLING:
+        raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {RESAMPLING}")
+    return {"num_paths": positive_int("num_paths", num_paths),
+            "num_draws_per_path": positive_int("num_draws_per_path", num_draws_per_path),
+            "maxcor": None if maxcor is None else positive_int("maxcor", maxcor),
+            "maxiter": positive_int("maxiter", maxiter), "ftol": positive_float("ftol", ftol, allow_zero=True),
+            "gtol": positive_float("gtol", gtol, allow_zero=True), "maxls": positive_int("maxls", maxls),
+            "num_elbo_draws": positive_int("num_elbo_draws", num_elbo_draws),
+            "jitter": positive_float("jitter", jitter, allow_zero=True),
+            "epsilon": positive_float("epsilon", epsilon, allow_zero=True), "importance_sampling": importance_sampling}
 
 
 register_family("pathfinder", pathfinder)

@@ -97,6 +97,8 @@ class Fit(Run):
         unconstrained space (the model's own space for real-valued sites).
         """
         info = {} if self.solution is None else self.solution.info
+        if callable(info.get("mcse")):   # computed when first asked for
+            info["mcse"] = np.asarray(info["mcse"]())
         if "mcse" not in info:
             from ..errors import VariationalError
             raise VariationalError(f"method {self.method!r} reports no Monte Carlo standard error of "
