@@ -43,13 +43,22 @@ def _relative_cov_error(cov):
     return np.max(np.abs(np.asarray(cov) - EXACT_COV) / np.outer(sd, sd))
 
 
+def _gaussian(fit):
+    p = fit.state.params
+    return np.asarray(p["loc"], np.float64), np.asarray(p["chol"] @ p["chol"].T, np.float64)
+
+
 def test_laplace_and_dadvi_with_linear_response_recover_the_exact_covariance(laplace_fit, dadvi_fit):
     corr = EXACT_COV / np.sqrt(np.outer(np.diag(EXACT_COV), np.diag(EXACT_COV)))
     assert abs(corr[0, 1]) > 0.5                     # the test is about correlations
+    sd = np.sqrt(np.diag(EXACT_COV))
     for fit in (laplace_fit, dadvi_fit):
-        assert _relative_cov_error(fit.cov) < 0.02, fit.method
-        assert np.max(np.abs(np.asarray(fit.family.mean(fit.state.params)) - EXACT_MEAN)
-                      / np.sqrt(np.diag(EXACT_COV))) < 0.02, fit.method
+        mean, cov = _gaussian(fit)                   # the Gaussian each method found
+        assert _relative_cov_error(cov) < 0.02, fit.method
+        assert np.max(np.abs(mean - EXACT_MEAN) / sd) < 0.02, fit.method
+        # what the fit reports (Laplace: its importance-weighted pool of 4000 draws)
+        assert _relative_cov_error(fit.cov) < 0.1, fit.method
+        assert np.max(np.abs(np.asarray(fit._flat_moments()[0]) - EXACT_MEAN) / sd) < 0.1, fit.method
     # the mean-field sds DADVI optimised are the conditional ones, smaller than the marginal
     # sds; the linear-response covariance is what restores them
     mf = dadvi_fit.solution.info["mean_field_std"]

@@ -147,26 +147,33 @@ def distance(g: np.ndarray, cov: np.ndarray) -> float:
 def covariance_from_precision(h: Any, labels: tuple[str, ...], what: str) -> np.ndarray:
     """``h^-1`` (float64) for a symmetric positive definite ``h``, else an error naming the sites.
 
-    The directions whose curvature is not positive (relative to the largest, at float
-    precision) are named by the coordinates that carry them.
+    Definiteness is judged on ``h`` scaled to a unit diagonal (so a well-identified coordinate
+    on the scale of dollars, with a curvature of 1e-8 next to others of 1e3, is not mistaken
+    for a flat one); the directions whose curvature is not positive there are named by the
+    coordinates that carry them.
     """
     h = np.asarray(h, dtype=np.float64)
     if not np.all(np.isfinite(h)):
         bad = sorted({labels[i] for i in np.argwhere(~np.isfinite(h))[:, 0]})
         raise VariationalError(f"{what} is not finite in the coordinates of {bad}; the log density is "
                                f"not twice differentiable there (or overflows); use method='advi'")
-    lam, vec = np.linalg.eigh(h)
-    floor = max(abs(lam).max(), 1e-300) * 1e-10
-    bad = lam <= floor
-    if bad.any():
-        where = named_directions(vec[:, bad], labels)
-        shown = "; ".join(f"{w} (curvature {v:.3g})" for w, v in list(zip(where, lam[bad]))[:4])
+    d = np.diag(h)
+    flat = d <= 0
+    scale = 1.0 / np.sqrt(np.where(flat, 1.0, d))
+    lam, vec = np.linalg.eigh(h * np.outer(scale, scale))
+    bad = lam <= 1e-10 * max(abs(lam).max(), 1e-300)
+    if flat.any() or bad.any():
+        if flat.any():   # no curvature at all along these coordinates
+            where, values = [labels[i] for i in np.flatnonzero(flat)], list(d[flat])
+        else:
+            where, values = named_directions(vec[:, bad], labels), list(lam[bad])
+        shown = "; ".join(f"{w} (curvature {v:.3g})" for w, v in list(zip(where, values))[:4])
         raise VariationalError(
             f"{what} is not positive definite (the log density is not strictly concave there) "
-            f"along {int(bad.sum())} direction(s): {shown}. The posterior is flat, improper or "
+            f"along {len(values)} direction(s): {shown}. The posterior is flat, improper or "
             f"multimodal along these sites, or the search stopped early; give them proper "
             f"priors, or use method='advi' or 'pathfinder'")
-    return (vec / lam) @ vec.T
+    return (scale[:, None] * (vec / lam) @ vec.T) * scale[None, :]
 
 
 def as_jax(x: np.ndarray, dtype: Any) -> jax.Array:

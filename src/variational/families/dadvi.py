@@ -118,6 +118,10 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     one = _per_draw(problem)
     objective = lambda eta, de: jnp.mean(jax.vmap(one, in_axes=(None, 0, None))(eta, de[1], de[0]))  # noqa: E731
     fgh = _newton.compile_fgh(objective, eta0, (problem.data, eps))
+    for _ in range(4):   # a start whose draws leave the model's domain (an ODE that blows up): narrower
+        if np.isfinite(fgh(eta0)[0]):
+            break
+        eta0 = eta0.at[dim:].add(-np.log(10.0))
     res = _newton.minimize(fgh, eta0, maxiter=opts["maxiter"], gtol=opts["gtol"])
     mu, sd = res.x[:dim], np.exp(res.x[dim:])
     info: dict = {"mean_field_std": sd, "objective": res.f, "num_draws": m,

@@ -30,6 +30,7 @@ milliseconds.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import jax
@@ -41,13 +42,12 @@ from ..errors import VariationalError
 from . import _newton
 from ._checks import positive_float, positive_int
 from ._mixture import Approx, approximation, draw, log_q, mixture_log_q, mixture_sample, placeholder
-from ._psis import prefetch, psis_log_weights
+from . import _pool
+from ._psis import prefetch
 from .base import Family, Params, Problem, Solution, register_family
 
 __all__ = ["pathfinder"]
 
-RESAMPLING = ("psis", "plain", None)
-KHAT_BAD = 0.7   # above it importance weights are not used (Vehtari et al. 2024)
 BLOCK = 64   # iterates whose ELBO draws are evaluated together
 
 
@@ -122,7 +122,7 @@ def _best(gaussians: list[Approx | None], logp: Any, rng: np.random.Generator, d
 
 
 def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int | None = None,
-               maxiter: int = 1000, ftol: float = 1e-5, gtol: float = 1e-8, maxls: int = 25,
+               maxiter: int = 1000, ftol: float = 1e-9, gtol: float = 1e-8, maxls: int = 25,
                num_elbo_draws: int = 10, jitter: float = 2.0, epsilon: float = 1e-12,
                importance_sampling: str | None = "psis") -> Family:
     """Multi-path Pathfinder, with the options named as in Stan and pymc-extras.
@@ -180,29 +180,22 @@ def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int |
                 "pool": jnp.zeros((n_pool, dim), z0.dtype),
                 "pool_log_weight": jnp.full(n_pool, -math.log(n_pool), z0.dtype)}
 
-    def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-        return mixture_sample(p["approx"], p["log_weight"], key, n)
-
-    def resample(p: Params, key: jax.Array, n: int) -> jax.Array:
-        idx = jax.random.choice(key, n_pool, (n,), p=jnp.exp(p["pool_log_weight"]))
-        return p["pool"][idx]
-
-    def weights(p: Params) -> jax.Array:
-        return jnp.exp(p["pool_log_weight"])[:, None]
-
-    def mean(p: Params) -> jax.Array:
-        return jnp.sum(weights(p) * jnp.nan_to_num(p["pool"]), axis=0)
-
-    def cov(p: Params) -> jax.Array:
-        d = jnp.nan_to_num(p["pool"]) - mean(p)
-        return (weights(p) * d).T @ d
-
     weighted = opts["importance_sampling"] is not None
-    return Family("pathfinder", init, sample_and_log_q,
-                  lambda p, z: mixture_log_q(p["approx"], p["log_weight"], z),
-                  mean=mean if weighted else None, std=(lambda p: jnp.sqrt(jnp.diag(cov(p)))) if weighted else None,
-                  cov=cov if weighted else None, sample=resample if weighted else None,
+    return Family("pathfinder", init, _sample_and_log_q, _log_q,
+                  mean=_pool.mean if weighted else None, std=_pool.std if weighted else None,
+                  cov=_pool.cov if weighted else None, sample=_pool.resample if weighted else None,
                   solve=lambda problem: _solve(problem, opts), options=dict(opts))
+
+
+# the family's functions, compiled once per shape and shared by every Pathfinder fit
+@partial(jax.jit, static_argnums=2)
+def _sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    return mixture_sample(p["approx"], p["log_weight"], key, n)
+
+
+@jax.jit
+def _log_q(p: Params, z: jax.Array) -> jax.Array:
+    return mixture_log_q(p["approx"], p["log_weight"], z)
 
 
 def _solve(problem: Problem, opts: dict) -> Solution:
@@ -235,8 +228,7 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     per_path = np.stack([log_q(Approx(*(f[i] for f in stacked)), pool, np) + w for i, w in enumerate(log_w)])
     raw = logp(pool) - np.logaddexp.reduce(per_path, axis=0)
     raw[~np.repeat(ok, m)] = -np.inf
-    lw, khat = _weights(raw, opts["importance_sampling"])
-    ess = float(1.0 / np.sum(np.exp(2 * lw[np.isfinite(lw)])))
+    lw, khat, ess = _pool.weigh(raw, opts["importance_sampling"])
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     params = {"approx": Approx(*(cast(f) for f in stacked)), "log_weight": cast(log_w), "pool": cast(pool),
               "pool_log_weight": cast(lw)}
@@ -244,35 +236,16 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     info = {"paths": paths, "khat": khat, "ess": ess, "memory": j,
             "logp_evals": sum(p["iterations"] for p in paths) * opts["num_elbo_draws"] + pool.shape[0]}
     message = (f"{int(ok.sum())} of {opts['num_paths']} paths found a Gaussian; best ELBO {paths[top]['elbo']:.6g} "
-               f"(path {top}, iteration {paths[top]['best_iteration']}); Pareto k-hat {khat:.2f} over "
-               f"{pool.shape[0]} draws (ESS {ess:.0f})")
-    if opts["importance_sampling"] == "psis" and khat > KHAT_BAD:
-        message += (f"; k-hat > {KHAT_BAD}: the importance weights are unreliable, so the draws are the "
-                    f"paths' Gaussians unweighted")
+               f"(path {top}, iteration {paths[top]['best_iteration']}); "
+               + _pool.describe(khat, ess, pool.shape[0], opts["importance_sampling"]))
     return Solution(params, traces[top], paths[top]["iterations"], sum(p["grad_evals"] for p in paths), True,
                     message, info)
 
 
-def _weights(raw: np.ndarray, how: str | None) -> tuple[np.ndarray, float]:
-    """Normalised log weights of the pool (PSIS, plain or uniform) and the Pareto k-hat.
-
-    Above k-hat 0.7 the weights cannot be trusted (their variance is not finite in effect):
-    resampling by them would return a handful of distinct draws, so the pool keeps uniform
-    weights (the paths' Gaussians as they are), and the verdict says the fit is not to be
-    trusted.
-    """
-    lw, khat = psis_log_weights(raw)
-    if how != "psis" or khat > KHAT_BAD:
-        fin = np.isfinite(raw)
-        base = raw if how == "plain" else np.where(fin, 0.0, -np.inf)
-        lw = base - np.logaddexp.reduce(base[fin])
-    return lw, khat
-
-
 def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, ftol: Any, gtol: Any,
            maxls: Any, num_elbo_draws: Any, jitter: Any, epsilon: Any, importance_sampling: Any) -> dict:
-    if importance_sampling not in RESAMPLING:
-        raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {RESAMPLING}")
+    if importance_sampling not in _pool.CHOICES:
+        raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {_pool.CHOICES}")
     return {"num_paths": positive_int("num_paths", num_paths),
             "num_draws_per_path": positive_int("num_draws_per_path", num_draws_per_path),
             "maxcor": None if maxcor is None else positive_int("maxcor", maxcor),
