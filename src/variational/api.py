@@ -25,6 +25,7 @@ from .data.sources import Source
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
@@ -170,7 +171,8 @@ def fit(
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
     family = _family(method, guide, method_options, stl, ld, plan, seed)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
+    family, loss_and_grad = _model_params.attach(
+        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl)))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     key = jax.random.PRNGKey(seed)
     state = engine.init_state(_initial_params(init, family, ld, plan, key), key)

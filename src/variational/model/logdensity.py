@@ -10,6 +10,7 @@ Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, Callable, Mapping
 
@@ -23,10 +24,12 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..errors import ModelError
+from .enumerate import enum_log_density, enumerated_sites, max_plate_nesting, sample_discrete
 from .handlers import (
-    RNG_KEY, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
+    RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
     value_without_sampler,
 )
+from .params import PARAMS, ModelParams, param_sites
 
 __all__ = ["LogDensity"]
 
@@ -89,21 +92,20 @@ class LogDensity:
         if overlap:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
         key = jax.random.PRNGKey(seed)
+        self._model0 = model
         self._scaled = self._wrap(model)
+        self.params = ModelParams()
 
         data = {k: jnp.asarray(v) for k, v in data.items()}
         trace, data_of_site = self._trace(key, data)
         self.trace_sites = {k: v for k, v in trace.items()}
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
                   and not (s.get("infer") or {}).get("is_auxiliary")}
-        for n, s in latent.items():
-            fn = s["fn"]
-            if getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False):
-                raise ModelError(
-                    f"site '{n}' is a discrete latent variable ({type(fn).__name__}); "
-                    f"variational inference here needs continuous latents: marginalise it "
-                    f"(sum it out with logsumexp, as the Gaussian-mixture example does for "
-                    f"its component labels) or pass its values as observed=")
+        psites = param_sites(trace)
+        self.enumerated = enumerated_sites(trace)
+        self.plate_nesting = max_plate_nesting(trace)
+        latent = {n: s for n, s in latent.items() if n not in self.enumerated}
+        self._refuse_discrete(latent)
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
         for n in self.observed_names:
             v = trace[n]["value"]
@@ -124,13 +126,17 @@ class LogDensity:
         # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
         self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
                              and s["args"][1] < s["args"][0] for s in trace.values())
-        if not latent:
-            raise ModelError("the model has no latent (unobserved) random variables to infer")
+        if not latent and not psites and not self.enumerated:
+            raise ModelError("the model has no latent (unobserved) random variables and no "
+                             "parameters (numpyro.param) to infer")
 
         self.supports = {n: latent[n]["fn"].support for n in latent}
         self.shapes = {n: tuple(np.shape(latent[n]["value"])) for n in latent}
         self._check_start(start or {})
-        z0 = self._initial_point(key, data, start or {})
+        z0, param_values = self._initial_point(key, data, start or {}, sorted(psites))
+        self.params = ModelParams.from_trace(
+            {n: {**psites[n], "value": param_values[n]} for n in psites})
+        self.param_names = self.params.names
         flat, unravel = ravel_pytree(z0)
         self._unravel = unravel
         self.init = flat
@@ -201,38 +207,70 @@ class LogDensity:
                 raise ModelError(f"start value for '{n}' ({np.asarray(v).tolist()}) is outside its "
                                  f"support ({describe_support(self.supports[n])}); pick a value inside it")
 
-    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> dict:
+    def _refuse_discrete(self, latent: Mapping[str, dict]) -> None:
+        for n, s in latent.items():
+            fn = s["fn"]
+            if getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False):
+                finite = getattr(fn, "has_enumerate_support", False)
+                how = (f"mark it numpyro.sample('{n}', ..., infer={{'enumerate': 'parallel'}}) (or wrap "
+                       f"the model in numpyro.contrib.funsor.config_enumerate) and it is summed out "
+                       f"exactly" if finite else
+                       "its support is infinite, so it cannot be summed out: give it a discrete "
+                       "distribution in a guide (guide=) and opt in to the score-function "
+                       "estimator (score_function=True)")
+                raise ModelError(
+                    f"site '{n}' is a discrete latent variable ({type(fn).__name__}); the "
+                    f"variational families here are continuous: {how}, or pass its values as "
+                    f"observed=")
+
+    def _log_joint(self, model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any]) -> jax.Array:
+        """Log joint at unconstrained ``z`` (enumerated discrete sites summed out)."""
+        if self.enumerated:
+            return enum_log_density(model, kwargs, z, self.plate_nesting)
+        return -potential_energy(model, (), dict(kwargs), z)
+
+    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any],
+                       params: list[str]) -> tuple[dict, dict]:
         """A valid initial point: start values, else prior medians, else random points.
 
-        Everything here is compiled (an eager trace of a large model is slow).
+        Returns the latent point (unconstrained) and the initial values of the model's
+        parameters. Everything here is compiled (an eager trace of a large model is slow).
         """
         latent = list(self.supports)
+        uses_key: list[bool] = []
 
-        def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, jax.Array]:
+        def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, dict, jax.Array]:
             model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=strategy)
             tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
             z = {n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent}
-            lp, grad = jax.value_and_grad(
-                lambda z: -potential_energy(handlers.seed(self._scaled, key), (),
-                                            {**self.model_kwargs, **data}, z))(z)
-            ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
-            return z, ok
+            values = {n: tr[n]["value"] for n in params}
+            fixed = handlers.substitute(handlers.seed(self._scaled, key), data=values)
+            with KeyUse(uses_key):
+                lp, grad = jax.value_and_grad(
+                    lambda z: self._log_joint(fixed, {**self.model_kwargs, **data}, z))(z)
+            ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)] or [jnp.bool_(True)]))
+            return z, values, ok
 
         median = jax.jit(lambda k, d: point(k, d, functools.partial(init_start_or_mean, values=dict(start))))
-        z, ok = median(key, data)
+        z, values, ok = median(key, data)
         if not bool(ok) and not start:
             uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
             for i in range(20):
-                z, ok = uniform(jax.random.fold_in(key, i), data)
+                z, values, ok = uniform(jax.random.fold_in(key, i), data)
                 if bool(ok):
                     break
+        # a model that asks for randomness when run (dropout: numpyro.prng_key()) gets a key per step
+        self.needs_key = self.needs_key or any(uses_key)
         if not bool(ok):
+            self.params = ModelParams.from_trace(
+                {n: {"kwargs": {}, "value": values[n]} for n in params})  # (only to explain)
             raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, z))
-        return {k: jnp.asarray(v) for k, v in z.items()}
+        return {k: jnp.asarray(v) for k, v in z.items()}, values
 
     def _explain_invalid_init(self, kwargs: dict, z: dict) -> str:
-        constrained = constrain_fn(self.model, (), kwargs, z)
-        tr = handlers.trace(handlers.substitute(handlers.seed(self.model, 0), constrained)).get_trace(**kwargs)
+        model = self.params.substitute(handlers.seed(self.model, 0))
+        constrained = constrain_fn(model, (), kwargs, z)
+        tr = handlers.trace(handlers.substitute(model, constrained)).get_trace(**kwargs)
         bad = []
         for n, s in tr.items():
             if s["type"] == "sample":
@@ -259,20 +297,53 @@ class LogDensity:
         """Dict of unconstrained arrays -> flat vector."""
         return ravel_pytree({n: jnp.asarray(z[n]) for n in self.names})[0]
 
-    def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
-        """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included)."""
+    def _model_for(self, model: Callable, batch: Mapping[str, Any] | None) -> tuple[Callable, dict]:
+        """``model`` with the batch's key and parameters applied, and the model's keyword arguments."""
         kwargs = {**self.model_kwargs, **(batch or {})}
         key = kwargs.pop(RNG_KEY, None)
-        model = self._scaled if key is None else handlers.seed(self._scaled, key)
-        return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+        theta = kwargs.pop(PARAMS, None)
+        if key is not None or self.needs_key:
+            model = handlers.seed(model, jax.random.PRNGKey(0) if key is None else key)
+        return self.params.substitute(model, theta), kwargs
+
+    def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
+        """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included).
+
+        Enumerated discrete sites are summed out; the model's parameters take the values of
+        ``batch[PARAMS]`` (unconstrained) when given, else those of :attr:`params`.
+        """
+        model, kwargs = self._model_for(self._scaled, batch)
+        return self._log_joint(model, kwargs, self._unravel(z_flat))
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
-        """Named values in the model's own (constrained) space, deterministics included."""
-        kwargs = {**self.model_kwargs, **(batch or {})}
-        key = kwargs.pop(RNG_KEY, None)
-        model = self.model if key is None and not self.needs_key else handlers.seed(
-            self.model, jax.random.PRNGKey(0) if key is None else key)
-        return constrain_fn(model, (), kwargs, self._unravel(z_flat), return_deterministic=True)
+        """Named values in the model's own (constrained) space, deterministics included.
+
+        Enumerated discrete sites are drawn from their conditional posterior given ``z_flat``
+        (with the key ``batch[RNG_KEY]``, else a fixed one).
+        """
+        model, kwargs = self._model_for(self._model0, batch)
+        z = self._unravel(z_flat)
+        if not self.enumerated:
+            return constrain_fn(model, (), kwargs, z, return_deterministic=True)
+        values = {n: biject_to(self.supports[n])(z[n]) for n in self.names}
+        key = (batch or {}).get(RNG_KEY, jax.random.PRNGKey(0))
+        tr = sample_discrete(model, kwargs, values, key, self.plate_nesting)
+        keep = set(self.names) | set(self.enumerated) | set(self.deterministic_names)
+        return {n: s["value"] for n, s in tr.items() if n in keep}
+
+    def bind(self, theta: Mapping[str, Any]) -> "LogDensity":
+        """This log density with the model's parameters fixed at ``theta`` (unconstrained).
+
+        The copy's :meth:`logp` and :meth:`constrain` use ``theta`` by default and its
+        :attr:`model` is the model with those values substituted, so functions that run the
+        model (predictions, diagnostics) see the fitted parameters.
+        """
+        if not self.params:
+            return self
+        new = copy.copy(self)
+        new.params = self.params.with_values(theta)
+        new.model = new.params.substitute(self._model0)
+        return new
 
     def unconstrain(self, values: Mapping[str, Any]) -> jax.Array:
         """Named constrained values of the latent sites -> flat unconstrained vector."""

@@ -218,10 +218,18 @@ class Diagnosis:
                 f"skipped_steps={self.skipped_steps}) {self.verdict}")
 
 
+#: ``method`` of a fit with no latent variables (its parameters are point estimates)
+POINT = "maximum likelihood"
+
+
 def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
     parts = []
     if not np.isfinite(khat):
-        if np.isnan(khat):
+        if method == POINT:
+            status = "good"
+            parts.append("the model has no latent variables, only parameters: the fit is their "
+                         "maximum-likelihood point estimate and k-hat does not apply")
+        elif np.isnan(khat):
             status = "ok"
             parts.append(f"k-hat is not available for method '{method}' (no density q); "
                          f"check against vi.nuts")

@@ -237,17 +237,19 @@ class Fit(Run):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
-        from .diagnostics import diagnose, has_density
+        from .diagnostics import POINT, diagnose, has_density
 
         if int(n) < 1:
             raise ValueError(f"n={n!r} must be a positive number of draws")
         cache_key = ("diagnosis", self.steps, int(n), seed)
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
-        lw, khat = None, float("nan")
-        if has_density(self.family):
+        lw, khat, method = None, float("nan"), self.method
+        if self.logdensity.dim == 0:
+            method = POINT  # only the model's parameters: nothing for importance weights to check
+        elif has_density(self.family):
             _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method)
         if data is None:
             self._cache[cache_key] = out
         return out
