@@ -29,11 +29,14 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
+from numpyro.distributions import Distribution
 from numpyro.infer.util import _unconstrain_reparam
+from numpyro.primitives import Messenger
 
 from ..errors import ModelError
 
-__all__ = ["enumerated_sites", "max_plate_nesting", "enum_log_density", "sample_discrete"]
+__all__ = ["enumerated_sites", "max_plate_nesting", "enum_log_density", "enum_marginals",
+           "sample_discrete"]
 
 
 def enumerated_sites(trace: Mapping[str, dict]) -> list[str]:
@@ -159,3 +162,55 @@ def sample_discrete(model: Callable, kwargs: Mapping[str, Any], values: Mapping[
     fixed = handlers.substitute(handlers.seed(model, k_model), data=dict(values))
     drawn = infer_discrete(fixed, first_available_dim=-plate_nesting - 1, temperature=1, rng_key=k_draw)
     return handlers.trace(drawn).get_trace(**kwargs)
+
+
+class _Tilted(Distribution):
+    """``base`` with ``delta[..., value]`` added to its log-probability (value-dependent tilt)."""
+
+    def __init__(self, base: Any, delta: jax.Array) -> None:
+        self.base, self.delta = base, delta
+        super().__init__(base.batch_shape, base.event_shape)
+
+    @property
+    def support(self) -> Any:
+        return self.base.support
+
+    @property
+    def has_enumerate_support(self) -> bool:
+        return True
+
+    def enumerate_support(self, expand: bool = True) -> jax.Array:
+        return self.base.enumerate_support(expand)
+
+    def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
+        return self.base.sample(key, sample_shape)
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        v = jnp.asarray(value).astype(jnp.int32)
+        shape = jnp.broadcast_shapes(v.shape, self.delta.shape[:-1])
+        d = jnp.broadcast_to(self.delta, shape + self.delta.shape[-1:])
+        tilt = jnp.take_along_axis(d, jnp.broadcast_to(v, shape)[..., None], -1)[..., 0]
+        return self.base.log_prob(value) + tilt
+
+
+class _Tilt(Messenger):
+    def __init__(self, fn: Callable, deltas: Mapping[str, jax.Array]) -> None:
+        self.deltas = deltas
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and msg["name"] in self.deltas:
+            msg["fn"] = _Tilted(msg["fn"], self.deltas[msg["name"]])
+
+
+def enum_marginals(model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any],
+                   plate_nesting: int, sizes: Mapping[str, tuple]) -> dict[str, jax.Array]:
+    """Exact conditional posterior probabilities of each enumerated site given ``z``.
+
+    ``sizes`` maps each site to ``(shape, K)``; returns ``name -> (*shape, K)`` probabilities.
+    The log marginal likelihood with a tilt ``delta[z_i]`` added to each site's log-probability
+    has gradient ``p(z_i = k | x, z)`` in ``delta[i, k]`` at ``delta = 0`` (one backward pass of
+    the same contraction, however the sites depend on each other).
+    """
+    zeros = {n: jnp.zeros(tuple(shape) + (k,)) for n, (shape, k) in sizes.items()}
+    return jax.grad(lambda d: enum_log_density(_Tilt(model, d), kwargs, z, plate_nesting))(zeros)

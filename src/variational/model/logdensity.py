@@ -24,7 +24,9 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..errors import ModelError
-from .enumerate import enum_log_density, enumerated_sites, max_plate_nesting, sample_discrete
+from .enumerate import (
+    enum_log_density, enum_marginals, enumerated_sites, max_plate_nesting, sample_discrete,
+)
 from .handlers import (
     RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
     value_without_sampler,
@@ -103,6 +105,10 @@ class LogDensity:
                   and not (s.get("infer") or {}).get("is_auxiliary")}
         psites = param_sites(trace)
         self.enumerated = enumerated_sites(trace)
+        # shape and number of values of each enumerated site
+        self.enum_sizes = {n: (tuple(np.shape(trace[n]["value"])),
+                               int(np.shape(trace[n]["fn"].enumerate_support(expand=False))[0]))
+                           for n in self.enumerated}
         self.plate_nesting = max_plate_nesting(trace)
         latent = {n: s for n, s in latent.items() if n not in self.enumerated}
         self._refuse_discrete(latent)
@@ -315,6 +321,14 @@ class LogDensity:
         model, kwargs = self._model_for(self._scaled, batch)
         return self._log_joint(model, kwargs, self._unravel(z_flat))
 
+    def log_joint(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None,
+                  scale: Any = None) -> jax.Array:
+        """Log joint at ``z_flat`` on ``batch`` as the model states it: without the fit's
+        minibatch scaling (``scale``: a :class:`ScaleObserved` rule to apply instead)."""
+        model = self._model0 if scale is None else ScaleObserved(self._model0, scale)
+        model, kwargs = self._model_for(model, batch)
+        return self._log_joint(model, kwargs, self._unravel(z_flat))
+
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Named values in the model's own (constrained) space, deterministics included.
 
@@ -331,6 +345,15 @@ class LogDensity:
         keep = set(self.names) | set(self.enumerated) | set(self.deterministic_names)
         return {n: s["value"] for n, s in tr.items() if n in keep}
 
+    def discrete_probs(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
+        """Exact posterior probabilities of each enumerated site's values given ``z_flat``.
+
+        Returns ``name -> array (*site_shape, K)`` (K values of the site's support); the
+        model's own scaling, not the fit's minibatch scaling, applies.
+        """
+        model, kwargs = self._model_for(self._model0, batch)
+        return enum_marginals(model, kwargs, self._unravel(z_flat), self.plate_nesting, self.enum_sizes)
+
     def bind(self, theta: Mapping[str, Any]) -> "LogDensity":
         """This log density with the model's parameters fixed at ``theta`` (unconstrained).
 
@@ -341,6 +364,7 @@ class LogDensity:
         if not self.params:
             return self
         new = copy.copy(self)
+        new.__dict__.pop("_compiled", None)  # (compiled functions of the unbound density)
         new.params = self.params.with_values(theta)
         new.model = new.params.substitute(self._model0)
         return new

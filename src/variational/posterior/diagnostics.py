@@ -94,7 +94,7 @@ def log_joint_fn(ld: Any) -> Any:
     if "log_joint" not in fns:
 
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+            return ld.log_joint(z, data)
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)

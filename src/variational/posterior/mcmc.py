@@ -144,6 +144,7 @@ def nuts(
         if latent != fitted:
             raise ModelError(f"init= was fitted to latent sites {fitted} but this model has "
                              f"{latent}; pass the fit of this model")
+        model = init.logdensity.params.substitute(model)  # the model's parameters as fitted
         dense = bool(dense_mass) if dense_mass is not None else init.method == "fullrank_advi"
         values, inv_mass = _vi_start(init, dense)
         kernel = NUTS(model, inverse_mass_matrix=inv_mass, dense_mass=dense,
