@@ -36,6 +36,10 @@ from .params import PARAMS, ModelParams, param_sites
 __all__ = ["LogDensity"]
 
 
+def _is_discrete(fn: Any) -> bool:
+    return bool(getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False))
+
+
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -59,6 +63,13 @@ class LogDensity:
         prior median.
     seed : int
         Seed of the model trace used to discover the sites.
+    score_function : bool
+        Accept discrete latent sites that are not enumerated: a guide draws them (their values
+        are entries of the flat vector, substituted as they are); see ``docs/discrete.md``.
+
+    Discrete latent sites marked ``infer={"enumerate": "parallel"}`` are summed out of
+    :meth:`logp` exactly (:attr:`enumerated`); the model's ``numpyro.param`` sites are
+    :attr:`params`, substituted at ``batch[PARAMS]`` or their current values.
 
     Examples
     --------
@@ -83,6 +94,7 @@ class LogDensity:
         obs_scale: Any = None,
         start: Mapping[str, Any] | None = None,
         seed: int = 0,
+        score_function: bool = False,
     ) -> None:
         if not callable(model):
             raise ModelError(f"the model must be a callable (a Python function), got {type(model).__name__}")
@@ -111,7 +123,11 @@ class LogDensity:
                            for n in self.enumerated}
         self.plate_nesting = max_plate_nesting(trace)
         latent = {n: s for n, s in latent.items() if n not in self.enumerated}
-        self._refuse_discrete(latent)
+        # discrete sites a guide draws (score-function estimator): their values ride in the flat
+        # vector as floats, and are substituted as they are (no transform, no Jacobian)
+        self.discrete = sorted(n for n, s in latent.items() if _is_discrete(s["fn"])) if score_function else []
+        self._discrete_dtypes = {n: jnp.result_type(latent[n]["value"]) for n in self.discrete}
+        self._refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
         for n in self.observed_names:
             v = trace[n]["value"]
@@ -216,13 +232,13 @@ class LogDensity:
     def _refuse_discrete(self, latent: Mapping[str, dict]) -> None:
         for n, s in latent.items():
             fn = s["fn"]
-            if getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False):
+            if _is_discrete(fn):
                 finite = getattr(fn, "has_enumerate_support", False)
-                how = (f"mark it numpyro.sample('{n}', ..., infer={{'enumerate': 'parallel'}}) (or wrap "
-                       f"the model in numpyro.contrib.funsor.config_enumerate) and it is summed out "
-                       f"exactly" if finite else
-                       "its support is infinite, so it cannot be summed out: give it a discrete "
-                       "distribution in a guide (guide=) and opt in to the score-function "
+                how = (f"to marginalise it exactly, mark it numpyro.sample('{n}', ..., infer="
+                       f"{{'enumerate': 'parallel'}}) (or wrap the model in numpyro.contrib.funsor."
+                       f"config_enumerate) and it is summed out" if finite else
+                       "its support is infinite, so it cannot be marginalised by summing: give it a "
+                       "discrete distribution in a guide (guide=) and opt in to the score-function "
                        "estimator (score_function=True)")
                 raise ModelError(
                     f"site '{n}' is a discrete latent variable ({type(fn).__name__}); the "
@@ -231,9 +247,22 @@ class LogDensity:
 
     def _log_joint(self, model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any]) -> jax.Array:
         """Log joint at unconstrained ``z`` (enumerated discrete sites summed out)."""
+        model, z = self._with_discrete(model, z)
         if self.enumerated:
             return enum_log_density(model, kwargs, z, self.plate_nesting)
         return -potential_energy(model, (), dict(kwargs), z)
+
+    def _to_flat(self, name: str, value: Any, support: Any) -> jax.Array:
+        if name in self.discrete:
+            return jnp.asarray(value, dtype=jnp.result_type(float))
+        return biject_to(support).inv(value)
+
+    def _with_discrete(self, model: Callable, z: Mapping[str, Any]) -> tuple[Callable, dict]:
+        """The model with the discrete sites' values (from ``z``) substituted, and the rest of ``z``."""
+        if not self.discrete:
+            return model, dict(z)
+        values = {n: jnp.round(z[n]).astype(self._discrete_dtypes[n]) for n in self.discrete}
+        return handlers.substitute(model, data=values), {n: v for n, v in z.items() if n not in values}
 
     def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any],
                        params: list[str]) -> tuple[dict, dict]:
@@ -248,7 +277,7 @@ class LogDensity:
         def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, dict, jax.Array]:
             model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=strategy)
             tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
-            z = {n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent}
+            z = {n: self._to_flat(n, tr[n]["value"], tr[n]["fn"].support) for n in latent}
             values = {n: tr[n]["value"] for n in params}
             fixed = handlers.substitute(handlers.seed(self._scaled, key), data=values)
             with KeyUse(uses_key):
@@ -336,10 +365,11 @@ class LogDensity:
         (with the key ``batch[RNG_KEY]``, else a fixed one).
         """
         model, kwargs = self._model_for(self._model0, batch)
-        z = self._unravel(z_flat)
+        model, z = self._with_discrete(model, self._unravel(z_flat))
         if not self.enumerated:
-            return constrain_fn(model, (), kwargs, z, return_deterministic=True)
-        values = {n: biject_to(self.supports[n])(z[n]) for n in self.names}
+            out = constrain_fn(model, (), kwargs, z, return_deterministic=True)
+            return {**out, **{n: jnp.round(v) for n, v in self._unravel(z_flat).items() if n in self.discrete}}
+        values = {n: biject_to(self.supports[n])(v) for n, v in z.items()}
         key = (batch or {}).get(RNG_KEY, jax.random.PRNGKey(0))
         tr = sample_discrete(model, kwargs, values, key, self.plate_nesting)
         keep = set(self.names) | set(self.enumerated) | set(self.deterministic_names)
@@ -371,7 +401,7 @@ class LogDensity:
 
     def unconstrain(self, values: Mapping[str, Any]) -> jax.Array:
         """Named constrained values of the latent sites -> flat unconstrained vector."""
-        z = {n: biject_to(self.supports[n]).inv(jnp.asarray(values[n])) for n in self.names}
+        z = {n: self._to_flat(n, jnp.asarray(values[n]), self.supports[n]) for n in self.names}
         return self.ravel(z)
 
     def __repr__(self) -> str:
