@@ -221,8 +221,11 @@ def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None
     cache = _fit_fns(fit).setdefault("predictive", {})
     sig_static = tuple(sorted(static))
     cache = cache.setdefault(sig_static, {})
-    # (the model with its parameters, if any, at their fitted values)
-    return _run_predictive(fit.logdensity.model, key, latent, arrays, static, none_cols, sites, cache=cache)
+    # (the model with its parameters, if any, at their fitted values; with no latent site at
+    # all, n runs of the model at them)
+    num = None if latent else int(z.shape[0])
+    return _run_predictive(fit.logdensity.model, key, latent or None, arrays, static, none_cols, sites,
+                           num_samples=num, cache=cache)
 
 
 def predict(fit: "Fit", data: Any = None, n: int = 1000, seed: int | None = None,
