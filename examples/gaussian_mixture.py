@@ -82,9 +82,7 @@ def compare_enumerated(rep: Report, data: np.ndarray, hand: "vi.Fit", ref: dict)
                  learning_rate=0.1, seed=0, progress=False)
     e_enum, se_enum = fit.elbo(num_draws=2000, seed=5, return_se=True)
     e_hand, se_hand = hand.elbo(num_draws=2000, seed=5, return_se=True)
-    rep.say("## The labels as an enumerated latent
-
-"
+    rep.say("## The labels as an enumerated latent\n\n"
             "`numpyro.sample(\"z\", dist.Categorical(probs=pi), infer={\"enumerate\": \"parallel\"})` "
             "inside the points' plate: the library sums the labels out exactly, the same model as the "
             "hand-marginalised mixture above.\n")
