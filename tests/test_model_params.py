@@ -86,12 +86,25 @@ def test_minibatch_fit_of_a_parameter_reaches_the_marginal_likelihood_maximiser(
         return 0.5 * ((n - 1) * np.log(s2) + perp / s2 + np.log(s2 + 100 * n) + n * y.mean() ** 2 / (s2 + 100 * n))
 
     exact = float(np.exp(minimize_scalar(neg_log_marginal, bounds=(-3, 3), method="bounded").x))
+
+    def guide(y):  # a custom guide: its parameters and the model's are kept apart
+        m = numpyro.param("m", 0.0)
+        s = numpyro.param("s", 1.0, constraint=constraints.positive)
+        numpyro.sample("mu", dist.Normal(m, s))
+
     steps = 4000
-    fit = vi.fit(location_noise, {"y": y}, batch_size=20, steps=steps, num_particles=2,
+    fit = vi.fit(location_noise, {"y": y}, guide=guide, batch_size=20, steps=steps, num_particles=2,
                  optimizer=optax.adam(optax.cosine_decay_schedule(0.03, steps, alpha=0.01)), progress=False)
     assert fit._plan.obs_scale == {"y": 10.0}
+    assert sorted(fit.params) == ["m", "model", "s"]
     sigma = float(fit.model_params["sigma"])
     assert abs(sigma - exact) / exact < 0.03, (sigma, exact)
+    # the posterior of mu given sigma-hat: N(n ybar / (n + s^2/100), s^2 / (n + s^2/100))
+    prec = n / sigma**2 + 1 / 100
+    assert abs(float(fit.params["m"]) - y.sum() / sigma**2 / prec) < 0.05
+    assert abs(float(fit.params["s"]) - prec**-0.5) < 0.03
+    # the full-data ELBO at the fitted parameters (guide's and model's) is the final loss level
+    assert abs(-fit.elbo(num_draws=500, seed=0) - np.mean(fit.hist[-500:])) < 1.0
 
 
 def test_parameters_are_saved_and_resumed_exactly(tmp_path):

@@ -258,7 +258,7 @@ class Fit(Run):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self.params, batch, key, n)
+        return psis(self.logdensity, self.family, self._state.params, batch, key, n)
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
@@ -374,7 +374,7 @@ class Fit(Run):
             data = self._plan.feeder.source
         elif data is None:
             data = {k: np.asarray(v) for k, v in self.data.items()}
-        est, se = full_data_elbo(self.logdensity, self.family, self.params, data, self._next_key(seed),
+        est, se = full_data_elbo(self.logdensity, self.family, self._state.params, data, self._next_key(seed),
                                  num_draws=num_draws, batch_size=batch_size)
         return (est, se) if return_se else est
 
