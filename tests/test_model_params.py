@@ -104,7 +104,7 @@ def test_minibatch_fit_of_a_parameter_reaches_the_marginal_likelihood_maximiser(
     assert abs(float(fit.params["m"]) - y.sum() / sigma**2 / prec) < 0.05
     assert abs(float(fit.params["s"]) - prec**-0.5) < 0.03
     # the full-data ELBO at the fitted parameters (guide's and model's) is the final loss level
-    assert abs(-fit.elbo(num_draws=500, seed=0) - np.mean(fit.hist[-500:])) < 1.0
+    assert abs(-fit.elbo(num_draws=500, seed=0) - np.mean(fit.hist[-500:])) < 2.0
 
 
 def test_parameters_are_saved_and_resumed_exactly(tmp_path):
