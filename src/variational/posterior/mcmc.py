@@ -139,7 +139,8 @@ def nuts(
     jcols = {k: jnp.asarray(v) for k, v in cols.items()}
     if init is not None:
         table = site_table(model, jcols, kwargs)  # an abstract trace: cheap
-        latent = {k: v["shape"] for k, v in sorted(table.items()) if v["type"] == "latent"}
+        latent = {k: v["shape"] for k, v in sorted(table.items())
+                  if v["type"] == "latent" and k not in init.logdensity.enumerated}  # (NUTS sums those out)
         fitted = {k: tuple(init.logdensity.shapes[k]) for k in init.logdensity.names}
         if latent != fitted:
             raise ModelError(f"init= was fitted to latent sites {fitted} but this model has "
