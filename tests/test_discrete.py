@@ -59,12 +59,13 @@ def test_enumerated_log_density_equals_the_hand_marginalised_one(data):
     la = jax.jit(jax.vmap(a.logp, in_axes=(0, None)))(zs, {"y": data})
     lb = jax.jit(jax.vmap(b.logp, in_axes=(0, None)))(zs, {"y": data})
     np.testing.assert_allclose(la, lb, rtol=1e-5)
-    # config_enumerate marks the sites as the infer= argument does
+    # config_enumerate marks the sites as the infer= argument does (and the library's own
+    # constructors accept the enumerated shapes)
     def unmarked(y):
         mu = numpyro.sample("mu", dist.Normal(PRIOR_MEANS, 1.0).to_event(1))
         with numpyro.plate("rows", y.shape[0]):
-            z = numpyro.sample("z", dist.Categorical(W))
-            numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
+            z = vi.Categorical("z", W)
+            vi.Normal("y", mu[z], 1.0, observed=y)
 
     c = vi.LogDensity(config_enumerate(unmarked), {"y": data})
     np.testing.assert_allclose(jax.jit(c.logp)(zs[0], {"y": data}), lb[0], rtol=1e-5)
