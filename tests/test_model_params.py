@@ -129,8 +129,10 @@ def test_parameters_are_saved_and_resumed_exactly(tmp_path):
 
 
 def test_mutable_state_is_refused_with_a_clear_error():
+    from numpyro.primitives import mutable
+
     def model(y):
-        numpyro.mutable("running_mean", {"m": np.zeros(1)})
+        mutable("running_mean", {"m": np.zeros(1)})
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
