@@ -99,7 +99,7 @@ def compare_enumerated(rep: Report, data: np.ndarray, hand: "vi.Fit", ref: dict)
     exact = responsibilities(ref, data)
     diff = float(np.abs(probs - exact).max())
     rep.say(f"Label probabilities of the first five points, enumerated ADVI (fit.discrete_probs) against "
-            f"NUTS: {np.round(probs[:5, 1], 3).tolist()} vs {np.round(exact[:5, 1], 3).tolist()}\n")
+            f"NUTS: {np.round(probs[:5, 1].astype(float), 3).tolist()} vs {np.round(exact[:5, 1], 3).tolist()}\n")
     rep.check("label probabilities agree with NUTS's (max over points of |difference|)", diff, diff < 0.05)
 
 
