@@ -62,7 +62,7 @@ def test_enumerated_log_density_equals_the_hand_marginalised_one(data):
     # config_enumerate marks the sites as the infer= argument does (and the library's own
     # constructors accept the enumerated shapes)
     def unmarked(y):
-        mu = numpyro.sample("mu", dist.Normal(PRIOR_MEANS, 1.0).to_event(1))
+        mu = vi.Normal("mu", PRIOR_MEANS, 1.0)  # (a batch dimension that no plate declares)
         with numpyro.plate("rows", y.shape[0]):
             z = vi.Categorical("z", W)
             vi.Normal("y", mu[z], 1.0, observed=y)

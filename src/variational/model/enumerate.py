@@ -122,12 +122,26 @@ def _common_scale(names: list[str], scales: list[Any]) -> Any:
     return scales[0]
 
 
+class _BatchAsEvent(Messenger):
+    """Sites outside every plate: their batch dimensions become event dimensions.
+
+    ``vi.Normal("mu", 0, 1, shape=2)`` has a batch dimension that no plate declares, which
+    enumeration cannot tell from a plate's; summed as an event it gives the same log density.
+    """
+
+    def process_message(self, msg: dict) -> None:
+        if (msg["type"] == "sample" and not msg.get("cond_indep_stack") and msg["fn"].batch_shape
+                and (msg.get("infer") or {}).get("enumerate") != "parallel"):
+            msg["fn"] = msg["fn"].to_event(len(msg["fn"].batch_shape))
+
+
 def enum_log_density(model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any],
                      plate_nesting: int) -> jax.Array:
     """Log joint at unconstrained ``z`` (Jacobians included) with enumerated sites summed out."""
     funsor = _funsor()
     from numpyro.contrib.funsor import enum, plate_to_enum_plate, trace as enum_trace
 
+    model = _BatchAsEvent(model)
     substituted = handlers.substitute(model, substitute_fn=partial(_unconstrain_reparam, dict(z)))
     with plate_to_enum_plate():
         tr = enum_trace(enum(substituted, -plate_nesting - 1)).get_trace(**kwargs)
@@ -159,7 +173,7 @@ def sample_discrete(model: Callable, kwargs: Mapping[str, Any], values: Mapping[
     from numpyro.contrib.funsor import infer_discrete
 
     k_draw, k_model = jax.random.split(key)
-    fixed = handlers.substitute(handlers.seed(model, k_model), data=dict(values))
+    fixed = _BatchAsEvent(handlers.substitute(handlers.seed(model, k_model), data=dict(values)))
     drawn = infer_discrete(fixed, first_available_dim=-plate_nesting - 1, temperature=1, rng_key=k_draw)
     return handlers.trace(drawn).get_trace(**kwargs)
 

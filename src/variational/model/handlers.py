@@ -111,8 +111,8 @@ def init_start_or_mean(site: dict | None = None, values: Mapping[str, Any] = {})
     """
     if site is None:
         return functools.partial(init_start_or_mean, values=values)
-    if site["name"] in values:
-        return init_to_value(site, values=values)
+    if site["name"] in values:  # (as a JAX array: a NumPy one cannot be indexed by traced values)
+        return jnp.asarray(init_to_value(site, values=values))
     if site["type"] != "sample" or site.get("is_observed") or site["fn"].support.is_discrete:
         return init_to_median(site, num_samples=15)
     try:
