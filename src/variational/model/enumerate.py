@@ -35,7 +35,7 @@ from numpyro.primitives import Messenger
 
 from ..errors import ModelError
 
-__all__ = ["enumerated_sites", "max_plate_nesting", "enum_log_density", "enum_marginals",
+__all__ = ["enumerated_sites", "is_discrete", "refuse_discrete", "max_plate_nesting", "enum_log_density", "enum_marginals",
            "sample_discrete"]
 
 
@@ -43,6 +43,29 @@ def enumerated_sites(trace: Mapping[str, dict]) -> list[str]:
     """Latent sample sites marked for parallel enumeration."""
     return [n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
             and (s.get("infer") or {}).get("enumerate") == "parallel"]
+
+
+def is_discrete(fn: Any) -> bool:
+    """Whether a distribution's values are discrete."""
+    return bool(getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False))
+
+
+def refuse_discrete(latent: Mapping[str, dict]) -> None:
+    """A clear error for a discrete latent site among ``latent`` (what to do depends on its support)."""
+    for n, s in latent.items():
+        fn = s["fn"]
+        if is_discrete(fn):
+            finite = getattr(fn, "has_enumerate_support", False)
+            how = (f"to marginalise it exactly, mark it numpyro.sample('{n}', ..., infer="
+                   f"{{'enumerate': 'parallel'}}) (or wrap the model in numpyro.contrib.funsor."
+                   f"config_enumerate) and it is summed out" if finite else
+                   "its support is infinite, so it cannot be marginalised by summing: give it a "
+                   "discrete distribution in a guide (guide=) and opt in to the score-function "
+                   "estimator (score_function=True)")
+            raise ModelError(
+                f"site '{n}' is a discrete latent variable ({type(fn).__name__}); the "
+                f"variational families here are continuous: {how}, or pass its values as "
+                f"observed=")
 
 
 def max_plate_nesting(trace: Mapping[str, dict]) -> int:

@@ -25,7 +25,8 @@ from numpyro.infer.initialization import init_to_uniform
 
 from ..errors import ModelError
 from .enumerate import (
-    enum_log_density, enum_marginals, enumerated_sites, max_plate_nesting, sample_discrete,
+    enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
+    sample_discrete,
 )
 from .handlers import (
     RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
@@ -34,10 +35,6 @@ from .handlers import (
 from .params import PARAMS, ModelParams, param_sites
 
 __all__ = ["LogDensity"]
-
-
-def _is_discrete(fn: Any) -> bool:
-    return bool(getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False))
 
 
 def _is_concrete(x: Any) -> bool:
@@ -125,9 +122,9 @@ class LogDensity:
         latent = {n: s for n, s in latent.items() if n not in self.enumerated}
         # discrete sites a guide draws (score-function estimator): their values ride in the flat
         # vector as floats, and are substituted as they are (no transform, no Jacobian)
-        self.discrete = sorted(n for n, s in latent.items() if _is_discrete(s["fn"])) if score_function else []
+        self.discrete = sorted(n for n, s in latent.items() if is_discrete(s["fn"])) if score_function else []
         self._discrete_dtypes = {n: jnp.result_type(latent[n]["value"]) for n in self.discrete}
-        self._refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
+        refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
         for n in self.observed_names:
             v = trace[n]["value"]
@@ -228,22 +225,6 @@ class LogDensity:
             if not np.all(ok):
                 raise ModelError(f"start value for '{n}' ({np.asarray(v).tolist()}) is outside its "
                                  f"support ({describe_support(self.supports[n])}); pick a value inside it")
-
-    def _refuse_discrete(self, latent: Mapping[str, dict]) -> None:
-        for n, s in latent.items():
-            fn = s["fn"]
-            if _is_discrete(fn):
-                finite = getattr(fn, "has_enumerate_support", False)
-                how = (f"to marginalise it exactly, mark it numpyro.sample('{n}', ..., infer="
-                       f"{{'enumerate': 'parallel'}}) (or wrap the model in numpyro.contrib.funsor."
-                       f"config_enumerate) and it is summed out" if finite else
-                       "its support is infinite, so it cannot be marginalised by summing: give it a "
-                       "discrete distribution in a guide (guide=) and opt in to the score-function "
-                       "estimator (score_function=True)")
-                raise ModelError(
-                    f"site '{n}' is a discrete latent variable ({type(fn).__name__}); the "
-                    f"variational families here are continuous: {how}, or pass its values as "
-                    f"observed=")
 
     def _log_joint(self, model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any]) -> jax.Array:
         """Log joint at unconstrained ``z`` (enumerated discrete sites summed out)."""
