@@ -107,22 +107,7 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
             init_params[name] = transforms[name].inv(site["value"])
     if not init_params:
         raise ModelError("the guide has no numpyro.param sites: there is nothing to optimise")
-    samples = {n: s for n, s in tr.items() if s["type"] == "sample" and not s.get("is_observed")}
-    latent = {n for n, s in samples.items() if not (s.get("infer") or {}).get("is_auxiliary")}
-    missing = [n for n in ld.names if n not in latent]
-    if missing:
-        raise ModelError(
-            f"the guide has no sample site for the model's latent site(s) {missing}; a guide "
-            f"must sample every latent site of the model (its latent sites: {ld.names})")
-    extra = sorted(latent - set(ld.names))
-    if extra:
-        raise ModelError(
-            f"the guide samples site(s) {extra} that are not latent sites of the model "
-            f"{ld.names}; mark helper variables with infer={{'is_auxiliary': True}}")
-    for n in ld.names:
-        got, want = tuple(jnp.shape(samples[n]["value"])), tuple(ld.shapes[n])
-        if got != want:
-            raise ModelError(f"the guide's site '{n}' has shape {got}, but the model's has shape {want}")
+    _check_sites(tr, ld)
     bijections = {n: biject_to(ld.supports[n]) for n in ld.names if n not in ld.discrete}
 
     def constrained(params: Any) -> dict[str, Any]:
@@ -175,6 +160,26 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
         options["score_function"] = True
     return Family("guide", init, sample_and_log_q, make_loss_and_grad=make_loss_and_grad,
                   user_params=constrained, options=options)
+
+
+def _check_sites(tr: Mapping[str, dict], ld: LogDensity) -> None:
+    """The guide's trace samples every latent site of the model, with its shape, and no other."""
+    samples = {n: s for n, s in tr.items() if s["type"] == "sample" and not s.get("is_observed")}
+    latent = {n for n, s in samples.items() if not (s.get("infer") or {}).get("is_auxiliary")}
+    missing = [n for n in ld.names if n not in latent]
+    if missing:
+        raise ModelError(
+            f"the guide has no sample site for the model's latent site(s) {missing}; a guide "
+            f"must sample every latent site of the model (its latent sites: {ld.names})")
+    extra = sorted(latent - set(ld.names))
+    if extra:
+        raise ModelError(
+            f"the guide samples site(s) {extra} that are not latent sites of the model "
+            f"{ld.names}; mark helper variables with infer={{'is_auxiliary': True}}")
+    for n in ld.names:
+        got, want = tuple(jnp.shape(samples[n]["value"])), tuple(ld.shapes[n])
+        if got != want:
+            raise ModelError(f"the guide's site '{n}' has shape {got}, but the model's has shape {want}")
 
 
 def _guide_kwargs(kwargs: Mapping[str, Any]) -> dict:
