@@ -67,6 +67,7 @@ class Run:
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
         self.data_note = ""
+        self.categories: dict[str, list] = {}   # categorical data column -> its categories
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
