@@ -106,11 +106,11 @@ def summary(obj: Any, var_names: Sequence[str] | None, kind: str, hdi_prob: floa
 
 def from_numpyro(mcmc: Any, coords: Mapping[str, Any] | None, dims: Mapping[str, Sequence[str]] | None,
                  log_likelihood: bool) -> Any:
-    """ArviZ's converter of a NumPyro MCMC run (dims inferred from the model's plates)."""
+    """ArviZ's converter of a NumPyro MCMC run (without ``dims``, inferred from the model's plates)."""
     import arviz as az
 
     return az.from_numpyro(mcmc, log_likelihood=log_likelihood, coords=dict(coords or {}),
-                           dims={k: list(v) for k, v in (dims or {}).items()})
+                           dims={k: list(v) for k, v in dims.items()} if dims else None)
 
 
 def from_draws(draws: Mapping[str, np.ndarray]) -> Any:
