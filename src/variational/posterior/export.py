@@ -43,8 +43,10 @@ def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: 
         stats["log_q"] = np.asarray(log_q)
     if stats:
         groups["sample_stats"] = _dataset({k: v[None] for k, v in stats.items()}, {}, {}, sample=True)
-    if data is not None:
-        groups["constant_data"] = _covariates(data, groups.get("observed_data"), site_d, getattr(fit, "categories", {}))
+    covariates = None if data is None else _covariates(data, groups.get("observed_data"), site_d,
+                                                       getattr(fit, "categories", {}))
+    if covariates is not None and covariates.data_vars:
+        groups["constant_data"] = covariates
     groups["optimization"] = _optimization(fit)
     attrs = {"inference_library": "variational", "inference_library_version": _version(),
              "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "method": fit.method}
