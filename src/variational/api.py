@@ -191,6 +191,7 @@ def fit(
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
+    result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
     if score_function:

@@ -25,7 +25,7 @@ from ..errors import DataError, ModelError
 from ..model import LogDensity
 from ..model.handlers import value_without_sampler
 from .batching import FullBatch, KeyedFullBatch, Minibatches, Streamed
-from .columns import as_columns, check_finite, num_rows, to_device
+from .columns import check_finite, num_rows, read_columns, to_device
 from .feeder import Feeder
 from .sources import Source
 
@@ -156,6 +156,7 @@ class Plan:
     per_row: list[str] = field(default_factory=list)
     feeder: Feeder | None = None
     capacity: int = 4096
+    categories: dict[str, list] = field(default_factory=dict)   # categorical column -> categories
 
     def batcher(self, ld: LogDensity) -> Any:
         """The engine's batcher for this plan (``ld`` tells whether batches need a key)."""
@@ -221,10 +222,10 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
         capacity = int(np.clip(chunk_bytes // max(1, b * row_bytes), 4, 4096))
         feeder = Feeder(data, b, capacity, seed)
         return Plan(head, {}, n, b, False, rule, [k for k, v in kinds.items() if v != "fixed"], feeder, capacity)
-    cols = as_columns(data)
+    cols, categories = read_columns(data)
     n = num_rows(cols) if cols else 0
     if batch_size is None:
-        return Plan(cols, to_device(cols))
+        return Plan(cols, to_device(cols), categories=categories)
     if not cols:
         raise DataError("batch_size= needs data: pass the columns as a dict or DataFrame")
     b = _check_batch_size(batch_size, n)
@@ -234,4 +235,4 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
     rule = scale_rule(sites, kinds, n, b)
     trace = {k: v[:b] for k, v in cols.items()}
     return Plan(trace, to_device(cols), n, b, bool(replace), rule,
-                [k for k, v in kinds.items() if v != "fixed"])
+                [k for k, v in kinds.items() if v != "fixed"], categories=categories)

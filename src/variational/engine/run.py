@@ -9,6 +9,7 @@ questions about the approximation.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -30,6 +31,8 @@ from .model_params import MODEL
 from .progress import Progress
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
+
+logger = logging.getLogger("variational")
 
 
 class Run:
@@ -68,6 +71,7 @@ class Run:
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
         self.data_note = ""
+        self.categories: dict[str, list] = {}   # categorical data column -> its categories
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
@@ -219,14 +223,23 @@ class Run:
 
 
 def note(fit: Any, message: str, warn: bool = True) -> None:
-    """Record ``message`` in ``fit.notes``; print it (progress on) or warn (``warn=True``)."""
+    """Record ``message`` in ``fit.notes`` and report it: a warning (``warn=True``) or a log record.
+
+    Log records go to the ``variational`` logger at INFO. With the progress bar on and no
+    INFO logging configured, they are also written next to the bar (``tqdm.write``); with
+    ``progress=False`` nothing is written to the terminal by the library itself.
+    """
     if not hasattr(fit, "notes"):
         fit.notes = []
     fit.notes.append(message)
     if warn:
         warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
-    elif fit.settings.get("progress", True):
-        print(message, file=sys.stderr)
+        return
+    logger.info(message)
+    if fit.settings.get("progress", True) and not logger.isEnabledFor(logging.INFO):
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 def _user_stacklevel() -> int:

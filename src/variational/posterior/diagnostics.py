@@ -2,7 +2,7 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  ArviZ's PSIS (:func:`arviz.psislw`). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  ArviZ's PSIS (through :mod:`variational.posterior.arviz_compat`, on both ArviZ generations). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
@@ -113,18 +113,15 @@ def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
 
     Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
     """
-    import arviz as az
+    from .arviz_compat import psislw
 
     log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
     if not np.isfinite(log_w).any():
         return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
     ok = np.isfinite(log_w)
     lw = np.full(log_w.shape, -np.inf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns about k-hat itself; we report it
-        lw_ok, khat = az.psislw(log_w[ok])
-    lw[ok] = lw_ok
-    return lw, float(khat)
+    lw[ok], khat = psislw(log_w[ok])
+    return lw, khat
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
@@ -278,8 +275,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
 # --------------------------------------------------------------------------------------------
 
 def _is_vi(idata: Any) -> bool:
-    stats = getattr(idata, "sample_stats", None)
-    return stats is not None and "loss" in stats
+    """Independent draws of an approximation (``fit.to_arviz()``), not MCMC chains."""
+    return "variational" in str(getattr(idata, "attrs", {}).get("inference_library", ""))
 
 
 def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float = 0.94,
@@ -316,19 +313,15 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     >>> list(table.columns)
     ['mean', 'sd', 'hdi_3%', 'hdi_97%']
     """
-    import arviz as az
-
+    from . import arviz_compat
     from .draws import is_fit
 
     if is_fit(obj):
-        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False), "stats"
+        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False, log_likelihood=False), "stats"
     elif hasattr(obj, "posterior"):
         idata, kind = obj, ("stats" if _is_vi(obj) else "all")
     elif isinstance(obj, Mapping):
-        idata, kind = az.from_dict(posterior={k: np.asarray(v)[None] for k, v in obj.items()}), "stats"
+        idata, kind = arviz_compat.from_draws(obj), "stats"
     else:
         raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.summary(idata, var_names=list(var_names) if var_names else None, kind=kind,
-                          hdi_prob=hdi_prob)
+    return arviz_compat.summary(idata, var_names, kind, hdi_prob)

@@ -380,28 +380,47 @@ class Fit(Run):
 
     # -- export ----------------------------------------------------------------------------------
     def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool = True,
-                 coords: Mapping[str, Any] | None = None, dims: Mapping[str, Sequence[str]] | None = None) -> Any:
-        """An ``arviz.InferenceData`` with a posterior group (one chain of ``n`` draws).
+                 log_likelihood: bool = True, coords: Mapping[str, Any] | None = None,
+                 dims: Mapping[str, Sequence[str]] | None = None) -> Any:
+        """ArviZ's result object of ``n`` draws: ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (1.x).
 
-        With ``posterior_predictive`` (and observed sites in the model) it also holds the
-        posterior predictive of the same draws and the observed data. ``coords`` and ``dims``
-        name the axes of vector sites, as in ArviZ (for example
-        ``coords={"county": names}, dims={"alpha": ["county"]}``).
-        The loss history is stored in ``sample_stats`` as the variable ``loss`` over a
-        ``step`` dimension.
+        Groups:
+
+        - ``posterior``: one chain of ``n`` draws of every latent and deterministic site;
+        - ``posterior_predictive``, ``observed_data``: predictions of the observed sites from the
+          same draws, and the data they were fitted to;
+        - ``log_likelihood``: the pointwise log-likelihood of each observed site at each draw,
+          so ``az.loo`` and ``az.compare`` work (see ``docs/posterior.md`` for PSIS-LOO of an
+          approximation and the p/q correction);
+        - ``sample_stats``: per draw, ``lp`` (log joint on all rows, in the unconstrained space)
+          and ``log_q`` (log density under q; absent for methods without one, such as SVGD);
+        - ``constant_data``: the data columns that are not observed values (covariates);
+        - ``optimization``: the loss per step (dimension ``step``) and what the run did
+          (method, steps, skipped steps, learning rate, convergence, notes) as attributes.
+
+        Axes are named after the model's ``numpyro.plate``s (other axes of site ``x`` are
+        ``x_dim_0``, ...) exactly as ``az.from_numpyro`` names them for :func:`variational.nuts`,
+        and a plate that a categorical data column describes takes its categories as
+        coordinates. ``coords`` and ``dims`` override them, as in ArviZ (for example
+        ``coords={"county": names}, dims={"alpha": ["county"]}``). A fit that streamed its data
+        has only the ``posterior``, ``sample_stats`` without ``lp``, and ``optimization`` groups.
 
         Examples
         --------
+        >>> import numpyro
         >>> import variational as vi
-        >>> def model():
-        ...     vi.Normal("x", 0, 1, shape=2)
-        >>> idata = vi.fit(model, steps=100, progress=False).to_arviz(n=50)
-        >>> idata.posterior["x"].shape
-        (1, 50, 2)
+        >>> def model(y):
+        ...     mu = vi.Normal("mu", 0, 1)
+        ...     with numpyro.plate("obs", len(y)):
+        ...         vi.Normal("y", mu, 1, observed=y)
+        >>> fit = vi.fit(model, {"y": [0.1, 0.5, -0.3]}, steps=200, progress=False)
+        >>> data = fit.to_arviz(n=50)
+        >>> data.posterior["mu"].shape, data.log_likelihood["y"].dims
+        ((1, 50), ('chain', 'draw', 'obs'))
         """
         from .export import to_inference_data
 
-        return to_inference_data(self, n, seed, posterior_predictive, coords, dims)
+        return to_inference_data(self, n, seed, posterior_predictive, coords, dims, log_likelihood)
 
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
