@@ -9,12 +9,10 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from numpyro.infer.util import potential_energy
 
 from ..data.feeder import iter_batches
 from ..errors import DataError, ModelError
 from ..model import LogDensity
-from ..model.handlers import ScaleObserved
 
 __all__ = ["full_data_elbo"]
 
