@@ -9,6 +9,7 @@ questions about the approximation.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -27,9 +28,12 @@ from .control import (
     learning_rate, search_learning_rate, with_learning_rate,
 )
 from .loop import Engine, EngineState, RunReport
+from .model_params import MODEL
 from .progress import Progress
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
+
+logger = logging.getLogger("variational")
 
 
 class Run:
@@ -49,7 +53,7 @@ class Run:
         settings: dict,
     ) -> None:
         self.model = model
-        self.logdensity = logdensity
+        self._logdensity = logdensity
         self.family = family
         self.engine = engine
         self._state = state
@@ -70,6 +74,7 @@ class Run:
         self.data_note = ""
         self.solution: Any = None   # a direct method's record (families.base.Solution)
         self.init_grad_evals = 0    # spent by the fit this one started from (init=)
+        self.categories: dict[str, list] = {}   # categorical data column -> its categories
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
@@ -179,6 +184,37 @@ class Run:
         return self._state.params
 
     @property
+    def logdensity(self) -> LogDensity:
+        """The model as a log density, with the model's parameters (if any) at their fitted values."""
+        ld = self._logdensity
+        if not ld.params:
+            return ld
+        if "bound_logdensity" not in self._cache:
+            self._cache["bound_logdensity"] = ld.bind(self._state.params[MODEL])
+        return self._cache["bound_logdensity"]
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """The model's own parameters (``numpyro.param`` sites, network weights), constrained.
+
+        The same values as ``fit.params["model"]``; empty when the model declares none.
+
+        Examples
+        --------
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import variational as vi
+        >>> def model(y):
+        ...     shift = numpyro.param("shift", 0.0)
+        ...     numpyro.sample("y", dist.Normal(shift, 1.0), obs=y)
+        >>> fit = vi.fit(model, {"y": [1.0, 2.0, 3.0]}, steps=2000, learning_rate=0.05, progress=False)
+        >>> round(float(fit.model_params["shift"]), 2)    # maximum likelihood: the mean
+        2.0
+        """
+        if not self._logdensity.params:
+            return {}
+        return self._logdensity.params.shown(self._state.params[MODEL])
+
+    @property
     def hist(self) -> np.ndarray:
         """Loss (negative ELBO estimate) per step."""
         return np.concatenate(self._hist) if self._hist else np.empty(0)
@@ -208,14 +244,23 @@ class Run:
 
 
 def note(fit: Any, message: str, warn: bool = True) -> None:
-    """Record ``message`` in ``fit.notes``; print it (progress on) or warn (``warn=True``)."""
+    """Record ``message`` in ``fit.notes`` and report it: a warning (``warn=True``) or a log record.
+
+    Log records go to the ``variational`` logger at INFO. With the progress bar on and no
+    INFO logging configured, they are also written next to the bar (``tqdm.write``); with
+    ``progress=False`` nothing is written to the terminal by the library itself.
+    """
     if not hasattr(fit, "notes"):
         fit.notes = []
     fit.notes.append(message)
     if warn:
         warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
-    elif fit.settings.get("progress", True):
-        print(message, file=sys.stderr)
+        return
+    logger.info(message)
+    if fit.settings.get("progress", True) and not logger.isEnabledFor(logging.INFO):
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 def _user_stacklevel() -> int:

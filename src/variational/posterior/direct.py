@@ -65,6 +65,11 @@ def check_arguments(method: Any, *, resume: Any, checkpoint: Any, callbacks: Any
 def solve(model: Callable, ld: LogDensity, family: Family, plan: Plan, init: Any, key: jax.Array,
           model_kwargs: Any, settings: dict, steps: Any) -> Fit:
     """``vi.fit`` for a direct method: all rows in memory, start at ``init``'s mean, solve."""
+    if getattr(ld, "param_names", None):
+        raise VariationalError(
+            f"method={family.name!r} approximates the posterior of the latent sites only; the model's "
+            f"own parameters {list(ld.param_names)} (numpyro.param) need a stochastic method that "
+            f"optimises them with it (method='advi', 'fullrank_advi', ...)")
     if plan.feeder is not None:
         raise DataError(f"method={family.name!r} evaluates the log density on all rows at every "
                         f"iteration and cannot read a streaming source; load the data into memory "
@@ -170,3 +175,4 @@ def start_params(init: Any, ld: LogDensity, family: Family) -> Any:
         raise ValueError(f"method={family.name!r} cannot start from a {init.family.name!r} fit (it has no "
                          f"from_gaussian); warm-start it from a fit of the same method")
     return family.from_gaussian(*gaussian_of(init))
+
