@@ -155,8 +155,9 @@ def _mcse(problem: Problem, one: Any, eta: np.ndarray, eps: jax.Array, hinv: np.
 
     With antithetic draws the independent units are the pairs ``(eps, -eps)``.
     """
-    grads = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0, None)))
-    g = np.asarray(grads(jnp.asarray(eta, eps.dtype), eps, problem.data), np.float64)
+    with jax.enable_x64(eps.dtype == jnp.float64):   # asked for later, outside the solve
+        grads = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0, None)))
+        g = np.asarray(grads(jnp.asarray(eta, eps.dtype), eps, problem.data), np.float64)
     if antithetic:
         half = g.shape[0] // 2
         g = 0.5 * (g[:half] + g[half:])

@@ -84,6 +84,18 @@ def solve(model: Callable, ld: LogDensity, family: Family, plan: Plan, init: Any
                       z0=z0, scale0=scale0)
 
 
+def _wide(a: Any) -> np.ndarray:
+    """A float array in float64 (other dtypes as they are)."""
+    a = np.asarray(a)
+    return a.astype(np.float64) if np.issubdtype(a.dtype, np.floating) else a
+
+
+def _narrow(a: Any, dtype: Any) -> jax.Array:
+    """A float64 result back in the model's dtype."""
+    a = np.asarray(a)
+    return jnp.asarray(a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a)
+
+
 def _state(params: Any, iterations: int) -> EngineState:
     return EngineState(params, (), (), jnp.int32(iterations), jnp.int32(0), jnp.int32(0))
 
@@ -100,13 +112,16 @@ def direct_fit(*, model: Callable, ld: LogDensity, family: Family, data: Mapping
               key=key, data=data, model_kwargs=model_kwargs, settings=settings)
     if steps == 0:
         return fit
-    problem = Problem(ld.logp, dict(data), jnp.asarray(z0), flat_labels(ld), key,
-                      None if scale0 is None else jnp.asarray(scale0))
     t0 = time.perf_counter()
-    # the solvers' host side is many tiny linear-algebra calls (L-BFGS-B, trust region, the
-    # Pathfinder factors): a threaded BLAS only adds hand-offs (measured 30x slower under load)
-    with threadpool_limits(limits=1, user_api="blas"):
+    # in float64: second-order steps and curvatures need it on badly scaled posteriors (a
+    # regression on the dollar scale stopped 6 sds from the answer in float32). The solvers'
+    # host side is many tiny linear-algebra calls, for which a threaded BLAS only adds
+    # hand-offs (L-BFGS-B was 30x slower under load): one thread.
+    with threadpool_limits(limits=1, user_api="blas"), jax.enable_x64(True):
+        problem = Problem(ld.logp, {k: _wide(v) for k, v in dict(data).items()}, jnp.asarray(_wide(z0)),
+                          flat_labels(ld), key, None if scale0 is None else jnp.asarray(_wide(scale0)))
         solution = family.solve(problem)
+    solution = solution._replace(params=jax.tree_util.tree_map(lambda a: _narrow(a, ld.dtype), solution.params))
     seconds = time.perf_counter() - t0
     absorb(fit, solution, seconds)
     return fit
