@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -63,5 +64,13 @@ def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
         return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
     ok = np.isfinite(log_w)
     lw = np.full(log_w.shape, -np.inf)
-    lw[ok], khat = psislw(log_w[ok])
-    return lw, khat
+    if np.ptp(log_w[ok]) > 1e-6:
+        with warnings.catch_warnings():   # ArviZ warns about k-hat itself; we report it
+            warnings.simplefilter("ignore")
+            smooth, khat = psislw(log_w[ok])
+        if np.all(np.isfinite(smooth)) and np.isfinite(khat):
+            lw[ok] = smooth
+            return lw, khat
+    # weights equal to float precision (q is p: no tail to fit; the Pareto fit divides by zero)
+    lw[ok] = log_w[ok] - np.logaddexp.reduce(log_w[ok])
+    return lw, 0.0
