@@ -133,6 +133,32 @@ class Run:
         self.interrupted = report.stopped_by in ("callback", "interrupt")
         self.message = report.message
 
+    # -- the run's data --------------------------------------------------------------------------
+    def _use_plan(self, plan: Any) -> None:
+        self._plan = plan
+        if plan.per_row:
+            self.data_note = (f"per-row deterministic site(s) {[n for n in plan.per_row if n in self.logdensity.deterministic_names]} "
+                          f"are left out of draws and summaries of this minibatch fit (they would hold "
+                          f"N values per draw); compute them from fit.sample() on the rows you need")
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the data so far (fractional); a full-batch step is one pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def normal_mean(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
+        >>> vi.fit(normal_mean, {"y": np.zeros(100)}, batch_size=10, steps=25, progress=False).epochs
+        2.5
+        """
+        ds = self._state.data_state
+        if hasattr(ds, "epoch"):
+            return float(ds.epoch) + float(ds.pos) / float(ds.rows)
+        return float(self.steps)
+
     def refine(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None) -> Self:
         """Continue the optimisation for ``steps`` more steps (optimiser state kept).
 

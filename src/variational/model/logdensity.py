@@ -44,6 +44,10 @@ def _is_concrete(x: Any) -> bool:
 class LogDensity:
     """A model and its data as a log density on a flat unconstrained vector.
 
+    Discrete latent sites marked ``infer={"enumerate": "parallel"}`` are summed out of
+    :meth:`logp` exactly (:attr:`enumerated`); the model's ``numpyro.param`` sites are
+    :attr:`params`, substituted at ``batch[PARAMS]`` or their current values.
+
     Parameters
     ----------
     model : callable
@@ -63,10 +67,6 @@ class LogDensity:
     score_function : bool
         Accept discrete latent sites that are not enumerated: a guide draws them (their values
         are entries of the flat vector, substituted as they are); see ``docs/discrete.md``.
-
-    Discrete latent sites marked ``infer={"enumerate": "parallel"}`` are summed out of
-    :meth:`logp` exactly (:attr:`enumerated`); the model's ``numpyro.param`` sites are
-    :attr:`params`, substituted at ``batch[PARAMS]`` or their current values.
 
     Examples
     --------
