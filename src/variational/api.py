@@ -29,9 +29,10 @@ from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import Family, guide_family, make_family
+from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
+from .posterior import direct as _direct
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
@@ -50,7 +51,7 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
-    init: Fit | None = None,
+    init: Fit | str | None = None,
     start: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable] = (),
     batch_size: int | None = None,
@@ -76,6 +77,12 @@ def fit(
         ``batch_size``).
     method : str or Family
         ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
+        The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
+        stochastic loop: each solves its own deterministic problem on all rows of the data
+        (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
+        fit without solving) and reports iterations, gradient evaluations and convergence in
+        ``fit.steps``, ``fit.grad_evals``, ``fit.converged`` and ``fit.solution``. See
+        ``docs/fast_approximations.md``.
     steps : int or None
         Number of optimisation steps (in all, when resuming). ``None``: run until Stan's ELBO
         stopping rule (:class:`~variational.callbacks.ELBOConvergence`) fires, up to
@@ -98,8 +105,12 @@ def fit(
         Show a progress bar with the running average loss.
     model_kwargs : mapping, optional
         Keyword arguments of the model that are not data columns.
-    init : Fit, optional
-        Warm start from an earlier fit of the same model (its parameters; a fresh optimiser).
+    init : Fit or str, optional
+        Warm start from an earlier fit of the same model: a fit of the same method gives its
+        parameters (a fresh optimiser); any other fit gives the member of this family closest
+        to its Gaussian moments (mean-field, full-rank and low-rank families); a direct
+        method's name (``"pathfinder"``, ``"laplace"``, ``"dadvi"``) runs it first on all rows
+        of the data. Direct methods start their optimisation at the fit's mean.
     start : mapping, optional
         Initial values of some latent sites (constrained space).
     callbacks : sequence of callables
@@ -163,6 +174,11 @@ def fit(
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    direct = guide is None and make_family(method, **method_options).solve is not None
+    if direct:
+        _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
+                                devices=devices, batch_size=batch_size, num_particles=num_particles,
+                                stl=stl, learning_rate=learning_rate)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
@@ -179,11 +195,16 @@ def fit(
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
                     score_function=bool(score_function))
     family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function))
+    key = jax.random.PRNGKey(seed)
+    if isinstance(init, str):
+        init = _init_fit(init, model, data, model_kwargs, start, seed, progress)
+    if direct:
+        settings["method"] = family.name
+        return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
     family, loss_and_grad = _model_params.attach(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl)))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
-    key = jax.random.PRNGKey(seed)
     state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
     device_data = plan.device_data
     if place is not None:
@@ -194,6 +215,10 @@ def fit(
     result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
+    if init is not None and init.family.name != family.name:
+        result.init_grad_evals = init.grad_evals
+        _run.note(result, f"started from the {init.method!r} fit's Gaussian moments "
+                          f"({init.grad_evals} gradient evaluations)", warn=False)
     if score_function:
         result.settings["score_function"] = True
         _run.note(result, "score_function=True: the gradient of the guide's discrete (non-"
@@ -299,16 +324,22 @@ def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwar
 
 
 def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
-    if not isinstance(init, Fit):
-        raise TypeError(f"init= must be a Fit from an earlier vi.fit, got {type(init).__name__}")
-    if init.logdensity.dim != ld.dim or init.logdensity.names != ld.names:
-        raise ValueError(
-            f"init= comes from a model with latent sites {init.logdensity.names} "
-            f"(dimension {init.logdensity.dim}), but this model has {ld.names} (dimension {ld.dim}); "
-            f"warm starts need the same latent sites and shapes")
-    if init.family.name != family.name:
-        raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
-    return jax.tree_util.tree_map(lambda x: x, init.state.params)
+    return _direct.start_params(init, ld, family)
+
+
+# -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------
+def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: Any, seed: int,
+              progress: bool) -> Fit:
+    """``init="pathfinder"`` (or another direct method): its fit on all rows, to start from."""
+    if name not in FAMILIES or make_family(name).solve is None:
+        known = [k for k in ("dadvi", "laplace", "pathfinder") if k in FAMILIES]
+        raise ValueError(f"init={name!r}: a method name given to init= must be a direct method, one "
+                         f"of {known}; pass a Fit to start from another method's answer")
+    if isinstance(data, Source):
+        raise DataError(f"init={name!r} needs all rows in memory, but the data is a streaming source; "
+                        f"fit {name!r} on an in-memory subset and pass that fit as init=")
+    return fit(model, data, method=name, seed=seed, progress=progress, model_kwargs=model_kwargs,
+               start=start)
 
 
 # -- load -------------------------------------------------------------------------------------

@@ -88,6 +88,12 @@ class Fit(Run):
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
+    @property
+    def mcse(self) -> dict[str, np.ndarray]:
+        """Monte Carlo standard error of DADVI's means per site (see :func:`.diagnostics.mcse`)."""
+        from .diagnostics import mcse
+        return mcse(self)
+
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
         return self.family.draw(self._state.params, key, int(n))
@@ -246,7 +252,8 @@ class Fit(Run):
             method = POINT  # only the model's parameters: nothing for importance weights to check
         elif has_density(self.family):
             _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method,
+                       solver_converged=None if self.solution is None else self.solution.converged)
         if data is None:
             self._cache[cache_key] = out
         return out
