@@ -11,7 +11,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
-import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
@@ -275,10 +274,15 @@ def test_ctrl_c_while_waiting_for_data_or_compiling_returns_the_fit_and_stops_th
 def test_to_arviz_bounds_the_predictive_by_default(monkeypatch):
     monkeypatch.setattr(export, "MAX_PREDICTIVE_VALUES", 1000)
     fit = vi.fit(regression, {"x": np.ones(200), "y": np.ones(200)}, batch_size=20, steps=5, progress=False)
-    with pytest.warns(UserWarning, match=r"10 draws of the 200 observed values would hold 2,000 numbers"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         idata = fit.to_arviz(n=10)
-    assert "posterior_predictive" not in idata.groups() and idata.posterior["b"].shape == (1, 10)
-    assert fit.to_arviz(n=10, posterior_predictive=True).posterior_predictive["y"].shape == (1, 10, 200)
+    said = sorted(str(w.message).split(" left out")[0] for w in caught if "would hold 2,000 numbers" in str(w.message))
+    assert said == ["log_likelihood", "posterior_predictive"]
+    kept = [g for g in ("posterior", "observed_data", "posterior_predictive", "log_likelihood") if g in idata]
+    assert kept == ["posterior", "observed_data"] and idata.posterior["b"].shape == (1, 10)
+    full = fit.to_arviz(n=10, posterior_predictive=True, log_likelihood=True)
+    assert full.posterior_predictive["y"].shape == full.log_likelihood["y"].shape == (1, 10, 200)
 
 
 # ---------------------------------------------------------------------------------------------

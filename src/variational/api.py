@@ -26,14 +26,16 @@ from .data.sources import Source
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import Family, guide_family, make_family
+from .families import FAMILIES, Family, guide_family, make_family
 from .families.base import method_options as _method_options
 from .model import LogDensity
 from .model.threads import exclusive
 from .objectives import make_loss_and_grad
+from .posterior import direct as _direct
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
@@ -53,13 +55,14 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
-    init: Fit | None = None,
+    init: Fit | str | None = None,
     start: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable] = (),
     batch_size: int | None = None,
     replace: bool = False,
     devices: Any = None,
     guide: Callable | None = None,
+    score_function: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -78,6 +81,12 @@ def fit(
         ``batch_size``).
     method : str or Family
         ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
+        The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
+        stochastic loop: each solves its own deterministic problem on all rows of the data
+        (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
+        fit without solving) and reports iterations, gradient evaluations and convergence in
+        ``fit.steps``, ``fit.grad_evals``, ``fit.converged`` and ``fit.solution``. See
+        ``docs/fast_approximations.md``.
     steps : int or None
         Number of optimisation steps (in all, when resuming). ``None``: run until Stan's ELBO
         stopping rule (:class:`~variational.callbacks.ELBOConvergence`) fires, up to
@@ -100,8 +109,12 @@ def fit(
         Show a progress bar with the running average loss.
     model_kwargs : mapping, optional
         Keyword arguments of the model that are not data columns.
-    init : Fit, optional
-        Warm start from an earlier fit of the same model (its parameters; a fresh optimiser).
+    init : Fit or str, optional
+        Warm start from an earlier fit of the same model: a fit of the same method gives its
+        parameters (a fresh optimiser); any other fit gives the member of this family closest
+        to its Gaussian moments (mean-field, full-rank and low-rank families); a direct
+        method's name (``"pathfinder"``, ``"laplace"``, ``"dadvi"``) runs it first on all rows
+        of the data. Direct methods start their optimisation at the fit's mean.
     start : mapping, optional
         Initial values of some latent sites (constrained space).
     callbacks : sequence of callables
@@ -123,6 +136,13 @@ def fit(
         A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
         (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
         ``fit.params`` then holds its parameters, constrained, under the guide's names.
+    score_function : bool
+        With ``guide=``: accept discrete latent sites that cannot be summed out (infinite
+        support, or not marked for enumeration) and add the score-function term for every
+        guide site without a reparameterised sampler, so the gradient is unbiased (with a
+        leave-one-out baseline; use ``num_particles`` of 8 or more). Its variance is high;
+        sites with a finite support are better marked ``infer={"enumerate": "parallel"}``,
+        which sums them out exactly. See ``docs/discrete.md``.
     max_steps : int
         Budget of steps when ``steps=None``.
     checkpoint : str or Path, optional
@@ -159,6 +179,11 @@ def fit(
     """
     steps, num_particles = _check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
     _check_method_options(method, guide, method_options)
+    direct = guide is None and make_family(method, **method_options).solve is not None
+    if direct:
+        _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
+                                devices=devices, batch_size=batch_size, num_particles=num_particles,
+                                stl=stl, learning_rate=learning_rate)
     if checkpoint is not None:
         _checkpoint.check_target(checkpoint)  # a folder, or no permission: say so before running
     settings = dict(method=method.name if isinstance(method, Family) else method,
@@ -174,13 +199,20 @@ def fit(
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
-    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    family = _family(method, guide, method_options, stl, ld, plan, seed)
-    opt, guard = _control.build_optimizer(optimizer, learning_rate)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
+                    score_function=bool(score_function))
+    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function))
     plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     key = jax.random.PRNGKey(seed)
+    if isinstance(init, str):
+        init = _init_fit(init, model, data, model_kwargs, start, seed, progress)
+    if direct:
+        settings["method"] = family.name
+        return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
+    opt, guard = _control.build_optimizer(optimizer, learning_rate)
+    family, loss_and_grad = _model_params.attach(
+        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl)))
+    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
     device_data = plan.device_data
     if place is not None:
@@ -188,8 +220,19 @@ def fit(
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
+    result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
+    if init is not None and init.family.name != family.name:
+        result.init_grad_evals = init.grad_evals
+        _run.note(result, f"started from the {init.method!r} fit's Gaussian moments "
+                          f"({init.grad_evals} gradient evaluations)", warn=False)
+    if score_function:
+        result.settings["score_function"] = True
+        _run.note(result, "score_function=True: the gradient of the guide's discrete (non-"
+                          "reparameterised) sites is a score-function estimate, unbiased but with a "
+                          "high variance; use num_particles >= 8 and a small learning rate, and "
+                          "check the fit (fit.diagnose(), several seeds)")
     if learning_rate == "auto" and not _run.choose_learning_rate(result):
         return result  # Ctrl-C during the search
     return _run.run(result, steps, **run_args)
@@ -252,14 +295,18 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 
 
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int) -> Family:
+            seed: int, score_function: bool = False) -> Family:
     if guide is None:
+        if score_function:
+            raise VariationalError(
+                "score_function=True needs guide=: a guide supplies the distribution of the "
+                "discrete sites (the families of method= are continuous)")
         return make_family(method, **options)
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
-    return guide_family(guide, ld, plan.trace_data, seed=seed)
+    return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
 
 
 def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:
@@ -305,16 +352,22 @@ def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwar
 
 
 def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
-    if not isinstance(init, Fit):
-        raise TypeError(f"init= must be a Fit from an earlier vi.fit, got {type(init).__name__}")
-    if init.logdensity.dim != ld.dim or init.logdensity.names != ld.names:
-        raise ValueError(
-            f"init= comes from a model with latent sites {init.logdensity.names} "
-            f"(dimension {init.logdensity.dim}), but this model has {ld.names} (dimension {ld.dim}); "
-            f"warm starts need the same latent sites and shapes")
-    if init.family.name != family.name:
-        raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
-    return jax.tree_util.tree_map(lambda x: x, init.state.params)
+    return _direct.start_params(init, ld, family)
+
+
+# -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------
+def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: Any, seed: int,
+              progress: bool) -> Fit:
+    """``init="pathfinder"`` (or another direct method): its fit on all rows, to start from."""
+    if name not in FAMILIES or make_family(name).solve is None:
+        known = [k for k in ("dadvi", "laplace", "pathfinder") if k in FAMILIES]
+        raise ValueError(f"init={name!r}: a method name given to init= must be a direct method, one "
+                         f"of {known}; pass a Fit to start from another method's answer")
+    if isinstance(data, Source):
+        raise DataError(f"init={name!r} needs all rows in memory, but the data is a streaming source; "
+                        f"fit {name!r} on an in-memory subset and pass that fit as init=")
+    return fit(model, data, method=name, seed=seed, progress=progress, model_kwargs=model_kwargs,
+               start=start)
 
 
 # -- load -------------------------------------------------------------------------------------

@@ -197,13 +197,13 @@ _key = _text(200)  # a site, column or keyword name
 FIT_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "method": _name, "optimizer": _optimizer, "learning_rate": _learning_rate,
     "num_particles": _int(1, MAX_COUNT), "stl": _bool, "seed": _int(-(2**63), 2**63 - 1),
-    "progress": _bool, "batch_size": _opt(_int(1, 2**40)), "replace": _bool,
+    "progress": _bool, "batch_size": _opt(_int(1, 2**40)), "replace": _bool, "score_function": _bool,
 }
 
 _META = {
     "format": _text(), "version": _int(0, 2**31), "settings": None, "unsaved_settings": _list(_text(), 100),
     "family": _object({"name": _name, "options": _mapping(_name, _scalar, 100)}),
-    "latent": _list(_pair(_key, _shape)),
+    "latent": _list(_pair(_key, _shape)), "model_params": _list(_key),
     "data": _object({"columns": _mapping(_key, _pair(_shape, _text(40)), 10_000), "sha256": _hex64,
                      "source": _json}, optional=("source",)),
     "model_kwargs": _mapping(_key, _json, 1000), "model_kwargs_arrays": _list(_key, 1000),
@@ -237,7 +237,7 @@ def validate(meta: Any) -> dict:
     # an unregistered method's options are checked but never passed on (load needs method=)
     options = {k: _scalar for k in (known if known is not None else family["options"])}
     fields["settings"] = _object({**FIT_SETTINGS, **options}, optional=tuple(FIT_SETTINGS) + tuple(options))
-    out = _object(fields, optional=("stream",))("", meta)
+    out = _object(fields, optional=("stream", "model_params"))("", meta)
     if out["settings"].get("method", family["name"]) != family["name"]:
         raise CheckpointError(f"metadata field 'settings.method' ({out['settings']['method']!r}) "
                               f"differs from 'family.name' ({family['name']!r})")

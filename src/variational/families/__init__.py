@@ -5,7 +5,9 @@ A family is a set of pure functions over a parameter pytree (``init``, ``sample_
 
 Owns: the interface and registry (:mod:`.base`), the Gaussians (:mod:`.gaussian`: mean-field,
 full-rank), :mod:`.lowrank`, normalizing flows (:mod:`.flows`), SVGD particles (:mod:`.svgd`),
-NumPyro guides as a family (:mod:`.guides`).
+NumPyro guides as a family (:mod:`.guides`); the direct methods, which solve for their
+parameters instead of running the engine's loop: :mod:`.laplace`, :mod:`.dadvi`,
+:mod:`.pathfinder` (with :mod:`._newton` and :mod:`._mixture`).
 May import: :mod:`variational.model`, :mod:`variational.errors`, numpyro, jax.
 """
 
@@ -15,6 +17,9 @@ from .lowrank import low_rank
 from .flows import flow
 from .svgd import particle_family, svgd
 from .guides import guide_family
+from .laplace import laplace
+from .dadvi import dadvi
+from .pathfinder import pathfinder
 
 __all__ = ["Family", "FAMILIES", "make_family", "register_family", "mean_field", "full_rank",
-           "low_rank", "flow", "svgd", "particle_family", "guide_family"]
+           "low_rank", "flow", "svgd", "particle_family", "guide_family", "laplace", "dadvi", "pathfinder"]

@@ -6,7 +6,12 @@ A family is a set of pure functions over a parameter pytree (see :class:`Family`
 - ``sample_and_log_q(params, key, n) -> (z, log_q)``: ``n`` reparameterised draws ``(n, D)``
   and their log density under q;
 - ``log_q(params, z)``: log density of given draws (used for sticking-the-landing), optional;
-- ``mean``, ``std``, ``cov``: summaries in unconstrained space where defined.
+- ``mean``, ``std``, ``cov``: summaries in unconstrained space where defined;
+- ``from_gaussian(mean, cov) -> params``: the member of the family closest to a given Gaussian
+  (used by ``init=`` to start one method from another's answer), optional;
+- ``solve(problem) -> Solution``: a *direct* method (Laplace, DADVI, Pathfinder) computes its
+  parameters itself, by deterministic optimisation on all rows of the data, instead of the
+  engine's stochastic loop; its parameters are then fixed.
 
 The ELBO (:mod:`variational.objectives`) is written once, against this interface. A method
 that is not an ELBO method (SVGD) supplies ``loss_and_grad`` itself and plugs into the same
@@ -16,18 +21,56 @@ engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import inspect
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "softplus_inv", "LOG_2PI"]
+__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "softplus_inv", "LOG_2PI",
+           "Problem", "Solution"]
 
 Params = Any
 
 LOG_2PI = jnp.log(2.0 * jnp.pi)
+
+
+class Problem(NamedTuple):
+    """What a direct method solves: the model as a log density on all rows of the data.
+
+    ``logp(z, data)`` is the log joint of the flat unconstrained vector ``z`` (Jacobians
+    included), ``data`` the rows it is evaluated on (passed as an argument so that compiled
+    solvers do not capture them), ``z0`` the starting point, ``scale0`` optional starting
+    standard deviations (from ``init=``), ``labels`` the name of every flat coordinate
+    (``"alpha[3]"``) for messages, and ``key`` the random key of the fit.
+    """
+
+    logp: Callable[[jax.Array, Any], jax.Array]
+    data: Any
+    z0: jax.Array
+    labels: tuple[str, ...]
+    key: jax.Array
+    scale0: jax.Array | None = None
+
+
+class Solution(NamedTuple):
+    """What a direct method found.
+
+    ``params`` are the family's (fixed) parameters; ``trace`` the objective at every iteration
+    (``fit.hist``: the negative log density for Laplace's mode search, the DADVI objective,
+    the negative ELBO estimate along Pathfinder's best path); ``grad_evals`` counts gradients
+    of the log density at one point (a Hessian-vector product counts as two); ``info`` holds
+    what else the method reports (per-path results, Monte Carlo errors, k-hat...).
+    """
+
+    params: Any
+    trace: Any
+    iterations: int
+    grad_evals: int
+    converged: bool
+    message: str
+    info: dict
 
 
 @dataclass(frozen=True)
@@ -55,6 +98,10 @@ class Family:
     # an init that evaluates the model: f(key, z0, logp_fn) -> params, used instead of ``init``
     # when given; logp_fn(z_flat) is the log joint on the full data (SVGD's resampled start)
     init_with_logp: Callable[[jax.Array, jax.Array, Callable], Params] | None = None
+    # the parameters of the member closest to N(mean, cov) (unconstrained space), for init=
+    from_gaussian: Callable[[jax.Array, jax.Array], Params] | None = None
+    # a direct method: solve(Problem) -> Solution, run instead of the engine's loop
+    solve: Callable[[Problem], Solution] | None = None
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""

@@ -9,13 +9,11 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from numpyro.infer.util import potential_energy
 
 from ..data import Source, as_columns, num_rows
 from ..data.feeder import iter_batches
 from ..errors import DataError, ModelError
 from ..model import LogDensity
-from ..model.handlers import ScaleObserved
 
 __all__ = ["full_data_elbo"]
 
@@ -41,18 +39,21 @@ def full_data_elbo(ld: LogDensity, family: Any, params: Any, data: Any, key: jax
         n_rows = num_rows(data) if data else 0
     sizes = {n: (ld.trace_sites[n].get("infer") or {}).get("total_size") for n in ld.observed_names}
     one = {n: (float(t) / n_rows if t is not None and n_rows else 1.0) for n, t in sizes.items()}
-    zero = {n: 0.0 for n in ld.observed_names}
+    one.update({n: 1.0 for n in ld.enumerated})  # (a per-row discrete site is likelihood)
+    zero = {n: 0.0 for n in one}
 
     def joint(rule: dict) -> Callable:
-        m = ScaleObserved(ld.model, rule)
-        f = lambda zz, batch: -potential_energy(m, (), {**ld.model_kwargs, **batch}, ld.unravel(zz))  # noqa: E731
+        f = lambda zz, batch: ld.log_joint(zz, batch, rule)  # noqa: E731
         return jax.jit(jax.vmap(f, in_axes=(0, None)))
 
     lp_one, lp_prior = joint(one), joint(zero)
     bs = int(batch_size) if batch_size is not None else max(1, (1 << 20) // int(num_draws))
     total = np.zeros(z.shape[0])
     first, k = None, 0
-    for batch in (iter_batches(data, bs) if n_rows else [{}]):
+    if not isinstance(data, Source) and not data:  # a model without data columns: one evaluation
+        data = None
+        total, first, k = np.asarray(lp_one(z, {}), dtype=np.float64), {}, 1
+    for batch in (iter_batches(data, bs) if data is not None else ()):
         total = total + np.asarray(lp_one(z, batch), dtype=np.float64)
         first = batch if first is None else first
         k += 1

@@ -64,9 +64,13 @@ class _Unobserve(Messenger):
 
 def site_table(model: Callable, data: Mapping[str, Any] | None = None,
                model_kwargs: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """Name -> {"type", "shape"} of every site of the model called with ``data`` and ``model_kwargs``.
+    """Name -> {"type", "shape", "plates", "batch_ndim", "event_ndim"} of every site of the model.
 
-    ``type`` is ``"latent"``, ``"observed"``, ``"deterministic"`` or ``"potential"``.
+    The model is called with ``data`` and ``model_kwargs`` (an abstract trace: nothing is
+    computed). ``type`` is ``"latent"``, ``"observed"``, ``"deterministic"`` or
+    ``"potential"``; ``plates`` lists the ``numpyro.plate`` frames ``(name, dim, size)`` the
+    site is in, ``batch_ndim`` and ``event_ndim`` the numbers of batch and event axes of its
+    distribution (empty and 0 for deterministic sites).
 
     Examples
     --------
@@ -94,7 +98,11 @@ def site_table(model: Callable, data: Mapping[str, Any] | None = None,
                 kind = "deterministic"
             else:
                 continue
-            table[name] = {"type": kind, "shape": tuple(np.shape(s["value"]))}
+            table[name] = {"type": kind, "shape": tuple(np.shape(s["value"])),
+                           "plates": tuple((f.name, f.dim, f.size) for f in s.get("cond_indep_stack", ())
+                                           if f.dim is not None),
+                           "batch_ndim": len(getattr(s.get("fn"), "batch_shape", ())),
+                           "event_ndim": len(getattr(s.get("fn"), "event_shape", ()))}
         return 0
 
     try:
@@ -175,6 +183,8 @@ def _prepare_data(data: Any, model_kwargs: Mapping[str, Any], train_cols: Sequen
 # --------------------------------------------------------------------------------------------
 
 def _fit_fns(fit: "Fit") -> dict:
+    if fit.logdensity.params:  # compiled at the fitted parameters: kept until the state changes
+        return fit._cache.setdefault("posterior_fns", {})
     fns = getattr(fit, "_posterior_fns", None)
     if fns is None:
         fns = fit._posterior_fns = {}
@@ -221,7 +231,11 @@ def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None
     cache = _fit_fns(fit).setdefault("predictive", {})
     sig_static = tuple(sorted(static))
     cache = cache.setdefault(sig_static, {})
-    return _run_predictive(fit.model, key, latent, arrays, static, none_cols, sites, cache=cache)
+    # (the model with its parameters, if any, at their fitted values; with no latent site at
+    # all, n runs of the model at them)
+    num = None if latent else int(z.shape[0])
+    return _run_predictive(fit.logdensity.model, key, latent or None, arrays, static, none_cols, sites,
+                           num_samples=num, cache=cache)
 
 
 def predict(fit: "Fit", data: Any = None, n: int = 1000, seed: int | None = None,
