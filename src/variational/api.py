@@ -28,9 +28,9 @@ from .engine import devices as _devices
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import Family, guide_family, make_family
+from .families import Family, guide_family, make_family, with_init_params
 from .model import LogDensity
-from .objectives import make_loss_and_grad
+from .objectives import make_loss_and_grad, make_objective
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
@@ -46,6 +46,9 @@ def fit(
     learning_rate: float | str = 1e-2,
     num_particles: int = 1,
     stl: bool = False,
+    objective: str = "elbo",
+    alpha: float | None = None,
+    kl_weight: float = 1.0,
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -56,6 +59,7 @@ def fit(
     replace: bool = False,
     devices: Any = None,
     guide: Callable | None = None,
+    init_params: Mapping[str, Any] | None = None,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -79,7 +83,8 @@ def fit(
         stopping rule (:class:`~variational.callbacks.ELBOConvergence`) fires, up to
         ``max_steps``; ``fit.converged`` and ``fit.message`` say which.
     optimizer : str or optax.GradientTransformation
-        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", or any optax optimiser.
+        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", PyMC's "adagrad_window"
+        (its ADVI default), "nesterov_momentum" and "adadelta", or any optax optimiser.
     learning_rate : float or "auto"
         Step size of a named optimiser. ``"auto"``: a short trial of each value of a grid
         (Stan's eta adaptation, :func:`variational.engine.control.search_learning_rate`) picks it
@@ -90,6 +95,16 @@ def fit(
         Draws per step in the ELBO estimate.
     stl : bool
         Use the sticking-the-landing gradient estimator.
+    objective : {"elbo", "renyi", "meanfield_elbo"}
+        What the optimiser maximises (see :mod:`variational.objectives` and
+        ``docs/objectives.md``): the ELBO; the Renyi bound of order ``alpha`` (NumPyro's
+        ``RenyiELBO``; needs ``num_particles >= 2``); the ELBO with closed-form KL terms where
+        the priors allow (NumPyro's ``TraceMeanField_ELBO``; ``method="advi"``).
+    alpha : float, optional
+        Order of the Renyi bound (default 0, the importance-weighted bound; 1 is the ELBO).
+    kl_weight : float
+        Weight of ``KL(q || prior)`` against the expected log-likelihood (PyMC's ``KL(beta=)``,
+        the beta-ELBO); 1 is the ELBO, 0 ignores the prior and the entropy.
     seed : int
         Seed of every random number in the fit; the same seed gives the same numbers.
     progress : bool
@@ -119,6 +134,12 @@ def fit(
         A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
         (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
         ``fit.params`` then holds its parameters, constrained, under the guide's names.
+        A guide with no ``numpyro.param`` is a fixed q: the fit evaluates it (ELBO estimates,
+        draws, diagnostics) without changing it.
+    init_params : mapping, optional
+        Initial values of the family's parameters by name: a guide's ``numpyro.param`` sites
+        (constrained values, as ``fit.params`` shows them), or the entries of a method's
+        parameter pytree (for example ``{"loc": ..., "rho": ...}`` for ``"advi"``).
     max_steps : int
         Budget of steps when ``steps=None``.
     checkpoint : str or Path, optional
@@ -154,9 +175,11 @@ def fit(
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
+                    objective=obj.name, alpha=obj.alpha, kl_weight=obj.kl_weight,
                     seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
                     **method_options)
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
@@ -168,12 +191,12 @@ def fit(
     place = _devices.placement(devices, batch_size)
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    family = _family(method, guide, method_options, stl, ld, plan, seed)
+    family = _family(method, guide, method_options, stl, ld, plan, seed, steps)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
+    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld)
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     key = jax.random.PRNGKey(seed)
-    state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
+    state = engine.init_state(_initial_params(init, family, ld, plan, key, init_params), key)
     device_data = plan.device_data
     if place is not None:
         state, key, device_data = _place(place, engine, plan, state, key, device_data)
@@ -224,8 +247,10 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 
 
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int) -> Family:
+            seed: int, steps: Any = None) -> Family:
     if guide is None:
+        if method == "asvgd" and "anneal_steps" not in options and steps:
+            options = {**options, "anneal_steps": int(steps)}   # the schedule spans the fit
         return make_family(method, **options)
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
@@ -234,13 +259,18 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
     return guide_family(guide, ld, plan.trace_data, seed=seed)
 
 
-def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:
+def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array,
+                    init_params: Any = None) -> Any:
     if init is not None:
+        if init_params is not None:
+            raise VariationalError("give either init= (a warm start from a fit) or init_params=, not both")
         return _warm_params(init, ld, family)
     if family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
         head = plan.head_on_device()  # all rows, or the first batch (scaled by N/B)
-        return family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
-    return family.init(jax.random.fold_in(key, 0), ld.init)
+        params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
+    else:
+        params = family.init(jax.random.fold_in(key, 0), ld.init)
+    return params if init_params is None else with_init_params(family, params, init_params)
 
 
 def _place(place: Any, engine: Engine, plan: _plan.Plan, state: Any, key: jax.Array,

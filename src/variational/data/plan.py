@@ -4,8 +4,9 @@ A site is *per-row* when its leading dimension follows the batch: the model is t
 only, nothing computed) with a batch of B rows and with one of B + 1 rows, and a site whose
 leading dimension is B in the first trace and B + 1 in the second, with its other dimensions
 unchanged, is per-row. The log-likelihood of every per-row observed site is scaled by N/B;
-priors never are. An observed site declared with ``total_size=`` is scaled by
-``total_size / rows`` as the user said. Any other observed site is an error: one whose shape
+priors never are. An observed site declared with ``total_size=`` is scaled as the user said
+(``total_size / rows``, or per dimension: ``[N, None]``, see
+:func:`~variational.model.handlers.total_size_factor`). Any other observed site is an error: one whose shape
 does not follow the batch (its values do not come from the data rows) and one whose shape
 changes in some other way (ambiguous).
 """
@@ -22,7 +23,7 @@ from numpyro import handlers
 
 from ..errors import DataError, ModelError
 from ..model import LogDensity
-from ..model.handlers import value_without_sampler
+from ..model.handlers import total_size_factor, value_without_sampler
 from .batching import FullBatch, KeyedFullBatch, Minibatches, Streamed
 from .columns import as_columns, check_finite, num_rows, to_device
 from .feeder import Feeder
@@ -107,8 +108,7 @@ def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: in
         if s["type"] != "sample" or not s["observed"]:
             continue
         if s["total_size"] is not None:
-            rows = s["shape"][0] if s["shape"] else 1
-            rule[n] = float(s["total_size"]) / rows
+            rule[n] = total_size_factor(s["total_size"], s["shape"])
         elif kinds[n] == "row":
             rule[n] = num_rows / batch_size
         elif kinds[n] == "fixed" and s["potential"]:

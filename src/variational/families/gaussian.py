@@ -45,7 +45,7 @@ def mean_field(init_scale: float = 0.1) -> Family:
         return z, lq
 
     return Family("advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
-                  cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale})
+                  cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale}, gaussian=True)
 
 
 def full_rank(init_scale: float = 0.1) -> Family:
@@ -90,7 +90,7 @@ def full_rank(init_scale: float = 0.1) -> Family:
 
     return Family("fullrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"],
                   std=lambda p: jnp.sqrt(jnp.diag(cov(p))), cov=cov,
-                  options={"init_scale": init_scale})
+                  options={"init_scale": init_scale}, gaussian=True)
 
 
 register_family("advi", mean_field)

@@ -99,8 +99,6 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
             constraint = site["kwargs"].get("constraint", constraints.real)
             transforms[name] = biject_to(constraint)
             init_params[name] = transforms[name].inv(site["value"])
-    if not init_params:
-        raise ModelError("the guide has no numpyro.param sites: there is nothing to optimise")
     samples = {n: s for n, s in tr.items() if s["type"] == "sample" and not s.get("is_observed")}
     latent = {n for n, s in samples.items() if not (s.get("infer") or {}).get("is_auxiliary")}
     missing = [n for n in ld.names if n not in latent]
@@ -147,13 +145,19 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
     def sample_and_log_q(params: Any, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         return draws_jit(params, key, int(n), full)
 
-    def make_loss_and_grad(logp: Callable, num_particles: int = 1, **_: Any) -> Callable:
+    def make_loss_and_grad(logp: Callable, num_particles: int = 1, reduce: Callable | None = None,
+                           **_: Any) -> Callable:
+        # reduce(lp, log_q) -> objective (an objective other than the ELBO, e.g. Renyi's)
         def loss(params: Any, key: jax.Array, batch: Any) -> jax.Array:
             z, log_q = draws(params, key, num_particles, {**ld.model_kwargs, **(batch or {})})
             lp = jax.vmap(logp, in_axes=(0, None))(z, batch)
-            return -jnp.mean(lp - log_q)
+            return -(jnp.mean(lp - log_q) if reduce is None else reduce(lp, log_q))
 
         return jax.value_and_grad(loss)
 
+    def from_constrained(params: Any, values: Mapping[str, Any]) -> Any:
+        return {**params, **{k: transforms[k].inv(v) for k, v in values.items()}}
+
     return Family("guide", init, sample_and_log_q, make_loss_and_grad=make_loss_and_grad,
-                  user_params=constrained, options={"guide": getattr(guide, "__name__", type(guide).__name__)})
+                  user_params=constrained, from_user_params=from_constrained,
+                  options={"guide": getattr(guide, "__name__", type(guide).__name__)})

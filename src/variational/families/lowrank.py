@@ -75,7 +75,7 @@ def low_rank(rank: int = 1, init_scale: float = 0.1) -> Family:
         return jnp.sqrt(jnp.sum(p["W"] ** 2, axis=1) + jax.nn.softplus(p["rho"]) ** 2)
 
     return Family("lowrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
-                  cov=cov, options={"rank": k, "init_scale": init_scale})
+                  cov=cov, options={"rank": k, "init_scale": init_scale}, gaussian=True)
 
 
 register_family("lowrank_advi", low_rank)

@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+import numpyro
 from numpyro import handlers
-from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.distributions.transforms import IdentityTransform, biject_to
+from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..errors import ModelError
@@ -28,11 +29,28 @@ from .handlers import (
     value_without_sampler,
 )
 
-__all__ = ["LogDensity"]
+__all__ = ["LogDensity", "JACOBIAN"]
+
+#: name of the term holding a latent site's log-Jacobian in :meth:`LogDensity.log_terms`
+JACOBIAN = "_{}_log_det"
 
 
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _constrained_value(site: dict, z: Mapping[str, jax.Array]) -> Any:
+    """Substitute a latent site's value from its unconstrained ``z``; record the log-Jacobian."""
+    name = site["name"]
+    if site["type"] != "sample" or site["is_observed"] or name not in z:
+        return None
+    t = biject_to(site["fn"].support)
+    value = t(z[name])
+    if not isinstance(t, IdentityTransform):
+        log_det = t.log_abs_det_jacobian(z[name], value)
+        extra = jnp.ndim(log_det) - jnp.ndim(value) + len(site["fn"].event_shape)
+        numpyro.factor(JACOBIAN.format(name), jnp.sum(log_det, axis=tuple(range(-extra, 0))) if extra > 0 else log_det)
+    return value
 
 
 class LogDensity:
@@ -265,6 +283,21 @@ class LogDensity:
         key = kwargs.pop(RNG_KEY, None)
         model = self._scaled if key is None else handlers.seed(self._scaled, key)
         return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+
+    def log_terms(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> tuple[dict[str, jax.Array], dict]:
+        """The log joint at ``z_flat`` site by site: ``({site: log density}, trace)``.
+
+        The terms sum to :meth:`logp`. Observed sites (and ``Potential`` terms) carry their
+        scaling; each latent site with a constrained support adds a term named
+        ``JACOBIAN.format(name)`` (its log-Jacobian, counted with the prior). The trace holds each
+        latent site's distribution given the values of the sites before it.
+        """
+        kwargs = {**self.model_kwargs, **(batch or {})}
+        key = kwargs.pop(RNG_KEY, None)
+        model = self._scaled if key is None else handlers.seed(self._scaled, key)
+        z = self._unravel(z_flat)
+        model = handlers.substitute(model, substitute_fn=lambda site: _constrained_value(site, z))
+        return compute_log_probs(model, (), kwargs, {})
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Named values in the model's own (constrained) space, deterministics included."""

@@ -106,7 +106,8 @@ class Fit(Run):
         drop = () if self._plan is None else self._plan.per_row
         return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
 
-    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
+    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
+               include_transformed: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
 
         Parameters
@@ -120,6 +121,8 @@ class Fit(Run):
             Pareto-smoothed importance resampling: ``max(4000, 4 n)`` draws of q are weighted
             by ``p(x, z) / q(z)`` and ``n`` are resampled, which corrects the approximation
             when k-hat (see :meth:`diagnose`) is below 0.7; above it a warning is issued.
+        include_transformed : bool
+            Also return the unconstrained values under PyMC's names (``sigma_log__``...).
 
         Returns
         -------
@@ -137,9 +140,11 @@ class Fit(Run):
         """
         if int(n) <= 0:
             raise ValueError(f"n={n!r} must be a positive number of draws")
-        if importance:
-            return self._constrain_draws(self._importance_draws(int(n), seed))
-        return self._constrain_draws(self._draw_flat(int(n), self._next_key(seed)))
+        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), self._next_key(seed))
+        if not include_transformed:
+            return self._constrain_draws(z)
+        from .marginals import transformed_draws
+        return {**self._constrain_draws(z), **transformed_draws(self.logdensity, z)}
 
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
@@ -288,6 +293,29 @@ class Fit(Run):
     def std(self) -> dict[str, np.ndarray]:
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
+
+    @property
+    def median(self) -> dict[str, np.ndarray]:
+        """Marginal medians in the constrained space, per site (see :meth:`quantiles`)."""
+        return self.quantiles(0.5)
+
+    def quantiles(self, q: float | Sequence[float]) -> dict[str, np.ndarray]:
+        """Marginal quantiles (constrained space) per site: ``{name: (len(q), *shape)}``.
+
+        Exact for Gaussian families at sites with an elementwise bijection; else from the 4000
+        summary draws (particles exactly). See :mod:`variational.posterior.marginals`.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 1.0, 0.5)
+        >>> fit = vi.fit(model, steps=3000, stl=True, progress=False)
+        >>> fit.quantiles([0.05, 0.95])["x"].round(1).tolist()       # 1 -/+ 1.645 * 0.5
+        [0.2, 1.8]
+        """
+        from .marginals import marginal_quantiles
+        return marginal_quantiles(self.logdensity, self.family, self._state.params, q, self._moment_draws)
 
     # -- minibatch fits ----------------------------------------------------------------------------
     def _use_plan(self, plan: Any) -> None:
