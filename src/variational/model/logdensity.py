@@ -66,7 +66,8 @@ class LogDensity:
     model_kwargs : mapping, optional
         Other keyword arguments of the model (not data columns).
     obs_scale : float or callable, optional
-        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling).
+        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling). Without
+        it, observed sites declared with ``total_size=`` are scaled as they say.
     start : mapping, optional
         Initial values (constrained space) for some latent sites; the others start at the
         prior median.
@@ -165,8 +166,7 @@ class LogDensity:
 
     # -- construction helpers ----------------------------------------------------------------
     def _wrap(self, model: Callable) -> Callable:
-        if self.obs_scale is None:
-            return model
+        # always wrapped: without obs_scale, sites declared with total_size= are still scaled
         return ScaleObserved(model, self.obs_scale)
 
     def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
