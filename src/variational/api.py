@@ -181,7 +181,8 @@ def fit(
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
                     objective=obj.name, alpha=obj.alpha, kl_weight=obj.kl_weight,
                     seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
-                    **method_options)
+                    **{k: (v.spec() if hasattr(v, "spec") and not isinstance(v, type) else v)
+                       for k, v in method_options.items()})   # a kernel object: as its spec
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every)
     if resume:
