@@ -41,15 +41,17 @@ class VSBC:
         name -> KS statistic and p-value of ``p`` against ``1 - p`` (``shape``).
     truth : dict
         name -> ``(n_sims, *shape)``: the simulated parameter values.
+    simulated : dict
+        observed site -> ``(n_sims, *shape)``: the simulated observations.
     """
 
     probabilities: dict[str, np.ndarray]
     ks_stat: dict[str, Any]
     pvalue: dict[str, Any]
     truth: dict[str, np.ndarray]
+    simulated: dict[str, np.ndarray] = field(default_factory=dict)
     method: str = ""
     steps: int = 0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def n_sims(self) -> int:
@@ -205,7 +207,7 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
     out = {n: np.stack(v) for n, v in probs.items()}
     tests = {n: _symmetry(p) for n, p in out.items()}
     return VSBC(out, {n: t[0] for n, t in tests.items()}, {n: t[1] for n, t in tests.items()},
-                {n: truth[n] for n in out}, method=first.method, steps=int(steps))
+                {n: truth[n] for n in out}, sims, method=first.method, steps=int(steps))
 
 
 def _latent_draws(fit: Any, params: Any, data: Mapping[str, Any], key: jax.Array, n: int) -> dict:
