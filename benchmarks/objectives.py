@@ -71,9 +71,9 @@ def bounds() -> None:
     print(f"\nlog evidence {evidence:.4f}")
     print("| draws K | ELBO gap | Renyi alpha=0 gap | Renyi alpha=0.5 gap |\n|---:|---:|---:|---:|")
     for k in (1, 8, 64, 1024):
-        e = float(jnp.mean(jax.vmap(lambda kk: elbo(fam, ld.logp, wide, kk, {"y": y}, k))(jax.random.split(key, 200))))
-        r0 = float(jnp.mean(jax.vmap(lambda kk: renyi_bound(fam, ld.logp, wide, kk, {"y": y}, k, 0.0))(jax.random.split(key, 200))))
-        r5 = float(jnp.mean(jax.vmap(lambda kk: renyi_bound(fam, ld.logp, wide, kk, {"y": y}, k, 0.5))(jax.random.split(key, 200))))
+        e = float(jnp.mean(jax.vmap(lambda kk: elbo(fam, ld.logp, wide, kk, {"y": y}, k))(jax.random.split(key, 2000))))
+        r0 = float(jnp.mean(jax.vmap(lambda kk: renyi_bound(fam, ld.logp, wide, kk, {"y": y}, k, 0.0))(jax.random.split(key, 2000))))
+        r5 = float(jnp.mean(jax.vmap(lambda kk: renyi_bound(fam, ld.logp, wide, kk, {"y": y}, k, 0.5))(jax.random.split(key, 2000))))
         print(f"| {k} | {evidence - e:.4f} | {evidence - r0:.4f} | {evidence - r5:.4f} |")
 
 

@@ -190,6 +190,13 @@ def test_objective_errors_name_the_argument():
             vi.fit(conjugate, data, steps=1, progress=False, **kw)
 
 
+def test_renyi_with_minibatches_warns():
+    with pytest.warns(RuntimeWarning, match="not an unbiased estimate"):
+        fit = vi.fit(conjugate, {"y": Y}, objective="renyi", num_particles=2, batch_size=5,
+                     steps=1, progress=False)
+    assert "batch_size=" in fit.notes[-1]
+
+
 def test_objective_is_saved_and_restored():
     fit = vi.fit(conjugate, {"y": Y}, objective="renyi", alpha=0.3, num_particles=4, steps=50,
                  progress=False)

@@ -15,6 +15,8 @@ import variational as vi
 from variational.engine.optim import OPTIMIZERS
 from variational.model.handlers import total_size_factor
 
+from _pymc_example import D, DATA, MU_POST, simple_model
+
 GRADS = np.random.default_rng(0).normal(size=(25, 3)) * np.array([0.1, 1.0, 10.0])
 
 
@@ -61,18 +63,6 @@ def test_nesterov_momentum_and_adadelta_follow_pymc_rules():
 
 
 # PyMC's test_fit_oo (ADVI, full data and minibatch of 128 with total_size)
-_RNG = np.random.default_rng(42)
-N, SIGMA0, MU0, SIGMA = 1000, 2.0, 4.0, 3.0
-DATA = SIGMA * _RNG.standard_normal(N) - 5.0
-D = N / SIGMA**2 + 1 / SIGMA0**2
-MU_POST = (N * DATA.mean() / SIGMA**2 + MU0 / SIGMA0**2) / D
-
-
-def simple_model(x):
-    mu = vi.Normal("mu", MU0, SIGMA0)
-    vi.Normal("x", mu, SIGMA, observed=x)
-
-
 @pytest.mark.parametrize("batch_size,lr,steps", [(None, 0.02, 5000), (128, 0.01, 12000)])
 def test_adagrad_window_reproduces_pymc_analytic_posterior_example(batch_size, lr, steps):
     fit = vi.fit(simple_model, {"x": DATA}, optimizer=vi.adagrad_window(lr, n_win=50),

@@ -20,6 +20,8 @@ import variational as vi
 from variational.families import kernels
 from variational.families.svgd import annealing
 
+from _pymc_example import D, DATA, MU_POST, simple_model
+
 MU = jnp.array([1.0, -2.0])
 COV = jnp.array([[1.0, 0.8], [0.8, 2.0]])
 
@@ -98,20 +100,11 @@ def test_annealing_schedule_and_the_engine_passes_the_step():
 
 def test_amortized_svgd_reproduces_pymc_asvgd_example():
     # PyMC's test_fit_oo for ASVGD: adagrad_window(0.07, n_win=10), 500 steps, 300 draws per step
-    rng = np.random.default_rng(42)
-    n, s0, m0, s = 1000, 2.0, 4.0, 3.0
-    data = s * rng.standard_normal(n) - 5.0
-    d = n / s**2 + 1 / s0**2
-    mu_post = (n * data.mean() / s**2 + m0 / s0**2) / d
-
-    def model(x):
-        vi.Normal("x", vi.Normal("mu", m0, s0), s, observed=x)
-
-    fit = vi.fit(model, {"x": data}, method="amortized_svgd", n_draws=300, steps=500,
+    fit = vi.fit(simple_model, {"x": DATA}, method="amortized_svgd", n_draws=300, steps=500,
                  optimizer=vi.adagrad_window(0.07, n_win=10), progress=False)
     draws = fit.sample(10_000, seed=0)["mu"]
-    np.testing.assert_allclose(draws.mean(), mu_post, rtol=0.05)
-    np.testing.assert_allclose(draws.std(), np.sqrt(1 / d), rtol=0.2)
+    np.testing.assert_allclose(draws.mean(), MU_POST, rtol=0.05)
+    np.testing.assert_allclose(draws.std(), np.sqrt(1 / D), rtol=0.2)
 
 
 def test_kernel_choice_is_saved_and_errors_name_the_option():

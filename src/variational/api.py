@@ -30,7 +30,7 @@ from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
 from .families import Family, guide_family, make_family, with_init_params
 from .model import LogDensity
-from .objectives import make_loss_and_grad, make_objective
+from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
@@ -206,6 +206,8 @@ def fit(
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
     if plan.batch_size is not None:
         result._use_plan(plan)
+        if obj.name == "renyi":
+            _run.note(result, RENYI_MINIBATCH)
     if learning_rate == "auto" and not _run.choose_learning_rate(result):
         return result  # Ctrl-C during the search
     return _run.run(result, steps, **run_args)

@@ -27,10 +27,15 @@ from .families.base import LOG_2PI, Family
 from .model import LogDensity
 from .model.logdensity import JACOBIAN
 
-__all__ = ["Objective", "OBJECTIVES", "make_objective", "elbo", "renyi_bound", "weighted_elbo",
+__all__ = ["Objective", "OBJECTIVES", "RENYI_MINIBATCH", "make_objective", "elbo", "renyi_bound", "weighted_elbo",
            "meanfield_elbo", "make_loss_and_grad"]
 
 OBJECTIVES = ("elbo", "renyi", "meanfield_elbo")
+
+RENYI_MINIBATCH = (
+    "objective='renyi' with batch_size=: the bound of a minibatch (the log of an average of its "
+    "weights) is not an unbiased estimate of the full-data bound, and the noise of the scaled "
+    "minibatch likelihood inflates q; use larger batches, all rows, or objective='elbo'")
 
 
 @dataclass(frozen=True)

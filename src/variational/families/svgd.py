@@ -140,6 +140,14 @@ def _stein_init(n: int, jitter: float, particle_init: str, candidates: int) -> t
     return init, init_resampled
 
 
+def _kernel_options(kernel: Any, bandwidth: Any, temperature: Any) -> tuple[Kernel, Any, float]:
+    """The kernel, the checked bandwidth and temperature of a Stein method's options."""
+    if bandwidth is not None:
+        bandwidth = positive_float("bandwidth", bandwidth)
+    t = positive_float("temperature", temperature)
+    return make_kernel(kernel, bandwidth), bandwidth, t
+
+
 def _stein_family(name: str, n: int, kernel: Kernel, drive: Callable[[jax.Array], jax.Array],
                   jitter: float, particle_init: str, candidates: int, options: dict,
                   takes_step: bool = False) -> Family:
@@ -210,11 +218,8 @@ def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float =
     (1.0, (200, 1))
     """
     n = positive_int("n_particles", n_particles, minimum=2)
-    if bandwidth is not None:
-        bandwidth = positive_float("bandwidth", bandwidth)
     jitter = positive_float("jitter", jitter, allow_zero=True)
-    t = positive_float("temperature", temperature)
-    k = make_kernel(kernel, bandwidth)
+    k, bandwidth, t = _kernel_options(kernel, bandwidth, temperature)
     return _stein_family("svgd", n, k, lambda step: 1.0 / t, jitter, particle_init, candidates,
                          {"bandwidth": bandwidth, "temperature": t})
 
@@ -265,10 +270,7 @@ def asvgd(n_particles: int = 100, anneal_steps: int | None = None, num_cycles: i
     total = positive_int("anneal_steps", anneal_steps)
     cycles = positive_int("num_cycles", num_cycles)
     speed = positive_float("transition_speed", transition_speed)
-    if bandwidth is not None:
-        bandwidth = positive_float("bandwidth", bandwidth)
-    t = positive_float("temperature", temperature)
-    k = make_kernel(kernel, bandwidth)
+    k, bandwidth, t = _kernel_options(kernel, bandwidth, temperature)
     return _stein_family("asvgd", n, k, lambda step: annealing(step, total, cycles, speed) / t,
                          positive_float("jitter", jitter, allow_zero=True), particle_init, candidates,
                          {"anneal_steps": total, "num_cycles": cycles, "transition_speed": speed,
@@ -295,10 +297,8 @@ def amortized_svgd(n_draws: int = 100, kernel: Any = "rbf", bandwidth: float | N
     1.0
     """
     n = positive_int("n_draws", n_draws, minimum=2)
-    if bandwidth is not None:
-        bandwidth = positive_float("bandwidth", bandwidth)
-    drive = 1.0 / positive_float("temperature", temperature)
-    k = make_kernel(kernel, bandwidth)
+    k, bandwidth, t = _kernel_options(kernel, bandwidth, temperature)
+    drive = 1.0 / t
     base = full_rank(init_scale)
 
     def make_loss_and_grad(logp: Callable, num_particles: int = 1, **_: Any) -> Callable:
@@ -314,7 +314,7 @@ def amortized_svgd(n_draws: int = 100, kernel: Any = "rbf", bandwidth: float | N
 
     return dataclasses.replace(base, name="amortized_svgd", make_loss_and_grad=make_loss_and_grad,
                                options={"n_draws": n, "kernel": k.spec(), "bandwidth": bandwidth,
-                                        "temperature": temperature, "init_scale": init_scale})
+                                        "temperature": t, "init_scale": init_scale})
 
 
 register_family("svgd", svgd)
