@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from numpyro.distributions.transforms import ExpTransform, IdentityTransform, biject_to
+from numpyro.distributions.transforms import ExpTransform, IdentityTransform, IndependentTransform, biject_to
 
 from .errors import VariationalError
 from .families.base import LOG_2PI, Family
@@ -216,6 +216,8 @@ def _gaussian_prior(fn: Any, support: Any) -> tuple[jax.Array, jax.Array] | None
     while isinstance(fn, (dist.Independent, dist.ExpandedDistribution)):
         fn = fn.base_dist
     t = biject_to(support)
+    while isinstance(t, IndependentTransform):   # a site made an event with to_event()
+        t = t.base_transform
     if type(fn) is dist.Normal and isinstance(t, IdentityTransform):
         return fn.loc, fn.scale
     if type(fn) is dist.LogNormal and isinstance(t, ExpTransform):
@@ -326,3 +328,7 @@ def _check(obj: Objective, family: Family, num_particles: int, stl: bool, ld: Lo
             f"are independent under q; method {family.name!r} is not")
     if obj.name != "renyi" and ld is None:
         raise VariationalError(f"{what} needs the model's LogDensity (logdensity=)")
+    if obj.name != "renyi" and getattr(ld, "enumerated", None):
+        raise VariationalError(f"{what} splits the log joint site by site, which a model with "
+                               f"enumerated discrete sites {list(ld.enumerated)} does not allow; "
+                               f"use objective='elbo' or 'renyi'")
