@@ -114,7 +114,7 @@ def vsbc_cost(repeats: int) -> None:
             per.append((b - a) / (hi - lo))
             fixed.append(a - lo * per[-1])
         out[label] = statistics.median(per), statistics.median(fixed)
-    (r, rf), (b, bf) = out["restart"], out["rebuild"]
+    (r, rf), (b, _) = out["restart"], out["rebuild"]
     print(f"\nVSBC, 500 steps per fit: {r * 1e3:.0f} ms per extra simulation restarting one engine "
           f"(fixed cost {rf:.1f} s: simulation and one compilation), {b * 1e3:.0f} ms per extra "
           f"simulation building a fit each time (ratio {b / r:.0f})")

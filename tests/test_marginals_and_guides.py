@@ -7,7 +7,6 @@ conjugate normal model's evidence in closed form (a guide equal to the exact pos
 ``log p(y)`` at every draw).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
