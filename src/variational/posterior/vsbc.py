@@ -10,7 +10,7 @@ p-value says the approximation is biased in that parameter (no multiple-comparis
 The fits reuse one compiled engine: the first simulation builds the fit, the others restart its
 state on their own data (the model is compiled once). ``p_m`` is exact where the family's
 marginals are Gaussian (see :mod:`.marginals`), else the share of ``n_draws`` draws below
-``theta_m``.
+``theta_m`` (of the particles, for a particle family).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
     for m in range(int(n_sims)):
         cols = {**covariates, **{n: v[m] for n, v in sims.items()}}
         fit = build(cols) if (first is None or rebuild) else first
-        first = first or fit
+        first = fit if first is None else first
         km = jax.random.fold_in(key, 2 + m)
         if rebuild:
             params = fit.refine(int(steps)).state.params if steps else fit.state.params
@@ -211,8 +211,8 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
 
 
 def _latent_draws(fit: Any, params: Any, data: Mapping[str, Any], key: jax.Array, n: int) -> dict:
-    ld = fit.logdensity
-    z = fit.family.draw(params, key, n)
+    ld, fam = fit.logdensity, fit.family
+    z = fam.particles(params) if fam.particles is not None else fam.draw(params, key, n)
     fn = fit._cache.get("vsbc_constrain")
     if fn is None:
         fn = fit._cache["vsbc_constrain"] = jax.jit(jax.vmap(lambda zz, d: ld.constrain(zz, d), in_axes=(0, None)))
