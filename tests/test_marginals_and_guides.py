@@ -33,7 +33,8 @@ def sites_model():
 
 @pytest.fixture(scope="module")
 def fullrank_fit():
-    return vi.fit(sites_model, method="fullrank_advi", steps=1500, learning_rate=0.02, progress=False)
+    # any q will do: the identity holds whether or not the fit has converged
+    return vi.fit(sites_model, method="fullrank_advi", steps=200, learning_rate=0.02, progress=False)
 
 
 def test_fullrank_quantiles_are_the_gaussian_marginal_quantiles(fullrank_fit):
@@ -50,18 +51,20 @@ def test_fullrank_quantiles_are_the_gaussian_marginal_quantiles(fullrank_fit):
     np.testing.assert_allclose(got["ub"], 1.0 - np.exp(z("ub", 1 - Q))[:, 0], rtol=1e-5)
     assert got["w"].shape == (5, 3) and got["twice"].shape == (5,)
     np.testing.assert_allclose(fit.median["s"], np.exp(z("s", np.array([0.5])))[0, 0], rtol=1e-5)
-    # and the draws agree (the simplex and the deterministic site come from 4000 draws: a 0.95
-    # quantile of 4000 draws is within 0.07 sd of the truth 9 times in 10)
-    draws = fit.sample(100_000, seed=1)
+    # and other draws agree (the simplex and the deterministic site come from the 4000 summary
+    # draws: the 0.05 and 0.95 quantiles of two sets of 4000 draws differ by under 0.15 sd)
+    draws = fit.sample(4000, seed=1)
     for name in ("mu", "s", "u", "p", "ub", "w", "twice"):
-        tol = 0.1 * draws[name].std(0)
+        tol = 0.15 * draws[name].std(0)
         assert np.all(np.abs(got[name] - np.quantile(draws[name], Q, axis=0)) < tol), name
 
 
 def test_particle_quantiles_are_the_particles_own():
-    fit = vi.fit(sites_model, method="svgd", n_particles=40, steps=50, progress=False)
-    x = np.asarray(fit.params["particles"])
-    s = np.exp(x[:, [lay.offset for lay in fit.logdensity.layout if lay.name == "s"][0]])
+    def positive():
+        vi.HalfNormal("s", 1.0)
+
+    fit = vi.fit(positive, method="svgd", n_particles=40, steps=50, progress=False)
+    s = np.exp(np.asarray(fit.params["particles"])[:, 0])
     assert float(fit.median["s"]) == pytest.approx(float(np.median(s)), rel=1e-5)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         fit.quantiles([0.5, 1.0])
@@ -122,7 +125,7 @@ def test_init_params_set_a_guide_s_constrained_parameters_and_a_family_s_pytree(
     assert float(adv.params["loc"][0]) == 2.0 and float(adv.median["mu"]) == pytest.approx(2.0)
     for bad, msg in [({"q": 1.0}, r"\['q'\].*\['m', 's'\]"), ({"s": -1.0}, "outside the constraint"),
                      ({"m": [1.0, 2.0]}, "shape"), ({"m": np.nan}, "NaN")]:
-        with pytest.raises(vi.VariationalError, match=msg):
-            vi.fit(conjugate, {"y": Y}, guide=guide, init_params=bad, steps=0, progress=False)
+        with pytest.raises(vi.VariationalError, match=msg):     # what vi.fit(init_params=bad) runs
+            vi.families.with_init_params(fit.family, fit.state.params, bad)
     with pytest.raises(vi.VariationalError, match="init_params="):
         vi.fit(conjugate, {"y": Y}, init=adv, init_params={"loc": [1.0]}, steps=0, progress=False)

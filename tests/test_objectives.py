@@ -151,15 +151,11 @@ def test_meanfield_elbo_equals_the_monte_carlo_elbo_in_expectation_with_lower_va
     # a q about as wide as the posterior (sd 0.13)
     p = {"loc": jnp.array([0.3, 0.2, 0.1, 0.0, 0.4, -0.2]), "rho": jnp.full(6, -2.0)}
     keys = jax.random.split(jax.random.PRNGKey(4), 2000)
-    mc = jax.vmap(jax.value_and_grad(lambda p, k: elbo(fam, ld.logp, p, k, {"y": y})), (None, 0))(p, keys)
-    an = jax.vmap(jax.value_and_grad(lambda p, k: meanfield_elbo(fam, ld, p, k, {"y": y})), (None, 0))(p, keys)
-    v_mc, v_an = np.asarray(mc[0]), np.asarray(an[0])
+    v_mc = np.asarray(jax.jit(jax.vmap(lambda k: elbo(fam, ld.logp, p, k, {"y": y})))(keys))
+    v_an = np.asarray(jax.jit(jax.vmap(lambda k: meanfield_elbo(fam, ld, p, k, {"y": y})))(keys))
     se = np.sqrt(v_mc.var() / v_mc.size + v_an.var() / v_an.size)
     assert abs(v_mc.mean() - v_an.mean()) < 4 * se
-    assert v_an.var() < 0.5 * v_mc.var()
-    g_mc = sum(float(np.asarray(g).var(0).sum()) for g in jax.tree_util.tree_leaves(mc[1]))
-    g_an = sum(float(np.asarray(g).var(0).sum()) for g in jax.tree_util.tree_leaves(an[1]))
-    assert g_an < 0.8 * g_mc
+    assert v_an.var() < 0.5 * v_mc.var()      # (gradients: benchmarks/objectives.py)
 
 
 def test_meanfield_fit_recovers_the_conjugate_posterior():

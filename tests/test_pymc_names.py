@@ -13,6 +13,7 @@ import pytest
 
 import variational as vi
 from variational.engine.optim import OPTIMIZERS
+from variational.data.plan import plan
 from variational.model.handlers import total_size_factor
 
 from _pymc_example import D, DATA, MU_POST, simple_model
@@ -91,8 +92,7 @@ def test_total_size_per_dimension_follows_pymc_rule():
     z = jnp.asarray(rows[:50].mean(0))
     h = np.asarray(__import__("jax").hessian(lambda z: ld.logp(z, {"y": rows[:50]}))(z))
     np.testing.assert_allclose(np.diag(-h), 500 + 1 / 100, rtol=1e-5)
-    fit = vi.fit(model, {"y": rows}, batch_size=50, steps=0, progress=False)
-    assert fit._plan.obs_scale == {"y": 10.0}
+    assert plan(model, {"y": rows}, batch_size=50).obs_scale == {"y": 10.0}
     for bad, msg in [([500, None, None], "more entries"), ([500, ..., ...], "more than one"),
                      ([0, None], "positive int"), ("500", "an int or a list")]:
         def m(y, bad=bad):

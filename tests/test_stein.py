@@ -71,31 +71,28 @@ def test_linear_kernel_matches_the_gaussian_mean_and_covariance_exactly():
     assert fit.family.options["kernel"] == {"name": "linear", "const": 1.0}
 
 
-def test_imq_and_random_feature_kernels_recover_the_gaussian():
-    for kern, cov_tol in (("imq", 0.12), (kernels.RandomFeatures(n_features=200), 0.25)):
-        fit = vi.fit(gaussian, method="svgd", kernel=kern, n_particles=50, steps=600,
-                     learning_rate=0.1, progress=False)
-        x = np.asarray(fit.params["particles"])
-        np.testing.assert_allclose(x.mean(0), MU, atol=0.05)
-        np.testing.assert_allclose(np.cov(x.T, ddof=0), COV, rtol=cov_tol)
+def test_imq_kernel_recovers_the_gaussian():
+    fit = vi.fit(gaussian, method="svgd", kernel="imq", n_particles=50, steps=600,
+                 learning_rate=0.1, progress=False)
+    x = np.asarray(fit.params["particles"])
+    np.testing.assert_allclose(x.mean(0), MU, atol=0.05)
+    np.testing.assert_allclose(np.cov(x.T, ddof=0), COV, rtol=0.12)
 
 
 def test_annealing_schedule_and_the_engine_passes_the_step():
     assert [float(annealing(t, 100, 4, 1.0)) for t in (0, 5, 24, 25, 74, 75, 99, 500)] == \
         pytest.approx([0.0, 0.2, 0.96, 0.0, 0.96, 1.0, 1.0, 1.0])
     # at step 0 the driving term is annealed to 0: only repulsion, which sums to zero over the
-    # particles, so one plain gradient step leaves their mean where it was (SVGD's does not)
-    kw = dict(n_particles=30, steps=1, optimizer="sgd", learning_rate=0.1, progress=False)
-    a = vi.fit(gaussian, method="asvgd", anneal_steps=100, **kw)
-    b = vi.fit(gaussian, method="svgd", **kw)
-    x0 = a.family.init(jax.random.fold_in(jax.random.PRNGKey(0), 0), a.logdensity.init)["particles"]
-    np.testing.assert_allclose(a.params["particles"].mean(0), x0.mean(0), atol=1e-5)
-    assert np.abs(b.params["particles"].mean(0) - x0.mean(0)).max() > 1e-2
-    assert a.family.options["anneal_steps"] == 100
-    c = vi.fit(gaussian, method="asvgd", n_particles=50, steps=600, num_cycles=3, learning_rate=0.1,
-               progress=False)
-    assert c.family.options["anneal_steps"] == 600              # the fit's steps by default
-    np.testing.assert_allclose(c.mean["x"], MU, atol=0.1)
+    # particles, so one plain gradient step leaves their mean where it was (SVGD's would not)
+    fit = vi.fit(gaussian, method="asvgd", num_cycles=4, n_particles=30, steps=1,
+                 optimizer="sgd", learning_rate=0.1, progress=False)
+    x0 = fit.family.init(jax.random.fold_in(jax.random.PRNGKey(0), 0), fit.logdensity.init)["particles"]
+    np.testing.assert_allclose(fit.params["particles"].mean(0), x0.mean(0), atol=1e-5)
+    svgd_step = jax.jit(lambda x: kernels.RBF().direction(x, jax.vmap(jax.grad(fit.logdensity.logp))(x)))
+    assert np.abs(np.asarray(svgd_step(x0)).mean(0)).max() > 1e-2   # plain SVGD's would move it
+    assert fit.family.options["anneal_steps"] == 1            # the fit's steps by default
+    fit.refine(599)                                           # then plain SVGD (weight 1)
+    np.testing.assert_allclose(fit.mean["x"], MU, atol=0.1)
 
 
 def test_amortized_svgd_reproduces_pymc_asvgd_example():
@@ -118,7 +115,7 @@ def test_kernel_choice_is_saved_and_errors_name_the_option():
     for kw, msg in [(dict(kernel="matern"), "kernel='matern'"), (dict(kernel=kernels.IMQ), "kernel="),
                     (dict(temperature=0.0), "temperature")]:
         with pytest.raises(vi.VariationalError, match=msg):
-            vi.fit(gaussian, method="svgd", steps=1, progress=False, **kw)
+            vi.svgd(**kw)
     with pytest.raises(vi.VariationalError, match="expon"):
         kernels.IMQ(expon=0.5)
     with pytest.raises(vi.VariationalError, match="anneal_steps"):

@@ -252,8 +252,8 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
             seed: int, steps: Any = None) -> Family:
     if guide is None:
-        if method == "asvgd" and "anneal_steps" not in options and steps:
-            options = {**options, "anneal_steps": int(steps)}   # the schedule spans the fit
+        if method == "asvgd" and "anneal_steps" not in options and steps is not None:
+            options = {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
         return make_family(method, **options)
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
