@@ -25,6 +25,7 @@ from .data.sources import Source
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
@@ -60,6 +61,7 @@ def fit(
     devices: Any = None,
     guide: Callable | None = None,
     init_params: Mapping[str, Any] | None = None,
+    score_function: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -140,6 +142,13 @@ def fit(
         Initial values of the family's parameters by name: a guide's ``numpyro.param`` sites
         (constrained values, as ``fit.params`` shows them), or the entries of a method's
         parameter pytree (for example ``{"loc": ..., "rho": ...}`` for ``"advi"``).
+    score_function : bool
+        With ``guide=``: accept discrete latent sites that cannot be summed out (infinite
+        support, or not marked for enumeration) and add the score-function term for every
+        guide site without a reparameterised sampler, so the gradient is unbiased (with a
+        leave-one-out baseline; use ``num_particles`` of 8 or more). Its variance is high;
+        sites with a finite support are better marked ``infer={"enumerate": "parallel"}``,
+        which sums them out exactly. See ``docs/discrete.md``.
     max_steps : int
         Budget of steps when ``steps=None``.
     checkpoint : str or Path, optional
@@ -191,10 +200,12 @@ def fit(
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
-    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    family = _family(method, guide, method_options, stl, ld, plan, seed, steps)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
+                    score_function=bool(score_function))
+    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function), steps)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld)
+    family, loss_and_grad = _model_params.attach(
+        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     key = jax.random.PRNGKey(seed)
     state = engine.init_state(_initial_params(init, family, ld, plan, key, init_params), key)
@@ -208,6 +219,12 @@ def fit(
         result._use_plan(plan)
         if obj.name == "renyi":
             _run.note(result, RENYI_MINIBATCH)
+    if score_function:
+        result.settings["score_function"] = True
+        _run.note(result, "score_function=True: the gradient of the guide's discrete (non-"
+                          "reparameterised) sites is a score-function estimate, unbiased but with a "
+                          "high variance; use num_particles >= 8 and a small learning rate, and "
+                          "check the fit (fit.diagnose(), several seeds)")
     if learning_rate == "auto" and not _run.choose_learning_rate(result):
         return result  # Ctrl-C during the search
     return _run.run(result, steps, **run_args)
@@ -250,8 +267,12 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 
 
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int, steps: Any = None) -> Family:
+            seed: int, score_function: bool = False, steps: Any = None) -> Family:
     if guide is None:
+        if score_function:
+            raise VariationalError(
+                "score_function=True needs guide=: a guide supplies the distribution of the "
+                "discrete sites (the families of method= are continuous)")
         if method == "asvgd" and "anneal_steps" not in options and steps is not None:
             options = {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
         return make_family(method, **options)
@@ -259,7 +280,7 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
-    return guide_family(guide, ld, plan.trace_data, seed=seed)
+    return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
 
 
 def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array,

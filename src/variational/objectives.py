@@ -316,6 +316,9 @@ def _check(obj: Objective, family: Family, num_particles: int, stl: bool, ld: Lo
             f"{what} does not apply to method {family.name!r}: "
             + ("a guide supports objective='elbo' and 'renyi'" if family.name == "guide"
                else "it is not an ELBO method (it has its own update); use objective='elbo'"))
+    if family.options.get("score_function"):
+        raise VariationalError(f"{what} does not apply to a guide with discrete sites drawn by the "
+                               f"score-function estimator; use objective='elbo'")
     if obj.name == "renyi" and num_particles < 2:
         raise VariationalError(
             "objective='renyi' averages the weights of several draws inside the logarithm; with "

@@ -3,9 +3,10 @@
 A site is *per-row* when its leading dimension follows the batch: the model is traced (shapes
 only, nothing computed) with a batch of B rows and with one of B + 1 rows, and a site whose
 leading dimension is B in the first trace and B + 1 in the second, with its other dimensions
-unchanged, is per-row. The log-likelihood of every per-row observed site is scaled by N/B;
-priors never are. An observed site declared with ``total_size=`` is scaled as the user said
-(``total_size / rows``, or per dimension: ``[N, None]``, see
+unchanged, is per-row. The log-likelihood of every per-row observed site is scaled by N/B, and
+so is every per-row discrete site summed out by enumeration (it is part of its row's
+likelihood); other priors never are. An observed site declared with ``total_size=`` is scaled as
+the user said (``total_size / rows``, or per dimension such as ``[N, None]``, see
 :func:`~variational.model.handlers.total_size_factor`). Any other observed site is an error: one whose shape
 does not follow the batch (its values do not come from the data rows) and one whose shape
 changes in some other way (ambiguous).
@@ -43,6 +44,7 @@ def _site_shapes(model: Callable, cols: Mapping[str, np.ndarray], rows: int,
         tr = handlers.trace(seeded).get_trace(**model_kwargs, **d)
         box.append({n: dict(type=s["type"], shape=tuple(jnp.shape(s["value"])) if s["type"] != "plate" else (),
                             observed=bool(s.get("is_observed")),
+                            enumerated=(s.get("infer") or {}).get("enumerate") == "parallel",
                             total_size=(s.get("infer") or {}).get("total_size"),
                             potential=s["type"] == "sample" and type(s["fn"]).__name__ == "Unit",
                             subsample=s["type"] == "plate" and s["args"][1] is not None
@@ -71,7 +73,8 @@ def row_sites(model: Callable, cols: Mapping[str, np.ndarray], batch_size: int,
         raise
     kinds = {}
     for n, s in a.items():
-        if s["type"] not in ("sample", "deterministic") or (s["type"] == "sample" and not s["observed"]):
+        if s["type"] not in ("sample", "deterministic") or (
+                s["type"] == "sample" and not (s["observed"] or s["enumerated"])):
             continue
         sa, sb = s["shape"], b.get(n, {}).get("shape")
         if sa == sb:
@@ -105,6 +108,15 @@ def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: in
     _refuse_subsample_plates(sites)
     rule = {}
     for n, s in sites.items():
+        if s["type"] == "sample" and s.get("enumerated") and not s["observed"]:
+            if kinds[n] == "row":  # a discrete site summed out per row belongs to that row's likelihood
+                rule[n] = num_rows / batch_size
+            elif kinds[n] == "ambiguous":
+                raise ModelError(
+                    f"enumerated site '{n}' has shape {s['shape']} with a batch of {batch_size} rows, "
+                    f"but its leading dimension is not the batch alone; make the rows its leading "
+                    f"dimension, or fit without batch_size=")
+            continue
         if s["type"] != "sample" or not s["observed"]:
             continue
         if s["total_size"] is not None:
@@ -150,8 +162,8 @@ class Plan:
         if self.batch_size is None:
             return KeyedFullBatch() if ld.needs_key else FullBatch()
         if self.feeder is not None:
-            return Streamed(self.num_rows, self.batch_size)
-        return Minibatches(self.num_rows, self.batch_size, self.replace)
+            return Streamed(self.num_rows, self.batch_size, needs_key=ld.needs_key)
+        return Minibatches(self.num_rows, self.batch_size, self.replace, needs_key=ld.needs_key)
 
     def head_on_device(self) -> dict[str, Any]:
         """The rows the model is traced on (all rows, or the first batch), on the device."""

@@ -26,6 +26,7 @@ from .control import (
     learning_rate, search_learning_rate, with_learning_rate,
 )
 from .loop import Engine, EngineState, RunReport
+from .model_params import MODEL
 from .progress import Progress
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
@@ -48,7 +49,7 @@ class Run:
         settings: dict,
     ) -> None:
         self.model = model
-        self.logdensity = logdensity
+        self._logdensity = logdensity
         self.family = family
         self.engine = engine
         self._state = state
@@ -169,6 +170,37 @@ class Run:
         if self.family.user_params is not None:
             return self.family.user_params(self._state.params)
         return self._state.params
+
+    @property
+    def logdensity(self) -> LogDensity:
+        """The model as a log density, with the model's parameters (if any) at their fitted values."""
+        ld = self._logdensity
+        if not ld.params:
+            return ld
+        if "bound_logdensity" not in self._cache:
+            self._cache["bound_logdensity"] = ld.bind(self._state.params[MODEL])
+        return self._cache["bound_logdensity"]
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """The model's own parameters (``numpyro.param`` sites, network weights), constrained.
+
+        The same values as ``fit.params["model"]``; empty when the model declares none.
+
+        Examples
+        --------
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import variational as vi
+        >>> def model(y):
+        ...     shift = numpyro.param("shift", 0.0)
+        ...     numpyro.sample("y", dist.Normal(shift, 1.0), obs=y)
+        >>> fit = vi.fit(model, {"y": [1.0, 2.0, 3.0]}, steps=2000, learning_rate=0.05, progress=False)
+        >>> round(float(fit.model_params["shift"]), 2)    # maximum likelihood: the mean
+        2.0
+        """
+        if not self._logdensity.params:
+            return {}
+        return self._logdensity.params.shown(self._state.params[MODEL])
 
     @property
     def hist(self) -> np.ndarray:

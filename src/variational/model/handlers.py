@@ -4,7 +4,9 @@
   ``total_size=``);
 - :class:`SiteRecorder`: remember the last site a model reached, to name it in errors;
 - :func:`value_without_sampler`: a value for improper priors while tracing;
-- :func:`init_start_or_mean`: the initial point rule (start values, else the prior mean).
+- :func:`init_start_or_mean`: the initial point rule (start values, else the prior mean);
+- :func:`unconstrained_value`: substitute unconstrained values, recording log-Jacobians by site;
+- :func:`total_size_factor`: PyMC's ``total_size`` rule (per dimension).
 
 Imports: numpyro, jax.
 """
@@ -18,11 +20,14 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+from numpyro.distributions.transforms import IdentityTransform, biject_to
 from numpyro.infer.initialization import init_to_median, init_to_uniform, init_to_value
 from numpyro.primitives import Messenger
 
-__all__ = ["SiteLayout", "SiteRecorder", "ScaleObserved", "RNG_KEY", "init_start_or_mean",
-           "describe_support", "value_without_sampler", "total_size_factor", "check_total_size"]
+__all__ = ["SiteLayout", "SiteRecorder", "KeyUse", "ScaleObserved", "RNG_KEY", "init_start_or_mean",
+           "describe_support", "value_without_sampler", "total_size_factor", "check_total_size",
+           "JACOBIAN", "unconstrained_value"]
 
 
 def check_total_size(total_size: Any, ndim: int, where: str = "total_size") -> Any:
@@ -101,6 +106,18 @@ class SiteRecorder(Messenger):
             self.names.append(msg["name"])
 
 
+class KeyUse(Messenger):
+    """Appends True to ``found`` when the model asks for a key (``numpyro.prng_key()``)."""
+
+    def __init__(self, found: list, fn: Callable | None = None) -> None:
+        self.found = found
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "prng_key":
+            self.found.append(True)
+
+
 class ScaleObserved(Messenger):
     """Multiply the log-likelihood of observed sites by a factor (minibatch N/B scaling).
 
@@ -108,7 +125,9 @@ class ScaleObserved(Messenger):
     or a mapping ``site name -> factor`` (a rule computed once for the model, see
     :mod:`variational.data.plan`; it takes precedence over ``total_size``).
     Otherwise sites declared with ``total_size=`` are scaled by :func:`total_size_factor`.
-    Latent sites (priors) are never scaled.
+    Latent sites (priors) are never scaled, except discrete sites enumerated per row
+    (``infer={"enumerate": "parallel"}``), which are part of each row's likelihood: a mapping
+    names them like observed sites, a number scales them too.
     """
 
     def __init__(self, fn: Callable | None, scale: Any) -> None:
@@ -116,12 +135,15 @@ class ScaleObserved(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
-        if msg["type"] != "sample" or not msg.get("is_observed"):
-            return
         infer = msg.get("infer") or {}
+        enumerated = infer.get("enumerate") == "parallel"  # a per-row discrete site is likelihood
+        if msg["type"] != "sample" or not (msg.get("is_observed") or enumerated):
+            return
         factor = None
         if isinstance(self.scale, Mapping):
             factor = self.scale.get(msg["name"])
+        elif enumerated:
+            factor = self.scale if isinstance(self.scale, (int, float)) else None
         elif infer.get("total_size") is not None:
             factor = total_size_factor(infer["total_size"], tuple(jnp.shape(msg["value"])))
         elif callable(self.scale):
@@ -146,8 +168,8 @@ def init_start_or_mean(site: dict | None = None, values: Mapping[str, Any] = {})
     """
     if site is None:
         return functools.partial(init_start_or_mean, values=values)
-    if site["name"] in values:
-        return init_to_value(site, values=values)
+    if site["name"] in values:  # (as a JAX array: a NumPy one cannot be indexed by traced values)
+        return jnp.asarray(init_to_value(site, values=values))
     if site["type"] != "sample" or site.get("is_observed") or site["fn"].support.is_discrete:
         return init_to_median(site, num_samples=15)
     try:
@@ -179,3 +201,22 @@ def value_without_sampler(site: dict) -> Any:
     except NotImplementedError:
         return init_to_uniform(site)
     return None
+
+
+#: name of the term holding a latent site's log-Jacobian (see :meth:`LogDensity.log_terms`)
+JACOBIAN = "_{}_log_det"
+
+
+def unconstrained_value(site: dict, z: Mapping[str, jax.Array]) -> Any:
+    """Substitute fn: a latent site's value from its unconstrained ``z``, recording the
+    log-Jacobian as a factor named ``JACOBIAN.format(name)`` (as NumPyro's potential energy does)."""
+    name = site["name"]
+    if site["type"] != "sample" or site["is_observed"] or name not in z:
+        return None
+    t = biject_to(site["fn"].support)
+    value = t(z[name])
+    if not isinstance(t, IdentityTransform):
+        log_det = t.log_abs_det_jacobian(z[name], value)
+        extra = jnp.ndim(log_det) - jnp.ndim(value) + len(site["fn"].event_shape)
+        numpyro.factor(JACOBIAN.format(name), jnp.sum(log_det, axis=tuple(range(-extra, 0))) if extra > 0 else log_det)
+    return value

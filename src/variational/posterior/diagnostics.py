@@ -94,7 +94,7 @@ def log_joint_fn(ld: Any) -> Any:
     if "log_joint" not in fns:
 
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+            return ld.log_joint(z, data)
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
@@ -218,10 +218,18 @@ class Diagnosis:
                 f"skipped_steps={self.skipped_steps}) {self.verdict}")
 
 
+#: ``method`` of a fit with no latent variables (its parameters are point estimates)
+POINT = "maximum likelihood"
+
+
 def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
     parts = []
     if not np.isfinite(khat):
-        if np.isnan(khat):
+        if method == POINT:
+            status = "good"
+            parts.append("the model has no latent variables, only parameters: the fit is their "
+                         "maximum-likelihood point estimate and k-hat does not apply")
+        elif np.isnan(khat):
             status = "ok"
             parts.append(f"k-hat is not available for method '{method}' (no density q); "
                          f"check against vi.nuts")

@@ -16,11 +16,12 @@ import numpy as np
 
 from ..data import as_columns
 from ..engine.run import Run
+from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
 
 
-class Fit(Run):
+class Fit(Run, MarginalAnswers):
     """A fitted variational approximation.
 
     Created by :func:`variational.fit`; not usually constructed by hand.
@@ -98,13 +99,9 @@ class Fit(Run):
         self._draw_counter += 1
         return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
 
-    def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
-        fn = getattr(self, "_constrain_fn", None)
-        if fn is None:
-            ld, data = self.logdensity, self.data if self._plan is None else self._plan.trace_data
-            fn = self._constrain_fn = jax.jit(jax.vmap(lambda zz: ld.constrain(zz, data)))
-        drop = () if self._plan is None else self._plan.per_row
-        return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
+    def _constrain_draws(self, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
+        from .discrete import constrain_draws
+        return constrain_draws(self, z, key)
 
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
                include_transformed: bool = False) -> dict[str, np.ndarray]:
@@ -140,11 +137,10 @@ class Fit(Run):
         """
         if int(n) <= 0:
             raise ValueError(f"n={n!r} must be a positive number of draws")
-        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), self._next_key(seed))
-        if not include_transformed:
-            return self._constrain_draws(z)
-        from .marginals import transformed_draws
-        return {**self._constrain_draws(z), **transformed_draws(self.logdensity, z)}
+        key = None if importance else self._next_key(seed)
+        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), key)
+        out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
+        return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
@@ -242,17 +238,19 @@ class Fit(Run):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
-        from .diagnostics import diagnose, has_density
+        from .diagnostics import POINT, diagnose, has_density
 
         if int(n) < 1:
             raise ValueError(f"n={n!r} must be a positive number of draws")
         cache_key = ("diagnosis", self.steps, int(n), seed)
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
-        lw, khat = None, float("nan")
-        if has_density(self.family):
+        lw, khat, method = None, float("nan"), self.method
+        if self.logdensity.dim == 0:
+            method = POINT  # only the model's parameters: nothing for importance weights to check
+        elif has_density(self.family):
             _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method)
         if data is None:
             self._cache[cache_key] = out
         return out
@@ -264,7 +262,7 @@ class Fit(Run):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self.params, batch, key, n)
+        return psis(self.logdensity, self.family, self._state.params, batch, key, n)
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
@@ -284,6 +282,33 @@ class Fit(Run):
             self._cache[key] = self._constrain_draws(z)
         return self._cache[key]
 
+    def discrete_probs(self, n: int = 1000, seed: int | None = None, *, data: Any = None) -> dict[str, np.ndarray]:
+        """Posterior probabilities of the values of each enumerated discrete site.
+
+        The exact conditional probabilities ``p(z_i = k | x, draw)`` (one backward pass of the
+        enumeration) averaged over ``n`` draws of q (``seed``), on the training rows or
+        ``data``. Returns site name -> array ``(*site_shape, K)`` over the K values.
+
+        Examples
+        --------
+        >>> import numpy as np, numpyro, numpyro.distributions as dist
+        >>> import variational as vi
+        >>> def mixture(y):
+        ...     mu = vi.Normal("mu", 0.0, 5.0, shape=2)
+        ...     with numpyro.plate("rows", len(y)):
+        ...         z = numpyro.sample("z", dist.Categorical(np.array([0.5, 0.5])),
+        ...                            infer={"enumerate": "parallel"})
+        ...         numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
+        >>> fit = vi.fit(mixture, {"y": np.array([-3.0, -3.1, 3.0])}, steps=500,
+        ...              start={"mu": np.array([-1.0, 1.0])}, progress=False)
+        >>> fit.discrete_probs(100)["z"].round(2)
+        array([[1., 0.],
+               [1., 0.],
+               [0., 1.]], dtype=float32)
+        """
+        from .discrete import discrete_probs
+        return discrete_probs(self, n, self._next_key(seed), data)
+
     @property
     def mean(self) -> dict[str, np.ndarray]:
         """Posterior means in the constrained space (from 4000 draws), per site."""
@@ -293,29 +318,6 @@ class Fit(Run):
     def std(self) -> dict[str, np.ndarray]:
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
-
-    @property
-    def median(self) -> dict[str, np.ndarray]:
-        """Marginal medians in the constrained space, per site (see :meth:`quantiles`)."""
-        return self.quantiles(0.5)
-
-    def quantiles(self, q: float | Sequence[float]) -> dict[str, np.ndarray]:
-        """Marginal quantiles (constrained space) per site: ``{name: (len(q), *shape)}``.
-
-        Exact for Gaussian families at sites with an elementwise bijection; else from the 4000
-        summary draws (particles exactly). See :mod:`variational.posterior.marginals`.
-
-        Examples
-        --------
-        >>> import variational as vi
-        >>> def model():
-        ...     vi.Normal("x", 1.0, 0.5)
-        >>> fit = vi.fit(model, steps=3000, stl=True, progress=False)
-        >>> fit.quantiles([0.05, 0.95])["x"].round(1).tolist()       # 1 -/+ 1.645 * 0.5
-        [0.2, 1.8]
-        """
-        from .marginals import marginal_quantiles
-        return marginal_quantiles(self.logdensity, self.family, self._state.params, q, self._moment_draws)
 
     # -- minibatch fits ----------------------------------------------------------------------------
     def _use_plan(self, plan: Any) -> None:
@@ -376,7 +378,7 @@ class Fit(Run):
             data = self._plan.feeder.source
         elif data is None:
             data = {k: np.asarray(v) for k, v in self.data.items()}
-        est, se = full_data_elbo(self.logdensity, self.family, self.params, data, self._next_key(seed),
+        est, se = full_data_elbo(self.logdensity, self.family, self._state.params, data, self._next_key(seed),
                                  num_draws=num_draws, batch_size=batch_size)
         return (est, se) if return_se else est
 

@@ -23,7 +23,8 @@ from numpyro.distributions.transforms import IndependentTransform, biject_to
 from ..families.base import Family
 from ..model import LogDensity
 
-__all__ = ["marginal_quantiles", "marginal_cdf", "transformed_name", "transformed_draws"]
+__all__ = ["marginal_quantiles", "marginal_cdf", "transformed_name", "transformed_draws",
+           "MarginalAnswers"]
 
 
 def _elementwise(support: Any) -> Any:
@@ -170,3 +171,31 @@ def transformed_draws(ld: LogDensity, z: jax.Array) -> dict[str, np.ndarray]:
         if t is not None:
             out[t] = np.asarray(named[n])
     return out
+
+
+class MarginalAnswers:
+    """Medians and quantiles of a fit (mixed into :class:`~variational.Fit`, which supplies
+    ``logdensity``, ``family``, its parameters and its 4000 summary draws)."""
+
+    @property
+    def median(self) -> dict[str, np.ndarray]:
+        """Marginal medians in the constrained space, per site (see :meth:`quantiles`)."""
+        return self.quantiles(0.5)
+
+    def quantiles(self, q: Any) -> dict[str, np.ndarray]:
+        """Marginal quantiles (constrained space) per site: ``{name: (len(q), *shape)}``.
+
+        Exact for Gaussian families at sites with an elementwise bijection; else from the 4000
+        summary draws (particles exactly). See :mod:`variational.posterior.marginals`.
+
+        Examples
+        --------
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 1.0, 0.5)
+        >>> fit = vi.fit(model, steps=3000, stl=True, progress=False)
+        >>> fit.quantiles([0.05, 0.95])["x"].round(1).tolist()       # 1 -/+ 1.645 * 0.5
+        [0.2, 1.8]
+        """
+        return marginal_quantiles(self.logdensity, self.family, self._state.params, q,  # type: ignore[attr-defined]
+                                  self._moment_draws)  # type: ignore[attr-defined]

@@ -139,11 +139,13 @@ def nuts(
     jcols = {k: jnp.asarray(v) for k, v in cols.items()}
     if init is not None:
         table = site_table(model, jcols, kwargs)  # an abstract trace: cheap
-        latent = {k: v["shape"] for k, v in sorted(table.items()) if v["type"] == "latent"}
+        latent = {k: v["shape"] for k, v in sorted(table.items())
+                  if v["type"] == "latent" and k not in init.logdensity.enumerated}  # (NUTS sums those out)
         fitted = {k: tuple(init.logdensity.shapes[k]) for k in init.logdensity.names}
         if latent != fitted:
             raise ModelError(f"init= was fitted to latent sites {fitted} but this model has "
                              f"{latent}; pass the fit of this model")
+        model = init.logdensity.params.substitute(model)  # the model's parameters as fitted
         dense = bool(dense_mass) if dense_mass is not None else init.method == "fullrank_advi"
         values, inv_mass = _vi_start(init, dense)
         kernel = NUTS(model, inverse_mass_matrix=inv_mass, dense_mass=dense,

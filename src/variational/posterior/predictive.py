@@ -173,6 +173,8 @@ def _prepare_data(data: Any, model_kwargs: Mapping[str, Any], train_cols: Sequen
 # --------------------------------------------------------------------------------------------
 
 def _fit_fns(fit: "Fit") -> dict:
+    if fit.logdensity.params:  # compiled at the fitted parameters: kept until the state changes
+        return fit._cache.setdefault("posterior_fns", {})
     fns = getattr(fit, "_posterior_fns", None)
     if fns is None:
         fns = fit._posterior_fns = {}
@@ -219,7 +221,11 @@ def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None
     cache = _fit_fns(fit).setdefault("predictive", {})
     sig_static = tuple(sorted(static))
     cache = cache.setdefault(sig_static, {})
-    return _run_predictive(fit.model, key, latent, arrays, static, none_cols, sites, cache=cache)
+    # (the model with its parameters, if any, at their fitted values; with no latent site at
+    # all, n runs of the model at them)
+    num = None if latent else int(z.shape[0])
+    return _run_predictive(fit.logdensity.model, key, latent or None, arrays, static, none_cols, sites,
+                           num_samples=num, cache=cache)
 
 
 def predict(fit: "Fit", data: Any = None, n: int = 1000, seed: int | None = None,
@@ -397,7 +403,7 @@ def arviz_groups(fit: "Fit", n: int, seed: int | None, posterior_predictive: boo
     groups: dict[str, dict] = {"posterior": {k: v[None] for k, v in fit._constrain_draws(z).items()}}
     if posterior_predictive and fit.logdensity.observed_names:
         try:
-            obs = observed_values(fit.model, training_data(fit), fit.model_kwargs)
+            obs = observed_values(fit.logdensity.model, training_data(fit), fit.model_kwargs)
             pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
         except Exception as e:  # the posterior group is still useful without it
             warnings.warn(f"posterior_predictive left out of the InferenceData: {e}", stacklevel=3)
