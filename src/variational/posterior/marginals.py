@@ -23,8 +23,8 @@ from numpyro.distributions.transforms import IndependentTransform, biject_to
 from ..families.base import Family
 from ..model import LogDensity
 
-__all__ = ["marginal_quantiles", "marginal_cdf", "transformed_name", "transformed_draws",
-           "MarginalAnswers"]
+__all__ = ["marginal_quantiles", "marginal_cdf", "exact_marginals", "transformed_name",
+           "transformed_draws", "MarginalAnswers"]
 
 
 def _elementwise(support: Any) -> Any:
@@ -35,17 +35,62 @@ def _elementwise(support: Any) -> Any:
     return t if t.domain.event_dim == 0 and t.codomain.event_dim == 0 else None
 
 
-def _gaussian_sites(ld: LogDensity, family: Family, params: Any) -> dict[str, tuple[Any, Any, Any]]:
-    """Sites whose marginals are exact: name -> (bijection, mean, std) in the unconstrained space."""
+def _exact_sites(ld: LogDensity, family: Family) -> dict[str, Any]:
+    """Sites whose marginals are exact: name -> the bijection (elementwise), else none."""
     if not (family.gaussian and family.mean is not None and family.std is not None):
         return {}
-    m, s = ld.unravel(family.mean(params)), ld.unravel(family.std(params))
     out = {}
     for lay in ld.layout:
         t = _elementwise(ld.supports[lay.name])
         if t is not None and lay.shape == lay.unconstrained_shape:
-            out[lay.name] = (t, m[lay.name], s[lay.name])
+            out[lay.name] = t
     return out
+
+
+class _Exact:
+    """The exact quantiles and CDFs of a (log density, family) pair, each compiled once.
+
+    An eager evaluation runs a dozen small operations per site, each compiled on first use;
+    one compiled function for all sites answers much sooner.
+    """
+
+    def __init__(self, ld: LogDensity, family: Family) -> None:
+        self.sites = _exact_sites(ld, family)
+        sites = self.sites
+
+        def moments(params: Any) -> tuple[dict, dict]:
+            return ld.unravel(family.mean(params)), ld.unravel(family.std(params))
+
+        def quantiles(params: Any, qs: jax.Array) -> dict[str, jax.Array]:
+            m, s = moments(params)
+            out = {}
+            for name, t in sites.items():
+                shape = (-1,) + (1,) * m[name].ndim
+                zq = m[name] + s[name] * ndtri(qs.reshape(shape))
+                zr = m[name] + s[name] * ndtri(1.0 - qs.reshape(shape))
+                up = t(m[name] + s[name]) >= t(m[name] - s[name])   # monotone, either way
+                out[name] = jnp.where(up, t(zq), t(zr))
+            return out
+
+        def cdf(params: Any, values: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+            m, s = moments(params)
+            out = {}
+            for name, v in values.items():
+                t = sites[name]
+                p = ndtr((t.inv(v) - m[name]) / s[name])
+                out[name] = jnp.where(t(m[name] + s[name]) >= t(m[name] - s[name]), p, 1.0 - p)
+            return out
+
+        self.quantiles, self.cdf = jax.jit(quantiles), jax.jit(cdf)
+
+
+def exact_marginals(ld: LogDensity, family: Family, cache: dict | None = None) -> _Exact:
+    """The compiled exact marginals of ``(ld, family)``, kept in ``cache`` when given."""
+    if cache is None:
+        return _Exact(ld, family)
+    if "exact_marginals" not in cache:
+        cache["exact_marginals"] = _Exact(ld, family)
+    return cache["exact_marginals"]
 
 
 def _check_probabilities(q: Any, what: str = "q") -> np.ndarray:
@@ -57,7 +102,8 @@ def _check_probabilities(q: Any, what: str = "q") -> np.ndarray:
 
 
 def marginal_quantiles(ld: LogDensity, family: Family, params: Any, q: Any,
-                       draws: Callable[[], Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+                       draws: Callable[[], Mapping[str, np.ndarray]],
+                       cache: dict | None = None) -> dict[str, np.ndarray]:
     """Marginal quantiles of every site (deterministics included) in the constrained space.
 
     Parameters
@@ -69,6 +115,8 @@ def marginal_quantiles(ld: LogDensity, family: Family, params: Any, q: Any,
     draws : callable
         ``draws() -> {name: (n, *shape)}``: constrained draws, used for the sites whose
         quantiles are not exact (called only when needed).
+    cache : dict, optional
+        Where the compiled exact marginals are kept between calls (a fit's cache).
 
     Returns
     -------
@@ -87,23 +135,23 @@ def marginal_quantiles(ld: LogDensity, family: Family, params: Any, q: Any,
     """
     qs = _check_probabilities(q)
     flat = np.atleast_1d(qs)
-    exact = _gaussian_sites(ld, family, params)
+    ex = exact_marginals(ld, family, cache)
     out: dict[str, np.ndarray] = {}
-    for name, (t, m, s) in exact.items():
-        shape = (-1,) + (1,) * m.ndim
-        zq = m + s * ndtri(jnp.asarray(flat).reshape(shape))
-        zr = m + s * ndtri(jnp.asarray(1.0 - flat).reshape(shape))
-        up = t(m + s) >= t(m - s)          # monotone: increasing or decreasing element by element
-        out[name] = np.asarray(jnp.where(up, t(zq), t(zr)))
-    if len(exact) < len(ld.names) or ld.deterministic_names:
+    if ex.sites:   # (padded to a multiple of 8 probabilities: one compilation serves most calls)
+        padded = np.full(-(-flat.size // 8) * 8, 0.5)
+        padded[:flat.size] = flat
+        got = ex.quantiles(params, jnp.asarray(padded, ld.dtype))
+        out = {k: np.asarray(v)[:flat.size] for k, v in got.items()}
+    if len(ex.sites) < len(ld.names) or ld.deterministic_names:
         for name, v in draws().items():
-            if name not in exact:
+            if name not in ex.sites:
                 out[name] = np.quantile(np.asarray(v), flat, axis=0)
     return {k: (v[0] if qs.ndim == 0 else v) for k, v in out.items()}
 
 
 def marginal_cdf(ld: LogDensity, family: Family, params: Any, values: Mapping[str, Any],
-                 draws: Callable[[], Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+                 draws: Callable[[], Mapping[str, np.ndarray]],
+                 cache: dict | None = None) -> dict[str, np.ndarray]:
     """``Pr_q(theta < value)`` element by element for the latent sites in ``values``.
 
     Exact where :func:`marginal_quantiles` is; otherwise the share of draws below the value.
@@ -117,14 +165,12 @@ def marginal_cdf(ld: LogDensity, family: Family, params: Any, values: Mapping[st
     >>> float(marginal_cdf(fit.logdensity, fit.family, fit.state.params, {"s": 1.0}, None)["s"])
     0.5
     """
-    exact = _gaussian_sites(ld, family, params)
-    out, rest = {}, None
+    ex = exact_marginals(ld, family, cache)
+    exact = {n: jnp.asarray(v, ld.dtype) for n, v in values.items() if n in ex.sites}
+    out = {k: np.asarray(v) for k, v in ex.cdf(params, exact).items()} if exact else {}
+    rest = None
     for name, v in values.items():
-        if name in exact:
-            t, m, s = exact[name]
-            p = ndtr((t.inv(jnp.asarray(v, m.dtype)) - m) / s)
-            out[name] = np.asarray(jnp.where(t(m + s) >= t(m - s), p, 1.0 - p))
-        else:
+        if name not in ex.sites:
             rest = rest if rest is not None else draws()
             out[name] = np.mean(np.asarray(rest[name]) < np.asarray(v), axis=0)
     return out
@@ -198,4 +244,4 @@ class MarginalAnswers:
         [0.2, 1.8]
         """
         return marginal_quantiles(self.logdensity, self.family, self._state.params, q,  # type: ignore[attr-defined]
-                                  self._moment_draws)  # type: ignore[attr-defined]
+                                  self._moment_draws, self._cache)  # type: ignore[attr-defined]

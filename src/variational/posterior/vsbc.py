@@ -201,7 +201,8 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
             params = _rerun(fit, dev, km, steps)
         values = {n: truth[n][m] for n in fit.logdensity.names}
         cdf = marginal_cdf(fit.logdensity, fit.family, params, values,
-                           lambda: _latent_draws(fit, params, dev, jax.random.fold_in(km, 1), int(n_draws)))
+                           lambda: _latent_draws(fit, params, dev, jax.random.fold_in(km, 1), int(n_draws)),
+                           cache=first._cache)
         for n, v in cdf.items():
             probs.setdefault(n, []).append(np.asarray(v, np.float64))
     out = {n: np.stack(v) for n, v in probs.items()}
