@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import numpy as np
 import optax
 
 from .data import plan as _plan
@@ -30,11 +29,11 @@ from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import FAMILIES, Family, guide_family, make_family
-from .families.base import method_options as _method_options
+from .families import FAMILIES, Family, guide_family, make_family, with_init_params
+from .families.base import method_options as _option_names
 from .model import LogDensity
 from .model.threads import exclusive
-from .objectives import make_loss_and_grad
+from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
 from .posterior import direct as _direct
 from .posterior.fit import Fit
 
@@ -52,6 +51,9 @@ def fit(
     learning_rate: float | str = 1e-2,
     num_particles: int = 1,
     stl: bool = False,
+    objective: str = "elbo",
+    alpha: float | None = None,
+    kl_weight: float = 1.0,
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -62,6 +64,7 @@ def fit(
     replace: bool = False,
     devices: Any = None,
     guide: Callable | None = None,
+    init_params: Mapping[str, Any] | None = None,
     score_function: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     checkpoint: str | Path | None = None,
@@ -92,7 +95,8 @@ def fit(
         stopping rule (:class:`~variational.callbacks.ELBOConvergence`) fires, up to
         ``max_steps``; ``fit.converged`` and ``fit.message`` say which.
     optimizer : str or optax.GradientTransformation
-        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", or any optax optimiser.
+        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", PyMC's "adagrad_window"
+        (its ADVI default), "nesterov_momentum" and "adadelta", or any optax optimiser.
     learning_rate : float or "auto"
         Step size of a named optimiser. ``"auto"``: a short trial of each value of a grid
         (Stan's eta adaptation, :func:`variational.engine.control.search_learning_rate`) picks it
@@ -103,6 +107,16 @@ def fit(
         Draws per step in the ELBO estimate.
     stl : bool
         Use the sticking-the-landing gradient estimator.
+    objective : {"elbo", "renyi", "meanfield_elbo"}
+        What the optimiser maximises (see :mod:`variational.objectives` and
+        ``docs/objectives.md``): the ELBO; the Renyi bound of order ``alpha`` (NumPyro's
+        ``RenyiELBO``; needs ``num_particles >= 2``); the ELBO with closed-form KL terms where
+        the priors allow (NumPyro's ``TraceMeanField_ELBO``; ``method="advi"``).
+    alpha : float, optional
+        Order of the Renyi bound (default 0, the importance-weighted bound; 1 is the ELBO).
+    kl_weight : float
+        Weight of ``KL(q || prior)`` against the expected log-likelihood (PyMC's ``KL(beta=)``,
+        the beta-ELBO); 1 is the ELBO, 0 ignores the prior and the entropy.
     seed : int
         Seed of every random number in the fit; the same seed gives the same numbers.
     progress : bool
@@ -136,6 +150,12 @@ def fit(
         A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
         (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
         ``fit.params`` then holds its parameters, constrained, under the guide's names.
+        A guide with no ``numpyro.param`` is a fixed q: the fit evaluates it (ELBO estimates,
+        draws, diagnostics) without changing it.
+    init_params : mapping, optional
+        Initial values of the family's parameters by name: a guide's ``numpyro.param`` sites
+        (constrained values, as ``fit.params`` shows them), or the entries of a method's
+        parameter pytree (for example ``{"loc": ..., "rho": ...}`` for ``"advi"``).
     score_function : bool
         With ``guide=``: accept discrete latent sites that cannot be summed out (infinite
         support, or not marked for enumeration) and add the score-function term for every
@@ -179,18 +199,22 @@ def fit(
     """
     steps, num_particles = _check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
     _check_method_options(method, guide, method_options)
-    direct = guide is None and make_family(method, **method_options).solve is not None
+    direct = guide is None and \
+        make_family(method, **_method_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
                                 stl=stl, learning_rate=learning_rate)
     if checkpoint is not None:
         _checkpoint.check_target(checkpoint)  # a folder, or no permission: say so before running
+    obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
+                    objective=obj.name, alpha=obj.alpha, kl_weight=obj.kl_weight,
                     seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
-                    **method_options)
+                    **{k: (v.spec() if hasattr(v, "spec") and not isinstance(v, type) else v)
+                       for k, v in method_options.items()})   # a kernel object: as its spec
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every)
     if resume:
@@ -201,7 +225,7 @@ def fit(
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
                     score_function=bool(score_function))
-    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function))
+    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function), steps)
     plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
     key = jax.random.PRNGKey(seed)
     if isinstance(init, str):
@@ -211,18 +235,20 @@ def fit(
         return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
     family, loss_and_grad = _model_params.attach(
-        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl)))
+        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
-    state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
+    state = engine.init_state(_initial_params(init, family, ld, plan, key, init_params), key)
     device_data = plan.device_data
     if place is not None:
-        state, key, device_data = _place(place, engine, plan, state, key, device_data)
+        state, key, device_data = _devices.place_fit(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
     result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
+        if obj.name == "renyi":
+            _run.note(result, RENYI_MINIBATCH)
     if init is not None and init.family.name != family.name:
         result.init_grad_evals = init.grad_evals
         _run.note(result, f"started from the {init.method!r} fit's Gaussian moments "
@@ -255,7 +281,7 @@ def _check_method_options(method: Any, guide: Any, options: Mapping[str, Any]) -
     """An option the method does not take is a misspelt argument: name it, suggest the nearest."""
     if guide is not None or not options:
         return  # guide= with options is refused with its own message
-    known = set() if isinstance(method, Family) else _method_options(method)
+    known = set() if isinstance(method, Family) else _option_names(method)
     if known is None:
         return  # an unknown method: make_family lists the known ones
     unknown = [k for k in options if k not in known]
@@ -289,19 +315,25 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
 def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_kwargs: Any,
                seed: int, place: Any) -> _plan.Plan:
     if place is not None and place.multiprocess:
-        return _devices_plan(model, data, batch_size, model_kwargs, seed)
+        return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
     return _plan.plan(model, data, batch_size=batch_size, replace=replace,
                       model_kwargs=model_kwargs, seed=seed)
 
 
+def _method_options(method: Any, options: dict, steps: Any) -> dict:
+    if method == "asvgd" and "anneal_steps" not in options and steps is not None:
+        return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
+    return options
+
+
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int, score_function: bool = False) -> Family:
+            seed: int, score_function: bool = False, steps: Any = None) -> Family:
     if guide is None:
         if score_function:
             raise VariationalError(
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
-        return make_family(method, **options)
+        return make_family(method, **_method_options(method, options, steps))
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
@@ -309,50 +341,18 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
     return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
 
 
-def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:
+def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array,
+                    init_params: Any = None) -> Any:
     if init is not None:
-        return _warm_params(init, ld, family)
+        if init_params is not None:
+            raise VariationalError("give either init= (a warm start from a fit) or init_params=, not both")
+        return _direct.start_params(init, ld, family)
     if family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
         head = plan.head_on_device()  # all rows, or the first batch (scaled by N/B)
-        return family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
-    return family.init(jax.random.fold_in(key, 0), ld.init)
-
-
-def _place(place: Any, engine: Engine, plan: _plan.Plan, state: Any, key: jax.Array,
-           device_data: Any) -> tuple[Any, jax.Array, Any]:
-    """Replicate the state and shard the rows across the devices of ``place``."""
-    engine.shard_batch, engine.adaptive = place.constrain_batch, not place.multiprocess
-    state, key = place.replicate(state), place.replicate(key)
-    if device_data:
-        device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
-    if plan.feeder is not None:
-        local_feed = plan.feeder.feed
-        plan.feeder.feed = lambda n, at=None: place.place_fed(local_feed(n, at), plan.batch_size)
-    return state, key, device_data
-
-
-def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwargs: Any, seed: int) -> Any:
-    """Multi-process plan: this process streams ``batch_size / processes`` rows of its own shards.
-
-    N is the total over processes, and per-row sites are scaled by N / batch_size (global).
-    """
-    if not isinstance(data, Source) or batch_size is None:
-        raise DataError(
-            "a multi-process fit (jax.distributed) reads a streaming source on each process "
-            "(vi.data.parquet(...) of that process's own shards) with a global batch_size=")
-    procs = jax.process_count()
-    plan = _plan.plan(model, data, batch_size=batch_size // procs, model_kwargs=model_kwargs,
-                      seed=seed + jax.process_index())
-    local_scale = plan.num_rows / plan.batch_size
-    n_total = _devices.global_rows(plan.num_rows)
-    plan.obs_scale = {k: (n_total / batch_size if k in plan.per_row and np.isclose(f, local_scale) else f)
-                      for k, f in plan.obs_scale.items()}
-    plan.num_rows, plan.batch_size = n_total, int(batch_size)
-    return plan
-
-
-def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
-    return _direct.start_params(init, ld, family)
+        params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
+    else:
+        params = family.init(jax.random.fold_in(key, 0), ld.init)
+    return params if init_params is None else with_init_params(family, params, init_params)
 
 
 # -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------

@@ -109,6 +109,19 @@ def _scalar(field: str, v: Any) -> Any:
     return _text()(field, v)
 
 
+def _option(field: str, v: Any) -> Any:
+    """A method option: a scalar, or a kernel's spec (an object of at most 10 scalars)."""
+    if isinstance(v, dict):
+        return _mapping(_name, _scalar, 10)(field, v)
+    return _scalar(field, v)
+
+
+def _finite(field: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _fail(field, "a finite number", v)
+    return v
+
+
 def _json(field: str, v: Any, depth: int = 0) -> Any:
     """A model keyword argument: JSON values (lists and objects at most 8 levels deep)."""
     if depth > 8:
@@ -198,11 +211,12 @@ FIT_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "method": _name, "optimizer": _optimizer, "learning_rate": _learning_rate,
     "num_particles": _int(1, MAX_COUNT), "stl": _bool, "seed": _int(-(2**63), 2**63 - 1),
     "progress": _bool, "batch_size": _opt(_int(1, 2**40)), "replace": _bool, "score_function": _bool,
+    "objective": _name, "alpha": _opt(_finite), "kl_weight": _finite,
 }
 
 _META = {
     "format": _text(), "version": _int(0, 2**31), "settings": None, "unsaved_settings": _list(_text(), 100),
-    "family": _object({"name": _name, "options": _mapping(_name, _scalar, 100)}),
+    "family": _object({"name": _name, "options": _mapping(_name, _option, 100)}),
     "latent": _list(_pair(_key, _shape)), "model_params": _list(_key),
     "data": _object({"columns": _mapping(_key, _pair(_shape, _text(40)), 10_000), "sha256": _hex64,
                      "source": _json}, optional=("source",)),
@@ -235,7 +249,7 @@ def validate(meta: Any) -> dict:
             raise CheckpointError(f"metadata field 'family.options.{extra[0]}' is not an option of "
                                   f"method {family['name']!r} (its options: {sorted(known)})")
     # an unregistered method's options are checked but never passed on (load needs method=)
-    options = {k: _scalar for k in (known if known is not None else family["options"])}
+    options = {k: _option for k in (known if known is not None else family["options"])}
     fields["settings"] = _object({**FIT_SETTINGS, **options}, optional=tuple(FIT_SETTINGS) + tuple(options))
     out = _object(fields, optional=("stream", "model_params"))("", meta)
     if out["settings"].get("method", family["name"]) != family["name"]:

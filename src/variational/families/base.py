@@ -21,7 +21,7 @@ engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import inspect
 
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "softplus_inv", "LOG_2PI",
-           "Problem", "Solution"]
+           "Problem", "Solution", "with_init_params"]
 
 Params = Any
 
@@ -102,6 +102,12 @@ class Family:
     from_gaussian: Callable[[jax.Array, jax.Array], Params] | None = None
     # a direct method: solve(Problem) -> Solution, run instead of the engine's loop
     solve: Callable[[Problem], Solution] | None = None
+    # the inverse of ``user_params`` for some entries: f(params, {name: value}) -> params
+    # (``init_params=`` given as the user sees the parameters)
+    from_user_params: Callable[[Params, Any], Params] | None = None
+    # marginals of q are Gaussian in the unconstrained space with ``mean`` and ``std``
+    # (quantiles and CDFs are then exact)
+    gaussian: bool = False
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""
@@ -145,3 +151,52 @@ def method_options(name: Any) -> set[str] | None:
         return None
     return {p.name for p in inspect.signature(builder).parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def with_init_params(family: Family, params: Params, values: Any) -> Params:
+    """``params`` with the entries named in ``values`` replaced (``fit(..., init_params=)``).
+
+    A family that shows its parameters transformed (a guide's constrained values) takes the
+    values as shown and maps them back; any other takes entries of its parameter pytree as is.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from variational.families import mean_field
+    >>> fam = mean_field()
+    >>> p = with_init_params(fam, fam.init(jax.random.PRNGKey(0), jnp.zeros(2)), {"loc": [1.0, 2.0]})
+    >>> p["loc"].tolist()
+    [1.0, 2.0]
+    """
+    from ..errors import VariationalError
+
+    if not isinstance(values, Mapping):
+        raise VariationalError(f"init_params= must map parameter names to values, got {type(values).__name__}")
+    shown = family.user_params(params) if family.user_params is not None else params
+    if not isinstance(shown, Mapping):
+        raise VariationalError(f"method {family.name!r} has no named parameters to set with init_params=")
+    unknown = sorted(set(values) - set(shown))
+    if unknown:
+        raise VariationalError(f"init_params= names {unknown}, which are not parameters of method "
+                               f"{family.name!r}; its parameters are {sorted(shown)}")
+    new = {}
+    for k, v in values.items():
+        want = jnp.shape(shown[k])
+        a = jnp.asarray(v, dtype=jnp.result_type(shown[k]))
+        if a.shape != want:
+            try:
+                a = jnp.broadcast_to(a, want)
+            except ValueError:
+                raise VariationalError(f"init_params['{k}'] has shape {a.shape}, but the parameter "
+                                       f"has shape {want}") from None
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise VariationalError(f"init_params['{k}'] holds NaN or inf; give finite values")
+        new[k] = a
+    if family.from_user_params is not None:
+        out = family.from_user_params(params, new)
+        bad = [k for k in new if not bool(jnp.all(jnp.isfinite(out[k])))]
+        if bad:
+            raise VariationalError(f"init_params[{bad[0]!r}] = {jnp.asarray(new[bad[0]]).tolist()} is "
+                                   f"outside the constraint of that parameter; give a value inside it")
+        return out
+    return {**params, **new}

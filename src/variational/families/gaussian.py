@@ -55,7 +55,7 @@ def mean_field(init_scale: float = 0.1) -> Family:
 
     return Family("advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
                   cov=lambda p: jnp.diag(std(p) ** 2), from_gaussian=from_gaussian,
-                  options={"init_scale": init_scale})
+                  options={"init_scale": init_scale}, gaussian=True)
 
 
 def full_rank(init_scale: float = 0.1) -> Family:
@@ -104,7 +104,7 @@ def full_rank(init_scale: float = 0.1) -> Family:
 
     return Family("fullrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"],
                   std=lambda p: jnp.sqrt(jnp.diag(cov(p))), cov=cov, from_gaussian=from_gaussian,
-                  options={"init_scale": init_scale})
+                  options={"init_scale": init_scale}, gaussian=True)
 
 
 register_family("advi", mean_field)

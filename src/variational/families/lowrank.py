@@ -85,7 +85,7 @@ def low_rank(rank: int = 1, init_scale: float = 0.1) -> Family:
         return {"loc": jnp.asarray(mean), "W": w, "rho": softplus_inverse(jnp.sqrt(d2))}
 
     return Family("lowrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
-                  cov=cov, from_gaussian=from_gaussian, options={"rank": k, "init_scale": init_scale})
+                  cov=cov, from_gaussian=from_gaussian, options={"rank": k, "init_scale": init_scale}, gaussian=True)
 
 
 register_family("lowrank_advi", low_rank)

@@ -23,7 +23,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro import distributions as dist
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..errors import DataError, ModelError
@@ -33,12 +33,12 @@ from .enumerate import (
 )
 from .threads import exclusive
 from .handlers import (
-    RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
-    value_without_sampler,
+    JACOBIAN, RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support,
+    init_start_or_mean, unconstrained_value, value_without_sampler,
 )
 from .params import PARAMS, ModelParams, param_sites
 
-__all__ = ["LogDensity"]
+__all__ = ["LogDensity", "JACOBIAN"]
 
 
 def _is_concrete(x: Any) -> bool:
@@ -102,7 +102,8 @@ class LogDensity:
     model_kwargs : mapping, optional
         Other keyword arguments of the model (not data columns).
     obs_scale : float or callable, optional
-        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling).
+        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling). Without
+        it, observed sites declared with ``total_size=`` are scaled as they say.
     start : mapping, optional
         Initial values (constrained space) for some latent sites; the others start at the
         prior median.
@@ -229,7 +230,7 @@ class LogDensity:
 
     # -- construction helpers ----------------------------------------------------------------
     def _wrap(self, model: Callable) -> Callable:
-        # without a scale rule, sites declared with total_size= are still scaled (as in PyMC)
+        # always wrapped: without obs_scale, sites declared with total_size= are still scaled
         return ScaleObserved(model, self.obs_scale)
 
     def check_observed(self, cols: Mapping[str, Any], where: str = "") -> None:
@@ -422,6 +423,19 @@ class LogDensity:
         model = self._model0 if scale is None else ScaleObserved(self._model0, scale)
         model, kwargs = self._model_for(model, batch)
         return self._log_joint(model, kwargs, self._unravel(z_flat))
+
+    def log_terms(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> tuple[dict[str, jax.Array], dict]:
+        """The log joint at ``z_flat`` site by site: ``({site: log density}, trace)``.
+
+        The terms sum to :meth:`logp`. Observed sites (and ``Potential`` terms) carry their
+        scaling; each latent site with a constrained support adds a term named
+        ``JACOBIAN.format(name)`` (its log-Jacobian, counted with the prior). The trace holds each
+        latent site's distribution given the values of the sites before it.
+        """
+        model, kwargs = self._model_for(self._scaled, batch)
+        model, z = self._with_discrete(model, self._unravel(z_flat))
+        model = handlers.substitute(model, substitute_fn=lambda site: unconstrained_value(site, z))
+        return compute_log_probs(model, (), kwargs, {})
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Named values in the model's own (constrained) space, deterministics included.

@@ -14,8 +14,18 @@ from ..data import Source, as_columns, num_rows
 from ..data.feeder import iter_batches
 from ..errors import DataError, ModelError
 from ..model import LogDensity
+from ..model.handlers import total_size_factor
 
 __all__ = ["full_data_elbo"]
+
+
+def _declared_factor(site: dict, n_rows: int) -> float:
+    """The factor a site declared with ``total_size=`` gets on all ``n_rows`` rows (else 1)."""
+    total = (site.get("infer") or {}).get("total_size")
+    if total is None or not n_rows:
+        return 1.0
+    shape = tuple(np.shape(site["value"]))
+    return total_size_factor(total, (n_rows, *shape[1:]) if shape else ())
 
 
 def full_data_elbo(ld: LogDensity, family: Any, params: Any, data: Any, key: jax.Array,
@@ -37,8 +47,7 @@ def full_data_elbo(ld: LogDensity, family: Any, params: Any, data: Any, key: jax
     else:
         data = as_columns(data)
         n_rows = num_rows(data) if data else 0
-    sizes = {n: (ld.trace_sites[n].get("infer") or {}).get("total_size") for n in ld.observed_names}
-    one = {n: (float(t) / n_rows if t is not None and n_rows else 1.0) for n, t in sizes.items()}
+    one = {n: _declared_factor(ld.trace_sites[n], n_rows) for n in ld.observed_names}
     one.update({n: 1.0 for n in ld.enumerated})  # (a per-row discrete site is likelihood)
     zero = {n: 0.0 for n in one}
 

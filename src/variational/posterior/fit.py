@@ -17,11 +17,12 @@ import numpy as np
 from ..data import as_columns
 from ..engine.run import Run
 from ..model.threads import exclusive
+from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
 
 
-class Fit(Run):
+class Fit(Run, MarginalAnswers):
     """A fitted variational approximation.
 
     Created by :func:`variational.fit`; not usually constructed by hand.
@@ -113,7 +114,8 @@ class Fit(Run):
         return constrain_draws(self, z, key)
 
     @exclusive
-    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
+    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
+               include_transformed: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
 
         Parameters
@@ -127,6 +129,8 @@ class Fit(Run):
             Pareto-smoothed importance resampling: ``max(4000, 4 n)`` draws of q are weighted
             by ``p(x, z) / q(z)`` and ``n`` are resampled, which corrects the approximation
             when k-hat (see :meth:`diagnose`) is below 0.7; above it a warning is issued.
+        include_transformed : bool
+            Also return the unconstrained values under PyMC's names (``sigma_log__``...).
 
         Returns
         -------
@@ -144,10 +148,10 @@ class Fit(Run):
         """
         if int(n) <= 0:
             raise ValueError(f"n={n!r} must be a positive number of draws")
-        if importance:
-            return self._constrain_draws(self._importance_draws(int(n), seed))
-        key = self._next_key(seed)
-        return self._constrain_draws(self._draw_flat(int(n), key), jax.random.fold_in(key, 1))
+        key = None if importance else self._next_key(seed)
+        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), key)
+        out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
+        return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
     @exclusive
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
