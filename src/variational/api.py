@@ -11,7 +11,6 @@ This is the top of the library: it may import every layer below it.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import optax
 
 from .data import plan as _plan
 from .data.sources import Source
+from .engine import arguments as _arguments
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
@@ -30,7 +30,6 @@ from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
 from .families import FAMILIES, Family, guide_family, make_family, with_init_params
-from .families.base import method_options as _option_names
 from .model import LogDensity
 from .model.threads import exclusive
 from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
@@ -197,16 +196,14 @@ def fit(
     >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.05)
     True
     """
-    steps, num_particles = _check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
-    _check_method_options(method, guide, method_options)
+    steps, num_particles = _arguments.check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
+    _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
     direct = guide is None and \
         make_family(method, **_method_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
                                 stl=stl, learning_rate=learning_rate)
-    if checkpoint is not None:
-        _checkpoint.check_target(checkpoint)  # a folder, or no permission: say so before running
     obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
@@ -265,35 +262,6 @@ def fit(
 
 
 # -- the steps of fit -------------------------------------------------------------------------
-def _check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any,
-                     max_steps: Any) -> tuple[int | None, int]:
-    steps = None if steps is None else _run.whole_number("steps", steps)
-    if steps is None:
-        _run.whole_number("max_steps", max_steps, 1)
-    if checkpoint_every is not None:
-        if checkpoint is None:
-            raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
-        _run.whole_number("checkpoint_every", checkpoint_every, 1)
-    return steps, _run.whole_number("num_particles", num_particles, 1)
-
-
-def _check_method_options(method: Any, guide: Any, options: Mapping[str, Any]) -> None:
-    """An option the method does not take is a misspelt argument: name it, suggest the nearest."""
-    if guide is not None or not options:
-        return  # guide= with options is refused with its own message
-    known = set() if isinstance(method, Family) else _option_names(method)
-    if known is None:
-        return  # an unknown method: make_family lists the known ones
-    unknown = [k for k in options if k not in known]
-    if unknown:
-        words = sorted(_FIT_ARGUMENTS | known)
-        close = difflib.get_close_matches(unknown[0], words, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        name = method.name if isinstance(method, Family) else method
-        raise TypeError(f"vi.fit() got an unexpected keyword argument {unknown[0]!r}{hint}; method "
-                        f"{name!r} takes the options {sorted(known) if known else 'none'}")
-
-
 def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: dict,
             model_kwargs: Any, optimizer: Any, method: Any, guide: Any) -> Fit | None:
     """The checkpointed fit to continue (checked against this call's settings), or None."""
@@ -306,8 +274,7 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
     loaded = load(path, model, data, model_kwargs=model_kwargs,
                   optimizer=None if isinstance(optimizer, str) else optimizer,
                   method=method if isinstance(method, Family) else None, guide=guide)
-    expect = {k: v for k, v in settings.items() if k != "progress"}
-    _checkpoint.check_resume_settings(path, loaded, expect)
+    _checkpoint.check_resume_settings(path, loaded, {k: v for k, v in settings.items() if k != "progress"})
     loaded.settings["progress"] = settings["progress"]
     return loaded
 
@@ -316,8 +283,7 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
                seed: int, place: Any) -> _plan.Plan:
     if place is not None and place.multiprocess:
         return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
-    return _plan.plan(model, data, batch_size=batch_size, replace=replace,
-                      model_kwargs=model_kwargs, seed=seed)
+    return _plan.plan(model, data, batch_size=batch_size, replace=replace, model_kwargs=model_kwargs, seed=seed)
 
 
 def _method_options(method: Any, options: dict, steps: Any) -> dict:
@@ -451,4 +417,4 @@ def load(
     return _checkpoint.restore(path, meta, arrays, new)
 
 
-_FIT_ARGUMENTS = set(inspect.signature(fit).parameters) - {"method_options"}
+_FIT_ARGUMENTS = sorted(set(inspect.signature(fit).parameters) - {"method_options"})

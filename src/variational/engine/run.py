@@ -22,6 +22,7 @@ from ..errors import VariationalError
 from ..families.base import Family
 from ..model import LogDensity
 from ..model.threads import MODEL_LOCK
+from .arguments import whole_number
 from .callbacks import ELBOConvergence
 from .checkpoint import Checkpointer, save
 from .control import (
@@ -33,23 +34,6 @@ from .model_params import MODEL
 from .progress import Progress
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate", "whole_number", "raise_with_fit"]
-
-
-def whole_number(name: str, value: Any, minimum: int = 0) -> int:
-    """``value`` as an int when it is a whole number >= ``minimum`` (``1e4`` is; ``10.7`` is not).
-
-    Examples
-    --------
-    >>> whole_number("steps", 1e4)
-    10000
-    """
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
-        ok, value = True, int(value)
-    if not ok or int(value) < minimum:
-        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}"
-                         + (", or None to run until convergence" if name == "steps" else ""))
-    return int(value)
 
 
 def raise_with_fit(error: BaseException, fit: Any) -> None:

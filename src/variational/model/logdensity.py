@@ -11,9 +11,7 @@ Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
-import inspect
 from typing import Any, Callable, Mapping
 
 import jax
@@ -21,12 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro import distributions as dist
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
-from ..errors import DataError, ModelError
+from ..errors import ModelError
+from .checks import DiscreteObserved, argument_hint, check_finite_observed, refuse_delta
 from .enumerate import (
     enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
     sample_discrete,
@@ -43,46 +41,6 @@ __all__ = ["LogDensity", "JACOBIAN"]
 
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
-
-
-def _base(fn: Any) -> Any:
-    """The distribution under expand / to_event / mask wrappers."""
-    while isinstance(fn, (dist.ExpandedDistribution, dist.Independent, dist.MaskedDistribution)):
-        fn = fn.base_dist
-    return fn
-
-
-def _integer_bounds(fn: Any) -> tuple[Any, Any] | None:
-    """(lowest, highest) whole number a discrete distribution's support allows (None: unknown)."""
-    support = fn.support
-    if not getattr(support, "is_discrete", False):
-        return None
-    if getattr(support, "event_dim", 0):  # one-hot, multinomial counts...: integrality only
-        return (None, None)
-    lo = getattr(support, "lower_bound", 0 if support is dist.constraints.boolean else None)
-    hi = getattr(support, "upper_bound", 1 if support is dist.constraints.boolean else None)
-    scalar = lambda b: float(b) if b is not None and _is_concrete(b) and np.ndim(b) == 0 else None  # noqa: E731
-    return scalar(lo), scalar(hi)
-
-
-def _argument_hint(model: Callable, given: list[str]) -> str:
-    """'did you mean' hints for keyword arguments the model does not take or misses."""
-    try:
-        params = inspect.signature(model).parameters
-    except (TypeError, ValueError):
-        return ""
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return ""
-    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    required = [n for n in names if params[n].default is inspect.Parameter.empty and n not in given]
-    hints = []
-    for g in (g for g in given if g not in names):
-        close = difflib.get_close_matches(g, required or names, n=1, cutoff=0.5)
-        hints.append(f"'{g}' is not an argument of the model" + (f" (did you mean '{close[0]}'?)" if close else ""))
-    for r in required:
-        close = difflib.get_close_matches(r, [g for g in given if g not in names], n=1, cutoff=0.5)
-        hints.append(f"the model's argument '{r}' is not given" + (f" (is it the column '{close[0]}'?)" if close else ""))
-    return ("; " + "; ".join(hints)) if hints else ""
 
 
 class LogDensity:
@@ -158,12 +116,7 @@ class LogDensity:
         self.trace_sites = {k: v for k, v in trace.items()}
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
                   and not (s.get("infer") or {}).get("is_auxiliary")}
-        for n, s in latent.items():
-            fn = s["fn"]
-            if isinstance(_base(fn), dist.Delta):
-                raise ModelError(
-                    f"site '{n}' is a latent Delta (a point mass): it has no density to fit, so every "
-                    f"step would be skipped; make it a vi.Deterministic, or pass its value as observed=")
+        refuse_delta(latent)
         psites = param_sites(trace)
         self.enumerated = enumerated_sites(trace)
         # shape and number of values of each enumerated site
@@ -178,27 +131,9 @@ class LogDensity:
         self._discrete_dtypes = {n: jnp.result_type(latent[n]["value"]) for n in self.discrete}
         refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
-        # discrete observed sites that read a data column: (column, lowest, highest whole number)
-        self._discrete_obs = {n: (data_of_site[n], *b) for n in self.observed_names if n in data_of_site
-                          for b in [_integer_bounds(trace[n]["fn"])] if b is not None}
-        self._site_kind = {n: type(_base(trace[n]["fn"])).__name__.replace("Probs", "").replace("Logits", "")
-                           for n in self._discrete_obs}
-        self.check_observed({k: v for k, v in data.items()})
-        for n in self.observed_names:
-            v = trace[n]["value"]
-            col = data_of_site.get(n)
-            if col is not None:
-                v, where = data[col], f" (data column '{col}')"
-            elif not _is_concrete(v):
-                continue  # computed inside the model from the data; checked at the initial point
-            else:
-                where = ""
-            a = np.asarray(v)
-            if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-                bad = np.argwhere(~np.isfinite(a))[:3].tolist()
-                raise ModelError(
-                    f"site '{n}'{where}: observed values contain NaN or inf (first at index "
-                    f"{bad}); drop or impute those rows before fitting")
+        self._discrete_obs = DiscreteObserved(trace, data_of_site, self.observed_names)
+        self._discrete_obs.check(data)
+        check_finite_observed(trace, data, data_of_site, self.observed_names)
         self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
         # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
         self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
@@ -234,31 +169,9 @@ class LogDensity:
         return ScaleObserved(model, self.obs_scale)
 
     def check_observed(self, cols: Mapping[str, Any], where: str = "") -> None:
-        """Refuse values a discrete observed site cannot take (2.5 counts, -1 events), naming both.
-
-        ``cols`` are data columns (any rows); a discrete distribution's log-probability of a
-        non-integer value is a number, not an error, so it would be silently wrong.
-        """
-        for site, (col, lo, hi) in self._discrete_obs.items():
-            if col not in cols:
-                continue
-            v = np.asarray(cols[col])
-            bad = np.zeros(v.shape, bool)
-            if v.dtype.kind == "f":
-                bad |= v != np.floor(v)
-            if lo is not None:
-                bad |= v < lo
-            if hi is not None:
-                bad |= v > hi
-            if bad.any():
-                i = int(np.argmax(bad.reshape(-1)))
-                row = i // max(1, int(np.prod(v.shape[1:])))
-                rng = f"from {lo:g}" if lo is not None else ""
-                rng += f" to {hi:g}" if hi is not None else ""
-                raise DataError(
-                    f"site '{site}' ({self._site_kind[site]}) observes data column '{col}'{where}, "
-                    f"which holds {v.reshape(-1)[i].item()!r} at row {row}; it takes whole numbers {rng}".rstrip()
-                    + ". Convert or round the column, or use a continuous likelihood")
+        """Refuse values a discrete observed site cannot take (2.5 counts, -1 events) among the
+        data columns ``cols``, naming the site and column (:class:`.checks.DiscreteObserved`)."""
+        self._discrete_obs.check(cols, where)
 
     def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
         """Trace the model abstractly (shapes and supports only, nothing is computed).
@@ -283,7 +196,7 @@ class LogDensity:
             raise
         except TypeError as e:
             if "argument" in str(e) and rec.last is None:
-                hint = _argument_hint(self.model, sorted({**self.model_kwargs, **data}))
+                hint = argument_hint(self.model, sorted({**self.model_kwargs, **data}))
                 raise ModelError(
                     f"calling the model failed: {e}{hint}. Data columns and model_kwargs are passed "
                     f"as keyword arguments; check their names against the model's signature") from e

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import VariationalError
 
-__all__ = ["MODEL_LOCK", "ModelLock", "exclusive", "check_not_forked", "ForkError"]
+__all__ = ["MODEL_LOCK", "ModelLock", "exclusive", "exclusive_methods", "check_not_forked", "ForkError"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,6 +133,28 @@ def exclusive(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def exclusive_methods(*names: str) -> Callable[[type], type]:
+    """Class decorator: the methods ``names`` of the class (or of its bases) run holding
+    :data:`MODEL_LOCK`, as with :func:`exclusive` on each.
+
+    Examples
+    --------
+    >>> @exclusive_methods("draw")
+    ... class Box:
+    ...     def draw(self):
+    ...         return MODEL_LOCK._lock._is_owned()
+    >>> Box().draw()
+    True
+    """
+
+    def wrap(cls: type) -> type:
+        for name in names:
+            setattr(cls, name, exclusive(getattr(cls, name)))
+        return cls
+
+    return wrap
 
 
 if hasattr(os, "register_at_fork"):

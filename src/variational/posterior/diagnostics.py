@@ -27,7 +27,7 @@ from ..families._psis import psis_log_weights
 
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "mcse", "KHAT_GOOD", "KHAT_BAD", "MIN_PSIS_DRAWS"]
+           "log_joint_fn", "has_density", "mcse", "diagnose_fit", "KHAT_GOOD", "KHAT_BAD", "MIN_PSIS_DRAWS"]
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -345,3 +345,23 @@ def mcse(fit: Any) -> dict[str, np.ndarray]:
         raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
                                f"means (method='dadvi' with lr=True does)")
     return fit._named(jnp.asarray(info["mcse"]))
+
+
+def diagnose_fit(fit: Any, n: Any, seed: int | None, data: Any) -> Diagnosis:
+    """``fit.diagnose``: importance weights of ``n`` draws (cached per step count without ``data``)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_PSIS_DRAWS:
+        raise ValueError(f"n={n!r}: k-hat fits the tail of the importance weights of n draws of q "
+                         f"and needs at least {MIN_PSIS_DRAWS} (4000 by default)")
+    cache_key = ("diagnosis", fit.steps, int(n), seed)
+    if data is None and cache_key in fit._cache:
+        return fit._cache[cache_key]
+    lw, khat, method = None, float("nan"), fit.method
+    if fit.logdensity.dim == 0:
+        method = POINT  # only the model's parameters: nothing for importance weights to check
+    elif has_density(fit.family):
+        _, lw, khat = fit._psis(int(n), seed, data)
+    out = diagnose(fit.hist, lw, khat, fit.skipped_steps, fit.steps, method,
+                   solver_converged=None if fit.solution is None else fit.solution.converged)
+    if data is None:
+        fit._cache[cache_key] = out
+    return out

@@ -16,12 +16,15 @@ import numpy as np
 
 from ..data import as_columns
 from ..engine.run import Run
-from ..model.threads import exclusive
+from ..model.threads import exclusive_methods
 from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
 
 
+# every answer that may trace or run the model's Python code holds the model lock (model/threads.py)
+@exclusive_methods("_flat_moments", "_draw_flat", "_constrain_draws", "sample", "sample_fn", "predict", "diagnose",
+                   "_psis", "_moment_draws", "discrete_probs", "elbo", "to_arviz", "summary", "quantiles")
 class Fit(Run, MarginalAnswers):
     """A fitted variational approximation.
 
@@ -60,7 +63,6 @@ class Fit(Run, MarginalAnswers):
     def _named(self, flat: jax.Array) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in self.logdensity.unravel(jnp.asarray(flat)).items()}
 
-    @exclusive
     def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
         key = ("flat_moments", self.steps)
         if key not in self._cache:
@@ -98,7 +100,6 @@ class Fit(Run, MarginalAnswers):
         return mcse(self)
 
     # -- draws ---------------------------------------------------------------------------------
-    @exclusive
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
         return self.family.draw(self._state.params, key, int(n))
 
@@ -108,12 +109,10 @@ class Fit(Run, MarginalAnswers):
         self._draw_counter += 1
         return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
 
-    @exclusive
     def _constrain_draws(self, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
         from .discrete import constrain_draws
         return constrain_draws(self, z, key)
 
-    @exclusive
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
                include_transformed: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
@@ -153,7 +152,6 @@ class Fit(Run, MarginalAnswers):
         out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
         return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
-    @exclusive
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
         """Evaluate any function of the named parameters over ``n`` draws (vectorised, compiled).
@@ -189,7 +187,6 @@ class Fit(Run, MarginalAnswers):
         from .predictive import sample_fn
         return sample_fn(self, fn, n, seed, data)
 
-    @exclusive
     def predict(self, data: Any = None, n: int = 1000, seed: int | None = None, *,
                 sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Posterior predictive draws of the observed (and deterministic) sites.
@@ -226,7 +223,6 @@ class Fit(Run, MarginalAnswers):
         from .predictive import predict
         return predict(self, data, n, seed, sites)
 
-    @exclusive
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
         """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
 
@@ -252,26 +248,9 @@ class Fit(Run, MarginalAnswers):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
-        from .diagnostics import MIN_PSIS_DRAWS, POINT, diagnose, has_density
+        from .diagnostics import diagnose_fit
+        return diagnose_fit(self, n, seed, data)
 
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_PSIS_DRAWS:
-            raise ValueError(f"n={n!r}: k-hat fits the tail of the importance weights of n draws of q "
-                             f"and needs at least {MIN_PSIS_DRAWS} (4000 by default)")
-        cache_key = ("diagnosis", self.steps, int(n), seed)
-        if data is None and cache_key in self._cache:
-            return self._cache[cache_key]
-        lw, khat, method = None, float("nan"), self.method
-        if self.logdensity.dim == 0:
-            method = POINT  # only the model's parameters: nothing for importance weights to check
-        elif has_density(self.family):
-            _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method,
-                       solver_converged=None if self.solution is None else self.solution.converged)
-        if data is None:
-            self._cache[cache_key] = out
-        return out
-
-    @exclusive
     def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
         """``n`` draws of q, their smoothed log importance weights and k-hat (all rows of the data)."""
         from .diagnostics import psis
@@ -289,7 +268,6 @@ class Fit(Run, MarginalAnswers):
         z, lw, khat = self._psis(max(4000, 4 * n), int(jax.random.randint(key, (), 0, 2**31 - 1)))
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
 
-    @exclusive
     def _moment_draws(self) -> dict[str, np.ndarray]:
         key = ("moment_draws", self.steps)
         if key not in self._cache:
@@ -337,7 +315,6 @@ class Fit(Run, MarginalAnswers):
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
 
-    @exclusive
     def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
              seed: int | None = None, return_se: bool = False) -> float | tuple[float, float]:
         """ELBO of the approximation on all rows of ``data``, evaluated in batches.
@@ -376,7 +353,6 @@ class Fit(Run, MarginalAnswers):
         return (est, se) if return_se else est
 
     # -- export ----------------------------------------------------------------------------------
-    @exclusive
     def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool | None = None,
                  log_likelihood: bool | None = None, coords: Mapping[str, Any] | None = None,
                  dims: Mapping[str, Sequence[str]] | None = None) -> Any:
@@ -423,7 +399,6 @@ class Fit(Run, MarginalAnswers):
 
         return to_inference_data(self, n, seed, posterior_predictive, coords, dims, log_likelihood)
 
-    @exclusive
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
         from .export import summary_table
