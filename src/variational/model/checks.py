@@ -21,7 +21,8 @@ from numpyro import distributions as dist
 
 from ..errors import DataError, ModelError
 
-__all__ = ["base_distribution", "refuse_delta", "DiscreteObserved", "check_finite_observed", "argument_hint"]
+__all__ = ["base_distribution", "refuse_delta", "DiscreteObserved", "check_finite_observed", "refuse_nonfinite",
+           "argument_hint"]
 
 
 def _is_concrete(x: Any) -> bool:
@@ -113,12 +114,16 @@ def check_finite_observed(trace: Mapping[str, dict], data: Mapping[str, Any], da
             continue  # computed inside the model from the data; checked at the initial point
         else:
             where = ""
-        a = np.asarray(v)
-        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-            bad = np.argwhere(~np.isfinite(a))[:3].tolist()
-            raise ModelError(
-                f"site '{n}'{where}: observed values contain NaN or inf (first at index "
-                f"{bad}); drop or impute those rows before fitting")
+        refuse_nonfinite(v, f"site '{n}'{where}")
+
+
+def refuse_nonfinite(values: Any, label: str) -> None:
+    """A :class:`ModelError` (starting with ``label``) when observed ``values`` hold NaN or inf."""
+    a = np.asarray(values)
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[:3].tolist()
+        raise ModelError(f"{label}: observed values contain NaN or inf (first at index {bad}); drop or "
+                         f"impute those rows before fitting")
 
 
 def argument_hint(model: Callable, given: list[str]) -> str:

@@ -5,7 +5,7 @@ It gives every algorithm what it needs: the log joint in the flat unconstrained 
 (deterministics included), the flat layout, and a valid initial point. It is built on NumPyro's
 own utilities (``numpyro.infer.util``, ``numpyro.handlers``).
 
-Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
+Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.checks`, :mod:`.handlers`, :mod:`.enumerate`, :mod:`.params`, :mod:`.threads`.
 """
 
 from __future__ import annotations

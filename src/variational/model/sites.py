@@ -3,7 +3,7 @@
 Each constructor builds a NumPyro distribution, checks its parameters, shape and observed values,
 and names the site when something is wrong. Any NumPyro model works without them.
 
-Owns: the constructors. Imports: numpyro, jax, :mod:`variational.errors`.
+Owns: the constructors. Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.checks`, :mod:`.handlers`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from ..errors import ModelError
+from .checks import refuse_nonfinite
 from .handlers import check_total_size
 
 __all__ = [
@@ -124,12 +125,7 @@ def Site(
                 f"{obs_shape} broadcast to {joint}, which is larger than the data: this usually "
                 f"means a column vector met a row vector; reshape so the shapes match")
         if _is_concrete(observed):
-            obs = np.asarray(observed)
-            if obs.dtype.kind in "fc" and not np.all(np.isfinite(obs)):
-                bad = np.argwhere(~np.isfinite(obs))[:3].tolist()
-                raise ModelError(
-                    f"site '{name}': observed values contain NaN or inf (first at index "
-                    f"{bad}); drop or impute those rows before fitting")
+            refuse_nonfinite(observed, f"site '{name}'")
         n_event = len(d.event_shape)
         batch = obs_shape[: len(obs_shape) - n_event] if n_event else obs_shape
         if tuple(d.batch_shape) != batch and not _enumerating():
