@@ -18,8 +18,9 @@ Kill moments follow the fit rather than the clock (the machine's load changes st
 tenfold): one kill in five lands at a uniform time between the child's start and the moment the
 uninterrupted child first saved (start-up, loading, compilation, first save); the others at a
 uniform time after the child's own first save, over the time its remaining steps take. A child
-that finishes before its kill ends a chain: its file is compared with the uninterrupted run
-and the next chain starts from step 0, until ``--kills`` kills have landed.
+that finishes before its kill, or a checkpoint that already stands at the last step, ends a
+chain: its file is compared with the uninterrupted run and the next chain starts from step 0,
+until ``--kills`` kills have landed.
 After every kill the parent process checks that the checkpoint on disk (if one was written
 yet) loads with ``vi.load``, counts the temporary files the kill left, loads the checkpoint
 again and runs it to the end in memory, and compares that resumed run with an uninterrupted
@@ -132,6 +133,11 @@ def inject(kind: str, kills: int, folder: Path, rng: np.random.Generator) -> dic
     rows, ok, restarts = [], True, 0
     while len(rows) < kills:
         done = vi.load(ck, model, data, model_kwargs=kw).steps if ck.exists() else 0
+        if done >= total:  # the chain reached its end between kills: check it, start again from step 0
+            ok &= same(vi.load(ck, model, data, model_kwargs=kw), reference)
+            ck.unlink()
+            restarts += 1
+            continue
         if rng.random() < 0.2:   # during start-up, loading, compilation or the first save
             when, after = "before its first save", float(rng.uniform(0.0, first))
             _, killed, _ = run_child(kind, folder, ck, kill_at=after)
