@@ -2,6 +2,7 @@
 checkpoint left on disk and every run resumed from one.
 
     PYTHONPATH=src python benchmarks/fault_injection.py [--kills 20] [--stream-kills 5] [--seed 0]
+        [--fits radon,stream]
 
 Two fits, each run in child processes that are killed (``kill -9``) at a random moment and
 started again with ``resume=True``, so that one chain of runs is interrupted many times:
@@ -10,7 +11,8 @@ started again with ``resume=True``, so that one chain of runs is interrupted man
    there, generated data otherwise), minibatches of 50 rows, a checkpoint every 10 steps,
    3,000 steps: ``--kills`` kills;
 2. a streamed linear regression read from Parquet shards (2,000 rows in row groups of 100,
-   batches of 64, so batches straddle epochs), a checkpoint every 7 steps, 400 steps:
+   batches of 64, so batches straddle epochs), a checkpoint every 7 steps, 4,000 steps (128
+   epochs, so that kills land mid-epoch):
    ``--stream-kills`` kills, each reported with the epoch and the row of the epoch at which
    the checkpoint on disk stands.
 
@@ -49,7 +51,7 @@ import variational as vi  # noqa: E402
 from variational.data.datasets import find_shared_data, load_radon, make_radon, radon_model  # noqa: E402
 
 RADON = dict(steps=3000, batch_size=50, checkpoint_every=10, seed=1, progress=False)
-STREAM = dict(steps=400, batch_size=64, checkpoint_every=7, seed=2, progress=False)
+STREAM = dict(steps=4000, batch_size=64, checkpoint_every=7, seed=2, progress=False)
 
 
 def radon_data() -> tuple[dict, dict]:
@@ -206,6 +208,7 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--stream-kills", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fits", default="radon,stream", help="which fits to kill (comma-separated)")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "CHECKPOINT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -215,7 +218,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_shards(folder / "shards")
-        results = [inject("radon", args.kills, folder, rng), inject("stream", args.stream_kills, folder, rng)]
+        kills = {"radon": args.kills, "stream": args.stream_kills}
+        results = [inject(kind, kills[kind], folder, rng) for kind in args.fits.split(",")]
     print(report(results))
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
