@@ -1,9 +1,18 @@
 """Shared test settings: small, compile-light, deterministic."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The persistent compilation cache stays on, as for users, but in a directory of this test
+# process (each xdist worker has its own), never in the user's cache directory.
+_CACHE = tempfile.mkdtemp(prefix="variational-test-cache-")
+os.environ["VARIATIONAL_COMPILE_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 import pytest  # noqa: E402
 

@@ -9,6 +9,7 @@ The package is layered (see ``docs/architecture.md``); imports only go down:
 
 from . import callbacks, data
 from .api import fit, load
+from .compilation import CompileCache, compile_cache, set_compile_cache
 from .data import as_columns
 from .engine import make_optimizer
 from .errors import CheckpointError, DataError, ModelError, VariationalError
@@ -34,5 +35,5 @@ __all__ = [
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture",
     "Deterministic", "Potential", "Empirical", "svgd", "low_rank", "flow", "guide_family",
     "predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
-    "model_graph", "plots",
+    "model_graph", "plots", "compile_cache", "set_compile_cache", "CompileCache",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,7 +29,8 @@ from .engine import devices as _devices
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import Family, guide_family, make_family
+from .compilation import compiled, compiling, freeze, signature, stats
+from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
 from .posterior.fit import Fit
@@ -36,6 +38,7 @@ from .posterior.fit import Fit
 __all__ = ["fit", "load"]
 
 
+@compiling
 def fit(
     model: Callable,
     data: Any = None,
@@ -154,6 +157,7 @@ def fit(
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    started, compiled_before = time.perf_counter(), stats()
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
@@ -171,15 +175,21 @@ def fit(
     family = _family(method, guide, method_options, stl, ld, plan, seed)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
+    fam_key = _family_key(method, method_options, family)
+    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard,
+                    program_key=_program_key(fam_key, optimizer, num_particles, stl, place, plan.batcher(ld)),
+                    model_key=lambda batch: ld.key("logp", batch))
     key = jax.random.PRNGKey(seed)
-    state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
+    state = _start(engine, init, family, ld, plan, key)
     device_data = plan.device_data
     if place is not None:
         state, key, device_data = _place(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
+    result._family_key = fam_key
+    result.timings["setup_s"] = time.perf_counter() - started
+    result.timings["compilations"] += (stats() - compiled_before).compilations
     if plan.batch_size is not None:
         result._use_plan(plan)
     if learning_rate == "auto" and not _run.choose_learning_rate(result):
@@ -232,6 +242,33 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
     return guide_family(guide, ld, plan.trace_data, seed=seed)
+
+
+def _family_key(method: Any, options: dict, family: Family) -> tuple:
+    """What determines a family's functions: a named method's builder and options (the same
+    options give the same functions); any other family (a Family object, a guide) itself."""
+    if isinstance(method, str) and family.name == method and method in FAMILIES:
+        return ("method", method, freeze(FAMILIES[method]), freeze(options))
+    return ("family", freeze(family))
+
+
+def _program_key(fam_key: tuple, optimizer: Any, num_particles: int, stl: bool, place: Any,
+                 batcher: Any) -> tuple:
+    """What determines a fit's compiled chunk besides the model and the shapes of its arguments
+    (a user's optax object and a device placement by identity)."""
+    opt = ("optimizer", optimizer if isinstance(optimizer, str) else freeze(optimizer))
+    return (fam_key, opt, int(num_particles), bool(stl), freeze(place),
+            (type(batcher).__qualname__, freeze(vars(batcher))))
+
+
+def _start(engine: Engine, init: Any, family: Family, ld: LogDensity, plan: _plan.Plan,
+           key: jax.Array) -> Any:
+    """The engine's first state; a fresh start (the family's init) is one compiled call."""
+    if init is not None or family.init_with_logp is not None:
+        return engine.init_state(_initial_params(init, family, ld, plan, key), key)
+    first = lambda k, z0: engine.init_state(family.init(jax.random.fold_in(k, 0), z0), k)  # noqa: E731
+    where = None if engine.program_key is None else ("start", engine.program_key, signature((key, ld.init)))
+    return compiled(where, lambda: jax.jit(first).lower(key, ld.init))(key, ld.init)
 
 
 def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:

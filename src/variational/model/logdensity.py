@@ -11,7 +11,7 @@ Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +22,10 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
+from ..compilation import caching, compiled, fingerprint, signature
 from ..errors import ModelError
 from .handlers import (
     RNG_KEY, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
-    value_without_sampler,
 )
 
 __all__ = ["LogDensity"]
@@ -33,6 +33,29 @@ __all__ = ["LogDensity"]
 
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+def _is_latent(site: dict) -> bool:
+    return (site["type"] == "sample" and not site["is_observed"]
+            and not (site.get("infer") or {}).get("is_auxiliary"))
+
+
+def _refuse_discrete(trace: dict) -> None:
+    for n, s in trace.items():
+        fn = s.get("fn")
+        if _is_latent(s) and (getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False)):
+            raise ModelError(
+                f"site '{n}' is a discrete latent variable ({type(fn).__name__}); "
+                f"variational inference here needs continuous latents: marginalise it "
+                f"(sum it out with logsumexp, as the Gaussian-mixture example does for "
+                f"its component labels) or pass its values as observed=")
+
+
+class _Traced(NamedTuple):
+    """A traced program: its closed jaxpr and the shapes of its outputs."""
+
+    jaxpr: Any
+    out_shape: Any
 
 
 class LogDensity:
@@ -88,23 +111,95 @@ class LogDensity:
         overlap = set(data) & set(self.model_kwargs)
         if overlap:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
-        key = jax.random.PRNGKey(seed)
-        self._scaled = self._wrap(model)
+        with caching():
+            self._discover(jax.random.PRNGKey(seed), data, start or {})
 
+    def _discover(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> None:
+        """One trace of the model: its sites, their supports and shapes, and the initial point."""
+        self._scaled = self._wrap(self.model)
+        self._keys: dict[Any, tuple] = {}
         data = {k: jnp.asarray(v) for k, v in data.items()}
-        trace, data_of_site = self._trace(key, data)
+        try:
+            trace, data_of_site, init_jaxpr = self._trace(key, data, start)
+        except ModelError:
+            if start:  # a start value outside its support fails in the trace: say which one
+                self.supports = {n: s["fn"].support for n, s in self._trace(key, data, {})[0].items()
+                                 if _is_latent(s)}
+                self._check_start(start)
+            raise
         self.trace_sites = {k: v for k, v in trace.items()}
-        latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
-                  and not (s.get("infer") or {}).get("is_auxiliary")}
-        for n, s in latent.items():
-            fn = s["fn"]
-            if getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False):
-                raise ModelError(
-                    f"site '{n}' is a discrete latent variable ({type(fn).__name__}); "
-                    f"variational inference here needs continuous latents: marginalise it "
-                    f"(sum it out with logsumexp, as the Gaussian-mixture example does for "
-                    f"its component labels) or pass its values as observed=")
+        latent = {n: s for n, s in trace.items() if _is_latent(s)}
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
+        self._check_observed(trace, data, data_of_site)
+        self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
+        # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
+        self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
+                             and s["args"][1] < s["args"][0] for s in trace.values())
+        if not latent:
+            raise ModelError("the model has no latent (unobserved) random variables to infer")
+
+        self.supports = {n: latent[n]["fn"].support for n in latent}
+        self.shapes = {n: tuple(np.shape(latent[n]["value"])) for n in latent}
+        self._check_start(start)
+        unconstrained = init_jaxpr.out_shape
+        box: list = []   # the flat layout, found abstractly (nothing is computed)
+        flat = jax.eval_shape(lambda z: box.append(ravel_pytree(z)[1]) or ravel_pytree(z)[0], unconstrained)
+        self._unravel = box[0]
+        self.dim = int(flat.shape[0])
+        self.dtype = flat.dtype
+        # the layout of the flat vector (ravel_pytree orders dict keys by sorted name)
+        layout, offset = [], 0
+        for n in sorted(unconstrained):
+            size = int(np.prod(unconstrained[n].shape, dtype=int))
+            layout.append(SiteLayout(n, self.shapes[n], tuple(unconstrained[n].shape), offset, size))
+            offset += size
+        self.layout = layout
+        self.names = [s.name for s in layout]
+        self.init = self._initial_point(key, data, start, init_jaxpr)
+
+    # -- construction helpers ----------------------------------------------------------------
+    def _wrap(self, model: Callable) -> Callable:
+        if self.obs_scale is None:
+            return model
+        return ScaleObserved(model, self.obs_scale)
+
+    def _trace(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> tuple[dict, dict[str, str], Any]:
+        """Trace the model abstractly: its sites, and the initial point as a program.
+
+        The sites take their initial values (start values, else the prior mean, see
+        :func:`~variational.model.handlers.init_start_or_mean`); nothing is computed here. Returns
+        the trace, the data column of each observed site whose value is one, and the traced
+        program ``(key, data) -> unconstrained initial values`` (a jaxpr and its output shapes).
+        """
+        rec = SiteRecorder()
+        box: list = []
+        strategy = functools.partial(init_start_or_mean, values=dict(start))
+
+        def run(key: jax.Array, data: dict) -> dict:
+            seeded = handlers.substitute(handlers.seed(self.model, key), substitute_fn=strategy)
+            tr = handlers.trace(seeded).get_trace(**self.model_kwargs, **data)
+            ids = {id(v): k for k, v in data.items()}
+            box.append((tr, {n: ids[id(s["value"])] for n, s in tr.items()
+                              if s["type"] == "sample" and s.get("is_observed") and id(s["value"]) in ids}))
+            _refuse_discrete(tr)
+            return {n: biject_to(s["fn"].support).inv(s["value"]) for n, s in tr.items() if _is_latent(s)}
+
+        try:
+            with rec:
+                closed, shapes = jax.make_jaxpr(run, return_shape=True)(key, data)
+        except ModelError:
+            raise
+        except TypeError as e:
+            if "argument" in str(e) and rec.last is None:
+                raise ModelError(
+                    f"calling the model failed: {e}. Data columns and model_kwargs are passed "
+                    f"as keyword arguments; check their names against the model's signature") from e
+            raise self._raised(rec, e) from e
+        except Exception as e:  # the model's own error, with the site it happened at
+            raise self._raised(rec, e) from e
+        return box[0][0], box[0][1], _Traced(closed, shapes)
+
+    def _check_observed(self, trace: dict, data: dict, data_of_site: dict) -> None:
         for n in self.observed_names:
             v = trace[n]["value"]
             col = data_of_site.get(n)
@@ -120,67 +215,6 @@ class LogDensity:
                 raise ModelError(
                     f"site '{n}'{where}: observed values contain NaN or inf (first at index "
                     f"{bad}); drop or impute those rows before fitting")
-        self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
-        # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
-        self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
-                             and s["args"][1] < s["args"][0] for s in trace.values())
-        if not latent:
-            raise ModelError("the model has no latent (unobserved) random variables to infer")
-
-        self.supports = {n: latent[n]["fn"].support for n in latent}
-        self.shapes = {n: tuple(np.shape(latent[n]["value"])) for n in latent}
-        self._check_start(start or {})
-        z0 = self._initial_point(key, data, start or {})
-        flat, unravel = ravel_pytree(z0)
-        self._unravel = unravel
-        self.init = flat
-        self.dim = int(flat.shape[0])
-        self.dtype = flat.dtype
-        # the layout of the flat vector (ravel_pytree orders dict keys by sorted name)
-        layout, offset = [], 0
-        for n in sorted(z0):
-            size = int(np.size(z0[n]))
-            layout.append(SiteLayout(n, self.shapes[n], tuple(np.shape(z0[n])), offset, size))
-            offset += size
-        self.layout = layout
-        self.names = [s.name for s in layout]
-
-    # -- construction helpers ----------------------------------------------------------------
-    def _wrap(self, model: Callable) -> Callable:
-        if self.obs_scale is None:
-            return model
-        return ScaleObserved(model, self.obs_scale)
-
-    def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
-        """Trace the model abstractly (shapes and supports only, nothing is computed).
-
-        Returns the trace and, for observed sites whose value is a data column, the column.
-        """
-        rec = SiteRecorder()
-        box: list = []
-
-        def run(key: jax.Array, data: dict) -> int:
-            seeded = handlers.substitute(handlers.seed(self.model, key), substitute_fn=value_without_sampler)
-            tr = handlers.trace(seeded).get_trace(**self.model_kwargs, **data)
-            ids = {id(v): k for k, v in data.items()}
-            box.append((tr, {n: ids[id(s["value"])] for n, s in tr.items()
-                              if s["type"] == "sample" and s.get("is_observed") and id(s["value"]) in ids}))
-            return 0
-
-        try:
-            with rec:
-                jax.make_jaxpr(run)(key, data)
-        except ModelError:
-            raise
-        except TypeError as e:
-            if "argument" in str(e) and rec.last is None:
-                raise ModelError(
-                    f"calling the model failed: {e}. Data columns and model_kwargs are passed "
-                    f"as keyword arguments; check their names against the model's signature") from e
-            raise self._raised(rec, e) from e
-        except Exception as e:  # the model's own error, with the site it happened at
-            raise self._raised(rec, e) from e
-        return box[0]
 
     @staticmethod
     def _raised(rec: SiteRecorder, e: Exception) -> ModelError:
@@ -201,34 +235,43 @@ class LogDensity:
                 raise ModelError(f"start value for '{n}' ({np.asarray(v).tolist()}) is outside its "
                                  f"support ({describe_support(self.supports[n])}); pick a value inside it")
 
-    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> dict:
-        """A valid initial point: start values, else prior medians, else random points.
+    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any], traced: "_Traced") -> jax.Array:
+        """A valid initial point (flat): start values, else prior means, else random points.
 
-        Everything here is compiled (an eager trace of a large model is slow).
+        One compiled call evaluates the initial values found by the trace and checks that the log
+        density and its gradient are finite there; it is compiled once per model program.
         """
-        latent = list(self.supports)
+        batch = {**data, RNG_KEY: key} if self.needs_key else data
 
-        def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, jax.Array]:
-            model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=strategy)
-            tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
-            z = {n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent}
-            lp, grad = jax.value_and_grad(
-                lambda z: -potential_energy(handlers.seed(self._scaled, key), (),
-                                            {**self.model_kwargs, **data}, z))(z)
-            ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
-            return z, ok
+        def first(key: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
+            leaves = jax.core.eval_jaxpr(traced.jaxpr.jaxpr, traced.jaxpr.consts, *jax.tree_util.tree_leaves((key, data)))
+            flat = ravel_pytree(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(traced.out_shape), leaves))[0]
+            return flat, self._finite_at(flat, {**data, RNG_KEY: key} if self.needs_key else data)
 
-        median = jax.jit(lambda k, d: point(k, d, functools.partial(init_start_or_mean, values=dict(start))))
-        z, ok = median(key, data)
+        program = compiled(("initial point", fingerprint(traced.jaxpr), self.key("logp", batch),
+                            signature((key, data))), lambda: jax.jit(first).lower(key, data))
+        flat, ok = program(key, data)
         if not bool(ok) and not start:
-            uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
+            latent = list(self.supports)
+
+            def point(key: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
+                model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=init_to_uniform(radius=2))
+                tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
+                flat = self.ravel({n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent})
+                return flat, self._finite_at(flat, {**data, RNG_KEY: key} if self.needs_key else data)
+
+            uniform = jax.jit(point)
             for i in range(20):
-                z, ok = uniform(jax.random.fold_in(key, i), data)
+                flat, ok = uniform(jax.random.fold_in(key, i), data)
                 if bool(ok):
                     break
         if not bool(ok):
-            raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, z))
-        return {k: jnp.asarray(v) for k, v in z.items()}
+            raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, self.unravel(flat)))
+        return flat
+
+    def _finite_at(self, flat: jax.Array, batch: dict) -> jax.Array:
+        lp, grad = jax.value_and_grad(self.logp)(flat, batch)
+        return jnp.isfinite(lp) & jnp.all(jnp.isfinite(grad))
 
     def _explain_invalid_init(self, kwargs: dict, z: dict) -> str:
         constrained = constrain_fn(self.model, (), kwargs, z)
@@ -265,6 +308,38 @@ class LogDensity:
         key = kwargs.pop(RNG_KEY, None)
         model = self._scaled if key is None else handlers.seed(self._scaled, key)
         return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+
+    def log_joint(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
+        """Log joint density at ``z_flat`` on the rows of ``batch`` as given: no minibatch scaling."""
+        kwargs = {**self.model_kwargs, **(batch or {})}
+        key = kwargs.pop(RNG_KEY, None)
+        model = self.model if key is None else handlers.seed(self.model, key)
+        return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+
+    def key(self, kind: str = "logp", batch: Mapping[str, Any] | None = None) -> tuple:
+        """A key of the program ``kind`` (``"logp"``, ``"log_joint"`` or ``"constrain"``) on
+        batches shaped like ``batch``: equal for two LogDensity objects only when the program is
+        the same (see :func:`variational.compilation.fingerprint`). Compiled functions built on
+        it are shared between fits; the model is traced once per kind and batch shape.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp
+        >>> import variational as vi
+        >>> def model(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 10), 1, observed=y)
+        >>> a = vi.LogDensity(model, {"y": jnp.ones(5)})
+        >>> b = vi.LogDensity(model, {"y": jnp.zeros(5)})   # other values, same program
+        >>> a.key("logp", {"y": jnp.ones(5)}) == b.key("logp", {"y": jnp.zeros(5)})
+        True
+        """
+        batch = dict(batch or {})
+        sig = (kind, signature(batch))
+        if sig not in self._keys:
+            fn = {"logp": self.logp, "log_joint": self.log_joint, "constrain": self.constrain}[kind]
+            z = jax.ShapeDtypeStruct((self.dim,), self.dtype)
+            self._keys[sig] = (kind, fingerprint(jax.make_jaxpr(fn)(z, batch)))
+        return self._keys[sig]
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Named values in the model's own (constrained) space, deterministics included."""

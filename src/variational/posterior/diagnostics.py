@@ -21,8 +21,9 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer.util import potential_energy
 
+from .programs import importance_weights
+from .psis import pareto_smooth
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
            "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD"]
@@ -88,18 +89,13 @@ def converged(hist: Sequence[float], window: int | None = None, tol: float = 1e-
 def log_joint_fn(ld: Any) -> Any:
     """Compiled ``(z (n, D), data) -> log p(x, z)`` of a LogDensity on full data (no minibatch scaling).
 
-    Compiled once per LogDensity (kept on it) and reused by every diagnosis of its fits.
+    Compiled once per LogDensity (kept on it); :func:`psis` uses the compiled programs of
+    :mod:`.programs` instead, shared between fits.
     """
     fns = ld.__dict__.setdefault("_compiled", {})
     if "log_joint" not in fns:
-
-        def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
-
-        def many(zs: jax.Array, data: Any) -> jax.Array:
-            return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
-
-        fns["log_joint"] = jax.jit(many)
+        fns["log_joint"] = jax.jit(lambda zs, data: jax.lax.map(lambda z: ld.log_joint(z, data), zs,
+                                                                  batch_size=256))
     return fns["log_joint"]
 
 
@@ -113,22 +109,18 @@ def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
 
     Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
     """
-    import arviz as az
-
     log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
     if not np.isfinite(log_w).any():
         return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
     ok = np.isfinite(log_w)
     lw = np.full(log_w.shape, -np.inf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns about k-hat itself; we report it
-        lw_ok, khat = az.psislw(log_w[ok])
+    lw_ok, khat = pareto_smooth(log_w[ok])
     lw[ok] = lw_ok
     return lw, float(khat)
 
 
-def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
-         ) -> tuple[jax.Array, np.ndarray, float]:
+def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
+         family_key: Any = None) -> tuple[jax.Array, np.ndarray, float]:
     """Draws of q with their Pareto-smoothed importance weights against the log joint.
 
     Parameters
@@ -145,6 +137,9 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
         Key of the draws.
     n : int
         Number of draws.
+    family_key : optional
+        A key of the family for sharing its compiled program between fits (see
+        :func:`variational.posterior.programs.family_key`).
 
     Returns
     -------
@@ -155,9 +150,8 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
     if not has_density(family):
         raise ValueError(f"method '{family.name}' has no density q(z), so there are no importance "
                          f"weights p/q; compare against vi.nuts instead")
-    z, log_q = family.sample_and_log_q(params, jax.random.fold_in(key, 3), int(n))
-    log_p = log_joint_fn(ld)(z, {k: jnp.asarray(v) for k, v in batch.items()})
-    lw, khat = psis_log_weights(np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64))
+    z, log_w = importance_weights(ld, family, params, batch, key, int(n), family_key)
+    lw, khat = psis_log_weights(log_w)
     return z, lw, khat
 
 

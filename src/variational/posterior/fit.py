@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..compilation import measured
 from ..data import as_columns
 from ..engine.run import Run
+from . import programs
 
 __all__ = ["Fit"]
 
@@ -90,7 +92,7 @@ class Fit(Run):
 
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
-        return self.family.draw(self._state.params, key, int(n))
+        return programs.draws(self, int(n), key)
 
     def _next_key(self, seed: int | None) -> jax.Array:
         if seed is not None:
@@ -98,14 +100,14 @@ class Fit(Run):
         self._draw_counter += 1
         return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
 
-    def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
-        fn = getattr(self, "_constrain_fn", None)
-        if fn is None:
-            ld, data = self.logdensity, self.data if self._plan is None else self._plan.trace_data
-            fn = self._constrain_fn = jax.jit(jax.vmap(lambda zz: ld.constrain(zz, data)))
+    def _constrain_draws(self, z: jax.Array | None = None, n: int = 0, key: jax.Array | None = None
+                         ) -> dict[str, np.ndarray]:
+        """Named constrained values of draws ``z``, or of ``n`` fresh draws from ``key``."""
+        values = programs.constrain(self, z) if z is not None else programs.constrained_draws(self, n, key)
         drop = () if self._plan is None else self._plan.per_row
-        return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
+        return {k: np.asarray(v) for k, v in values.items() if k not in drop}
 
+    @measured("draws")
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
 
@@ -139,7 +141,7 @@ class Fit(Run):
             raise ValueError(f"n={n!r} must be a positive number of draws")
         if importance:
             return self._constrain_draws(self._importance_draws(int(n), seed))
-        return self._constrain_draws(self._draw_flat(int(n), self._next_key(seed)))
+        return self._constrain_draws(n=int(n), key=self._next_key(seed))
 
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
@@ -212,6 +214,7 @@ class Fit(Run):
         from .predictive import predict
         return predict(self, data, n, seed, sites)
 
+    @measured("diagnose")
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
         """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
 
@@ -259,7 +262,8 @@ class Fit(Run):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self.params, batch, key, n)
+        return psis(self.logdensity, self.family, self.params, batch, key, n,
+                    family_key=programs.family_key(self))
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
@@ -273,18 +277,19 @@ class Fit(Run):
         key = ("moment_draws", self.steps)
         if key not in self._cache:
             if self.family.particles is not None:  # an empirical family: its particles, exactly
-                z = self.family.particles(self._state.params)
+                self._cache[key] = self._constrain_draws(self.family.particles(self._state.params))
             else:
-                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
-            self._cache[key] = self._constrain_draws(z)
+                self._cache[key] = self._constrain_draws(n=4000, key=jax.random.fold_in(self.key, 2**22))
         return self._cache[key]
 
     @property
+    @measured("draws")
     def mean(self) -> dict[str, np.ndarray]:
         """Posterior means in the constrained space (from 4000 draws), per site."""
         return {k: v.mean(0) for k, v in self._moment_draws().items()}
 
     @property
+    @measured("draws")
     def std(self) -> dict[str, np.ndarray]:
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
@@ -377,6 +382,7 @@ class Fit(Run):
 
         return to_inference_data(self, n, seed, posterior_predictive, coords, dims)
 
+    @measured("draws")
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
         from .export import summary_table

@@ -1,0 +1,145 @@
+"""Keys of compiled programs and the in-process cache of compiled programs.
+
+:func:`compiled` keeps compiled programs in this process, keyed on what determines them, so a
+second fit of the same model, shapes and settings compiles nothing. :func:`fingerprint` turns a
+traced program (a jaxpr) into such a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from .cache import caching
+
+__all__ = ["compiled", "fingerprint", "freeze", "signature", "clear_programs"]
+
+_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------------------------
+
+class _Identity:
+    """A key part that is equal only to itself's object (for values that have no ``==``)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+
+def freeze(x: Any) -> Any:
+    """A hashable key of ``x``: numbers and strings as they are, arrays by their contents,
+    containers element by element, anything else by its own ``==`` or by identity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> freeze({"a": np.arange(3)}) == freeze({"a": np.arange(3)})
+    True
+    >>> freeze({"a": np.arange(3)}) == freeze({"a": np.arange(1, 4)})
+    False
+    """
+    if x is None or isinstance(x, (bool, int, float, complex, str, bytes)):
+        return (type(x).__name__, x)
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+        a = np.asarray(x)
+        if a.dtype == object:
+            return ("id", _Identity(x))
+        return ("array", a.shape, str(a.dtype), hashlib.sha1(np.ascontiguousarray(a).view(np.uint8)).hexdigest())
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__, tuple(freeze(v) for v in x))
+    if isinstance(x, dict):
+        return ("dict", tuple(sorted(((str(k), freeze(v)) for k, v in x.items()), key=lambda kv: kv[0])))
+    try:
+        hash(x)
+    except TypeError:
+        return ("id", _Identity(x))
+    return ("obj", x)
+
+
+def _functions_in(jaxpr: Any) -> Iterator[Any]:
+    """Python functions held in the equations' parameters (custom derivatives, callbacks)."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    for eqn in jaxpr.eqns:
+        for value in eqn.params.values():
+            for item in (value if isinstance(value, (tuple, list)) else (value,)):
+                if isinstance(item, ClosedJaxpr):
+                    yield from _functions_in(item.jaxpr)
+                elif isinstance(item, Jaxpr):
+                    yield from _functions_in(item)
+                elif callable(item) and not isinstance(item, type):
+                    yield freeze(item)
+
+
+def fingerprint(closed_jaxpr: Any) -> tuple:
+    """A key that is equal for two traced programs only when they compute the same thing.
+
+    The jaxpr's text (equations, shapes, literal values, nested jaxprs), its constants by
+    value and the Python functions named in its equations (custom derivative rules,
+    callbacks) by identity.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> f = lambda x: jnp.sin(x) * 2.0
+    >>> fingerprint(jax.make_jaxpr(f)(1.0)) == fingerprint(jax.make_jaxpr(f)(3.0))
+    True
+    >>> fingerprint(jax.make_jaxpr(f)(1.0)) == fingerprint(jax.make_jaxpr(jnp.cos)(1.0))
+    False
+    """
+    text = str(closed_jaxpr.jaxpr)
+    return (hashlib.sha256(text.encode()).hexdigest(),
+            tuple(freeze(c) for c in closed_jaxpr.consts),
+            tuple(_functions_in(closed_jaxpr.jaxpr)))
+
+
+def signature(tree: Any) -> tuple:
+    """The structure, shapes and dtypes of a pytree of arrays (what a compiled program takes)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((np.shape(a), a.dtype if hasattr(a, "dtype") else jax.numpy.result_type(a),
+                           bool(getattr(a, "weak_type", False))) for a in leaves)
+
+
+_MAX_PROGRAMS = 128
+_programs: "OrderedDict[Any, Any]" = OrderedDict()
+
+
+def compiled(key: Any, lower: Callable[[], Any]) -> Any:
+    """The compiled program for ``key``: from this process's cache, or ``lower().compile()``.
+
+    ``key`` must determine the program: everything its trace depends on, and the signature
+    (:func:`signature`) of its arguments. ``None`` compiles without keeping the result.
+    The most recently used programs are kept (at most 128).
+    """
+    if key is not None:
+        with _lock:
+            if key in _programs:
+                _programs.move_to_end(key)
+                return _programs[key]
+    with caching():
+        program = lower().compile()
+    if key is not None:
+        with _lock:
+            _programs[key] = program
+            while len(_programs) > _MAX_PROGRAMS:
+                _programs.popitem(last=False)
+    return program
+
+
+def clear_programs() -> None:
+    """Forget the compiled programs kept in this process (the persistent cache stays)."""
+    with _lock:
+        _programs.clear()

@@ -1,0 +1,105 @@
+"""The compiled programs behind a fit's answers: draws, constrained values, importance weights.
+
+Each is one compiled call, shared by every fit of the same model program, family and number of
+draws in the process (keys from :meth:`variational.LogDensity.key` and the fit's family key,
+see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`` and
+``diagnose`` compile once per process (and, with the persistent cache, once per machine).
+
+- :func:`draws`: ``n`` draws of q in the unconstrained space;
+- :func:`constrained_draws`: ``n`` draws of q as named constrained values (deterministics too);
+- :func:`constrain`: given unconstrained draws as named constrained values;
+- :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..compilation import compiled, freeze, signature
+
+__all__ = ["family_key", "draws", "constrained_draws", "constrain", "importance_weights"]
+
+#: elements of one (draws x rows) block of the log joint: 16M floats (64 MB) at a time
+_BLOCK = 1 << 24
+
+
+def family_key(fit: Any) -> Any:
+    """The key of a fit's family (set by ``fit()`` for named methods; else the object itself)."""
+    key = getattr(fit, "_family_key", None)
+    return key if key is not None else freeze(fit.family)
+
+
+def _constrain_data(fit: Any) -> dict:
+    """The rows the model's deterministic sites are computed on (all rows, or the first batch)."""
+    data = getattr(fit, "_constrain_rows", None)
+    if data is None:
+        plan = getattr(fit, "_plan", None)
+        rows = fit.data if plan is None else plan.trace_data
+        data = fit._constrain_rows = {k: jnp.asarray(v) for k, v in rows.items()}
+    return data
+
+
+def draws(fit: Any, n: int, key: jax.Array) -> jax.Array:
+    """``n`` draws of q, unconstrained, shape ``(n, D)``."""
+    family, params = fit.family, fit.state.params
+    fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
+    program = compiled(("draws", family_key(fit), n, signature((params, key))),
+                       lambda: jax.jit(fn).lower(params, key))
+    return program(params, key)
+
+
+def constrained_draws(fit: Any, n: int, key: jax.Array) -> dict[str, jax.Array]:
+    """``n`` draws of q as named constrained values, deterministic sites included (one call)."""
+    ld, family, params, data = fit.logdensity, fit.family, fit.state.params, _constrain_data(fit)
+
+    def fn(p: Any, k: jax.Array, d: dict) -> dict:
+        return jax.vmap(lambda z: ld.constrain(z, d))(family.draw(p, k, n))
+
+    program = compiled(("constrained draws", family_key(fit), ld.key("constrain", data), n,
+                        signature((params, key, data))), lambda: jax.jit(fn).lower(params, key, data))
+    return program(params, key, data)
+
+
+def constrain(fit: Any, z: jax.Array) -> dict[str, jax.Array]:
+    """Unconstrained draws ``(n, D)`` as named constrained values, deterministic sites included."""
+    ld, data = fit.logdensity, _constrain_data(fit)
+    z = jnp.asarray(z)
+    fn = lambda zz, d: jax.vmap(lambda x: ld.constrain(x, d))(zz)  # noqa: E731
+    program = compiled(("constrain", ld.key("constrain", data), signature((z, data))),
+                       lambda: jax.jit(fn).lower(z, data))
+    return program(z, data)
+
+
+def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    """``log p(x, z)`` of each draw on all rows of ``batch``, in blocks that fit in memory."""
+    leaves = jax.tree_util.tree_leaves(batch)
+    rows = max([int(np.shape(a)[0]) for a in leaves if np.ndim(a)] or [1])
+    per = max(1, _BLOCK // rows)
+    one = lambda z: ld.log_joint(z, batch)  # noqa: E731
+    if per >= zs.shape[0]:
+        return jax.vmap(one)(zs)
+    return jax.lax.map(one, zs, batch_size=per)
+
+
+def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
+                       n: int, fam_key: Any = None) -> tuple[jax.Array, np.ndarray]:
+    """``n`` draws of q (from ``fold_in(key, 3)``) and their raw log weights ``log p - log q``
+    (the difference taken in float64).
+
+    ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
+    """
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+        z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
+        return z, _log_joint_many(ld, z, b), log_q
+
+    fam = fam_key if fam_key is not None else freeze(family)
+    program = compiled(("importance weights", fam, ld.key("log_joint", batch), n,
+                        signature((params, key, batch))), lambda: jax.jit(fn).lower(params, key, batch))
+    z, log_p, log_q = program(params, key, batch)
+    return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
