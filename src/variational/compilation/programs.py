@@ -15,7 +15,9 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
+from . import store
 from .cache import caching
+from .counts import record_load
 
 __all__ = ["compiled", "fingerprint", "freeze", "signature", "clear_programs"]
 
@@ -69,6 +71,13 @@ def freeze(x: Any) -> Any:
     return ("obj", x)
 
 
+def _is_function(item: Any) -> bool:
+    """Python code held by an equation (a callback, a custom derivative rule), not data."""
+    if isinstance(item, (type, jax.sharding.Mesh, jax.sharding.AbstractMesh, jax.sharding.Sharding)):
+        return False
+    return callable(item) or type(item).__name__ == "WrappedFun"
+
+
 def _functions_in(jaxpr: Any) -> Iterator[Any]:
     """Python functions held in the equations' parameters (custom derivatives, callbacks)."""
     from jax.extend.core import ClosedJaxpr, Jaxpr
@@ -80,7 +89,7 @@ def _functions_in(jaxpr: Any) -> Iterator[Any]:
                     yield from _functions_in(item.jaxpr)
                 elif isinstance(item, Jaxpr):
                     yield from _functions_in(item)
-                elif callable(item) and not isinstance(item, type):
+                elif _is_function(item):
                     yield freeze(item)
 
 
@@ -118,25 +127,37 @@ _programs: "OrderedDict[Any, Any]" = OrderedDict()
 
 
 def compiled(key: Any, lower: Callable[[], Any]) -> Any:
-    """The compiled program for ``key``: from this process's cache, or ``lower().compile()``.
+    """The compiled program for ``key``: from this process, from the disk, or ``lower().compile()``.
 
     ``key`` must determine the program: everything its trace depends on, and the signature
-    (:func:`signature`) of its arguments. ``None`` compiles without keeping the result.
-    The most recently used programs are kept (at most 128).
+    (:func:`signature`) of its arguments. A key written the same way in every session (see
+    :func:`variational.compilation.store.stable`) finds the program on disk without tracing
+    it. ``None`` compiles without keeping the result. The most recently used programs are kept
+    in memory (at most 128).
     """
     if key is not None:
         with _lock:
             if key in _programs:
                 _programs.move_to_end(key)
                 return _programs[key]
+        program = store.load(key)
+        if program is not None:
+            record_load()
+            _keep(key, program)
+            return program
     with caching():
         program = lower().compile()
     if key is not None:
-        with _lock:
-            _programs[key] = program
-            while len(_programs) > _MAX_PROGRAMS:
-                _programs.popitem(last=False)
+        _keep(key, program)
+        store.save(key, program)
     return program
+
+
+def _keep(key: Any, program: Any) -> None:
+    with _lock:
+        _programs[key] = program
+        while len(_programs) > _MAX_PROGRAMS:
+            _programs.popitem(last=False)
 
 
 def clear_programs() -> None:
