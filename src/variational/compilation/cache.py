@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import jax
 
 __all__ = ["CompileCache", "compile_cache", "set_compile_cache", "default_cache_dir", "ENV_VAR",
-           "caching", "compiling"]
+           "caching", "compiling", "jax_settings"]
 
 logger = logging.getLogger("variational")
 
@@ -225,3 +225,11 @@ def compiling(function: Callable) -> Callable:
             return function(*args, **kwargs)
 
     return call
+
+
+def jax_settings() -> tuple:
+    """JAX's settings (x64, PRNG implementation, precision, ...), less those that only say where
+    files go or what to log (they do not change a program)."""
+    skip = ("cache", "log", "explain", "dump", "profil", "traceback")
+    values = jax.config.values
+    return tuple((k, repr(values[k])) for k in sorted(values) if not any(w in k for w in skip))

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from . import store
-from .cache import caching
+from .cache import caching, jax_settings
 from .counts import record_load
 
 __all__ = ["compiled", "fingerprint", "freeze", "signature", "clear_programs"]
@@ -136,6 +136,7 @@ def compiled(key: Any, lower: Callable[[], Any]) -> Any:
     in memory (at most 128).
     """
     if key is not None:
+        key = (key, jax_settings())   # a setting such as the PRNG implementation changes programs
         with _lock:
             if key in _programs:
                 _programs.move_to_end(key)

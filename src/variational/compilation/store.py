@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from .cache import compile_cache
+from .cache import compile_cache, jax_settings
 
 __all__ = ["load", "save", "stable"]
 
@@ -69,9 +69,8 @@ def _env() -> str:
         _environment = repr((1, jax.__version__, jaxlib.__version__, numpyro.__version__, optax.__version__,
                              np.__version__, sys.version, _source_hash(), platform.machine(), _cpu_features(),
                              devices[0].platform, devices[0].client.platform_version,
-                             tuple(d.device_kind for d in devices), os.environ.get("XLA_FLAGS", ""),
-                             jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision))
-    return _environment
+                             tuple(d.device_kind for d in devices), os.environ.get("XLA_FLAGS", "")))
+    return _environment + repr(jax_settings())   # settings can change during a session
 
 
 def _library_dirs() -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["Family", "FAMILIES", "register_family", "make_family", "softplus_inv", "LOG_2PI"]
 
@@ -62,7 +63,8 @@ class Family:
 
 
 def softplus_inv(y: float) -> float:
-    return float(jnp.log(jnp.expm1(y)))
+    """The x with ``softplus(x) = y`` (in NumPy: building a family compiles nothing)."""
+    return float(np.log(np.expm1(float(y))))
 
 
 # name -> builder(**options) -> Family. Other modules register more (SVGD, low-rank, flows...).
