@@ -88,6 +88,20 @@ def _same(a, b):
         np.testing.assert_array_equal(np.asarray(a.state.params[k]), np.asarray(b.state.params[k]))
 
 
+def test_a_long_fit_compiles_its_answers_while_it_runs():
+    def ahead_model(y):   # not seen by any other test
+        vi.Normal("y", vi.Normal("a", 0.5, 3.0), 1.0, observed=y)
+
+    fit = vi.fit(ahead_model, {"y": Y}, steps=5000, progress=False)
+    fit.sample(10)                       # (the eager work of drawing: a key)
+    before = stats()
+    d = fit.diagnose()                   # 4000 draws: compiled during the steps
+    mean = fit.mean["a"]                 # 4000 draws: compiled during the steps
+    assert (stats() - before).compilations == 0
+    exact = (Y.sum() + 0.5 / 9) / (len(Y) + 1 / 9)   # a ~ N(0.5, 3), y ~ N(a, 1)
+    assert d.khat < 0.5 and abs(float(mean) - exact) < 0.02
+
+
 def test_numbers_are_identical_with_and_without_the_disk_caches(cache_state):
     vi.set_compile_cache(cache_state)
     jax.clear_caches()

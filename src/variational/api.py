@@ -33,9 +33,13 @@ from .compilation import compiled, compiling, freeze, signature, stats
 from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
+from .posterior import programs as _answers
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
+
+#: runs of at least this many steps compile the programs of their answers during the steps
+AHEAD_STEPS = 5000
 
 
 @compiling
@@ -192,6 +196,9 @@ def fit(
     result.timings["compilations"] += (stats() - compiled_before).compilations
     if plan.batch_size is not None:
         result._use_plan(plan)
+    if steps is None or int(steps) >= AHEAD_STEPS:
+        # what diagnose() and mean/std/sample(4000) run compiles on another core while the steps run
+        _answers.prepare(result)
     if learning_rate == "auto" and not _run.choose_learning_rate(result):
         return result  # Ctrl-C during the search
     return _run.run(result, steps, **run_args)

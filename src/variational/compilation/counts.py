@@ -46,21 +46,24 @@ _EVENTS = {"/jax/core/compile/backend_compile_duration": "compile_s",
 def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
     field = _EVENTS.get(event)
     if field is not None:
-        _counts[field] += duration
-        if field == "compile_s":
-            _counts["backend"] += 1
+        with _lock:   # programs also compile on the background thread
+            _counts[field] += duration
+            if field == "compile_s":
+                _counts["backend"] += 1
 
 
 def _on_event(event: str, **kwargs: Any) -> None:
     if event == "/jax/compilation_cache/cache_hits":
-        _counts["hits"] += 1
+        with _lock:
+            _counts["hits"] += 1
 
 
 def record_load() -> None:
     """Count a program loaded from the library's own store (a cache hit, not a compilation)."""
-    _counts["hits"] += 1
-    _counts["stored"] += 1
-    _counts["backend"] += 1
+    with _lock:
+        _counts["hits"] += 1
+        _counts["stored"] += 1
+        _counts["backend"] += 1
 
 
 def _listen() -> None:

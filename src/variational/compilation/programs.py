@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 import jax
@@ -19,7 +20,7 @@ from . import store
 from .cache import caching, jax_settings
 from .counts import record_load
 
-__all__ = ["compiled", "fingerprint", "freeze", "signature", "clear_programs"]
+__all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "clear_programs"]
 
 _lock = threading.Lock()
 
@@ -124,6 +125,14 @@ def signature(tree: Any) -> tuple:
 
 _MAX_PROGRAMS = 128
 _programs: "OrderedDict[Any, Any]" = OrderedDict()
+_pool: ThreadPoolExecutor | None = None
+
+
+class _Pending:
+    """A program being compiled on the background thread."""
+
+    def __init__(self, future: Future) -> None:
+        self.future = future
 
 
 def compiled(key: Any, lower: Callable[[], Any]) -> Any:
@@ -133,25 +142,64 @@ def compiled(key: Any, lower: Callable[[], Any]) -> Any:
     (:func:`signature`) of its arguments. A key written the same way in every session (see
     :func:`variational.compilation.store.stable`) finds the program on disk without tracing
     it. ``None`` compiles without keeping the result. The most recently used programs are kept
-    in memory (at most 128).
+    in memory (at most 128). A program :func:`compile_ahead` started is waited for.
     """
     if key is not None:
         key = (key, jax_settings())   # a setting such as the PRNG implementation changes programs
         with _lock:
-            if key in _programs:
+            found = _programs.get(key)
+            if found is not None:
                 _programs.move_to_end(key)
-                return _programs[key]
+        if isinstance(found, _Pending):
+            try:
+                program = found.future.result()
+            except Exception:
+                with _lock:
+                    _programs.pop(key, None)
+                raise
+            _keep(key, program)
+            store.save(key, program)
+            return program
+        if found is not None:
+            return found
         program = store.load(key)
         if program is not None:
             record_load()
             _keep(key, program)
             return program
-    with caching():
-        program = lower().compile()
+    program = _compile(lower())
     if key is not None:
         _keep(key, program)
         store.save(key, program)
     return program
+
+
+def compile_ahead(key: Any, lower: Callable[[], Any]) -> bool:
+    """Start compiling the program for ``key`` on a background thread; :func:`compiled` waits for it.
+
+    The program is traced and lowered here (tracing a model is not thread-safe); only XLA's
+    compilation, which holds no Python lock, runs on the other thread, so it overlaps what this
+    thread does next (running the steps of a fit, on another core). Nothing is done for a
+    program that is in memory or on disk already. Returns whether a compilation was started.
+    """
+    global _pool
+    full = (key, jax_settings())
+    with _lock:
+        if full in _programs:
+            return False
+    if store.exists(full):
+        return False
+    lowered = lower()
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="variational-compile")
+        _programs[full] = _Pending(_pool.submit(_compile, lowered))
+    return True
+
+
+def _compile(lowered: Any) -> Any:
+    with caching():
+        return lowered.compile()
 
 
 def _keep(key: Any, program: Any) -> None:

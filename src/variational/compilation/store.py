@@ -32,7 +32,7 @@ import numpy as np
 
 from .cache import compile_cache, jax_settings
 
-__all__ = ["load", "save", "stable"]
+__all__ = ["load", "save", "exists", "stable"]
 
 _STABLE_MODULES = ("variational", "jax", "jaxlib", "numpyro", "optax", "numpy")
 _environment: str | None = None
@@ -133,6 +133,13 @@ def _path(text: str) -> Path | None:
         return None
     digest = hashlib.sha256((_env() + "\n" + text).encode()).hexdigest()
     return info.directory / "programs" / f"{digest}.xla"
+
+
+def exists(key: Any) -> bool:
+    """Whether a program is stored for ``key``."""
+    text = stable(key)
+    path = None if text is None else _path(text)
+    return path is not None and path.exists()
 
 
 def load(key: Any) -> Any:

@@ -13,15 +13,15 @@ see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compilation import compiled, freeze, signature
+from ..compilation import compile_ahead, compiled, freeze, signature
 
-__all__ = ["family_key", "draws", "constrained_draws", "constrain", "importance_weights"]
+__all__ = ["family_key", "draws", "constrained_draws", "constrain", "importance_weights", "prepare"]
 
 #: elements of one (draws x rows) block of the log joint: 16M floats (64 MB) at a time
 _BLOCK = 1 << 24
@@ -52,16 +52,21 @@ def draws(fit: Any, n: int, key: jax.Array) -> jax.Array:
     return program(params, key)
 
 
-def constrained_draws(fit: Any, n: int, key: jax.Array) -> dict[str, jax.Array]:
-    """``n`` draws of q as named constrained values, deterministic sites included (one call)."""
+def _constrained_draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
     ld, family, params, data = fit.logdensity, fit.family, fit.state.params, _constrain_data(fit)
 
     def fn(p: Any, k: jax.Array, d: dict) -> dict:
         return jax.vmap(lambda z: ld.constrain(z, d))(family.draw(p, k, n))
 
-    program = compiled(("constrained draws", family_key(fit), ld.key("constrain", data), n,
-                        signature((params, key, data))), lambda: jax.jit(fn).lower(params, key, data))
-    return program(params, key, data)
+    args = (params, key, data)
+    return (("constrained draws", family_key(fit), ld.key("constrain", data), n, signature(args)),
+            lambda: jax.jit(fn).lower(*args), args)
+
+
+def constrained_draws(fit: Any, n: int, key: jax.Array) -> dict[str, jax.Array]:
+    """``n`` draws of q as named constrained values, deterministic sites included (one call)."""
+    where, lower, args = _constrained_draws_program(fit, n, key)
+    return compiled(where, lower)(*args)
 
 
 def constrain(fit: Any, z: jax.Array) -> dict[str, jax.Array]:
@@ -85,6 +90,20 @@ def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Arr
     return jax.lax.map(one, zs, batch_size=per)
 
 
+def _weights_program(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
+                     n: int, fam_key: Any) -> tuple[Any, Callable, tuple]:
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+        z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
+        return z, _log_joint_many(ld, z, b), log_q
+
+    args = (params, key, batch)
+    fam = fam_key if fam_key is not None else freeze(family)
+    return (("importance weights", fam, ld.key("log_joint", batch), n, signature(args)),
+            lambda: jax.jit(fn).lower(*args), args)
+
+
 def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
                        n: int, fam_key: Any = None) -> tuple[jax.Array, np.ndarray]:
     """``n`` draws of q (from ``fold_in(key, 3)``) and their raw log weights ``log p - log q``
@@ -92,14 +111,22 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
 
     ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
     """
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
-
-    def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
-        z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
-        return z, _log_joint_many(ld, z, b), log_q
-
-    fam = fam_key if fam_key is not None else freeze(family)
-    program = compiled(("importance weights", fam, ld.key("log_joint", batch), n,
-                        signature((params, key, batch))), lambda: jax.jit(fn).lower(params, key, batch))
-    z, log_p, log_q = program(params, key, batch)
+    where, lower, args = _weights_program(ld, family, params, batch, key, n, fam_key)
+    z, log_p, log_q = compiled(where, lower)(*args)
     return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
+
+
+def prepare(fit: Any, weights: bool = True) -> int:
+    """Start compiling, on a background thread, what ``fit.diagnose()`` and ``fit.mean`` /
+    ``fit.std`` / ``fit.sample(4000)`` will run (4000 draws each), so that it overlaps the
+    optimisation steps; returns the number of programs started. Programs in memory or on
+    disk already, and those of fits whose data is streamed, are left alone."""
+    plan = getattr(fit, "_plan", None)
+    if plan is not None and getattr(plan, "feeder", None) is not None:
+        return 0
+    started = compile_ahead(*_constrained_draws_program(fit, 4000, fit.key)[:2])
+    if weights and fit.family.make_loss_and_grad is None:   # a family with a density q
+        where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.params, dict(fit.data),
+                                           fit.key, 4000, family_key(fit))
+        started += compile_ahead(where, lower)
+    return int(started)
