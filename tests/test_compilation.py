@@ -99,7 +99,7 @@ def test_a_long_fit_compiles_its_answers_while_it_runs():
     mean = fit.mean["a"]                 # 4000 draws: compiled during the steps
     assert (stats() - before).compilations == 0
     exact = (Y.sum() + 0.5 / 9) / (len(Y) + 1 / 9)   # a ~ N(0.5, 3), y ~ N(a, 1)
-    assert d.khat < 0.5 and abs(float(mean) - exact) < 0.02
+    assert d.khat < 0.5 and abs(float(mean) - exact) < 0.1   # posterior sd 0.14
 
 
 def test_numbers_are_identical_with_and_without_the_disk_caches(cache_state):
@@ -127,6 +127,12 @@ def test_numbers_are_identical_with_and_without_the_disk_caches(cache_state):
     assert (stats() - before).stored == 0
     _same(again, compiled)
     assert all(f.stat().st_size > n // 2 for f, n in zip(stored, sizes))   # and written anew
+    jax.clear_caches()
+    clear_programs()
+    before = stats()
+    reloaded = _fit(seed=5)                      # what was written anew loads and runs
+    assert (stats() - before).stored >= 3
+    _same(reloaded, compiled)
 
 
 SCALE = 1.0

@@ -12,7 +12,7 @@ import jax
 
 from .cache import caching
 
-__all__ = ["CompileStats", "stats", "measured", "record_load"]
+__all__ = ["CompileStats", "stats", "measured", "record_load", "hits_in_this_thread"]
 
 _lock = threading.Lock()
 
@@ -52,10 +52,19 @@ def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
                 _counts["backend"] += 1
 
 
+_thread = threading.local()
+
+
 def _on_event(event: str, **kwargs: Any) -> None:
     if event == "/jax/compilation_cache/cache_hits":
         with _lock:
             _counts["hits"] += 1
+        _thread.hits = getattr(_thread, "hits", 0) + 1
+
+
+def hits_in_this_thread() -> int:
+    """Programs this thread loaded from JAX's persistent cache so far."""
+    return getattr(_thread, "hits", 0)
 
 
 def record_load() -> None:

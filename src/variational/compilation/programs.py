@@ -18,7 +18,7 @@ import numpy as np
 
 from . import store
 from .cache import caching, jax_settings
-from .counts import record_load
+from .counts import hits_in_this_thread, record_load
 
 __all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "clear_programs"]
 
@@ -152,26 +152,21 @@ def compiled(key: Any, lower: Callable[[], Any]) -> Any:
                 _programs.move_to_end(key)
         if isinstance(found, _Pending):
             try:
-                program = found.future.result()
+                program, fresh = found.future.result()
             except Exception:
                 with _lock:
                     _programs.pop(key, None)
                 raise
-            _keep(key, program)
-            store.save(key, program)
-            return program
+            return _keep(key, program, fresh)
         if found is not None:
             return found
         program = store.load(key)
         if program is not None:
             record_load()
-            _keep(key, program)
-            return program
-    program = _compile(lower())
-    if key is not None:
-        _keep(key, program)
-        store.save(key, program)
-    return program
+            return _keep(key, program, fresh=False)
+    lowered = lower()
+    program, fresh = _compile(lowered, store.usable(key) and _serializable(lowered))
+    return program if key is None else _keep(key, program, fresh)
 
 
 def compile_ahead(key: Any, lower: Callable[[], Any]) -> bool:
@@ -193,20 +188,40 @@ def compile_ahead(key: Any, lower: Callable[[], Any]) -> bool:
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="variational-compile")
-        _programs[full] = _Pending(_pool.submit(_compile, lowered))
+        _programs[full] = _Pending(_pool.submit(_compile, lowered, store.usable(full) and _serializable(lowered)))
     return True
 
 
-def _compile(lowered: Any) -> Any:
-    with caching():
-        return lowered.compile()
+def _serializable(lowered: Any) -> bool:
+    """Whether JAX can serialise the compiled program (no hoisted constants, no host callbacks)."""
+    lowering = getattr(lowered, "_lowering", None)
+    if lowering is None:
+        return False
+    host = (getattr(lowering, "compile_args", None) or {}).get("host_callbacks")
+    return not getattr(lowering, "const_args", None) and not host
 
 
-def _keep(key: Any, program: Any) -> None:
+def _compile(lowered: Any, for_store: bool) -> tuple[Any, bool]:
+    """Compile; returns the program and whether XLA made it here (not loaded from JAX's cache).
+
+    A program the library's store will keep is compiled without writing it to JAX's cache too:
+    an executable loaded from a cache cannot be serialised again (jaxlib writes an incomplete
+    copy), so the store must get one that XLA has just made.
+    """
+    hits = hits_in_this_thread()
+    with caching(write=not for_store):
+        program = lowered.compile()
+    return program, hits_in_this_thread() == hits
+
+
+def _keep(key: Any, program: Any, fresh: bool) -> Any:
     with _lock:
         _programs[key] = program
         while len(_programs) > _MAX_PROGRAMS:
             _programs.popitem(last=False)
+    if fresh:
+        store.save(key, program)
+    return program
 
 
 def clear_programs() -> None:

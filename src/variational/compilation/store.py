@@ -32,7 +32,7 @@ import numpy as np
 
 from .cache import compile_cache, jax_settings
 
-__all__ = ["load", "save", "exists", "stable"]
+__all__ = ["load", "save", "exists", "usable", "stable"]
 
 _STABLE_MODULES = ("variational", "jax", "jaxlib", "numpyro", "optax", "numpy")
 _environment: str | None = None
@@ -133,6 +133,11 @@ def _path(text: str) -> Path | None:
         return None
     digest = hashlib.sha256((_env() + "\n" + text).encode()).hexdigest()
     return info.directory / "programs" / f"{digest}.xla"
+
+
+def usable(key: Any) -> bool:
+    """Whether the store can keep the program of ``key`` (it is on, and the key is stable)."""
+    return key is not None and stable(key) is not None and _path("") is not None
 
 
 def exists(key: Any) -> bool:
