@@ -29,7 +29,7 @@ from .engine import devices as _devices
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .compilation import compiled, compiling, freeze, signature, stats
+from .compilation import compiled, compiling, freeze, signature, stats, traced_key
 from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
@@ -274,7 +274,9 @@ def _start(engine: Engine, init: Any, family: Family, ld: LogDensity, plan: _pla
     if init is not None or family.init_with_logp is not None:
         return engine.init_state(_initial_params(init, family, ld, plan, key), key)
     first = lambda k, z0: engine.init_state(family.init(jax.random.fold_in(k, 0), z0), k)  # noqa: E731
-    where = None if engine.program_key is None else ("start", engine.program_key, signature((key, ld.init)))
+    # keyed by its own trace (no model in it, so it is cheap): the optimiser's state holds
+    # constants such as the learning rate that no other key names
+    where = ("start", traced_key(first, key, ld.init), signature((key, ld.init)))
     return compiled(where, lambda: jax.jit(first).lower(key, ld.init))(key, ld.init)
 
 

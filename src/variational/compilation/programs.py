@@ -20,7 +20,8 @@ from . import store
 from .cache import caching, jax_settings
 from .counts import hits_in_this_thread, record_load
 
-__all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "clear_programs"]
+__all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "traced_key",
+           "clear_programs"]
 
 _lock = threading.Lock()
 
@@ -114,6 +115,13 @@ def fingerprint(closed_jaxpr: Any) -> tuple:
     return (hashlib.sha256(text.encode()).hexdigest(),
             tuple(freeze(c) for c in closed_jaxpr.consts),
             tuple(_functions_in(closed_jaxpr.jaxpr)))
+
+
+def traced_key(fn: Callable, *args: Any) -> tuple:
+    """A key of ``fn`` on arguments like ``args`` from its trace: :func:`fingerprint` of its jaxpr
+    and the structure of its output. For functions that are cheap to trace (no model)."""
+    closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
+    return fingerprint(closed), str(jax.tree_util.tree_structure(out))
 
 
 def signature(tree: Any) -> tuple:

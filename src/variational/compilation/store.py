@@ -140,6 +140,13 @@ def usable(key: Any) -> bool:
     return key is not None and stable(key) is not None and _path("") is not None
 
 
+def _default_device() -> Any:
+    device = jax.config.jax_default_device
+    if isinstance(device, str):
+        return jax.local_devices(backend=device)[0]
+    return device if device is not None else jax.local_devices()[0]
+
+
 def exists(key: Any) -> bool:
     """Whether a program is stored for ``key``."""
     text = stable(key)
@@ -157,7 +164,8 @@ def load(key: Any) -> Any:
 
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-        return deserialize_and_load(payload, in_tree, out_tree)
+        # stored programs run on one device (placed fits are not stored): the default one
+        return deserialize_and_load(payload, in_tree, out_tree, execution_devices=[_default_device()])
     except Exception:  # a torn or stale file: compile again (and write it anew)
         try:
             path.unlink()

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["Family", "FAMILIES", "register_family", "make_family", "softplus_inv", "LOG_2PI"]
 
@@ -63,8 +62,7 @@ class Family:
 
 
 def softplus_inv(y: float) -> float:
-    """The x with ``softplus(x) = y`` (in NumPy: building a family compiles nothing)."""
-    return float(np.log(np.expm1(float(y))))
+    return float(jnp.log(jnp.expm1(y)))
 
 
 # name -> builder(**options) -> Family. Other modules register more (SVGD, low-rank, flows...).

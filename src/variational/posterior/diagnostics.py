@@ -2,7 +2,7 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  ArviZ's PSIS (:func:`arviz.psislw`). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  Pareto-smoothed importance sampling (:mod:`.psis`, the estimator of ArviZ's ``psislw``). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
