@@ -29,7 +29,7 @@ from .engine import devices as _devices
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .compilation import compiled, compiling, freeze, signature, stats, traced_key
+from .compilation import code_key, compiled, compiling, freeze, signature, stats, traced_key
 from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
@@ -181,7 +181,8 @@ def fit(
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
     fam_key = _family_key(method, method_options, family)
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard,
-                    program_key=_program_key(fam_key, optimizer, num_particles, stl, place, plan.batcher(ld)),
+                    program_key=_program_key(fam_key, optimizer, num_particles, stl, place, plan.batcher(ld),
+                                             guard),
                     model_key=lambda batch: ld.key("logp", batch))
     key = jax.random.PRNGKey(seed)
     state = _start(engine, init, family, ld, plan, key)
@@ -260,12 +261,12 @@ def _family_key(method: Any, options: dict, family: Family) -> tuple:
 
 
 def _program_key(fam_key: tuple, optimizer: Any, num_particles: int, stl: bool, place: Any,
-                 batcher: Any) -> tuple:
+                 batcher: Any, guard: Any) -> tuple:
     """What determines a fit's compiled chunk besides the model and the shapes of its arguments
     (a user's optax object and a device placement by identity)."""
     opt = ("optimizer", optimizer if isinstance(optimizer, str) else freeze(optimizer))
     return (fam_key, opt, int(num_particles), bool(stl), freeze(place),
-            (type(batcher).__qualname__, freeze(vars(batcher))))
+            (type(batcher).__qualname__, freeze(vars(batcher))), ("guard", code_key(guard)))
 
 
 def _start(engine: Engine, init: Any, family: Family, ld: LogDensity, plan: _plan.Plan,

@@ -21,7 +21,7 @@ from .cache import caching, jax_settings
 from .counts import hits_in_this_thread, record_load
 
 __all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "traced_key",
-           "clear_programs"]
+           "code_key", "clear_programs"]
 
 _lock = threading.Lock()
 
@@ -115,6 +115,18 @@ def fingerprint(closed_jaxpr: Any) -> tuple:
     return (hashlib.sha256(text.encode()).hexdigest(),
             tuple(freeze(c) for c in closed_jaxpr.consts),
             tuple(_functions_in(closed_jaxpr.jaxpr)))
+
+
+def code_key(fn: Any) -> tuple:
+    """A key of a library function made by a factory (a closure): where its code is, the simple
+    values it closes over (numbers, strings, arrays) and its attributes' names. Two closures
+    from the same factory with the same settings are equal; a function swapped in is not."""
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        value = cell.cell_contents
+        cells.append(freeze(value) if isinstance(value, (bool, int, float, str, np.ndarray)) else "code")
+    return (getattr(fn, "__module__", None), getattr(fn, "__qualname__", type(fn).__qualname__),
+            tuple(cells), tuple(sorted(k for k in getattr(fn, "__dict__", {}))))
 
 
 def traced_key(fn: Callable, *args: Any) -> tuple:
