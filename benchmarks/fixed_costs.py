@@ -16,7 +16,8 @@ starts after the imports, as a user's script or notebook cell would see it:
 The fixed cost of a run is its wall time less the time of the optimisation steps
 (``fit.timings["run_s"]``); the steps are the default run's (their number is the fit's
 choice). Each configuration is repeated ``--repeats`` times, interleaved; medians are reported
-with the range. A JSON line per run is printed too.
+with the range, and the process's CPU time (less sensitive than wall time to other processes on a
+shared machine). A JSON line per run is printed too.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ d = load_radon(path) if path else make_radon(seed=0)
 steps = json.loads(sys.argv[1])
 kw = {} if steps is None else {"steps": steps}
 def one():
-    t0, s0 = time.perf_counter(), stats()
+    t0, s0, c0 = time.perf_counter(), stats(), time.process_time()
     fit = vi.fit(radon_model, d.columns, model_kwargs={"n_counties": d.n_counties}, progress=False, **kw)
     t_fit = time.perf_counter()
     diag = fit.diagnose()
@@ -54,7 +55,7 @@ def one():
     t_end = time.perf_counter()
     s = stats() - s0
     tm = fit.timings
-    return dict(wall=t_end - t0, fit=t_fit - t0, diagnose=t_diag - t_fit, draws=t_end - t_diag,
+    return dict(wall=t_end - t0, cpu=time.process_time() - c0, fit=t_fit - t0, diagnose=t_diag - t_fit, draws=t_end - t_diag,
                 steps=int(tm["steps"]), run_s=tm["run_s"], fixed=t_end - t0 - tm["run_s"],
                 setup_s=tm["setup_s"], compile_s=tm["compile_s"], compilations=s.compilations,
                 cache_hits=s.cache_hits, xla_s=s.compile_s, trace_s=s.trace_s, lower_s=s.lower_s,
@@ -72,7 +73,7 @@ import pymc as pm
 cols = np.load(sys.argv[1])
 county, floor, y = cols["county"], cols["floor"], cols["log_radon"]
 k = int(county.max()) + 1
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 with pm.Model():
     mu_a = pm.Normal("mu_alpha", 0.0, 100.0)
     sigma_a = pm.Uniform("sigma_alpha", 0.0, 100.0)
@@ -84,7 +85,7 @@ with pm.Model():
     pm.Normal("log_radon", a[county] + b[county] * floor, eps, observed=y)
     approx = pm.fit(10_000, method="advi", progressbar=False)
     idata = approx.sample(4000)
-print("RESULT", json.dumps(dict(wall=time.perf_counter() - t0)))
+print("RESULT", json.dumps(dict(wall=time.perf_counter() - t0, cpu=time.process_time() - c0)))
 """
 
 
@@ -106,6 +107,7 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), env.get("PYTHONPATH", "")]).strip(os.pathsep)
     env.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
     steps = json.dumps(args.steps)
+    load0 = os.getloadavg()
     rows: dict[str, list[dict]] = {}
     sys.path.insert(0, str(HERE.parent / "src"))
     from variational.data.datasets import find_shared_data, load_radon, make_radon
@@ -133,17 +135,19 @@ def main() -> None:
 
     pymc = rows.get("PyMC pm.fit ADVI 10k + 4000 draws")
     ref = statistics.median(r["wall"] for r in pymc) if pymc else None
-    print("\n| run | wall (s) | fixed costs (s) | steps | XLA compilations | / PyMC wall |")
-    print("|---|---:|---:|---:|---:|---:|")
+    ref_cpu = statistics.median(r["cpu"] for r in pymc) if pymc else None
+    print("\n| run | wall (s) | fixed costs (s) | CPU (s) | steps | XLA compilations | wall / PyMC | CPU / PyMC |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, rs in rows.items():
         wall = [r["wall"] for r in rs]
-        med = statistics.median(wall)
-        fixed = statistics.median(r["fixed"] for r in rs) if "fixed" in rs[0] else float("nan")
-        steps_done = rs[0].get("steps", 10_000)
+        med, cpu = statistics.median(wall), statistics.median(r["cpu"] for r in rs)
+        fixed = f"{statistics.median(r['fixed'] for r in rs):.2f}" if "fixed" in rs[0] else "-"
         comp = statistics.median(r["compilations"] for r in rs) if "compilations" in rs[0] else "-"
         ratio = f"{med / ref:.2f}" if ref else "-"
-        fixed_s = "-" if fixed != fixed else f"{fixed:.2f}"
-        print(f"| {name} | {med:.2f} ({min(wall):.2f}-{max(wall):.2f}) | {fixed_s} | {steps_done} | {comp} | {ratio} |")
+        cratio = f"{cpu / ref_cpu:.2f}" if ref_cpu else "-"
+        print(f"| {name} | {med:.2f} ({min(wall):.2f}-{max(wall):.2f}) | {fixed} | {cpu:.2f} | "
+              f"{rs[0].get('steps', 10_000)} | {comp} | {ratio} | {cratio} |")
+    print(f"\nload average before and after: {load0} / {os.getloadavg()}")
 
 
 if __name__ == "__main__":

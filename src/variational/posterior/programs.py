@@ -124,7 +124,9 @@ def prepare(fit: Any, weights: bool = True) -> int:
     plan = getattr(fit, "_plan", None)
     if plan is not None and getattr(plan, "feeder", None) is not None:
         return 0
-    started = compile_ahead(*_constrained_draws_program(fit, 4000, fit.key)[:2])
+    started = False
+    if fit.family.particles is None:   # (an empirical family's summaries use its particles)
+        started = compile_ahead(*_constrained_draws_program(fit, 4000, fit.key)[:2])
     if weights and fit.family.make_loss_and_grad is None:   # a family with a density q
         where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.params, dict(fit.data),
                                            fit.key, 4000, family_key(fit))
