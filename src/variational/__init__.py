@@ -25,7 +25,17 @@ from .posterior import (
 )
 from .posterior.plots import model_graph
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("variational")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "fit", "load", "callbacks", "data", "Fit", "LogDensity", "Family", "mean_field", "full_rank",
@@ -35,5 +45,5 @@ __all__ = [
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture",
     "Deterministic", "Potential", "Empirical", "svgd", "low_rank", "flow", "guide_family",
     "predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
-    "model_graph", "plots", "compile_cache", "set_compile_cache", "CompileCache",
+    "model_graph", "plots", "__version__", "compile_cache", "set_compile_cache", "CompileCache",
 ]

@@ -26,11 +26,13 @@ from .data.sources import Source
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import keys as _keys
+from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .compilation import code_key, compiled, compiling, freeze, signature, stats, traced_key
-from .families import FAMILIES, Family, guide_family, make_family
+from .compilation import compiling, stats
+from .families import Family, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
 from .posterior import programs as _answers
@@ -63,6 +65,7 @@ def fit(
     replace: bool = False,
     devices: Any = None,
     guide: Callable | None = None,
+    score_function: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -126,6 +129,13 @@ def fit(
         A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
         (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
         ``fit.params`` then holds its parameters, constrained, under the guide's names.
+    score_function : bool
+        With ``guide=``: accept discrete latent sites that cannot be summed out (infinite
+        support, or not marked for enumeration) and add the score-function term for every
+        guide site without a reparameterised sampler, so the gradient is unbiased (with a
+        leave-one-out baseline; use ``num_particles`` of 8 or more). Its variance is high;
+        sites with a finite support are better marked ``infer={"enumerate": "parallel"}``,
+        which sums them out exactly. See ``docs/discrete.md``.
     max_steps : int
         Budget of steps when ``steps=None``.
     checkpoint : str or Path, optional
@@ -175,14 +185,18 @@ def fit(
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
-    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    family = _family(method, guide, method_options, stl, ld, plan, seed)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
+                    score_function=bool(score_function))
+    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function))
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    fam_key = _family_key(method, method_options, family)
+    base = family
+    family, loss_and_grad = _model_params.attach(
+        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl)))
+    # a family extended with the model's parameters is keyed by identity (shared with no other fit)
+    fam_key = _keys.family_key(method if family is base else None, method_options, family)
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard,
-                    program_key=_program_key(fam_key, optimizer, num_particles, stl, place, plan.batcher(ld),
-                                             guard),
+                    program_key=_keys.program_key(fam_key, optimizer, num_particles, stl, place,
+                                                  plan.batcher(ld), guard),
                     model_key=lambda batch: ld.key("logp", batch))
     key = jax.random.PRNGKey(seed)
     state = _start(engine, init, family, ld, plan, key)
@@ -193,10 +207,17 @@ def fit(
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
     result._family_key = fam_key
-    result.timings["setup_s"] = time.perf_counter() - started
-    result.timings["compilations"] += (stats() - compiled_before).compilations
+    result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
+    if score_function:
+        result.settings["score_function"] = True
+        _run.note(result, "score_function=True: the gradient of the guide's discrete (non-"
+                          "reparameterised) sites is a score-function estimate, unbiased but with a "
+                          "high variance; use num_particles >= 8 and a small learning rate, and "
+                          "check the fit (fit.diagnose(), several seeds)")
+    result.timings["setup_s"] = time.perf_counter() - started
+    result.timings["compilations"] += (stats() - compiled_before).compilations
     if steps is None or int(steps) >= AHEAD_STEPS:
         # what diagnose() and mean/std/sample(4000) run compiles on another core while the steps run
         _answers.prepare(result)
@@ -242,43 +263,25 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 
 
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int) -> Family:
+            seed: int, score_function: bool = False) -> Family:
     if guide is None:
+        if score_function:
+            raise VariationalError(
+                "score_function=True needs guide=: a guide supplies the distribution of the "
+                "discrete sites (the families of method= are continuous)")
         return make_family(method, **options)
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
-    return guide_family(guide, ld, plan.trace_data, seed=seed)
-
-
-def _family_key(method: Any, options: dict, family: Family) -> tuple:
-    """What determines a family's functions: a named method's builder and options (the same
-    options give the same functions); any other family (a Family object, a guide) itself."""
-    if isinstance(method, str) and family.name == method and method in FAMILIES:
-        return ("method", method, freeze(FAMILIES[method]), freeze(options))
-    return ("family", freeze(family))
-
-
-def _program_key(fam_key: tuple, optimizer: Any, num_particles: int, stl: bool, place: Any,
-                 batcher: Any, guard: Any) -> tuple:
-    """What determines a fit's compiled chunk besides the model and the shapes of its arguments
-    (a user's optax object and a device placement by identity)."""
-    opt = ("optimizer", optimizer if isinstance(optimizer, str) else freeze(optimizer))
-    return (fam_key, opt, int(num_particles), bool(stl), freeze(place),
-            (type(batcher).__qualname__, freeze(vars(batcher))), ("guard", code_key(guard)))
+    return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
 
 
 def _start(engine: Engine, init: Any, family: Family, ld: LogDensity, plan: _plan.Plan,
            key: jax.Array) -> Any:
-    """The engine's first state; a fresh start (the family's init) is one compiled call."""
     if init is not None or family.init_with_logp is not None:
         return engine.init_state(_initial_params(init, family, ld, plan, key), key)
-    first = lambda k, z0: engine.init_state(family.init(jax.random.fold_in(k, 0), z0), k)  # noqa: E731
-    # keyed by its own trace (no model in it, so it is cheap): the optimiser's state holds
-    # constants such as the learning rate that no other key names
-    where = ("start", traced_key(first, key, ld.init), signature((key, ld.init)))
-    return compiled(where, lambda: jax.jit(first).lower(key, ld.init))(key, ld.init)
+    return _keys.first_state(engine, family, ld.init, key)
 
 
 def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:

@@ -31,9 +31,9 @@ May import: jax, numpy. It is the bottom of the library, next to :mod:`variation
 from .cache import ENV_VAR, CompileCache, caching, compile_cache, compiling, default_cache_dir, set_compile_cache
 from .counts import CompileStats, measured, stats
 from .programs import (
-    clear_programs, code_key, compile_ahead, compiled, fingerprint, freeze, signature, traced_key,
+    clear_programs, code_key, compile_ahead, compiled, fingerprint, freeze, signature, run_traced,
 )
 
 __all__ = ["CompileCache", "compile_cache", "set_compile_cache", "default_cache_dir", "ENV_VAR",
            "caching", "compiling", "CompileStats", "stats", "measured", "compiled", "compile_ahead", "fingerprint",
-           "freeze", "signature", "traced_key", "code_key", "clear_programs"]
+           "freeze", "signature", "run_traced", "code_key", "clear_programs"]

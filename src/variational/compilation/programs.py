@@ -20,7 +20,7 @@ from . import store
 from .cache import caching, jax_settings
 from .counts import hits_in_this_thread, record_load
 
-__all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "traced_key",
+__all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "run_traced",
            "code_key", "clear_programs"]
 
 _lock = threading.Lock()
@@ -129,11 +129,17 @@ def code_key(fn: Any) -> tuple:
             tuple(cells), tuple(sorted(k for k in getattr(fn, "__dict__", {}))))
 
 
-def traced_key(fn: Callable, *args: Any) -> tuple:
-    """A key of ``fn`` on arguments like ``args`` from its trace: :func:`fingerprint` of its jaxpr
-    and the structure of its output. For functions that are cheap to trace (no model)."""
+def run_traced(kind: str, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` compiled, keyed by its own trace: the program is traced each time (cheap for
+    a function without a model, or where the trace is needed anyway) and neither lowered nor
+    compiled again when the same program was compiled before, in this process or on disk."""
+    from jax.extend.core import jaxpr_as_fun
+
     closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
-    return fingerprint(closed), str(jax.tree_util.tree_structure(out))
+    leaves, tree = jax.tree_util.tree_leaves(args), jax.tree_util.tree_structure(out)
+    key = (kind, fingerprint(closed), str(tree), signature(args))
+    program = compiled(key, lambda: jax.jit(jaxpr_as_fun(closed)).lower(*leaves))
+    return jax.tree_util.tree_unflatten(tree, program(*leaves))
 
 
 def signature(tree: Any) -> tuple:

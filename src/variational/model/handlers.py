@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_median, init_to_uniform, init_to_value
 from numpyro.primitives import Messenger
 
-__all__ = ["SiteLayout", "SiteRecorder", "ScaleObserved", "RNG_KEY", "init_start_or_mean",
+__all__ = ["SiteLayout", "SiteRecorder", "KeyUse", "ScaleObserved", "RNG_KEY", "init_start_or_mean",
            "describe_support", "value_without_sampler"]
 
 @dataclass(frozen=True)
@@ -48,6 +48,18 @@ class SiteRecorder(Messenger):
             self.names.append(msg["name"])
 
 
+class KeyUse(Messenger):
+    """Appends True to ``found`` when the model asks for a key (``numpyro.prng_key()``)."""
+
+    def __init__(self, found: list, fn: Callable | None = None) -> None:
+        self.found = found
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "prng_key":
+            self.found.append(True)
+
+
 class ScaleObserved(Messenger):
     """Multiply the log-likelihood of observed sites by a factor (minibatch N/B scaling).
 
@@ -55,7 +67,9 @@ class ScaleObserved(Messenger):
     or a mapping ``site name -> factor`` (a rule computed once for the model, see
     :mod:`variational.data.plan`; it takes precedence over ``total_size``).
     Otherwise sites declared with ``total_size=`` are scaled by ``total_size / rows``.
-    Latent sites (priors) are never scaled.
+    Latent sites (priors) are never scaled, except discrete sites enumerated per row
+    (``infer={"enumerate": "parallel"}``), which are part of each row's likelihood: a mapping
+    names them like observed sites, a number scales them too.
     """
 
     def __init__(self, fn: Callable | None, scale: Any) -> None:
@@ -63,12 +77,15 @@ class ScaleObserved(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
-        if msg["type"] != "sample" or not msg.get("is_observed"):
-            return
         infer = msg.get("infer") or {}
+        enumerated = infer.get("enumerate") == "parallel"  # a per-row discrete site is likelihood
+        if msg["type"] != "sample" or not (msg.get("is_observed") or enumerated):
+            return
         factor = None
         if isinstance(self.scale, Mapping):
             factor = self.scale.get(msg["name"])
+        elif enumerated:
+            factor = self.scale if isinstance(self.scale, (int, float)) else None
         elif "total_size" in infer:
             rows = jnp.shape(msg["value"])[0] if jnp.ndim(msg["value"]) else 1
             factor = infer["total_size"] / rows
@@ -94,8 +111,8 @@ def init_start_or_mean(site: dict | None = None, values: Mapping[str, Any] = {})
     """
     if site is None:
         return functools.partial(init_start_or_mean, values=values)
-    if site["name"] in values:
-        return init_to_value(site, values=values)
+    if site["name"] in values:  # (as a JAX array: a NumPy one cannot be indexed by traced values)
+        return jnp.asarray(init_to_value(site, values=values))
     if site["type"] != "sample" or site.get("is_observed") or site["fn"].support.is_discrete:
         return init_to_median(site, num_samples=15)
     try:

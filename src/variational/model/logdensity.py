@@ -10,8 +10,9 @@ Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
 
 from __future__ import annotations
 
+import copy
 import functools
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +23,17 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
-from ..compilation import caching, compiled, fingerprint, signature
+from ..compilation import fingerprint, run_traced, signature
 from ..errors import ModelError
-from .handlers import (
-    RNG_KEY, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
+from .enumerate import (
+    enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
+    sample_discrete,
 )
+from .handlers import (
+    RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
+    value_without_sampler,
+)
+from .params import PARAMS, ModelParams, param_sites
 
 __all__ = ["LogDensity"]
 
@@ -35,31 +42,12 @@ def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _is_latent(site: dict) -> bool:
-    return (site["type"] == "sample" and not site["is_observed"]
-            and not (site.get("infer") or {}).get("is_auxiliary"))
-
-
-def _refuse_discrete(trace: dict) -> None:
-    for n, s in trace.items():
-        fn = s.get("fn")
-        if _is_latent(s) and (getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False)):
-            raise ModelError(
-                f"site '{n}' is a discrete latent variable ({type(fn).__name__}); "
-                f"variational inference here needs continuous latents: marginalise it "
-                f"(sum it out with logsumexp, as the Gaussian-mixture example does for "
-                f"its component labels) or pass its values as observed=")
-
-
-class _Traced(NamedTuple):
-    """A traced program: its closed jaxpr and the shapes of its outputs."""
-
-    jaxpr: Any
-    out_shape: Any
-
-
 class LogDensity:
     """A model and its data as a log density on a flat unconstrained vector.
+
+    Discrete latent sites marked ``infer={"enumerate": "parallel"}`` are summed out of
+    :meth:`logp` exactly (:attr:`enumerated`); the model's ``numpyro.param`` sites are
+    :attr:`params`, substituted at ``batch[PARAMS]`` or their current values.
 
     Parameters
     ----------
@@ -77,6 +65,9 @@ class LogDensity:
         prior median.
     seed : int
         Seed of the model trace used to discover the sites.
+    score_function : bool
+        Accept discrete latent sites that are not enumerated: a guide draws them (their values
+        are entries of the flat vector, substituted as they are); see ``docs/discrete.md``.
 
     Examples
     --------
@@ -101,6 +92,7 @@ class LogDensity:
         obs_scale: Any = None,
         start: Mapping[str, Any] | None = None,
         seed: int = 0,
+        score_function: bool = False,
     ) -> None:
         if not callable(model):
             raise ModelError(f"the model must be a callable (a Python function), got {type(model).__name__}")
@@ -111,95 +103,31 @@ class LogDensity:
         overlap = set(data) & set(self.model_kwargs)
         if overlap:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
-        with caching():
-            self._discover(jax.random.PRNGKey(seed), data, start or {})
+        key = jax.random.PRNGKey(seed)
+        self._keys: dict[Any, tuple] = {}   # program keys (see key())
+        self._model0 = model
+        self._scaled = self._wrap(model)
+        self.params = ModelParams()
 
-    def _discover(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> None:
-        """One trace of the model: its sites, their supports and shapes, and the initial point."""
-        self._scaled = self._wrap(self.model)
-        self._keys: dict[Any, tuple] = {}
         data = {k: jnp.asarray(v) for k, v in data.items()}
-        try:
-            trace, data_of_site, init_jaxpr = self._trace(key, data, start)
-        except ModelError:
-            if start:  # a start value outside its support fails in the trace: say which one
-                self.supports = {n: s["fn"].support for n, s in self._trace(key, data, {})[0].items()
-                                 if _is_latent(s)}
-                self._check_start(start)
-            raise
+        trace, data_of_site = self._trace(key, data)
         self.trace_sites = {k: v for k, v in trace.items()}
-        latent = {n: s for n, s in trace.items() if _is_latent(s)}
+        latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
+                  and not (s.get("infer") or {}).get("is_auxiliary")}
+        psites = param_sites(trace)
+        self.enumerated = enumerated_sites(trace)
+        # shape and number of values of each enumerated site
+        self.enum_sizes = {n: (tuple(np.shape(trace[n]["value"])),
+                               int(np.shape(trace[n]["fn"].enumerate_support(expand=False))[0]))
+                           for n in self.enumerated}
+        self.plate_nesting = max_plate_nesting(trace)
+        latent = {n: s for n, s in latent.items() if n not in self.enumerated}
+        # discrete sites a guide draws (score-function estimator): their values ride in the flat
+        # vector as floats, and are substituted as they are (no transform, no Jacobian)
+        self.discrete = sorted(n for n, s in latent.items() if is_discrete(s["fn"])) if score_function else []
+        self._discrete_dtypes = {n: jnp.result_type(latent[n]["value"]) for n in self.discrete}
+        refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
-        self._check_observed(trace, data, data_of_site)
-        self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
-        # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
-        self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
-                             and s["args"][1] < s["args"][0] for s in trace.values())
-        if not latent:
-            raise ModelError("the model has no latent (unobserved) random variables to infer")
-
-        self.supports = {n: latent[n]["fn"].support for n in latent}
-        self.shapes = {n: tuple(np.shape(latent[n]["value"])) for n in latent}
-        self._check_start(start)
-        unconstrained = init_jaxpr.out_shape
-        box: list = []   # the flat layout, found abstractly (nothing is computed)
-        flat = jax.eval_shape(lambda z: box.append(ravel_pytree(z)[1]) or ravel_pytree(z)[0], unconstrained)
-        self._unravel = box[0]
-        self.dim = int(flat.shape[0])
-        self.dtype = flat.dtype
-        # the layout of the flat vector (ravel_pytree orders dict keys by sorted name)
-        layout, offset = [], 0
-        for n in sorted(unconstrained):
-            size = int(np.prod(unconstrained[n].shape, dtype=int))
-            layout.append(SiteLayout(n, self.shapes[n], tuple(unconstrained[n].shape), offset, size))
-            offset += size
-        self.layout = layout
-        self.names = [s.name for s in layout]
-        self.init = self._initial_point(key, data, start, init_jaxpr)
-
-    # -- construction helpers ----------------------------------------------------------------
-    def _wrap(self, model: Callable) -> Callable:
-        if self.obs_scale is None:
-            return model
-        return ScaleObserved(model, self.obs_scale)
-
-    def _trace(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> tuple[dict, dict[str, str], Any]:
-        """Trace the model abstractly: its sites, and the initial point as a program.
-
-        The sites take their initial values (start values, else the prior mean, see
-        :func:`~variational.model.handlers.init_start_or_mean`); nothing is computed here. Returns
-        the trace, the data column of each observed site whose value is one, and the traced
-        program ``(key, data) -> unconstrained initial values`` (a jaxpr and its output shapes).
-        """
-        rec = SiteRecorder()
-        box: list = []
-        strategy = functools.partial(init_start_or_mean, values=dict(start))
-
-        def run(key: jax.Array, data: dict) -> dict:
-            seeded = handlers.substitute(handlers.seed(self.model, key), substitute_fn=strategy)
-            tr = handlers.trace(seeded).get_trace(**self.model_kwargs, **data)
-            ids = {id(v): k for k, v in data.items()}
-            box.append((tr, {n: ids[id(s["value"])] for n, s in tr.items()
-                              if s["type"] == "sample" and s.get("is_observed") and id(s["value"]) in ids}))
-            _refuse_discrete(tr)
-            return {n: biject_to(s["fn"].support).inv(s["value"]) for n, s in tr.items() if _is_latent(s)}
-
-        try:
-            with rec:
-                closed, shapes = jax.make_jaxpr(run, return_shape=True)(key, data)
-        except ModelError:
-            raise
-        except TypeError as e:
-            if "argument" in str(e) and rec.last is None:
-                raise ModelError(
-                    f"calling the model failed: {e}. Data columns and model_kwargs are passed "
-                    f"as keyword arguments; check their names against the model's signature") from e
-            raise self._raised(rec, e) from e
-        except Exception as e:  # the model's own error, with the site it happened at
-            raise self._raised(rec, e) from e
-        return box[0][0], box[0][1], _Traced(closed, shapes)
-
-    def _check_observed(self, trace: dict, data: dict, data_of_site: dict) -> None:
         for n in self.observed_names:
             v = trace[n]["value"]
             col = data_of_site.get(n)
@@ -215,6 +143,71 @@ class LogDensity:
                 raise ModelError(
                     f"site '{n}'{where}: observed values contain NaN or inf (first at index "
                     f"{bad}); drop or impute those rows before fitting")
+        self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
+        # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
+        self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
+                             and s["args"][1] < s["args"][0] for s in trace.values())
+        if not latent and not psites and not self.enumerated:
+            raise ModelError("the model has no latent (unobserved) random variables and no "
+                             "parameters (numpyro.param) to infer")
+
+        self.supports = {n: latent[n]["fn"].support for n in latent}
+        self.shapes = {n: tuple(np.shape(latent[n]["value"])) for n in latent}
+        self._check_start(start or {})
+        z0, param_values = self._initial_point(key, data, start or {}, sorted(psites))
+        self.params = ModelParams.from_trace(
+            {n: {**psites[n], "value": param_values[n]} for n in psites})
+        self.param_names = self.params.names
+        flat, unravel = ravel_pytree(z0)
+        self._unravel = unravel
+        self.init = flat
+        self.dim = int(flat.shape[0])
+        self.dtype = flat.dtype
+        # the layout of the flat vector (ravel_pytree orders dict keys by sorted name)
+        layout, offset = [], 0
+        for n in sorted(z0):
+            size = int(np.size(z0[n]))
+            layout.append(SiteLayout(n, self.shapes[n], tuple(np.shape(z0[n])), offset, size))
+            offset += size
+        self.layout = layout
+        self.names = [s.name for s in layout]
+
+    # -- construction helpers ----------------------------------------------------------------
+    def _wrap(self, model: Callable) -> Callable:
+        if self.obs_scale is None:
+            return model
+        return ScaleObserved(model, self.obs_scale)
+
+    def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
+        """Trace the model abstractly (shapes and supports only, nothing is computed).
+
+        Returns the trace and, for observed sites whose value is a data column, the column.
+        """
+        rec = SiteRecorder()
+        box: list = []
+
+        def run(key: jax.Array, data: dict) -> int:
+            seeded = handlers.substitute(handlers.seed(self.model, key), substitute_fn=value_without_sampler)
+            tr = handlers.trace(seeded).get_trace(**self.model_kwargs, **data)
+            ids = {id(v): k for k, v in data.items()}
+            box.append((tr, {n: ids[id(s["value"])] for n, s in tr.items()
+                              if s["type"] == "sample" and s.get("is_observed") and id(s["value"]) in ids}))
+            return 0
+
+        try:
+            with rec:
+                jax.make_jaxpr(run)(key, data)
+        except ModelError:
+            raise
+        except TypeError as e:
+            if "argument" in str(e) and rec.last is None:
+                raise ModelError(
+                    f"calling the model failed: {e}. Data columns and model_kwargs are passed "
+                    f"as keyword arguments; check their names against the model's signature") from e
+            raise self._raised(rec, e) from e
+        except Exception as e:  # the model's own error, with the site it happened at
+            raise self._raised(rec, e) from e
+        return box[0]
 
     @staticmethod
     def _raised(rec: SiteRecorder, e: Exception) -> ModelError:
@@ -235,47 +228,68 @@ class LogDensity:
                 raise ModelError(f"start value for '{n}' ({np.asarray(v).tolist()}) is outside its "
                                  f"support ({describe_support(self.supports[n])}); pick a value inside it")
 
-    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any], traced: "_Traced") -> jax.Array:
-        """A valid initial point (flat): start values, else prior means, else random points.
+    def _log_joint(self, model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any]) -> jax.Array:
+        """Log joint at unconstrained ``z`` (enumerated discrete sites summed out)."""
+        model, z = self._with_discrete(model, z)
+        if self.enumerated:
+            return enum_log_density(model, kwargs, z, self.plate_nesting)
+        return -potential_energy(model, (), dict(kwargs), z)
 
-        One compiled call evaluates the initial values found by the trace and checks that the log
-        density and its gradient are finite there; it is compiled once per model program.
+    def _to_flat(self, name: str, value: Any, support: Any) -> jax.Array:
+        if name in self.discrete:
+            return jnp.asarray(value, dtype=jnp.result_type(float))
+        return biject_to(support).inv(value)
+
+    def _with_discrete(self, model: Callable, z: Mapping[str, Any]) -> tuple[Callable, dict]:
+        """The model with the discrete sites' values (from ``z``) substituted, and the rest of ``z``."""
+        if not self.discrete:
+            return model, dict(z)
+        values = {n: jnp.round(z[n]).astype(self._discrete_dtypes[n]) for n in self.discrete}
+        return handlers.substitute(model, data=values), {n: v for n, v in z.items() if n not in values}
+
+    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any],
+                       params: list[str]) -> tuple[dict, dict]:
+        """A valid initial point: start values, else prior medians, else random points.
+
+        Returns the latent point (unconstrained) and the initial values of the model's
+        parameters. Everything here is compiled (an eager trace of a large model is slow).
         """
-        batch = {**data, RNG_KEY: key} if self.needs_key else data
+        latent = list(self.supports)
+        uses_key: list[bool] = []
 
-        def first(key: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
-            leaves = jax.core.eval_jaxpr(traced.jaxpr.jaxpr, traced.jaxpr.consts, *jax.tree_util.tree_leaves((key, data)))
-            flat = ravel_pytree(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(traced.out_shape), leaves))[0]
-            return flat, self._finite_at(flat, {**data, RNG_KEY: key} if self.needs_key else data)
+        def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, dict, jax.Array]:
+            model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=strategy)
+            tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
+            z = {n: self._to_flat(n, tr[n]["value"], tr[n]["fn"].support) for n in latent}
+            values = {n: tr[n]["value"] for n in params}
+            fixed = handlers.substitute(handlers.seed(self._scaled, key), data=values)
+            with KeyUse(uses_key):
+                lp, grad = jax.value_and_grad(
+                    lambda z: self._log_joint(fixed, {**self.model_kwargs, **data}, z))(z)
+            ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)] or [jnp.bool_(True)]))
+            return z, values, ok
 
-        program = compiled(("initial point", fingerprint(traced.jaxpr), self.key("logp", batch),
-                            signature((key, data))), lambda: jax.jit(first).lower(key, data))
-        flat, ok = program(key, data)
+        # one compiled call, compiled once per program (traced each time: the trace finds key use)
+        z, values, ok = run_traced("initial point", lambda k, d: point(
+            k, d, functools.partial(init_start_or_mean, values=dict(start))), key, data)
         if not bool(ok) and not start:
-            latent = list(self.supports)
-
-            def point(key: jax.Array, data: dict) -> tuple[jax.Array, jax.Array]:
-                model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=init_to_uniform(radius=2))
-                tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
-                flat = self.ravel({n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent})
-                return flat, self._finite_at(flat, {**data, RNG_KEY: key} if self.needs_key else data)
-
-            uniform = jax.jit(point)
+            uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
             for i in range(20):
-                flat, ok = uniform(jax.random.fold_in(key, i), data)
+                z, values, ok = uniform(jax.random.fold_in(key, i), data)
                 if bool(ok):
                     break
+        # a model that asks for randomness when run (dropout: numpyro.prng_key()) gets a key per step
+        self.needs_key = self.needs_key or any(uses_key)
         if not bool(ok):
-            raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, self.unravel(flat)))
-        return flat
-
-    def _finite_at(self, flat: jax.Array, batch: dict) -> jax.Array:
-        lp, grad = jax.value_and_grad(self.logp)(flat, batch)
-        return jnp.isfinite(lp) & jnp.all(jnp.isfinite(grad))
+            self.params = ModelParams.from_trace(
+                {n: {"kwargs": {}, "value": values[n]} for n in params})  # (only to explain)
+            raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, z))
+        return {k: jnp.asarray(v) for k, v in z.items()}, values
 
     def _explain_invalid_init(self, kwargs: dict, z: dict) -> str:
-        constrained = constrain_fn(self.model, (), kwargs, z)
-        tr = handlers.trace(handlers.substitute(handlers.seed(self.model, 0), constrained)).get_trace(**kwargs)
+        model = self.params.substitute(handlers.seed(self.model, 0))
+        constrained = constrain_fn(model, (), kwargs, z)
+        tr = handlers.trace(handlers.substitute(model, constrained)).get_trace(**kwargs)
         bad = []
         for n, s in tr.items():
             if s["type"] == "sample":
@@ -302,60 +316,92 @@ class LogDensity:
         """Dict of unconstrained arrays -> flat vector."""
         return ravel_pytree({n: jnp.asarray(z[n]) for n in self.names})[0]
 
-    def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
-        """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included)."""
+    def _model_for(self, model: Callable, batch: Mapping[str, Any] | None) -> tuple[Callable, dict]:
+        """``model`` with the batch's key and parameters applied, and the model's keyword arguments."""
         kwargs = {**self.model_kwargs, **(batch or {})}
         key = kwargs.pop(RNG_KEY, None)
-        model = self._scaled if key is None else handlers.seed(self._scaled, key)
-        return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+        theta = kwargs.pop(PARAMS, None)
+        if key is not None or self.needs_key:
+            model = handlers.seed(model, jax.random.PRNGKey(0) if key is None else key)
+        return self.params.substitute(model, theta), kwargs
 
-    def log_joint(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
-        """Log joint density at ``z_flat`` on the rows of ``batch`` as given: no minibatch scaling."""
-        kwargs = {**self.model_kwargs, **(batch or {})}
-        key = kwargs.pop(RNG_KEY, None)
-        model = self.model if key is None else handlers.seed(self.model, key)
-        return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+    def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
+        """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included).
+
+        Enumerated discrete sites are summed out; the model's parameters take the values of
+        ``batch[PARAMS]`` (unconstrained) when given, else those of :attr:`params`.
+        """
+        model, kwargs = self._model_for(self._scaled, batch)
+        return self._log_joint(model, kwargs, self._unravel(z_flat))
+
+    def log_joint(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None,
+                  scale: Any = None) -> jax.Array:
+        """Log joint at ``z_flat`` on ``batch`` as the model states it: without the fit's
+        minibatch scaling (``scale``: a :class:`ScaleObserved` rule to apply instead)."""
+        model = self._model0 if scale is None else ScaleObserved(self._model0, scale)
+        model, kwargs = self._model_for(model, batch)
+        return self._log_joint(model, kwargs, self._unravel(z_flat))
 
     def key(self, kind: str = "logp", batch: Mapping[str, Any] | None = None) -> tuple:
-        """A key of the program ``kind`` (``"logp"``, ``"log_joint"`` or ``"constrain"``) on
-        batches shaped like ``batch``: equal for two LogDensity objects only when the program is
-        the same (see :func:`variational.compilation.fingerprint`). Compiled functions built on
-        it are shared between fits; the model is traced once per kind and batch shape.
-
-        Examples
-        --------
-        >>> import jax.numpy as jnp
-        >>> import variational as vi
-        >>> def model(y):
-        ...     vi.Normal("y", vi.Normal("mu", 0, 10), 1, observed=y)
-        >>> a = vi.LogDensity(model, {"y": jnp.ones(5)})
-        >>> b = vi.LogDensity(model, {"y": jnp.zeros(5)})   # other values, same program
-        >>> a.key("logp", {"y": jnp.ones(5)}) == b.key("logp", {"y": jnp.zeros(5)})
-        True
-        """
+        """A key of the program ``kind`` (``"logp"``, ``"log_joint"``, ``"constrain"``) on batches
+        shaped like ``batch``, equal for two LogDensity objects only when the program is the same
+        (its trace's :func:`~variational.compilation.fingerprint` and output structure): compiled
+        functions built on it are shared between fits. Traced once per kind and batch shape."""
         batch = dict(batch or {})
-        if kind == "log_joint" and self.obs_scale is None:
-            return ("log_joint", self.key("logp", batch)[1])   # the same program
+        if kind == "log_joint" and self._scaled is self._model0:   # (no scaling: the same program)
+            return ("log_joint", self.key("logp", batch)[1:])
         sig = (kind, signature(batch))
         if sig not in self._keys:
             fn = {"logp": self.logp, "log_joint": self.log_joint, "constrain": self.constrain}[kind]
-            z = jax.ShapeDtypeStruct((self.dim,), self.dtype)
-            closed, out = jax.make_jaxpr(fn, return_shape=True)(z, batch)
-            # the output's structure too: constrain's names are not in its equations
+            closed, out = jax.make_jaxpr(fn, return_shape=True)(jax.ShapeDtypeStruct((self.dim,), self.dtype), batch)
             self._keys[sig] = (kind, fingerprint(closed), str(jax.tree_util.tree_structure(out)))
         return self._keys[sig]
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
-        """Named values in the model's own (constrained) space, deterministics included."""
-        kwargs = {**self.model_kwargs, **(batch or {})}
-        key = kwargs.pop(RNG_KEY, None)
-        model = self.model if key is None and not self.needs_key else handlers.seed(
-            self.model, jax.random.PRNGKey(0) if key is None else key)
-        return constrain_fn(model, (), kwargs, self._unravel(z_flat), return_deterministic=True)
+        """Named values in the model's own (constrained) space, deterministics included.
+
+        Enumerated discrete sites are drawn from their conditional posterior given ``z_flat``
+        (with the key ``batch[RNG_KEY]``, else a fixed one).
+        """
+        model, kwargs = self._model_for(self._model0, batch)
+        model, z = self._with_discrete(model, self._unravel(z_flat))
+        if not self.enumerated:
+            out = constrain_fn(model, (), kwargs, z, return_deterministic=True)
+            return {**out, **{n: jnp.round(v) for n, v in self._unravel(z_flat).items() if n in self.discrete}}
+        values = {n: biject_to(self.supports[n])(v) for n, v in z.items()}
+        key = (batch or {}).get(RNG_KEY, jax.random.PRNGKey(0))
+        tr = sample_discrete(model, kwargs, values, key, self.plate_nesting)
+        keep = set(self.names) | set(self.enumerated) | set(self.deterministic_names)
+        return {n: s["value"] for n, s in tr.items() if n in keep}
+
+    def discrete_probs(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
+        """Exact posterior probabilities of each enumerated site's values given ``z_flat``.
+
+        Returns ``name -> array (*site_shape, K)`` (K values of the site's support); the
+        model's own scaling, not the fit's minibatch scaling, applies.
+        """
+        model, kwargs = self._model_for(self._model0, batch)
+        return enum_marginals(model, kwargs, self._unravel(z_flat), self.plate_nesting, self.enum_sizes)
+
+    def bind(self, theta: Mapping[str, Any]) -> "LogDensity":
+        """This log density with the model's parameters fixed at ``theta`` (unconstrained).
+
+        The copy's :meth:`logp` and :meth:`constrain` use ``theta`` by default and its
+        :attr:`model` is the model with those values substituted, so functions that run the
+        model (predictions, diagnostics) see the fitted parameters.
+        """
+        if not self.params:
+            return self
+        new = copy.copy(self)
+        new.__dict__.pop("_compiled", None)  # (compiled functions of the unbound density)
+        new._keys = {}
+        new.params = self.params.with_values(theta)
+        new.model = new.params.substitute(self._model0)
+        return new
 
     def unconstrain(self, values: Mapping[str, Any]) -> jax.Array:
         """Named constrained values of the latent sites -> flat unconstrained vector."""
-        z = {n: biject_to(self.supports[n]).inv(jnp.asarray(values[n])) for n in self.names}
+        z = {n: self._to_flat(n, jnp.asarray(values[n]), self.supports[n]) for n in self.names}
         return self.ravel(z)
 
     def __repr__(self) -> str:

@@ -25,6 +25,14 @@ __all__ = [
     "Potential",
 ]
 
+def _enumerating() -> bool:
+    """Whether the model runs under parallel enumeration of discrete sites (NumPyro's funsor ``enum``)."""
+    from numpyro.primitives import _PYRO_STACK
+
+    return any(type(h).__name__ == "enum" and type(h).__module__.startswith("numpyro.contrib.funsor")
+               for h in _PYRO_STACK)
+
+
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -107,7 +115,7 @@ def Site(
                 f"site '{name}': the parameters' shape {full_shape} does not broadcast with the "
                 f"observed shape {obs_shape}; reshape the parameters or the observed values so "
                 f"that they match") from None
-        if joint != obs_shape:
+        if joint != obs_shape and not _enumerating():  # (enumerated values add dimensions on the left)
             raise ModelError(
                 f"site '{name}': the parameters' shape {full_shape} and the observed shape "
                 f"{obs_shape} broadcast to {joint}, which is larger than the data: this usually "
@@ -121,7 +129,7 @@ def Site(
                     f"{bad}); drop or impute those rows before fitting")
         n_event = len(d.event_shape)
         batch = obs_shape[: len(obs_shape) - n_event] if n_event else obs_shape
-        if tuple(d.batch_shape) != batch:
+        if tuple(d.batch_shape) != batch and not _enumerating():
             d = d.expand(batch)
         if total_size is not None:
             infer["total_size"] = int(total_size)

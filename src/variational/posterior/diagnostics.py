@@ -2,7 +2,8 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  Pareto-smoothed importance sampling (:mod:`.psis`, the estimator of ArviZ's ``psislw``). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  Pareto-smoothed importance sampling (:mod:`.psis`: ArviZ 0.x's estimator, in NumPy, without
+  importing ArviZ, whatever its generation). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
@@ -89,13 +90,18 @@ def converged(hist: Sequence[float], window: int | None = None, tol: float = 1e-
 def log_joint_fn(ld: Any) -> Any:
     """Compiled ``(z (n, D), data) -> log p(x, z)`` of a LogDensity on full data (no minibatch scaling).
 
-    Compiled once per LogDensity (kept on it); :func:`psis` uses the compiled programs of
-    :mod:`.programs` instead, shared between fits.
+    Compiled once per LogDensity (kept on it) and reused by every diagnosis of its fits.
     """
     fns = ld.__dict__.setdefault("_compiled", {})
     if "log_joint" not in fns:
-        fns["log_joint"] = jax.jit(lambda zs, data: jax.lax.map(lambda z: ld.log_joint(z, data), zs,
-                                                                  batch_size=256))
+
+        def one(z: jax.Array, data: Any) -> jax.Array:
+            return ld.log_joint(z, data)
+
+        def many(zs: jax.Array, data: Any) -> jax.Array:
+            return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
+
+        fns["log_joint"] = jax.jit(many)
     return fns["log_joint"]
 
 
@@ -114,9 +120,8 @@ def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
         return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
     ok = np.isfinite(log_w)
     lw = np.full(log_w.shape, -np.inf)
-    lw_ok, khat = pareto_smooth(log_w[ok])
-    lw[ok] = lw_ok
-    return lw, float(khat)
+    lw[ok], khat = pareto_smooth(log_w[ok])
+    return lw, khat
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
@@ -138,7 +143,7 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
     n : int
         Number of draws.
     family_key : optional
-        A key of the family for sharing its compiled program between fits (see
+        A key of the family, to share its compiled program between fits (see
         :func:`variational.posterior.programs.family_key`).
 
     Returns
@@ -212,10 +217,18 @@ class Diagnosis:
                 f"skipped_steps={self.skipped_steps}) {self.verdict}")
 
 
+#: ``method`` of a fit with no latent variables (its parameters are point estimates)
+POINT = "maximum likelihood"
+
+
 def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
     parts = []
     if not np.isfinite(khat):
-        if np.isnan(khat):
+        if method == POINT:
+            status = "good"
+            parts.append("the model has no latent variables, only parameters: the fit is their "
+                         "maximum-likelihood point estimate and k-hat does not apply")
+        elif np.isnan(khat):
             status = "ok"
             parts.append(f"k-hat is not available for method '{method}' (no density q); "
                          f"check against vi.nuts")
@@ -264,8 +277,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
 # --------------------------------------------------------------------------------------------
 
 def _is_vi(idata: Any) -> bool:
-    stats = getattr(idata, "sample_stats", None)
-    return stats is not None and "loss" in stats
+    """Independent draws of an approximation (``fit.to_arviz()``), not MCMC chains."""
+    return "variational" in str(getattr(idata, "attrs", {}).get("inference_library", ""))
 
 
 def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float = 0.94,
@@ -302,19 +315,15 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     >>> list(table.columns)
     ['mean', 'sd', 'hdi_3%', 'hdi_97%']
     """
-    import arviz as az
-
+    from . import arviz_compat
     from .draws import is_fit
 
     if is_fit(obj):
-        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False), "stats"
+        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False, log_likelihood=False), "stats"
     elif hasattr(obj, "posterior"):
         idata, kind = obj, ("stats" if _is_vi(obj) else "all")
     elif isinstance(obj, Mapping):
-        idata, kind = az.from_dict(posterior={k: np.asarray(v)[None] for k, v in obj.items()}), "stats"
+        idata, kind = arviz_compat.from_draws(obj), "stats"
     else:
         raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.summary(idata, var_names=list(var_names) if var_names else None, kind=kind,
-                          hdi_prob=hdi_prob)
+    return arviz_compat.summary(idata, var_names, kind, hdi_prob)

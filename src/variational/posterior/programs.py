@@ -6,9 +6,9 @@ see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`
 ``diagnose`` compile once per process (and, with the persistent cache, once per machine).
 
 - :func:`draws`: ``n`` draws of q in the unconstrained space;
-- :func:`constrained_draws`: ``n`` draws of q as named constrained values (deterministics too);
-- :func:`constrain`: given unconstrained draws as named constrained values;
-- :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows.
+- :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows;
+- :func:`prepare`: these and the constrained values of draws
+  (:func:`~variational.posterior.discrete.constrain_draws`), compiled during a fit's steps.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..compilation import compile_ahead, compiled, freeze, signature
+from .discrete import constrain_program
 
-__all__ = ["family_key", "draws", "constrained_draws", "constrain", "importance_weights", "prepare"]
+__all__ = ["family_key", "draws", "importance_weights", "prepare"]
 
 #: elements of one (draws x rows) block of the log joint: 16M floats (64 MB) at a time
 _BLOCK = 1 << 24
@@ -33,50 +34,10 @@ def family_key(fit: Any) -> Any:
     return key if key is not None else freeze(fit.family)
 
 
-def _constrain_data(fit: Any) -> dict:
-    """The rows the model's deterministic sites are computed on (all rows, or the first batch)."""
-    data = getattr(fit, "_constrain_rows", None)
-    if data is None:
-        plan = getattr(fit, "_plan", None)
-        rows = fit.data if plan is None else plan.trace_data
-        data = fit._constrain_rows = {k: jnp.asarray(v) for k, v in rows.items()}
-    return data
-
-
 def draws(fit: Any, n: int, key: jax.Array) -> jax.Array:
     """``n`` draws of q, unconstrained, shape ``(n, D)``."""
-    family, params = fit.family, fit.state.params
-    fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
-    program = compiled(("draws", family_key(fit), n, signature((params, key))),
-                       lambda: jax.jit(fn).lower(params, key))
-    return program(params, key)
-
-
-def _constrained_draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
-    ld, family, params, data = fit.logdensity, fit.family, fit.state.params, _constrain_data(fit)
-
-    def fn(p: Any, k: jax.Array, d: dict) -> dict:
-        return jax.vmap(lambda z: ld.constrain(z, d))(family.draw(p, k, n))
-
-    args = (params, key, data)
-    return (("constrained draws", family_key(fit), ld.key("constrain", data), n, signature(args)),
-            lambda: jax.jit(fn).lower(*args), args)
-
-
-def constrained_draws(fit: Any, n: int, key: jax.Array) -> dict[str, jax.Array]:
-    """``n`` draws of q as named constrained values, deterministic sites included (one call)."""
-    where, lower, args = _constrained_draws_program(fit, n, key)
+    where, lower, args = _draws_program(fit, n, key)
     return compiled(where, lower)(*args)
-
-
-def constrain(fit: Any, z: jax.Array) -> dict[str, jax.Array]:
-    """Unconstrained draws ``(n, D)`` as named constrained values, deterministic sites included."""
-    ld, data = fit.logdensity, _constrain_data(fit)
-    z = jnp.asarray(z)
-    fn = lambda zz, d: jax.vmap(lambda x: ld.constrain(x, d))(zz)  # noqa: E731
-    program = compiled(("constrain", ld.key("constrain", data), signature((z, data))),
-                       lambda: jax.jit(fn).lower(z, data))
-    return program(z, data)
 
 
 def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
@@ -116,7 +77,13 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
     return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
 
 
-def prepare(fit: Any, weights: bool = True) -> int:
+def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
+    family, args = fit.family, (fit.state.params, key)
+    fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
+    return ("draws", family_key(fit), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
+
+
+def prepare(fit: Any) -> int:
     """Start compiling, on a background thread, what ``fit.diagnose()`` and ``fit.mean`` /
     ``fit.std`` / ``fit.sample(4000)`` will run (4000 draws each), so that it overlaps the
     optimisation steps; returns the number of programs started. Programs in memory or on
@@ -124,11 +91,14 @@ def prepare(fit: Any, weights: bool = True) -> int:
     plan = getattr(fit, "_plan", None)
     if plan is not None and getattr(plan, "feeder", None) is not None:
         return 0
-    started = False
+    started = 0
     if fit.family.particles is None:   # (an empirical family's summaries use its particles)
-        started = compile_ahead(*_constrained_draws_program(fit, 4000, fit.key)[:2])
-    if weights and fit.family.make_loss_and_grad is None:   # a family with a density q
-        where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.params, dict(fit.data),
+        started += compile_ahead(*_draws_program(fit, 4000, fit.key)[:2])
+        z = jax.ShapeDtypeStruct((4000, fit._logdensity.dim), fit._logdensity.dtype)
+        started += compile_ahead(*constrain_program(fit, z)[:2])
+    # a family with a density q; a model with parameters is diagnosed at their fitted values
+    if fit.family.make_loss_and_grad is None and not fit._logdensity.params:
+        where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.state.params, dict(fit.data),
                                            fit.key, 4000, family_key(fit))
         started += compile_ahead(where, lower)
     return int(started)

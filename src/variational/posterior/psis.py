@@ -3,8 +3,9 @@
 The largest ``M = ceil(min(S / 5, 3 sqrt(S)))`` of ``S`` importance weights are replaced by the
 expected order statistics of a generalised Pareto distribution fitted to them; its shape
 parameter is the diagnostic k-hat. The fit is NumPyro's (Zhang and Stephens 2009, with the
-weakly informative prior of Vehtari et al. 2024, Appendix G), the same estimator as ArviZ's
-``psislw``, which is used instead where NumPyro does not have it. NumPyro is imported already;
+weakly informative prior of Vehtari et al. 2024, Appendix G): the estimator of ArviZ 0.x's
+``psislw``, whatever ArviZ generation is installed (ArviZ's, through
+:mod:`.arviz_compat`, is used where NumPyro does not have it). NumPyro is imported already;
 ArviZ takes seconds to import, which a diagnosis should not cost.
 """
 
@@ -43,12 +44,11 @@ def pareto_smooth(log_w: np.ndarray) -> tuple[np.ndarray, float]:
     (True, True)
     """
     if _fit_gpd is None:  # pragma: no cover - older NumPyro
-        import arviz as az
+        from .arviz_compat import psislw
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            lw, khat = az.psislw(np.asarray(log_w, dtype=np.float64))
-        return np.asarray(lw), float(khat)
+            return psislw(np.asarray(log_w, dtype=np.float64))
     lw = np.array(log_w, dtype=np.float64)
     lw -= lw.max()
     s = lw.size
