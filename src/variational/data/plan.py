@@ -5,8 +5,9 @@ only, nothing computed) with a batch of B rows and with one of B + 1 rows, and a
 leading dimension is B in the first trace and B + 1 in the second, with its other dimensions
 unchanged, is per-row. The log-likelihood of every per-row observed site is scaled by N/B, and
 so is every per-row discrete site summed out by enumeration (it is part of its row's
-likelihood); other priors never are. An observed site declared with ``total_size=`` is scaled by
-``total_size / rows`` as the user said. Any other observed site is an error: one whose shape
+likelihood); other priors never are. An observed site declared with ``total_size=`` is scaled as
+the user said (``total_size / rows``, or per dimension such as ``[N, None]``, see
+:func:`~variational.model.handlers.total_size_factor`). Any other observed site is an error: one whose shape
 does not follow the batch (its values do not come from the data rows) and one whose shape
 changes in some other way (ambiguous).
 """
@@ -23,7 +24,7 @@ from numpyro import handlers
 
 from ..errors import DataError, ModelError
 from ..model import LogDensity
-from ..model.handlers import value_without_sampler
+from ..model.handlers import total_size_factor, value_without_sampler
 from .batching import FullBatch, KeyedFullBatch, Minibatches, Streamed
 from .columns import check_finite, num_rows, read_columns, to_device
 from .feeder import Feeder
@@ -119,8 +120,7 @@ def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: in
         if s["type"] != "sample" or not s["observed"]:
             continue
         if s["total_size"] is not None:
-            rows = s["shape"][0] if s["shape"] else 1
-            rule[n] = float(s["total_size"]) / rows
+            rule[n] = total_size_factor(s["total_size"], s["shape"])
         elif kinds[n] == "row":
             rule[n] = num_rows / batch_size
         elif kinds[n] == "fixed" and s["potential"]:

@@ -14,8 +14,9 @@ import jax
 
 from ..compilation import code_key, freeze, run_traced
 from ..families.base import FAMILIES, Family
+from .loop import Engine
 
-__all__ = ["family_key", "program_key", "first_state"]
+__all__ = ["family_key", "program_key", "keyed_engine", "first_state"]
 
 
 def family_key(method: Any, options: dict, family: Family) -> tuple:
@@ -27,11 +28,24 @@ def family_key(method: Any, options: dict, family: Family) -> tuple:
 
 
 def program_key(fam_key: tuple, optimizer: Any, num_particles: int, stl: bool, place: Any,
-                batcher: Any, guard: Any) -> tuple:
+                batcher: Any, guard: Any, objective: Any = None) -> tuple:
     """What determines a fit's compiled chunk besides the model and the shapes of its arguments."""
     opt = ("optimizer", optimizer if isinstance(optimizer, str) else freeze(optimizer))
+    target = None if objective is None else (
+        "objective", objective.name, objective.alpha, float(objective.kl_weight))
     return (fam_key, opt, int(num_particles), bool(stl), freeze(place),
-            (type(batcher).__qualname__, freeze(vars(batcher))), ("guard", code_key(guard)))
+            (type(batcher).__qualname__, freeze(vars(batcher))), ("guard", code_key(guard)), target)
+
+
+def keyed_engine(loss_and_grad: Any, opt: Any, batcher: Any, capacity: Any, ld: Any, guard: Any,
+                 settings: tuple) -> Engine:
+    """An :class:`Engine` whose chunk is shared with every fit of the same model program and
+    settings ``(family key, optimizer, num_particles, stl, placement, objective)``."""
+    fam_key, optimizer, num_particles, stl, place, objective = settings
+    return Engine(loss_and_grad, opt, batcher, capacity=capacity, guard=guard,
+                  program_key=program_key(fam_key, optimizer, num_particles, stl, place, batcher,
+                                          guard, objective),
+                  model_key=lambda batch: ld.key("logp", batch))
 
 
 def first_state(engine: Any, family: Family, z0: jax.Array, key: jax.Array) -> Any:

@@ -91,12 +91,13 @@ def attach(family: Family, ld: LogDensity, loss_and_grad: Callable) -> tuple[Fam
         sample=_wrap(family.sample), particles=_wrap(family.particles), user_params=user_params,
         init_with_logp=None if family.init_with_logp is None else init_with_logp)
 
-    def joint(params: Any, key: jax.Array, batch: Any) -> tuple[jax.Array, Any]:
+    def joint(params: Any, key: jax.Array, batch: Any, *step: Any) -> tuple[jax.Array, Any]:
         q, theta = split(params)
         loss, pullback, grads = jax.vjp(
-            lambda th: family_loss(q, key, {**(batch or {}), PARAMS: th}), theta, has_aux=True)
+            lambda th: family_loss(q, key, {**(batch or {}), PARAMS: th}, *step), theta, has_aux=True)
         (g_theta,) = pullback(jnp.ones_like(loss))
         return loss, {**grads, MODEL: g_theta}
 
     family_loss = loss_and_grad
+    joint.takes_step = getattr(loss_and_grad, "takes_step", False)   # (annealed SVGD's schedule)
     return wrapped, joint

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from ..compilation import stats
+from ..errors import VariationalError
 from ..families.base import Family
 from ..model import LogDensity
 from .callbacks import ELBOConvergence
@@ -75,6 +76,8 @@ class Run:
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
         self.data_note = ""
+        self.solution: Any = None   # a direct method's record (families.base.Solution)
+        self.init_grad_evals = 0    # spent by the fit this one started from (init=)
         self.categories: dict[str, list] = {}   # categorical data column -> its categories
 
     # -- running -----------------------------------------------------------------------------
@@ -82,6 +85,11 @@ class Run:
              feed: Callable[[int], Any] | None = None, max_seconds: float | None = None) -> Self:
         if steps is None or int(steps) < 0:
             raise ValueError(f"steps={steps!r} must be a non-negative integer")
+        if self.family.solve is not None:
+            raise VariationalError(
+                f"method={self.method!r} is solved directly (deterministic optimisation to its "
+                f"answer), so there are no steps to continue; to go on with a stochastic family "
+                f"start it from this fit: vi.fit(model, data, method='fullrank_advi', init=fit)")
         steps = int(steps)
         show = self.settings.get("progress", True) if progress is None else progress
         bars: list[Progress] = []
@@ -246,6 +254,19 @@ class Run:
     def steps(self) -> int:
         """Number of optimisation steps done."""
         return int(self._state.step)
+
+    @property
+    def grad_evals(self) -> int:
+        """Gradients of the log density evaluated to reach this answer.
+
+        One per draw per step for the stochastic methods (``steps * num_particles``; SVGD: per
+        particle), plus those of the fit it started from (``init=``); a direct method's own
+        count (a Hessian-vector product counts as two).
+        """
+        if self.solution is not None:
+            return int(self.solution.grad_evals)
+        per_step = self.family.options.get("n_particles") or self.settings.get("num_particles", 1)
+        return int(self.steps) * int(per_step) + int(self.init_grad_evals)
 
     @property
     def skipped_steps(self) -> int:

@@ -105,8 +105,6 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
             constraint = site["kwargs"].get("constraint", constraints.real)
             transforms[name] = biject_to(constraint)
             init_params[name] = transforms[name].inv(site["value"])
-    if not init_params:
-        raise ModelError("the guide has no numpyro.param sites: there is nothing to optimise")
     _check_sites(tr, ld)
     bijections = {n: biject_to(ld.supports[n]) for n in ld.names if n not in ld.discrete}
 
@@ -145,21 +143,29 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
     def sample_and_log_q(params: Any, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         return draws_jit(params, key, int(n), full)
 
-    def make_loss_and_grad(logp: Callable, num_particles: int = 1, **_: Any) -> Callable:
+    def make_loss_and_grad(logp: Callable, num_particles: int = 1, reduce: Callable | None = None,
+                           **_: Any) -> Callable:
+        # reduce(lp, log_q) -> objective: an objective other than the ELBO (Renyi's)
         def loss(params: Any, key: jax.Array, batch: Any) -> jax.Array:
             z, log_q, log_q_nr = draws3(params, key, num_particles, {**ld.model_kwargs, **(batch or {})})
-            elbos = jax.vmap(logp, in_axes=(0, None))(z, batch) - log_q
+            lp = jax.vmap(logp, in_axes=(0, None))(z, batch)
+            if reduce is not None:
+                return -reduce(lp, log_q)
+            elbos = lp - log_q
             if not score_function:
                 return -jnp.mean(elbos)
             return -jnp.mean(elbos + score_term(elbos, log_q_nr))
 
         return jax.value_and_grad(loss)
 
+    def from_constrained(params: Any, values: Mapping[str, Any]) -> Any:
+        return {**params, **{k: transforms[k].inv(v) for k, v in values.items()}}
+
     options = {"guide": getattr(guide, "__name__", type(guide).__name__)}
     if score_function:
         options["score_function"] = True
     return Family("guide", init, sample_and_log_q, make_loss_and_grad=make_loss_and_grad,
-                  user_params=constrained, options=options)
+                  user_params=constrained, from_user_params=from_constrained, options=options)
 
 
 def _check_sites(tr: Mapping[str, dict], ld: LogDensity) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..compilation import fingerprint, run_traced, signature
@@ -30,12 +30,12 @@ from .enumerate import (
     sample_discrete,
 )
 from .handlers import (
-    RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
-    value_without_sampler,
+    JACOBIAN, RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support,
+    init_start_or_mean, unconstrained_value, value_without_sampler,
 )
 from .params import PARAMS, ModelParams, param_sites
 
-__all__ = ["LogDensity"]
+__all__ = ["LogDensity", "JACOBIAN"]
 
 
 def _is_concrete(x: Any) -> bool:
@@ -59,7 +59,8 @@ class LogDensity:
     model_kwargs : mapping, optional
         Other keyword arguments of the model (not data columns).
     obs_scale : float or callable, optional
-        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling).
+        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling). Without
+        it, observed sites declared with ``total_size=`` are scaled as they say.
     start : mapping, optional
         Initial values (constrained space) for some latent sites; the others start at the
         prior median.
@@ -174,8 +175,7 @@ class LogDensity:
 
     # -- construction helpers ----------------------------------------------------------------
     def _wrap(self, model: Callable) -> Callable:
-        if self.obs_scale is None:
-            return model
+        # always wrapped: without obs_scale, sites declared with total_size= are still scaled
         return ScaleObserved(model, self.obs_scale)
 
     def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
@@ -269,9 +269,8 @@ class LogDensity:
             ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)] or [jnp.bool_(True)]))
             return z, values, ok
 
-        # one compiled call, compiled once per program (traced each time: the trace finds key use)
-        z, values, ok = run_traced("initial point", lambda k, d: point(
-            k, d, functools.partial(init_start_or_mean, values=dict(start))), key, data)
+        rule = functools.partial(init_start_or_mean, values=dict(start))   # one call, compiled once per program
+        z, values, ok = run_traced("initial point", lambda k, d: point(k, d, rule), key, data)
         if not bool(ok) and not start:
             uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
             for i in range(20):
@@ -344,9 +343,8 @@ class LogDensity:
 
     def key(self, kind: str = "logp", batch: Mapping[str, Any] | None = None) -> tuple:
         """A key of the program ``kind`` (``"logp"``, ``"log_joint"``, ``"constrain"``) on batches
-        shaped like ``batch``, equal for two LogDensity objects only when the program is the same
-        (its trace's :func:`~variational.compilation.fingerprint` and output structure): compiled
-        functions built on it are shared between fits. Traced once per kind and batch shape."""
+        shaped like ``batch``, equal only for the same program (its trace's fingerprint and output
+        structure), so fits share functions compiled on it. Traced once per kind and shape."""
         batch = dict(batch or {})
         if kind == "log_joint" and self._scaled is self._model0:   # (no scaling: the same program)
             return ("log_joint", self.key("logp", batch)[1:])
@@ -354,8 +352,21 @@ class LogDensity:
         if sig not in self._keys:
             fn = {"logp": self.logp, "log_joint": self.log_joint, "constrain": self.constrain}[kind]
             closed, out = jax.make_jaxpr(fn, return_shape=True)(jax.ShapeDtypeStruct((self.dim,), self.dtype), batch)
-            self._keys[sig] = (kind, fingerprint(closed), str(jax.tree_util.tree_structure(out)))
+            self._keys[sig] = (kind, fingerprint(closed), str(jax.tree_util.tree_structure(out)), tuple(self.names))
         return self._keys[sig]
+
+    def log_terms(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> tuple[dict[str, jax.Array], dict]:
+        """The log joint at ``z_flat`` site by site: ``({site: log density}, trace)``.
+
+        The terms sum to :meth:`logp`. Observed sites (and ``Potential`` terms) carry their
+        scaling; each latent site with a constrained support adds a term named
+        ``JACOBIAN.format(name)`` (its log-Jacobian, counted with the prior). The trace holds each
+        latent site's distribution given the values of the sites before it.
+        """
+        model, kwargs = self._model_for(self._scaled, batch)
+        model, z = self._with_discrete(model, self._unravel(z_flat))
+        model = handlers.substitute(model, substitute_fn=lambda site: unconstrained_value(site, z))
+        return compute_log_probs(model, (), kwargs, {})
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Named values in the model's own (constrained) space, deterministics included.

@@ -17,6 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from ..errors import ModelError
+from .handlers import check_total_size
 
 __all__ = [
     "Site", "Normal", "HalfNormal", "Uniform", "Flat", "HalfFlat", "Beta", "Gamma", "Exponential",
@@ -47,7 +48,7 @@ def Site(
     *,
     shape: int | Sequence[int] | None = None,
     observed: Any = None,
-    total_size: int | None = None,
+    total_size: int | Sequence[int | None] | None = None,
 ) -> jnp.ndarray:
     """Declare a random variable with any NumPyro distribution.
 
@@ -62,9 +63,10 @@ def Site(
         to it; it must be compatible with the distribution's own shape.
     observed : array_like, optional
         Observed values. Makes the site part of the likelihood.
-    total_size : int, optional
+    total_size : int or sequence, optional
         Number of rows in the full dataset when ``observed`` holds a minibatch; the site's
-        log-likelihood is then scaled by ``total_size / len(observed)``.
+        log-likelihood is then scaled by ``total_size / len(observed)``. Per dimension, as in
+        PyMC: ``[N, None]`` (rows are a minibatch of N, columns whole), ``[N, ..., M]``.
 
     Returns
     -------
@@ -132,7 +134,10 @@ def Site(
         if tuple(d.batch_shape) != batch and not _enumerating():
             d = d.expand(batch)
         if total_size is not None:
-            infer["total_size"] = int(total_size)
+            try:
+                infer["total_size"] = check_total_size(total_size, len(obs_shape))
+            except ValueError as e:
+                raise ModelError(f"site '{name}': {e}") from None
     elif total_size is not None:
         raise ModelError(f"site '{name}': total_size= only applies to observed sites")
     return numpyro.sample(name, d, obs=observed, infer=infer or None)

@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..families._psis import psislw  # noqa: F401  (the PSIS of both generations lives below this layer)
+
 __all__ = ["ARVIZ_1", "arviz_version", "new_tree", "group_names", "psislw", "summary", "from_numpyro",
            "from_draws"]
 
@@ -57,29 +59,6 @@ def group_names(obj: Any) -> list[str]:
     if hasattr(obj, "groups") and callable(obj.groups) and not ARVIZ_1:
         return list(obj.groups())
     return [str(name) for name in getattr(obj, "children", {})]
-
-
-def psislw(log_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed, normalised log weights and k-hat of finite log importance ratios ``log_w``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> u = (np.arange(1000) + 0.5) / 1000
-    >>> lw, khat = psislw(-0.5 * np.log1p(-u))   # Pareto tail with shape 0.5
-    >>> round(float(np.exp(lw).sum()), 6), bool(abs(khat - 0.5) < 0.1)
-    (1.0, True)
-    """
-    log_w = np.asarray(log_w, dtype=np.float64)
-    if ARVIZ_1:
-        from arviz_stats.base import array_stats
-
-        lw, khat = array_stats.psislw(-log_w)   # the LOO convention: it smooths exp(-input)
-    else:
-        import arviz as az
-
-        lw, khat = az.psislw(log_w)
-    return np.asarray(lw, dtype=np.float64), float(khat)
 
 
 _ORDER_0X = ["mean", "sd", "hdi_lo", "hdi_hi", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"]

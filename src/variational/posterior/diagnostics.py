@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..families._psis import psis_log_weights
 from .programs import importance_weights
-from .psis import pareto_smooth
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "has_density", "mcse", "KHAT_GOOD", "KHAT_BAD"]
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -108,20 +108,6 @@ def log_joint_fn(ld: Any) -> Any:
 def has_density(family: Any) -> bool:
     """Whether a family has a density q (non-ELBO methods, SVGD particles, have none)."""
     return family.make_loss_and_grad is None
-
-
-def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed, normalised log weights and k-hat of raw log weights ``log p - log q``.
-
-    Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
-    """
-    log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
-    if not np.isfinite(log_w).any():
-        return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
-    ok = np.isfinite(log_w)
-    lw = np.full(log_w.shape, -np.inf)
-    lw[ok], khat = pareto_smooth(log_w[ok])
-    return lw, khat
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
@@ -260,12 +246,17 @@ def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) 
 
 
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
-             method: str, window: int | None = None, tol: float = 1e-3) -> Diagnosis:
+             method: str, window: int | None = None, tol: float = 1e-3,
+             solver_converged: bool | None = None) -> Diagnosis:
     """The diagnosis of a fit from its loss history and importance weights; see :meth:`Fit.diagnose`.
 
     ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density).
+    ``solver_converged``: a direct method's own verdict on its optimisation, used instead of
+    the loss-history rule (a deterministic solver's history is not a noisy loss).
     """
     is_conv, rel = converged(hist, window, tol)
+    if solver_converged is not None:
+        is_conv = bool(solver_converged)
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
     status, text = _verdict(khat, is_conv, skipped_steps, steps, method)
     return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=text,
@@ -327,3 +318,21 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     else:
         raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
     return arviz_compat.summary(idata, var_names, kind, hdi_prob)
+
+
+def mcse(fit: Any) -> dict[str, np.ndarray]:
+    """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
+
+    DADVI's answer depends on its fixed base draws; this is the standard deviation of its means
+    over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the unconstrained space
+    (the model's own space for real-valued sites). Computed when first asked for.
+    """
+    info = {} if fit.solution is None else fit.solution.info
+    if callable(info.get("mcse")):
+        info["mcse"] = np.asarray(info["mcse"]())
+    if "mcse" not in info:
+        from ..errors import VariationalError
+
+        raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
+                               f"means (method='dadvi' with lr=True does)")
+    return fit._named(jnp.asarray(info["mcse"]))

@@ -42,7 +42,10 @@ def full_data_elbo(ld: LogDensity, family: Any, params: Any, data: Any, key: jax
     bs = int(batch_size) if batch_size is not None else max(1, (1 << 20) // int(num_draws))
     total = np.zeros(z.shape[0])
     first, k = None, 0
-    for batch in iter_batches(data, bs):
+    if isinstance(data, dict) and not data:  # a model without data columns: one evaluation
+        data = None
+        total, first, k = np.asarray(lp_one(z, {}), dtype=np.float64), {}, 1
+    for batch in (iter_batches(data, bs) if data is not None else ()):
         total = total + np.asarray(lp_one(z, batch), dtype=np.float64)
         first = batch if first is None else first
         k += 1

@@ -18,11 +18,12 @@ from ..data import as_columns
 from ..compilation import measured
 from ..engine.run import Run
 from . import programs
+from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
 
 
-class Fit(Run):
+class Fit(Run, MarginalAnswers):
     """A fitted variational approximation.
 
     Created by :func:`variational.fit`; not usually constructed by hand.
@@ -90,6 +91,12 @@ class Fit(Run):
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
+    @property
+    def mcse(self) -> dict[str, np.ndarray]:
+        """Monte Carlo standard error of DADVI's means per site (see :func:`.diagnostics.mcse`)."""
+        from .diagnostics import mcse
+        return mcse(self)
+
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
         return programs.draws(self, int(n), key)
@@ -105,7 +112,8 @@ class Fit(Run):
         return constrain_draws(self, z, key)
 
     @measured("draws")
-    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
+    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
+               include_transformed: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
 
         Parameters
@@ -119,6 +127,8 @@ class Fit(Run):
             Pareto-smoothed importance resampling: ``max(4000, 4 n)`` draws of q are weighted
             by ``p(x, z) / q(z)`` and ``n`` are resampled, which corrects the approximation
             when k-hat (see :meth:`diagnose`) is below 0.7; above it a warning is issued.
+        include_transformed : bool
+            Also return the unconstrained values under PyMC's names (``sigma_log__``...).
 
         Returns
         -------
@@ -136,10 +146,10 @@ class Fit(Run):
         """
         if int(n) <= 0:
             raise ValueError(f"n={n!r} must be a positive number of draws")
-        if importance:
-            return self._constrain_draws(self._importance_draws(int(n), seed))
-        key = self._next_key(seed)
-        return self._constrain_draws(self._draw_flat(int(n), key), jax.random.fold_in(key, 1))
+        key = None if importance else self._next_key(seed)
+        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), key)
+        out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
+        return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
@@ -250,7 +260,8 @@ class Fit(Run):
             method = POINT  # only the model's parameters: nothing for importance weights to check
         elif has_density(self.family):
             _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method,
+                       solver_converged=None if self.solution is None else self.solution.converged)
         if data is None:
             self._cache[cache_key] = out
         return out
@@ -282,33 +293,6 @@ class Fit(Run):
                 z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
             self._cache[key] = self._constrain_draws(z)
         return self._cache[key]
-
-    def discrete_probs(self, n: int = 1000, seed: int | None = None, *, data: Any = None) -> dict[str, np.ndarray]:
-        """Posterior probabilities of the values of each enumerated discrete site.
-
-        The exact conditional probabilities ``p(z_i = k | x, draw)`` (one backward pass of the
-        enumeration) averaged over ``n`` draws of q (``seed``), on the training rows or
-        ``data``. Returns site name -> array ``(*site_shape, K)`` over the K values.
-
-        Examples
-        --------
-        >>> import numpy as np, numpyro, numpyro.distributions as dist
-        >>> import variational as vi
-        >>> def mixture(y):
-        ...     mu = vi.Normal("mu", 0.0, 5.0, shape=2)
-        ...     with numpyro.plate("rows", len(y)):
-        ...         z = numpyro.sample("z", dist.Categorical(np.array([0.5, 0.5])),
-        ...                            infer={"enumerate": "parallel"})
-        ...         numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
-        >>> fit = vi.fit(mixture, {"y": np.array([-3.0, -3.1, 3.0])}, steps=500,
-        ...              start={"mu": np.array([-1.0, 1.0])}, progress=False)
-        >>> fit.discrete_probs(100)["z"].round(2)
-        array([[1., 0.],
-               [1., 0.],
-               [0., 1.]], dtype=float32)
-        """
-        from .discrete import discrete_probs
-        return discrete_probs(self, n, self._next_key(seed), data)
 
     @property
     @measured("draws")
