@@ -202,7 +202,8 @@ def fit(
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
     started, compiled_before = time.perf_counter(), stats()
-    direct = guide is None and make_family(method, **method_options).solve is not None
+    direct = guide is None and \
+        make_family(method, **_method_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
@@ -310,9 +311,8 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 
 
 def _method_options(method: Any, options: dict, steps: Any) -> dict:
-    """The options the family is built with (asvgd's schedule spans the fit unless given)."""
     if method == "asvgd" and "anneal_steps" not in options and steps is not None:
-        return {**options, "anneal_steps": max(int(steps), 1)}
+        return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
     return options
 
 
