@@ -187,6 +187,29 @@ def test_settings_that_are_constants_of_a_program_are_part_of_its_key():
         assert check(vi.fit(mean_model, {"y": Y}, steps=0, progress=False, **kw)), kw
 
 
+def test_another_objective_is_another_program():
+    """The objective is a constant of the chunk: fits of one model under the ELBO, a KL weight
+    and the closed-form mean-field KL (same seed) each run their own steps, not the first one's."""
+    base = _fit(seed=0)
+    before = stats()
+    weighted = _fit(seed=0, kl_weight=0.5)
+    closed = _fit(seed=0, objective="meanfield_elbo")
+    made = stats() - before
+    assert made.compilations + made.cache_hits >= 2   # two chunks of their own (compiled or loaded)
+    assert not np.array_equal(base.hist, weighted.hist)
+    assert not np.array_equal(base.hist, closed.hist)
+    assert not np.array_equal(weighted.hist, closed.hist)
+
+
+def test_direct_methods_answer_for_their_own_data():
+    """Laplace fits of one model on two data sets share no answer: each mean is the conjugate
+    posterior mean of its own data."""
+    for y in (Y, Y + 1.0):
+        fit = vi.fit(mean_model, {"y": y}, method="laplace", progress=False)
+        assert float(fit.mean["mu"]) == pytest.approx(_posterior_mean(y, 1.0), abs=0.02)
+        assert fit.sample(100)["mu"].shape == (100,)
+
+
 def test_fingerprint_sees_constants_by_value():
     a, b = np.arange(3.0), np.arange(3.0) + 1
     fa = fingerprint(jax.make_jaxpr(lambda x: x * a)(np.ones(3)))
