@@ -238,6 +238,7 @@ def test_an_unwritable_cache_directory_falls_back_silently_with_a_note(cache_sta
 
 def test_the_users_own_jax_cache_is_left_alone(cache_state, monkeypatch):
     mine = str(cache_state / "users-jax-cache")
+    monkeypatch.delenv(compilation.ENV_VAR, raising=False)
     compilation._point_jax_at(None)
     jax.config.update("jax_compilation_cache_dir", mine)
     compilation._current = None
