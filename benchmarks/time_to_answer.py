@@ -20,8 +20,9 @@ a warmed PyTensor compile directory), ``pmx_pathfinder`` / ``pmx_dadvi`` / ``pmx
 AutoNormal 10k, Adam 1e-2) and ``numpyro_nuts`` (1 chain, 1000 warm-up + 1000 draws).
 
 Compilation caches: each variational run gets a fresh cache folder through the environment
-(``VARIATIONAL_CACHE_DIR`` and ``XDG_CACHE_HOME``; with ``--jax-cache`` also
-``JAX_COMPILATION_CACHE_DIR``), so "cold" is cold whatever the library's default folder;
+(``VARIATIONAL_COMPILE_CACHE``, ``VARIATIONAL_CACHE_DIR`` and ``XDG_CACHE_HOME``; with
+``--jax-cache`` also ``JAX_COMPILATION_CACHE_DIR``), so "cold" is cold whatever the library's
+default folder;
 ``vi_default_warm`` reuses the folder of the repeat's cold run. PyMC's runners get
 ``PYTENSOR_FLAGS=base_compiledir=...``: a fresh one for ``pymc_cold``, and one shared folder,
 warmed by an untimed pass before the first repeat, for the others.
@@ -135,6 +136,7 @@ def _env(runner: str, vi_dir: Path, pytensor_dir: Path, jax_cache: bool) -> dict
     env["PYTHONPATH"] = os.pathsep.join([src, str(HERE)] + ([env["PYTHONPATH"]] if env["PYTHONPATH"] else []))
     if RUNNERS[runner][0] == "pymc":
         env["PYTENSOR_FLAGS"] = f"base_compiledir={pytensor_dir}"
+    env["VARIATIONAL_COMPILE_CACHE"] = str(vi_dir / "variational")   # the library's own variable
     env["VARIATIONAL_CACHE_DIR"] = str(vi_dir / "variational")
     env["XDG_CACHE_HOME"] = str(vi_dir / "xdg")
     if jax_cache:
@@ -274,7 +276,8 @@ def write_md(path: Path, meta: dict, rows: list[dict], prof: dict | None) -> Non
             "Accuracy against a 4-chain NumPyro NUTS reference (`benchmarks/data/"
             f"{meta['reference_file']}`): max z = the largest |mean - NUTS mean| / NUTS sd over the "
             "175 parameters; median sd ratio = median of sd / NUTS sd. Ratios are to PyMC's `pm.fit` "
-            "(warm PyTensor cache) in the same run.", "",
+            "(warm PyTensor cache) in the same run. Accuracy on 16 real posteriors with published reference "
+            "draws is in [accuracy.md](accuracy.md).", "",
             f"Measured {meta['date']} with `{meta['command']}`: {meta['data']}; variational {v.get('variational')} "
             f"at commit {meta['commit']}, jax {v.get('jax')}, numpyro {v.get('numpyro')}, pymc {v.get('pymc', '-')}, "
             f"pymc-extras {v.get('pymc-extras', '-')}, pytensor {v.get('pytensor', '-')}, Python {v.get('python')}; "
