@@ -62,6 +62,7 @@ import numpyro
 import variational as vi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchinfo import load_average, source_commit, unknown_method  # noqa: E402
 from posteriors import DATA_DIR, POSTERIORS, Posterior, load, scalar_summaries  # noqa: E402
 
 # vi.fit(model, data, method=name) runners with the method's defaults; add a name to add a runner
@@ -156,12 +157,6 @@ def runners(steps: int) -> dict[str, Callable]:
     return out
 
 
-def _unknown_method(e: Exception) -> bool:
-    text = str(e)
-    return isinstance(e, (ValueError, KeyError, NotImplementedError)) and (
-        "is not known" in text or "not implemented" in text.lower() or "unknown method" in text.lower())
-
-
 def flag(r: Result) -> str:
     """'false good' / 'false bad' when the verdict contradicts the measured error, else ''."""
     if r.verdict == "good" and (not np.isfinite(r.max_z) or r.max_z > 0.5 or r.median_sd_ratio < 0.7):
@@ -178,7 +173,7 @@ def run_one(p: Posterior, name: str, fn: Callable, seed: int, steps: int) -> Res
             warnings.simplefilter("ignore")
             draws, info = fn(p, seed, steps)
     except Exception as e:  # noqa: BLE001 - a benchmark reports every failure and goes on
-        if _unknown_method(e):
+        if unknown_method(e):
             return Result(p.name, name, seed, "not available", message=str(e).splitlines()[0][:200])
         return Result(p.name, name, seed, "error",
                       message=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}",
@@ -272,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown runner(s) {unknown}; choose from {sorted(table)}")
     started = time.strftime("%Y-%m-%d %H:%M")
-    load_avg = _load_average()
+    load_avg = load_average()
 
     validation = None
     if a.validate:
@@ -294,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                     results.append(r)
                     print(_line(r), flush=True)
     meta = dict(date=started, load_average_at_start=load_avg, steps=steps, seeds=seeds, posteriors=names,
-                runners={k: table[k].label for k in chosen}, versions=versions(), commit=_commit(),
+                runners={k: table[k].label for k in chosen}, versions=versions(), commit=source_commit(vi.__file__),
                 command="python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 note=a.note)
     summary = per_runner(results)
@@ -315,28 +310,6 @@ def _line(r: Result) -> str:
     return (f"{r.posterior:45s} {r.runner:15s} seed {r.seed}: max z {r.max_z:7.3f} ({r.worst}) "
             f"sd ratio med {r.median_sd_ratio:.2f} min {r.min_sd_ratio:.2f}  {r.verdict:4s} k {r.khat:5.2f}  "
             f"{r.wall:6.2f} s  {r.flag}")
-
-
-def _load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in __import__("os").getloadavg())
-    except OSError:
-        return "?"
-
-
-def _commit() -> str:
-    import subprocess
-    src = Path(vi.__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "."], capture_output=True,
-                               text=True).stdout.strip()
-        branch = subprocess.run(["git", "-C", str(src), "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        return f"{out} ({branch}{', uncommitted changes' if dirty else ''})"
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "?"
 
 
 if __name__ == "__main__":

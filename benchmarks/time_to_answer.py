@@ -56,6 +56,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from benchinfo import load_average, source_commit  # noqa: E402
 from tta_runners import RUNNERS  # noqa: E402
 
 DEFAULT_PYMC_PYTHON = "/work/benchvenv/bin/python"
@@ -161,8 +162,8 @@ def versions(pymc_python: str | None) -> dict[str, str]:
     code = ("import importlib.metadata as m, platform, json; out={'python': platform.python_version()}\n"
             "for n in {names}:\n  try: out[n]=m.version(n)\n  except Exception: pass\nprint(json.dumps(out))")
     vi_names = ["jax", "jaxlib", "numpyro", "optax", "arviz", "numpy"]
-    out = json.loads(subprocess.run([sys.executable, "-c", code.replace("{names}", repr(vi_names))], capture_output=True,
-                                    text=True).stdout)
+    cmd = [sys.executable, "-c", code.replace("{names}", repr(vi_names))]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True).stdout)
     import variational
     out["variational"] = getattr(variational, "__version__", "?")
     if pymc_python:
@@ -283,7 +284,7 @@ def write_md(path: Path, meta: dict, rows: list[dict], prof: dict | None) -> Non
             f"pymc-extras {v.get('pymc-extras', '-')}, pytensor {v.get('pytensor', '-')}, Python {v.get('python')}; "
             f"{meta['repeats']} repeats, seed {meta['seed']}. Load average {meta['load_before']} before and "
             f"{meta['load_after']} after, on the 2-core machine{meta['load_note']}.",
-            *([f"", meta["note"]] if meta.get("note") else []), "", *table(rows), ""]
+            *(["", meta["note"]] if meta.get("note") else []), "", *table(rows), ""]
     if prof is not None:
         body += ["Where `vi.fit(model, data)`'s wall goes (`python benchmarks/time_to_answer.py --profile`, one fresh "
                  "process, cache cold):", "", *profile_lines(prof), ""]
@@ -297,20 +298,6 @@ def write_md(path: Path, meta: dict, rows: list[dict], prof: dict | None) -> Non
     elif path.exists():
         text = path.read_text().rstrip("\n") + "\n\n" + text
     path.write_text(text)
-
-
-def _commit() -> str:
-    src = Path(__import__("variational").__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        branch = subprocess.run(["git", "-C", str(src), "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "."], capture_output=True,
-                               text=True).stdout.strip()
-        return f"{rev} ({branch}{', uncommitted changes' if dirty else ''})"
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -346,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     ref = json.loads(ref_file.read_text()) if ref_file.exists() else None
     if ref is None:
         print(f"no NUTS reference at {ref_file}: run --make-reference first; accuracy is left out", flush=True)
-    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_before = load_average()
     started = time.strftime("%Y-%m-%d %H:%M")
     with tempfile.TemporaryDirectory(prefix="time_to_answer-") as tmp:
         work = Path(tmp)
@@ -364,12 +351,12 @@ def main(argv: list[str] | None = None) -> None:
                 names = []
         results = run_all(a, names, data_npz, work) if names else {}
     rows = summarize(results, ref)
-    load_after = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    busy = max(float(load_before.split()[0]), float(load_after.split()[0])) > 2.5
+    load_after = load_average()
+    busy = any(x != "?" and float(x.split()[0]) > 2.5 for x in (load_before, load_after))
     meta = dict(date=started, command="python benchmarks/time_to_answer.py " + " ".join(
         argv if argv is not None else sys.argv[1:]), data=data_label, generated=generated, repeats=a.repeats,
         seed=a.seed, versions=versions(a.pymc_python if Path(a.pymc_python).exists() else None),
-        commit=_commit(), load_before=load_before, load_after=load_after,
+        commit=source_commit(__import__("variational").__file__), load_before=load_before, load_after=load_after,
         load_note=" (under load: other work was running, so every wall is inflated)" if busy else "",
         reference_file=ref_file.name, note=a.note, platform=platform.platform())
     if rows:

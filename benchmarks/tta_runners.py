@@ -22,6 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchinfo import unknown_method  # noqa: E402
+
 N_DRAWS = 4000
 LR = 1e-2          # the step size of the NumPyro SVI runner (Adam), variational's default one
 
@@ -196,12 +199,6 @@ def make(name: str, d: dict, seed: int) -> Callable:
     raise KeyError(name)
 
 
-def _unknown_method(e: Exception) -> bool:
-    text = str(e).lower()
-    return isinstance(e, (ValueError, KeyError, NotImplementedError)) and (
-        "is not known" in text or "not implemented" in text or "unknown method" in text)
-
-
 def profile(d: dict, seed: int) -> dict[str, Any]:
     """Where the wall of ``vi.fit(model, data)`` + 4000 draws + ``diagnose()`` goes, in this process.
 
@@ -289,7 +286,7 @@ def main(argv: list[str]) -> None:
         info["mean"] = {k: float(np.mean(v)) for k, v in cols.items()}
         info["sd"] = {k: float(np.std(v, ddof=1)) for k, v in cols.items()}
     except Exception as e:  # noqa: BLE001 - reported, not raised: the benchmark goes on
-        info["status"] = "not available" if _unknown_method(e) else "error"
+        info["status"] = "not available" if unknown_method(e) else "error"
         info["message"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
         info["traceback"] = traceback.format_exc(limit=4)
     out_path.write_text(json.dumps(info, default=str))

@@ -1,0 +1,41 @@
+"""What the benchmark pages record about a run: the source's commit, the machine's load, and
+whether an exception means "the library has no such method" (reported "not available").
+
+Pure Python (no JAX), so the PyMC environment's workers can import it too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+
+def source_commit(package_file: str) -> str:
+    """``rev (branch[, uncommitted changes])`` of the git tree the imported package comes from."""
+    src = Path(package_file).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", ".")
+        return f"{git('rev-parse', '--short', 'HEAD')} ({git('rev-parse', '--abbrev-ref', 'HEAD')}" \
+               f"{', uncommitted changes' if dirty else ''})"
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "?"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, or "?"."""
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def unknown_method(e: Exception) -> bool:
+    """Whether ``vi.fit(..., method=m)`` failed because the library does not know ``m``."""
+    text = str(e).lower()
+    return isinstance(e, (ValueError, KeyError, NotImplementedError)) and (
+        "is not known" in text or "not implemented" in text or "unknown method" in text)
