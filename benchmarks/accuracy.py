@@ -25,7 +25,8 @@ Runners (``--runners``, comma-separated; default all):
   ``AutoMultivariateNormal``, Adam 1e-2, ``--steps`` steps, their final iterate;
 * one runner per name of ``EXTRA_METHODS`` (``pathfinder``, ``laplace``, ``dadvi``):
   ``vi.fit(model, data, method=name)`` with its defaults. A method the library does not know is
-  reported "not available". Add a method by adding its name to ``EXTRA_METHODS``.
+  reported "not available". Add a method by adding its name to ``EXTRA_METHODS``, or name it
+  ad hoc as ``--runners vi:METHOD``.
 
 Run it from the repository root (or against another source tree with
 ``PYTHONPATH=/path/to/src``)::
@@ -263,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in a.seeds.split(",")]
     table = runners(steps)
     chosen = a.runners.split(",") if a.runners else list(table)
+    for name in chosen:  # "vi:METHOD": vi.fit(model, data, method=METHOD) with its defaults, ad hoc
+        if name.startswith("vi:"):
+            table[name] = _vi_runner(f'method="{name[3:]}", defaults', method=name[3:])
     unknown = sorted(set(chosen) - set(table))
     if unknown:
         ap.error(f"unknown runner(s) {unknown}; choose from {sorted(table)}")
