@@ -40,10 +40,12 @@ Against another source tree: ``PYTHONPATH=/path/to/src python benchmarks/time_to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -148,12 +150,21 @@ def _env(runner: str, vi_dir: Path, pytensor_dir: Path, jax_cache: bool) -> dict
 def run_worker(runner: str, data: Path, work: Path, env: dict, python: str, timeout: float, seed: int) -> dict:
     out = work / f"{runner}-{time.monotonic_ns()}.json"
     cmd = [python, str(HERE / "tta_runners.py"), runner, str(data), str(out), "--seed", str(seed)]
-    try:
-        p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"runner": runner, "status": "error", "message": f"timed out after {timeout:.0f} s"}
+    # its own process group, so that a timeout also ends the processes a runner forked (pathfinder's pool)
+    err = work / f"{out.stem}.stderr"
+    with err.open("w") as f:
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return {"runner": runner, "status": "error", "message": f"timed out after {timeout:.0f} s"}
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)   # anything the runner left behind
     if not out.exists():
-        tail = (p.stderr or "").strip().splitlines()[-3:]
+        tail = err.read_text(errors="replace").strip().splitlines()[-3:]
         return {"runner": runner, "status": "error", "message": f"exit {p.returncode}: {' | '.join(tail)}"[:400]}
     return json.loads(out.read_text())
 
