@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pymc-python", default=DEFAULT_PYMC_PYTHON, help="Python of an environment with PyMC")
     ap.add_argument("--jax-cache", action="store_true", help="also point JAX_COMPILATION_CACHE_DIR at the run's folder")
     ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up of the PyTensor folder")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a runner is stopped")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds before a runner is stopped")
     ap.add_argument("--profile", action="store_true", help="where vi.fit's wall goes (one fresh process)")
     ap.add_argument("--make-reference", action="store_true", help="run NUTS and store the reference")
     ap.add_argument("--nuts-draws", type=int, default=2500, help="NUTS draws per chain for --make-reference")
