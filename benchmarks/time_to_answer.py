@@ -15,7 +15,8 @@ compilation cache cold), ``vi_default_warm`` (the same again with the cache the 
 ``vi_10k`` (``steps=10_000``, no diagnose), ``vi_auto`` (``steps=None, learning_rate="auto"`` +
 diagnose), ``vi_pathfinder`` / ``vi_dadvi`` / ``vi_laplace`` (``method=...``; "not available"
 until the library has them), ``pymc_cold`` / ``pymc_warm`` (``pm.fit()`` ADVI 10k with a fresh /
-a warmed PyTensor compile directory), ``pmx_pathfinder`` / ``pmx_dadvi`` / ``pmx_laplace``
+a warmed PyTensor compile directory; Adam 1e-2, as the NumPyro runner and variational's default),
+``pmx_pathfinder`` / ``pmx_dadvi`` / ``pmx_laplace``
 (pymc-extras, defaults, 4000 draws, warm PyTensor directory), ``numpyro_svi`` (``SVI.run``
 AutoNormal 10k, Adam 1e-2) and ``numpyro_nuts`` (1 chain, 1000 warm-up + 1000 draws).
 
@@ -235,7 +236,7 @@ def summarize(results: dict[str, list[dict]], ref: dict | None) -> list[dict]:
                    verdict=ok[mid].get("verdict", "-"), khat=ok[mid].get("khat"), steps=ok[mid].get("steps"),
                    grad_evals=ok[mid].get("grad_evals"), converged=ok[mid].get("converged"),
                    t_fit=ok[mid].get("t_fit"), t_draws=ok[mid].get("t_draws"), t_diagnose=ok[mid].get("t_diagnose"),
-                   divergences=ok[mid].get("divergences"))
+                   divergences=ok[mid].get("divergences"), note=ok[mid].get("note", ""))
         rows.append(row)
     base = next((r["wall"] for r in rows if r["runner"] == "pymc_warm" and r.get("status") == "ok"), None)
     for r in rows:
@@ -251,14 +252,14 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
 
 def table(rows: list[dict]) -> list[str]:
     lines = ["| runner | wall (s), median [min-max] | / `pm.fit` warm | max z (parameter) | median sd ratio | "
-             "verdict (k-hat) | steps | grad evals | fit / draws / diagnose (s) |",
+             "verdict (k-hat) | steps | grad evals | fit / draws / diagnose (s), notes |",
              "|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['label']} | {r.get('status', '-')} | | | | | | | {r.get('message', '')[:120]} |")
             continue
         verdict = "-" if r["verdict"] in (None, "-") else f"{r['verdict']} ({_f(r['khat'])})"
-        parts = "-" if r.get("t_fit") is None else (
+        parts = (r.get("note") or "-") if r.get("t_fit") is None else (
             f"{r['t_fit']:.2f} / {r['t_draws']:.2f} / {_f(r.get('t_diagnose'))}"
             + ("" if r["runner"] in ("vi_default", "vi_default_warm", "vi_auto") else " (not in wall)"))
         lines.append(f"| {r['label']} | {r['wall']:.2f} [{r['wall_min']:.2f}-{r['wall_max']:.2f}] | "
