@@ -36,6 +36,7 @@ Run it from the repository root (or against another source tree with
     python benchmarks/accuracy.py --posteriors kidiq-kidscore_momiq,sblri-blr --runners default,laplace
     python benchmarks/accuracy.py --seeds 0,1,2 --json out.json --md docs/accuracy.md
     python benchmarks/accuracy.py --validate [--nuts-draws 2000]    # NumPyro NUTS against the references
+    python benchmarks/accuracy.py --from-json out.json --md docs/accuracy.md   # the page again, no fitting
 
 ``--validate`` checks each translation: NumPyro NUTS (4 chains, 1000 warm-up + ``--nuts-draws``
 draws each) against the posteriordb reference; its numbers are stored in
@@ -64,7 +65,7 @@ import variational as vi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchinfo import load_average, source_commit, unknown_method  # noqa: E402
-from posteriors import DATA_DIR, POSTERIORS, Posterior, load, scalar_summaries  # noqa: E402
+from posteriors import DATA_DIR, POSTERIORS, Posterior, load, read_reference, scalar_summaries  # noqa: E402
 
 # vi.fit(model, data, method=name) runners with the method's defaults; add a name to add a runner
 EXTRA_METHODS = ["pathfinder", "laplace", "dadvi"]
@@ -228,21 +229,44 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def per_runner(results: list[Result]) -> dict[str, dict[str, Any]]:
-    """Counts per runner: fits done, max z <= 0.3 / <= 0.5, contradictions, the medians."""
+def on_target(r: Result) -> bool:
+    """The target on a near-Gaussian posterior: max z <= 0.3 and every sd ratio in 0.9-1.1."""
+    return r.status == "ok" and r.max_z <= 0.3 and r.min_sd_ratio >= 0.9 and r.max_sd_ratio <= 1.1
+
+
+def per_runner(results: list[Result], near_gaussian: set[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Counts per runner: fits done, max z <= 0.3 / <= 0.5, on target where near-Gaussian, contradictions."""
     out: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r.runner for r in results):
         rs = [r for r in results if r.runner == name]
         ok = [r for r in rs if r.status == "ok"]
         z = [r.max_z if np.isfinite(r.max_z) else np.inf for r in ok]
+        ng = [r for r in ok if r.posterior in near_gaussian]
         out[name] = dict(
             fits=len(rs), ok=len(ok), not_available=sum(r.status == "not available" for r in rs),
             errors=sum(r.status == "error" for r in rs),
             z_le_0_3=sum(v <= 0.3 for v in z), z_le_0_5=sum(v <= 0.5 for v in z),
+            near_gaussian_fits=len(ng), near_gaussian_on_target=sum(on_target(r) for r in ng),
             median_max_z=statistics.median(z) if z else float("nan"),
             false_good=sum(r.flag == "false good" for r in ok), false_bad=sum(r.flag == "false bad" for r in ok),
             median_wall=statistics.median([r.wall for r in ok]) if ok else float("nan"))
     return out
+
+
+def _near_gaussian_names() -> set[str]:
+    return {n for n, ref in read_reference().items() if ref.get("near_gaussian")}
+
+
+def render(json_path: Path, md: Path) -> None:
+    """Write the page again from a ``--json`` file of an earlier run (no fitting)."""
+    from accuracy_page import write_page
+
+    doc = json.loads(json_path.read_text())
+    fields = Result.__dataclass_fields__
+    results = [Result(**{k: v for k, v in r.items() if k in fields}) for r in doc["results"]]
+    for r in results:
+        r.flag = flag(r) if r.status == "ok" else ""
+    write_page(md, doc["meta"], results, per_runner(results, _near_gaussian_names()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,7 +281,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     ap.add_argument("--md", type=Path, default=None, help="write the markdown page here (docs/accuracy.md)")
     ap.add_argument("--note", default="", help="a line for the page (machine load, what was measured)")
+    ap.add_argument("--from-json", type=Path, default=None, help="only write --md from this earlier --json")
     a = ap.parse_args(argv)
+    if a.from_json is not None:
+        if a.md is None:
+            ap.error("--from-json needs --md, the page to write")
+        render(a.from_json, a.md)
+        return
 
     names = a.posteriors.split(",") if a.posteriors else (QUICK_POSTERIORS if a.quick else list(POSTERIORS))
     steps = 2000 if a.quick and a.steps == 20_000 else a.steps
@@ -296,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
                 runners={k: table[k].label for k in chosen}, versions=versions(), commit=source_commit(vi.__file__),
                 command="python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 note=a.note)
-    summary = per_runner(results)
+    summary = per_runner(results, _near_gaussian_names())
     for k, v in summary.items():
         print(f"{k:16s} ok {v['ok']}/{v['fits']}  max z<=0.3: {v['z_le_0_3']}  <=0.5: {v['z_le_0_5']}  "
               f"false good {v['false_good']}  false bad {v['false_bad']}  median wall {v['median_wall']:.2f} s")
