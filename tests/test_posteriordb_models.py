@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from scipy import integrate, stats
@@ -39,32 +40,31 @@ def _point(p, shift: float) -> dict[str, np.ndarray]:
     return {k: np.asarray(v[0] if k in scalar else v) for k, v in out.items()}
 
 
-def _vi_logp(p, values) -> float:
-    """The log density the benchmark's fits see: unconstrained, Jacobians included."""
-    ld = vi.LogDensity(p.model, p.data, p.kwargs)
-    return float(ld.logp(ld.unconstrain(values), p.data))
-
-
-def _log_joint(p, values) -> float:
-    """The model's log joint at constrained values (no Jacobians)."""
-    return float(log_density(p.model, (), {**p.data, **p.kwargs}, values)[0])
+def _log_joint(p):
+    """The model's log joint at constrained values (no Jacobians), compiled once."""
+    kwargs = {**p.data, **p.kwargs}
+    fn = jax.jit(lambda v: log_density(p.model, (), kwargs, v)[0])
+    return lambda values: float(fn(values))
 
 
 def test_blr_log_density_matches_scipy(reference):
     p = posteriors.load("sblri-blr", reference)
+    ld = vi.LogDensity(p.model, p.data, p.kwargs)      # what the benchmark's fits see
+    logp = jax.jit(lambda z: ld.logp(z, p.data))
     for shift in (0.0, 1.5):
         v = _point(p, shift)
         X, y, beta, sigma = p.data["X"], p.data["y"], v["beta"], float(v["sigma"])
         expected = (stats.norm.logpdf(beta, 0, 10).sum() + stats.halfnorm.logpdf(sigma, scale=10)
                     + stats.norm.logpdf(y, X @ beta, sigma).sum())
-        # in the unconstrained space the benchmark's fits see, plus the log-Jacobian of exp
-        assert _vi_logp(p, v) == pytest.approx(expected + np.log(sigma), rel=2e-5)
+        # unconstrained: plus the log-Jacobian of sigma = exp(u)
+        assert float(logp(ld.unconstrain(v))) == pytest.approx(expected + np.log(sigma), rel=2e-5)
 
 
 @pytest.mark.parametrize("name", ["kidiq-kidscore_momiq", "kidiq-kidscore_momhsiq"])
 def test_kidiq_log_joint_matches_scipy(reference, name):
     """Stan's transformed data (the design) is checked too: the columns are read raw here."""
     p = posteriors.load(name, reference)
+    log_joint = _log_joint(p)
     raw = posteriors.read_data("kidiq")
     iq, hs, score = (np.asarray(raw[k], float) for k in ("mom_iq", "mom_hs", "kid_score"))
     for shift in (0.0, -1.0):
@@ -72,7 +72,7 @@ def test_kidiq_log_joint_matches_scipy(reference, name):
         b, sigma = v["beta"], float(v["sigma"])
         mean = b[0] + b[1] * iq if len(b) == 2 else b[0] + b[1] * hs + b[2] * iq
         expected = stats.halfcauchy.logpdf(sigma, scale=2.5) + stats.norm.logpdf(score, mean, sigma).sum()
-        assert _log_joint(p, {"beta": b, "sigma": sigma}) == pytest.approx(expected, rel=2e-5)
+        assert log_joint({"beta": b, "sigma": sigma}) == pytest.approx(expected, rel=2e-5)
 
 
 def _hmm_forward(y: np.ndarray, mu: np.ndarray, theta: np.ndarray) -> float:
@@ -84,21 +84,21 @@ def _hmm_forward(y: np.ndarray, mu: np.ndarray, theta: np.ndarray) -> float:
     return float(np.logaddexp.reduce(gamma))
 
 
-@pytest.mark.parametrize("shift", [0.0, 0.7])
-def test_hmm_log_joint_matches_forward_algorithm(reference, shift):
+def test_hmm_log_joint_matches_forward_algorithm(reference):
     p = posteriors.load("hmm_example-hmm_example", reference)
-    v = _point(p, shift)
-    t1 = np.array([v["theta1"][0], 1 - v["theta1"][0]])
-    t2 = np.array([v["theta2"][0], 1 - v["theta2"][0]])
-    params = {"theta1": t1, "theta2": t2, "mu": v["mu"]}
-    got = _log_joint(p, params)
-    expected = (stats.norm.logpdf(v["mu"][0], 3, 1) + stats.norm.logpdf(v["mu"][1], 10, 1)   # Dirichlet(1, 1): 0
-                + _hmm_forward(p.data["y"], v["mu"], np.stack([t1, t2])))
-    assert got == pytest.approx(expected, rel=1e-5)
+    log_joint = _log_joint(p)
+    for shift in (0.0, 0.7):
+        v = _point(p, shift)
+        t1 = np.array([v["theta1"][0], 1 - v["theta1"][0]])
+        t2 = np.array([v["theta2"][0], 1 - v["theta2"][0]])
+        expected = (stats.norm.logpdf(v["mu"][0], 3, 1) + stats.norm.logpdf(v["mu"][1], 10, 1)  # Dirichlet(1, 1): 0
+                    + _hmm_forward(p.data["y"], v["mu"], np.stack([t1, t2])))
+        assert log_joint({"theta1": t1, "theta2": t2, "mu": v["mu"]}) == pytest.approx(expected, rel=1e-5)
 
 
 def test_gp_log_joint_matches_scipy(reference):
     p = posteriors.load("gp_pois_regr-gp_regr", reference)
+    log_joint = _log_joint(p)
     for shift in (0.0, -0.8):
         v = _point(p, shift)
         rho, alpha, sigma = float(v["rho"]), float(v["alpha"]), float(v["sigma"])
@@ -106,7 +106,7 @@ def test_gp_log_joint_matches_scipy(reference):
         cov = alpha**2 * np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / rho**2) + sigma * np.eye(len(x))
         expected = (stats.gamma.logpdf(rho, 25, scale=1 / 4) + stats.halfnorm.logpdf(alpha, scale=2)
                     + stats.halfnorm.logpdf(sigma, scale=1) + stats.multivariate_normal.logpdf(y, 0 * x, cov))
-        got = _log_joint(p, {"rho": rho, "alpha": alpha, "sigma": sigma})
+        got = log_joint({"rho": rho, "alpha": alpha, "sigma": sigma})
         assert got == pytest.approx(expected, rel=1e-5)
 
 
@@ -128,8 +128,12 @@ def test_reference_summaries_load_and_agree_with_the_data(reference):
     for name in posteriors.POSTERIORS:
         p = posteriors.load(name, reference)
         values = _point(p, 0.0)
-        tr = handlers.trace(handlers.substitute(p.model, data=values)).get_trace(**p.data, **p.kwargs)
-        latent = {k: np.shape(s["value"]) for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+
+        def latent_values(p=p, values=values):
+            tr = handlers.trace(handlers.substitute(p.model, data=values)).get_trace(**p.data, **p.kwargs)
+            return {k: s["value"] for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+
+        latent = {k: v.shape for k, v in jax.eval_shape(latent_values).items()}  # traced, not run
         assert latent == {k: np.shape(v) for k, v in values.items()}, name      # names and shapes agree
         assert sum(int(np.prod(s)) for s in latent.values()) == len(p.reference), name
         assert all(r["sd"] > 0 and np.isfinite(r["mean"]) for r in p.reference.values()), name
