@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def source_commit(package_file: str) -> str:
-    """``rev (branch[, uncommitted changes])`` of the git tree the imported package comes from."""
+    """The last commit that changed the imported package, and the branch and HEAD of its git tree."""
     src = Path(package_file).resolve().parent
 
     def git(*args: str) -> str:
@@ -20,8 +20,9 @@ def source_commit(package_file: str) -> str:
 
     try:
         dirty = git("status", "--porcelain", ".")
-        return f"{git('rev-parse', '--short', 'HEAD')} ({git('rev-parse', '--abbrev-ref', 'HEAD')}" \
-               f"{', uncommitted changes' if dirty else ''})"
+        last = git("log", "-1", "--format=%h", "--", ".")   # the last commit that changed the package
+        return f"{last} (the package's last change; branch {git('rev-parse', '--abbrev-ref', 'HEAD')} at " \
+               f"{git('rev-parse', '--short', 'HEAD')}{', uncommitted changes' if dirty else ''})"
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "?"
 
