@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from benchinfo import shown_command
 from posteriors import DATA_DIR, KURTOSIS_LIMIT, POSTERIORS, SKEW_LIMIT, read_reference
 
 INTRO = """\
@@ -147,18 +148,12 @@ def _full_table(results: list) -> list[str]:
     return lines
 
 
-def _shown(command: str) -> str:
-    """The command without the options that only say where output goes or add a note."""
-    head, *opts = command.split(" --")
-    keep = [o for o in opts if o.split(" ", 1)[0] not in ("json", "md", "note", "from-json")]
-    return " --".join([head, *keep])
-
-
 def write_page(path: Path, meta: dict, results: list, summary: dict) -> None:
     reference = read_reference()
     v = meta["versions"]
     out = [INTRO.format(n_post=len(meta["posteriors"])), "## How it was run", "",
-           f"`{_shown(meta['command'])}` on {meta['date']}, variational {v['variational']} at commit {meta['commit']}, "
+           f"`{shown_command(meta['command'])}` on {meta['date']}, variational {v['variational']} at commit "
+           f"{meta['commit']}, "
            f"jax {v['jax']}, numpyro {v['numpyro']}, optax {v['optax']}, Python {v['python']}; seeds "
            f"{', '.join(map(str, meta['seeds']))}; fixed-budget runners {meta['steps']:,} steps. Load average at the "
            f"start: {meta['load_average_at_start']} (2-core machine).",

@@ -40,3 +40,10 @@ def unknown_method(e: Exception) -> bool:
     text = str(e).lower()
     return isinstance(e, (ValueError, KeyError, NotImplementedError)) and (
         "is not known" in text or "not implemented" in text or "unknown method" in text)
+
+
+def shown_command(command: str) -> str:
+    """A benchmark's command line without the options that only name output files or add a note."""
+    head, *opts = command.split(" --")
+    keep = [o for o in opts if o.split(" ", 1)[0] not in ("json", "md", "note", "from-json")]
+    return " --".join([head, *keep])

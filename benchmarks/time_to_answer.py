@@ -34,6 +34,7 @@ Run from the repository root (PyMC from its own environment, ``--pymc-python``):
         [--pymc-python /work/benchvenv/bin/python] [--md docs/benchmarks.md] [--json out.json]
     python benchmarks/time_to_answer.py --profile            # where vi.fit's wall goes, by phase
     python benchmarks/time_to_answer.py --make-reference     # the NUTS reference (once; stored)
+    python benchmarks/time_to_answer.py --from-json out.json --md docs/benchmarks.md [--profile]  # page again
 
 Against another source tree: ``PYTHONPATH=/path/to/src python benchmarks/time_to_answer.py``.
 """
@@ -59,7 +60,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchinfo import load_average, source_commit  # noqa: E402
+from benchinfo import load_average, shown_command, source_commit  # noqa: E402
 from tta_runners import RUNNERS  # noqa: E402
 
 DEFAULT_PYMC_PYTHON = "/work/benchvenv/bin/python"
@@ -291,15 +292,18 @@ def write_md(path: Path, meta: dict, rows: list[dict], prof: dict | None) -> Non
             "175 parameters; median sd ratio = median of sd / NUTS sd. Ratios are to PyMC's `pm.fit` "
             "(warm PyTensor cache) in the same run. Accuracy on 16 real posteriors with published reference "
             "draws is in [accuracy.md](accuracy.md).", "",
-            f"Measured {meta['date']} with `{meta['command']}`: {meta['data']}; variational {v.get('variational')} "
+            f"Measured {meta['date']} with `{shown_command(meta['command'])}`: {meta['data']}; "
+            f"variational {v.get('variational')} "
             f"at commit {meta['commit']}, jax {v.get('jax')}, numpyro {v.get('numpyro')}, pymc {v.get('pymc', '-')}, "
             f"pymc-extras {v.get('pymc-extras', '-')}, pytensor {v.get('pytensor', '-')}, Python {v.get('python')}; "
             f"{meta['repeats']} repeats, seed {meta['seed']}. Load average {meta['load_before']} before and "
             f"{meta['load_after']} after, on the 2-core machine{meta['load_note']}.",
             *(["", meta["note"]] if meta.get("note") else []), "", *table(rows), ""]
     if prof is not None:
+        when = f", {prof['date']}, load average {prof['load_before']} before and {prof['load_after']} after" \
+            if "date" in prof else ""
         body += ["Where `vi.fit(model, data)`'s wall goes (`python benchmarks/time_to_answer.py --profile`, one fresh "
-                 "process, cache cold):", "", *profile_lines(prof), ""]
+                 f"process, cache cold{when}):", "", *profile_lines(prof), ""]
     body.append(MARK_END)
     text = "\n".join(body) + "\n"
     if path.exists() and MARK_START in path.read_text():
@@ -310,6 +314,37 @@ def write_md(path: Path, meta: dict, rows: list[dict], prof: dict | None) -> Non
     elif path.exists():
         text = path.read_text().rstrip("\n") + "\n\n" + text
     path.write_text(text)
+
+
+def run_profile(a: argparse.Namespace, data_npz: Path, work: Path) -> dict:
+    out = work / "profile.json"
+    load = load_average()
+    subprocess.run([sys.executable, str(HERE / "tta_runners.py"), "profile", str(data_npz), str(out),
+                    "--seed", str(a.seed)], env=_env("vi_default", work / "prof", work, a.jax_cache),
+                   check=True, stdout=subprocess.DEVNULL)
+    prof = json.loads(out.read_text())
+    prof.update(date=time.strftime("%Y-%m-%d %H:%M"), load_before=load, load_after=load_average())
+    print("\n".join(profile_lines(prof)), flush=True)
+    return prof
+
+
+def rerender(a: argparse.Namespace, d: Any) -> None:
+    """``--from-json``: the page again from an earlier ``--json`` (its runs), with a fresh ``--profile``."""
+    doc = json.loads(a.from_json.read_text())
+    ref_file = HERE / "data" / doc["meta"]["reference_file"]
+    rows = summarize(doc["raw"], json.loads(ref_file.read_text()) if ref_file.exists() else None)
+    prof = doc.get("profile")
+    if a.profile:
+        with tempfile.TemporaryDirectory(prefix="time_to_answer-") as tmp:
+            work = Path(tmp)
+            np.savez(work / "radon.npz", county=d.county, floor=d.floor, log_radon=d.log_radon,
+                     n_counties=d.n_counties)
+            prof = run_profile(a, work / "radon.npz", work)
+    print("\n".join(table(rows)))
+    if a.json:
+        a.json.write_text(json.dumps(dict(doc, rows=rows, profile=prof), indent=1, default=str) + "\n")
+    if a.md:
+        write_md(a.md, doc["meta"], rows, prof)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -328,12 +363,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--md", type=Path, default=None, help="write (or update the section of) this markdown file")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--note", default="", help="a line for the page")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="no runs: write --md (and --json) from this earlier --json, with --profile run afresh")
     a = ap.parse_args(argv)
 
     d, data_label, generated = load_data(a.data)
     print(f"data: {data_label}", flush=True)
     if a.make_reference:
         make_reference(d, generated, a.nuts_draws)
+        return
+    if a.from_json is not None:
+        rerender(a, d)
         return
     names = a.runners.split(",") if a.runners else list(RUNNERS)
     bad = [n for n in names if n not in RUNNERS]
@@ -353,12 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(data_npz, county=d.county, floor=d.floor, log_radon=d.log_radon, n_counties=d.n_counties)
         prof = None
         if a.profile:
-            out = work / "profile.json"
-            subprocess.run([sys.executable, str(HERE / "tta_runners.py"), "profile", str(data_npz), str(out),
-                            "--seed", str(a.seed)], env=_env("vi_default", work / "prof", work, a.jax_cache),
-                           check=True, stdout=subprocess.DEVNULL)
-            prof = json.loads(out.read_text())
-            print("\n".join(profile_lines(prof)), flush=True)
+            prof = run_profile(a, data_npz, work)
             if a.runners is None:
                 names = []
         results = run_all(a, names, data_npz, work) if names else {}
