@@ -9,7 +9,13 @@ from jax.scipy.linalg import solve_triangular
 
 from .base import LOG_2PI, Family, Params, register_family, softplus_inv
 
-__all__ = ["mean_field", "full_rank"]
+__all__ = ["mean_field", "full_rank", "softplus_inverse"]
+
+
+def softplus_inverse(s: jax.Array) -> jax.Array:
+    """``rho`` with ``softplus(rho) = s`` (s > 0), without overflow for large ``s``."""
+    s = jnp.asarray(s)
+    return s + jnp.log(-jnp.expm1(-s))
 
 
 def mean_field(init_scale: float = 0.1) -> Family:
@@ -44,8 +50,12 @@ def mean_field(init_scale: float = 0.1) -> Family:
         lq = -0.5 * jnp.sum(eps * eps, -1) - jnp.sum(jnp.log(s)) - 0.5 * z.shape[-1] * LOG_2PI
         return z, lq
 
+    def from_gaussian(mean: jax.Array, cov: jax.Array) -> Params:
+        return {"loc": jnp.asarray(mean), "rho": softplus_inverse(jnp.sqrt(jnp.diag(cov)))}
+
     return Family("advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
-                  cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale})
+                  cov=lambda p: jnp.diag(std(p) ** 2), from_gaussian=from_gaussian,
+                  options={"init_scale": init_scale}, gaussian=True)
 
 
 def full_rank(init_scale: float = 0.1) -> Family:
@@ -88,9 +98,13 @@ def full_rank(init_scale: float = 0.1) -> Family:
         L = chol(p)
         return L @ L.T
 
+    def from_gaussian(mean: jax.Array, c: jax.Array) -> Params:
+        L = jnp.linalg.cholesky(jnp.asarray(c))
+        return {"loc": jnp.asarray(mean), "L": jnp.tril(L, -1) + jnp.diag(softplus_inverse(jnp.diag(L)))}
+
     return Family("fullrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"],
-                  std=lambda p: jnp.sqrt(jnp.diag(cov(p))), cov=cov,
-                  options={"init_scale": init_scale})
+                  std=lambda p: jnp.sqrt(jnp.diag(cov(p))), cov=cov, from_gaussian=from_gaussian,
+                  options={"init_scale": init_scale}, gaussian=True)
 
 
 register_family("advi", mean_field)

@@ -2,7 +2,7 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  ArviZ's PSIS (:func:`arviz.psislw`). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  ArviZ's PSIS (through :mod:`variational.posterior.arviz_compat`, on both ArviZ generations). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
@@ -21,11 +21,12 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer.util import potential_energy
+
+from ..families._psis import psis_log_weights
 
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "has_density", "mcse", "KHAT_GOOD", "KHAT_BAD"]
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -94,7 +95,7 @@ def log_joint_fn(ld: Any) -> Any:
     if "log_joint" not in fns:
 
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+            return ld.log_joint(z, data)
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
@@ -106,25 +107,6 @@ def log_joint_fn(ld: Any) -> Any:
 def has_density(family: Any) -> bool:
     """Whether a family has a density q (non-ELBO methods, SVGD particles, have none)."""
     return family.make_loss_and_grad is None
-
-
-def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed, normalised log weights and k-hat of raw log weights ``log p - log q``.
-
-    Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
-    """
-    import arviz as az
-
-    log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
-    if not np.isfinite(log_w).any():
-        return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
-    ok = np.isfinite(log_w)
-    lw = np.full(log_w.shape, -np.inf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns about k-hat itself; we report it
-        lw_ok, khat = az.psislw(log_w[ok])
-    lw[ok] = lw_ok
-    return lw, float(khat)
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
@@ -218,10 +200,18 @@ class Diagnosis:
                 f"skipped_steps={self.skipped_steps}) {self.verdict}")
 
 
+#: ``method`` of a fit with no latent variables (its parameters are point estimates)
+POINT = "maximum likelihood"
+
+
 def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
     parts = []
     if not np.isfinite(khat):
-        if np.isnan(khat):
+        if method == POINT:
+            status = "good"
+            parts.append("the model has no latent variables, only parameters: the fit is their "
+                         "maximum-likelihood point estimate and k-hat does not apply")
+        elif np.isnan(khat):
             status = "ok"
             parts.append(f"k-hat is not available for method '{method}' (no density q); "
                          f"check against vi.nuts")
@@ -253,12 +243,17 @@ def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) 
 
 
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
-             method: str, window: int | None = None, tol: float = 1e-3) -> Diagnosis:
+             method: str, window: int | None = None, tol: float = 1e-3,
+             solver_converged: bool | None = None) -> Diagnosis:
     """The diagnosis of a fit from its loss history and importance weights; see :meth:`Fit.diagnose`.
 
     ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density).
+    ``solver_converged``: a direct method's own verdict on its optimisation, used instead of
+    the loss-history rule (a deterministic solver's history is not a noisy loss).
     """
     is_conv, rel = converged(hist, window, tol)
+    if solver_converged is not None:
+        is_conv = bool(solver_converged)
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
     status, text = _verdict(khat, is_conv, skipped_steps, steps, method)
     return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=text,
@@ -270,8 +265,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
 # --------------------------------------------------------------------------------------------
 
 def _is_vi(idata: Any) -> bool:
-    stats = getattr(idata, "sample_stats", None)
-    return stats is not None and "loss" in stats
+    """Independent draws of an approximation (``fit.to_arviz()``), not MCMC chains."""
+    return "variational" in str(getattr(idata, "attrs", {}).get("inference_library", ""))
 
 
 def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float = 0.94,
@@ -308,19 +303,33 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     >>> list(table.columns)
     ['mean', 'sd', 'hdi_3%', 'hdi_97%']
     """
-    import arviz as az
-
+    from . import arviz_compat
     from .draws import is_fit
 
     if is_fit(obj):
-        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False), "stats"
+        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False, log_likelihood=False), "stats"
     elif hasattr(obj, "posterior"):
         idata, kind = obj, ("stats" if _is_vi(obj) else "all")
     elif isinstance(obj, Mapping):
-        idata, kind = az.from_dict(posterior={k: np.asarray(v)[None] for k, v in obj.items()}), "stats"
+        idata, kind = arviz_compat.from_draws(obj), "stats"
     else:
         raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.summary(idata, var_names=list(var_names) if var_names else None, kind=kind,
-                          hdi_prob=hdi_prob)
+    return arviz_compat.summary(idata, var_names, kind, hdi_prob)
+
+
+def mcse(fit: Any) -> dict[str, np.ndarray]:
+    """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
+
+    DADVI's answer depends on its fixed base draws; this is the standard deviation of its means
+    over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the unconstrained space
+    (the model's own space for real-valued sites). Computed when first asked for.
+    """
+    info = {} if fit.solution is None else fit.solution.info
+    if callable(info.get("mcse")):
+        info["mcse"] = np.asarray(info["mcse"]())
+    if "mcse" not in info:
+        from ..errors import VariationalError
+
+        raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
+                               f"means (method='dadvi' with lr=True does)")
+    return fit._named(jnp.asarray(info["mcse"]))
