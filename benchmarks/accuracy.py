@@ -9,8 +9,8 @@ runner, one fit, then 4000 draws, compared with the reference in the constrained
 * the median and the smallest ``sd / reference sd``;
 * the verdict (``fit.diagnose().status``) and k-hat where the runner has one;
 * wall time (fit + 4000 draws; the diagnosis separately), gradient evaluations where the method
-  can count them (``fit.timings["grad_evals"]`` when a method sets it, else ``fit.steps x
-  num_particles`` for the stochastic-gradient families, else "-").
+  can count them (the library's ``fit.grad_evals``: ``steps x num_particles`` for the
+  stochastic-gradient families, the solver's own count for the direct methods; "-" otherwise).
 
 A verdict *contradicts* the measured error when it is "good" while max z > 0.5 or the median
 sd ratio < 0.7, or "bad" on an accurate fit (max z <= 0.3 and every sd ratio in 0.8-1.25);
@@ -37,6 +37,15 @@ Run it from the repository root (or against another source tree with
     python benchmarks/accuracy.py --seeds 0,1,2 --json out.json --md docs/accuracy.md
     python benchmarks/accuracy.py --validate [--nuts-draws 2000]    # NumPyro NUTS against the references
     python benchmarks/accuracy.py --from-json out.json --md docs/accuracy.md   # the page again, no fitting
+
+The full measurement (every posterior, every runner, seed 0; the page ``docs/accuracy.md``),
+from the repository root on a quiet machine, then the same page again from the JSON if needed::
+
+    PYTHONPATH=src python benchmarks/accuracy.py --seeds 0 --json /tmp/accuracy.json --md docs/accuracy.md
+    PYTHONPATH=src python benchmarks/accuracy.py --from-json /tmp/accuracy.json --md docs/accuracy.md
+
+(16 posteriors x 10 runners in one process; about 1-3 s per fit on an idle 2-core machine, so
+roughly 10-15 minutes; ``--seeds 0,1,2`` triples it.)
 
 ``--validate`` checks each translation: NumPyro NUTS (4 chains, 1000 warm-up + ``--nuts-draws``
 draws each) against the posteriordb reference; its numbers are stored in
@@ -118,6 +127,8 @@ def _vi_runner(label: str, diagnose: bool = True, **options: Any) -> Callable:
 
 
 def _grad_evals(fit: Any) -> int | None:
+    if isinstance(getattr(type(fit), "grad_evals", None), property):   # the library's own count
+        return int(fit.grad_evals)
     timings = getattr(fit, "timings", None)
     if isinstance(timings, dict) and timings.get("grad_evals") is not None:
         return int(timings["grad_evals"])

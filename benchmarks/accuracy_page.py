@@ -27,7 +27,8 @@ space:
 - **verdict**: `fit.diagnose().status` and its k-hat, where the runner has one;
 - **wall**: fit + 4,000 draws in seconds, in one process (compilation included), and the
   diagnosis separately; **grad evals**: the gradient evaluations of the fit where the method
-  counts them (`fit.timings["grad_evals"]`, else steps x particles for the stochastic families).
+  counts them (`fit.grad_evals`: steps x particles for the stochastic families, the solver's own
+  count for Laplace, DADVI and Pathfinder, a Hessian-vector product counting as two).
 
 A verdict **contradicts** the measured error when it is "good" while max z > 0.5 or the median sd
 ratio < 0.7 (**false good**), or "bad" on an accurate fit, max z <= 0.3 and every sd ratio in

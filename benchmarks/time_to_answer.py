@@ -37,6 +37,10 @@ Run from the repository root (PyMC from its own environment, ``--pymc-python``):
     python benchmarks/time_to_answer.py --from-json out.json --md docs/benchmarks.md [--profile]  # page again
 
 Against another source tree: ``PYTHONPATH=/path/to/src python benchmarks/time_to_answer.py``.
+The full measurement (every runner, 3 repeats, the profile; the section of ``docs/benchmarks.md``)::
+
+    PYTHONPATH=src python benchmarks/time_to_answer.py --repeats 3 --runners all --profile \
+        --pymc-python /work/benchvenv/bin/python --json /tmp/time_to_answer.json --md docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchinfo import load_average, shown_command, source_commit  # noqa: E402
+from benchinfo import load_average, package_versions, shown_command, source_commit  # noqa: E402
 from tta_runners import RUNNERS  # noqa: E402
 
 DEFAULT_PYMC_PYTHON = "/work/benchvenv/bin/python"
@@ -169,23 +173,6 @@ def run_worker(runner: str, data: Path, work: Path, env: dict, python: str, time
         tail = err.read_text(errors="replace").strip().splitlines()[-3:]
         return {"runner": runner, "status": "error", "message": f"exit {p.returncode}: {' | '.join(tail)}"[:400]}
     return json.loads(out.read_text())
-
-
-def versions(pymc_python: str | None) -> dict[str, str]:
-    code = ("import importlib.metadata as m, platform, json; out={'python': platform.python_version()}\n"
-            "for n in {names}:\n  try: out[n]=m.version(n)\n  except Exception: pass\nprint(json.dumps(out))")
-    vi_names = ["jax", "jaxlib", "numpyro", "optax", "arviz", "numpy"]
-    cmd = [sys.executable, "-c", code.replace("{names}", repr(vi_names))]
-    out = json.loads(subprocess.run(cmd, capture_output=True, text=True).stdout)
-    import variational
-    out["variational"] = getattr(variational, "__version__", "?")
-    if pymc_python:
-        pm = subprocess.run([pymc_python, "-c", code.replace("{names}", repr(["pymc", "pymc-extras", "pytensor"]))],
-                            capture_output=True, text=True).stdout
-        if pm.strip():
-            p = json.loads(pm)
-            out.update({k: v for k, v in p.items() if k != "python"}, python_pymc_env=p["python"])
-    return out
 
 
 def run_all(a: argparse.Namespace, names: list[str], data_npz: Path, work: Path) -> dict[str, list[dict]]:
@@ -350,7 +337,8 @@ def rerender(a: argparse.Namespace, d: Any) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--runners", default=None, help=f"comma-separated, from {', '.join(RUNNERS)}")
+    ap.add_argument("--runners", default=None, help=f"comma-separated, from {', '.join(RUNNERS)}; or all "
+                    "(the default, but with --profile only the profile runs unless --runners is given)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="radon.csv (default: shared/data/radon.csv when found)")
     ap.add_argument("--pymc-python", default=DEFAULT_PYMC_PYTHON, help="Python of an environment with PyMC")
@@ -375,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.from_json is not None:
         rerender(a, d)
         return
-    names = a.runners.split(",") if a.runners else list(RUNNERS)
+    names = a.runners.split(",") if a.runners and a.runners != "all" else list(RUNNERS)
     bad = [n for n in names if n not in RUNNERS]
     if bad:
         ap.error(f"unknown runner(s) {bad}; choose from {list(RUNNERS)}")
@@ -402,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     busy = any(x != "?" and float(x.split()[0]) > 2.5 for x in (load_before, load_after))
     meta = dict(date=started, command="python benchmarks/time_to_answer.py " + " ".join(
         argv if argv is not None else sys.argv[1:]), data=data_label, generated=generated, repeats=a.repeats,
-        seed=a.seed, versions=versions(a.pymc_python if Path(a.pymc_python).exists() else None),
+        seed=a.seed, versions=package_versions(a.pymc_python if Path(a.pymc_python).exists() else None),
         commit=source_commit(__import__("variational").__file__), load_before=load_before, load_after=load_after,
         load_note=" (under load: other work was running, so every wall is inflated)" if busy else "",
         reference_file=ref_file.name, note=a.note, platform=platform.platform())

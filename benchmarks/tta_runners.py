@@ -90,9 +90,11 @@ def _vi_fit(d: dict, seed: int, method: str | None = None, diagnose: bool = True
         info.update(steps=int(fit.steps), verdict=dg.status, khat=float(dg.khat),
                     converged=getattr(fit, "converged", None), message=str(getattr(fit, "message", "") or ""))
         timings = getattr(fit, "timings", None)
+        if isinstance(getattr(type(fit), "grad_evals", None), property):   # the library's own count
+            info["grad_evals"] = int(fit.grad_evals)
         if isinstance(timings, dict):
             info["timings"] = {k: float(v) for k, v in timings.items() if isinstance(v, (int, float))}
-            if timings.get("grad_evals") is not None:
+            if timings.get("grad_evals") is not None and "grad_evals" not in info:
                 info["grad_evals"] = int(timings["grad_evals"])
         if "grad_evals" not in info and fit.settings.get("method") in ("advi", "fullrank_advi"):
             info["grad_evals"] = int(fit.steps) * int(fit.settings.get("num_particles", 1))
