@@ -44,8 +44,9 @@ from the repository root on a quiet machine, then the same page again from the J
     PYTHONPATH=src python benchmarks/accuracy.py --seeds 0 --json /tmp/accuracy.json --md docs/accuracy.md
     PYTHONPATH=src python benchmarks/accuracy.py --from-json /tmp/accuracy.json --md docs/accuracy.md
 
-(16 posteriors x 10 runners in one process; about 1-3 s per fit on an idle 2-core machine, so
-roughly 10-15 minutes; ``--seeds 0,1,2`` triples it.)
+(16 posteriors x 10 runners, 160 fits in one process: 1-7 s each at load 4 with 2,000 steps,
+a median of 20-35 s at load 20 with 20,000, so from about 15 minutes on a quiet 2-core machine
+to over an hour on a busy one; ``--seeds 0,1,2`` triples it.)
 
 ``--validate`` checks each translation: NumPyro NUTS (4 chains, 1000 warm-up + ``--nuts-draws``
 draws each) against the posteriordb reference; its numbers are stored in

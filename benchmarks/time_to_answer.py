@@ -18,7 +18,9 @@ until the library has them), ``pymc_cold`` / ``pymc_warm`` (``pm.fit()`` ADVI 10
 a warmed PyTensor compile directory; Adam 1e-2, as the NumPyro runner and variational's default),
 ``pmx_pathfinder`` / ``pmx_dadvi`` / ``pmx_laplace``
 (pymc-extras, defaults, 4000 draws, warm PyTensor directory), ``numpyro_svi`` (``SVI.run``
-AutoNormal 10k, Adam 1e-2) and ``numpyro_nuts`` (1 chain, 1000 warm-up + 1000 draws).
+AutoNormal 10k, Adam 1e-2, with its default progress bar, which steps from Python one compiled
+call at a time), ``numpyro_svi_nobar`` (the same with ``progress_bar=False``: one compiled loop)
+and ``numpyro_nuts`` (1 chain, 1000 warm-up + 1000 draws).
 
 Compilation caches: each variational run gets a fresh cache folder through the environment
 (``VARIATIONAL_COMPILE_CACHE``, ``VARIATIONAL_CACHE_DIR`` and ``XDG_CACHE_HOME``; with
@@ -283,7 +285,8 @@ def write_md(path: Path, meta: dict, rows: list[dict], prof: dict | None) -> Non
             f"variational {v.get('variational')} "
             f"at commit {meta['commit']}, jax {v.get('jax')}, numpyro {v.get('numpyro')}, pymc {v.get('pymc', '-')}, "
             f"pymc-extras {v.get('pymc-extras', '-')}, pytensor {v.get('pytensor', '-')}, Python {v.get('python')}; "
-            f"{meta['repeats']} repeats, seed {meta['seed']}. Load average {meta['load_before']} before and "
+            f"{meta['repeats']} repeat{'s' if meta['repeats'] != 1 else ''}, seed {meta['seed']}. "
+            f"Load average {meta['load_before']} before and "
             f"{meta['load_after']} after, on the 2-core machine{meta['load_note']}.",
             *(["", meta["note"]] if meta.get("note") else []), "", *table(rows), ""]
     if prof is not None:
