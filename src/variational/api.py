@@ -194,7 +194,8 @@ def fit(
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
-    direct = guide is None and make_family(method, **method_options).solve is not None
+    direct = guide is None and \
+        make_family(method, **_method_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
@@ -291,6 +292,12 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
                       model_kwargs=model_kwargs, seed=seed)
 
 
+def _method_options(method: Any, options: dict, steps: Any) -> dict:
+    if method == "asvgd" and "anneal_steps" not in options and steps is not None:
+        return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
+    return options
+
+
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
             seed: int, score_function: bool = False, steps: Any = None) -> Family:
     if guide is None:
@@ -298,9 +305,7 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
             raise VariationalError(
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
-        if method == "asvgd" and "anneal_steps" not in options and steps is not None:
-            options = {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
-        return make_family(method, **options)
+        return make_family(method, **_method_options(method, options, steps))
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
