@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,21 +26,27 @@ from .engine import arguments as _arguments
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import keys as _keys
 from .engine import model_params as _model_params
 from .engine import run as _run
-from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import FAMILIES, Family, guide_family, make_family, with_init_params
+from .compilation import compiling, stats
+from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
 from .model.threads import exclusive
 from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
 from .posterior import direct as _direct
+from .posterior import programs as _answers
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
 
+#: runs of at least this many steps compile the programs of their answers during the steps
+AHEAD_STEPS = 5000
+
 
 @exclusive
+@compiling
 def fit(
     model: Callable,
     data: Any = None,
@@ -198,8 +205,9 @@ def fit(
     """
     steps, num_particles = _arguments.check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
     _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
+    started, compiled_before = time.perf_counter(), stats()
     direct = guide is None and \
-        make_family(method, **_method_options(method, method_options, steps)).solve is not None
+        make_family(method, **_arguments.family_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
@@ -231,16 +239,22 @@ def fit(
         settings["method"] = family.name
         return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
     opt, guard = _control.build_optimizer(optimizer, learning_rate)
+    base = family
     family, loss_and_grad = _model_params.attach(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
-    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
-    state = engine.init_state(_initial_params(init, family, ld, plan, key, init_params), key)
+    # (a family extended with the model's parameters is keyed by identity: shared with no fit)
+    fam_key = _keys.family_key(method if family is base else None,
+                               _arguments.family_options(method, method_options, steps), family)
+    engine = _keys.keyed_engine(loss_and_grad, opt, plan.batcher(ld), plan.capacity, ld, guard,
+                                (fam_key, optimizer, num_particles, stl, place, obj))
+    state = _direct.initial_state(engine, init, family, ld, plan, key, init_params)
     device_data = plan.device_data
     if place is not None:
         state, key, device_data = _devices.place_fit(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
+    result._family_key = fam_key
     result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
@@ -256,6 +270,10 @@ def fit(
                           "reparameterised) sites is a score-function estimate, unbiased but with a "
                           "high variance; use num_particles >= 8 and a small learning rate, and "
                           "check the fit (fit.diagnose(), several seeds)")
+    result.timings["setup_s"] = time.perf_counter() - started
+    result.timings["compilations"] += (stats() - compiled_before).compilations
+    if steps is None or int(steps) >= AHEAD_STEPS:   # diagnose()'s and the draws' programs
+        _answers.prepare(result)                     # compile on another core during the steps
     if learning_rate == "auto" and not _run.choose_learning_rate(result):
         return result  # Ctrl-C during the search
     return _run.run(result, steps, **run_args)
@@ -286,12 +304,6 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
     return _plan.plan(model, data, batch_size=batch_size, replace=replace, model_kwargs=model_kwargs, seed=seed)
 
 
-def _method_options(method: Any, options: dict, steps: Any) -> dict:
-    if method == "asvgd" and "anneal_steps" not in options and steps is not None:
-        return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
-    return options
-
-
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
             seed: int, score_function: bool = False, steps: Any = None) -> Family:
     if guide is None:
@@ -299,26 +311,12 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
             raise VariationalError(
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
-        return make_family(method, **_method_options(method, options, steps))
+        return make_family(method, **_arguments.family_options(method, options, steps))
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
     return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
-
-
-def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array,
-                    init_params: Any = None) -> Any:
-    if init is not None:
-        if init_params is not None:
-            raise VariationalError("give either init= (a warm start from a fit) or init_params=, not both")
-        return _direct.start_params(init, ld, family)
-    if family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
-        head = plan.head_on_device()  # all rows, or the first batch (scaled by N/B)
-        params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
-    else:
-        params = family.init(jax.random.fold_in(key, 0), ld.init)
-    return params if init_params is None else with_init_params(family, params, init_params)
 
 
 # -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------

@@ -9,6 +9,7 @@ of arrays (:func:`iterable`). How their rows are shuffled and prefetched is in :
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -157,6 +158,9 @@ class _ParquetSource(Source):
                 self.files.append(pq.ParquetFile(f))
             except Exception as e:  # pyarrow's errors: not a Parquet file, truncated footer ...
                 raise DataError(f"'{f}' is not a readable Parquet file ({type(e).__name__}: {e})") from None
+        # a ParquetFile is not safe to read from two threads at once (the prefetch threads of two
+        # fits of one source): one read at a time
+        self._read_lock = threading.Lock()
         names = self.files[0].schema_arrow.names
         if columns is None:
             columns = names
@@ -190,7 +194,8 @@ class _ParquetSource(Source):
                             f"{self._stats[i][0]} -> {now[0]} bytes, or a new modification time); a "
                             f"fit must read the same files throughout: open the source again")
         try:
-            table = self.files[i].read_row_group(g, columns=self.columns)
+            with self._read_lock:
+                table = self.files[i].read_row_group(g, columns=self.columns)
             cols = {c: table.column(c).to_numpy() for c in self.columns}
         except Exception as e:  # pyarrow's errors on a truncated or corrupt file
             why = " ".join(str(e).split())

@@ -18,7 +18,7 @@ import numpy as np
 from ..families.base import Family, method_options
 from .checkpoint import check_target
 
-__all__ = ["whole_number", "check_arguments", "check_method_options"]
+__all__ = ["whole_number", "check_arguments", "check_method_options", "family_options"]
 
 
 def whole_number(name: str, value: Any, minimum: int = 0) -> int:
@@ -84,3 +84,16 @@ def check_method_options(method: Any, guide: Any, options: Mapping[str, Any], ar
         name = method.name if isinstance(method, Family) else method
         raise TypeError(f"vi.fit() got an unexpected keyword argument {unknown[0]!r}{hint}; method "
                         f"{name!r} takes the options {sorted(known) if known else 'none'}")
+
+
+def family_options(method: Any, options: dict, steps: Any) -> dict:
+    """The options the family of ``method`` is built with: ``asvgd``'s schedule spans the fit.
+
+    Examples
+    --------
+    >>> family_options("asvgd", {}, 300)
+    {'anneal_steps': 300}
+    """
+    if method == "asvgd" and "anneal_steps" not in options and steps is not None:
+        return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
+    return options

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Self, Sequence
 import jax
 import numpy as np
 
+from ..compilation import stats
 from ..errors import VariationalError
 from ..families.base import Family
 from ..model import LogDensity
@@ -78,7 +79,10 @@ class Run:
         self.converged: bool | None = None   # set when a convergence rule was watching
         self.notes: list[str] = []           # what the fit reported (step size, skipped steps...)
         self.message = ""
-        self.timings: dict[str, float] = {"compile_s": 0.0, "run_s": 0.0, "steps": 0}
+        # where the time went: building the fit (tracing, initial point), compiling and running
+        # the steps, drawing (sample, mean, std, summary), diagnosing; and XLA compilations
+        self.timings: dict[str, float] = {"setup_s": 0.0, "compile_s": 0.0, "run_s": 0.0, "steps": 0,
+                                          "draws_s": 0.0, "diagnose_s": 0.0, "compilations": 0}
         self._draw_counter = 0
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
@@ -109,7 +113,7 @@ class Run:
             return bars[-1]
 
         wrapped = [self._wrap_callback(cb) for cb in callbacks]
-        before = self._state
+        before, compiled_before = self._state, stats()
         feeder = None if self._plan is None else self._plan.feeder
         if feeder is not None:
             feeder.extend(self.steps + steps)  # read ahead no further than this run goes
@@ -125,6 +129,7 @@ class Run:
             if feeder is not None:
                 feeder.close()  # stops the prefetch thread; the stream resumes at the next step
         self._absorb(state, report)
+        self.timings["compilations"] += (stats() - compiled_before).compilations
         after_run(self, callbacks, before, report.stopped_by)
         if report.error is not None:
             raise_with_fit(report.error, self)

@@ -2,7 +2,8 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  ArviZ's PSIS (through :mod:`variational.posterior.arviz_compat`, on both ArviZ generations). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  Pareto-smoothed importance sampling (:mod:`.psis`: ArviZ 0.x's estimator, in NumPy, without
+  importing ArviZ, whatever its generation). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
@@ -23,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..families._psis import psis_log_weights
-
+from ..model.handlers import declared_only
+from .programs import importance_weights
 
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
@@ -88,11 +90,6 @@ def converged(hist: Sequence[float], window: int | None = None, tol: float = 1e-
 # importance weights and PSIS
 # --------------------------------------------------------------------------------------------
 
-def _declared_only(msg: dict) -> None:
-    """A :class:`ScaleObserved` rule that adds no factor: only ``total_size=`` declarations scale."""
-    return None
-
-
 def log_joint_fn(ld: Any) -> Any:
     """Compiled ``(z (n, D), data) -> log p(x, z)`` of a LogDensity on full data (no minibatch scaling).
 
@@ -103,7 +100,7 @@ def log_joint_fn(ld: Any) -> Any:
     fns = ld.__dict__.setdefault("_compiled", {})
     if "log_joint" not in fns:
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return ld.log_joint(z, data, _declared_only)
+            return ld.log_joint(z, data, declared_only)
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
@@ -121,8 +118,8 @@ def has_density(family: Any) -> bool:
     return family.make_loss_and_grad is None or family.name == "guide"
 
 
-def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
-         ) -> tuple[jax.Array, np.ndarray, float]:
+def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
+         family_key: Any = None) -> tuple[jax.Array, np.ndarray, float]:
     """Draws of q with their Pareto-smoothed importance weights against the log joint.
 
     Parameters
@@ -139,6 +136,9 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
         Key of the draws.
     n : int
         Number of draws.
+    family_key : optional
+        A key of the family, to share its compiled program between fits (see
+        :func:`variational.posterior.programs.family_key`).
 
     Returns
     -------
@@ -149,9 +149,8 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
     if not has_density(family):
         raise ValueError(f"method '{family.name}' has no density q(z), so there are no importance "
                          f"weights p/q; compare against vi.nuts instead")
-    z, log_q = family.sample_and_log_q(params, jax.random.fold_in(key, 3), int(n))
-    log_p = log_joint_fn(ld)(z, {k: jnp.asarray(v) for k, v in batch.items()})
-    lw, khat = psis_log_weights(np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64))
+    z, log_w = importance_weights(ld, family, params, batch, key, int(n), family_key)
+    lw, khat = psis_log_weights(log_w)
     return z, lw, khat
 
 

@@ -12,18 +12,19 @@ Functions of a fit (duck-typed, never imported).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from .. import data as _data
+from ..compilation import compiled, signature
 from ..engine.model_params import MODEL
 from ..errors import ModelError
 from ..model import RNG_KEY
 from ..model.params import PARAMS
 
-__all__ = ["constrain_draws", "discrete_probs"]
+__all__ = ["constrain_draws", "constrain_program", "discrete_probs"]
 
 
 def _batch(fit: Any, data: Any = None) -> dict:
@@ -37,19 +38,27 @@ def _batch(fit: Any, data: Any = None) -> dict:
     return batch
 
 
-def constrain_draws(fit: Any, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
-    """Draws ``z`` (n, D) -> name -> constrained values (n, ...); see the module's docstring."""
+def constrain_program(fit: Any, z: Any, key: jax.Array | None = None) -> tuple[Any, Callable, tuple]:
+    """The compiled program of :func:`constrain_draws` for draws like ``z``: its key (shared by
+    the fits of one model program), a function that lowers it, and its arguments."""
     ld = fit._logdensity
-    fn = fit._cache.get("constrain_fn")
-    if fn is None:
-        one = lambda zz, kk, batch: ld.constrain(zz, batch if kk is None else {**batch, RNG_KEY: kk})  # noqa: E731
-        fn = fit._cache["constrain_fn"] = jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+    one = lambda zz, kk, batch: ld.constrain(zz, batch if kk is None else {**batch, RNG_KEY: kk})  # noqa: E731
     keys = None
     if ld.enumerated:
         key = jax.random.fold_in(fit.key, 2**23) if key is None else key
         keys = jax.random.split(key, z.shape[0])
+    batch = _batch(fit)
+    args = (z, keys, batch)
+    per_draw = batch if keys is None else {**batch, RNG_KEY: keys[0]}
+    return (("constrain", ld.key("constrain", per_draw), signature(args)),
+            lambda: jax.jit(jax.vmap(one, in_axes=(0, 0, None))).lower(*args), args)
+
+
+def constrain_draws(fit: Any, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
+    """Draws ``z`` (n, D) -> name -> constrained values (n, ...); see the module's docstring."""
+    where, lower, args = constrain_program(fit, z, key)
     drop = () if fit._plan is None else fit._plan.per_row
-    return {k: np.asarray(v) for k, v in fn(z, keys, _batch(fit)).items() if k not in drop}
+    return {k: np.asarray(v) for k, v in compiled(where, lower)(*args).items() if k not in drop}
 
 
 def discrete_probs(fit: Any, n: int, key: jax.Array, data: Any = None) -> dict[str, np.ndarray]:
