@@ -22,6 +22,7 @@ import optax
 
 from .data import plan as _plan
 from .data.sources import Source
+from .engine import arguments as _arguments
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
@@ -32,6 +33,7 @@ from .errors import CheckpointError, DataError, VariationalError
 from .compilation import compiling, stats
 from .families import FAMILIES, Family, guide_family, make_family
 from .model import LogDensity
+from .model.threads import exclusive
 from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
 from .posterior import direct as _direct
 from .posterior import programs as _answers
@@ -43,6 +45,7 @@ __all__ = ["fit", "load"]
 AHEAD_STEPS = 5000
 
 
+@exclusive
 @compiling
 def fit(
     model: Callable,
@@ -200,10 +203,11 @@ def fit(
     >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.05)
     True
     """
-    _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    steps, num_particles = _arguments.check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
+    _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
     started, compiled_before = time.perf_counter(), stats()
     direct = guide is None and \
-        make_family(method, **_method_options(method, method_options, steps)).solve is not None
+        make_family(method, **_arguments.family_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
@@ -219,7 +223,7 @@ def fit(
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every)
     if resume:
-        found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method)
+        found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method, guide)
         if found is not None:
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
@@ -227,6 +231,7 @@ def fit(
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
                     score_function=bool(score_function))
     family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function), steps)
+    plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
     key = jax.random.PRNGKey(seed)
     if isinstance(init, str):
         init = _init_fit(init, model, data, model_kwargs, start, seed, progress)
@@ -239,7 +244,7 @@ def fit(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
     # (a family extended with the model's parameters is keyed by identity: shared with no fit)
     fam_key = _keys.family_key(method if family is base else None,
-                               _method_options(method, method_options, steps), family)
+                               _arguments.family_options(method, method_options, steps), family)
     engine = _keys.keyed_engine(loss_and_grad, opt, plan.batcher(ld), plan.capacity, ld, guard,
                                 (fam_key, optimizer, num_particles, stl, place, obj))
     state = _direct.initial_state(engine, init, family, ld, plan, key, init_params)
@@ -275,17 +280,8 @@ def fit(
 
 
 # -- the steps of fit -------------------------------------------------------------------------
-def _check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any) -> None:
-    if steps is not None and int(steps) < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative integer, or None to run until convergence")
-    if checkpoint_every is not None and checkpoint is None:
-        raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles={num_particles!r} must be at least 1")
-
-
 def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: dict,
-            model_kwargs: Any, optimizer: Any, method: Any) -> Fit | None:
+            model_kwargs: Any, optimizer: Any, method: Any, guide: Any) -> Fit | None:
     """The checkpointed fit to continue (checked against this call's settings), or None."""
     where = checkpoint if resume is True else resume
     if where is None:
@@ -295,9 +291,8 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
         return None
     loaded = load(path, model, data, model_kwargs=model_kwargs,
                   optimizer=None if isinstance(optimizer, str) else optimizer,
-                  method=method if isinstance(method, Family) else None)
-    expect = {k: v for k, v in settings.items() if k != "progress"}
-    _checkpoint.check_resume_settings(path, loaded, expect)
+                  method=method if isinstance(method, Family) else None, guide=guide)
+    _checkpoint.check_resume_settings(path, loaded, {k: v for k, v in settings.items() if k != "progress"})
     loaded.settings["progress"] = settings["progress"]
     return loaded
 
@@ -306,14 +301,7 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
                seed: int, place: Any) -> _plan.Plan:
     if place is not None and place.multiprocess:
         return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
-    return _plan.plan(model, data, batch_size=batch_size, replace=replace,
-                      model_kwargs=model_kwargs, seed=seed)
-
-
-def _method_options(method: Any, options: dict, steps: Any) -> dict:
-    if method == "asvgd" and "anneal_steps" not in options and steps is not None:
-        return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
-    return options
+    return _plan.plan(model, data, batch_size=batch_size, replace=replace, model_kwargs=model_kwargs, seed=seed)
 
 
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
@@ -323,7 +311,7 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
             raise VariationalError(
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
-        return make_family(method, **_method_options(method, options, steps))
+        return make_family(method, **_arguments.family_options(method, options, steps))
     if method not in ("advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
@@ -347,6 +335,7 @@ def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: A
 
 
 # -- load -------------------------------------------------------------------------------------
+@exclusive
 def load(
     path: str | os.PathLike,
     model: Callable,
@@ -355,6 +344,7 @@ def load(
     model_kwargs: Mapping[str, Any] | None = None,
     optimizer: Any = None,
     method: Any = None,
+    guide: Callable | None = None,
     check_data: bool = True,
 ) -> Fit:
     """Load a fit saved with :meth:`Fit.save` (or a checkpoint) for ``model`` and ``data``.
@@ -373,6 +363,8 @@ def load(
         Needed when the fit used an optax object rather than an optimiser's name.
     method : Family, optional
         Needed when the fit used a custom :class:`~variational.Family` object.
+    guide : callable, optional
+        Needed when the fit used ``guide=`` (the guide is code, which is not stored).
     check_data : bool
         Refuse data whose contents differ from those the fit was made with.
 
@@ -385,7 +377,13 @@ def load(
     Raises
     ------
     CheckpointError
-        The file is corrupt, or the model, data or settings do not match it.
+        The file is corrupt, holds a metadata field that this library does not write or of the
+        wrong type (named in the message), or the model, data or settings do not match it.
+
+    Notes
+    -----
+    The file is untrusted input: loading reads that one file and nothing else, never writes,
+    and passes to ``fit`` only the settings it knows (see ``docs/reliability.md``).
 
     Examples
     --------
@@ -400,8 +398,8 @@ def load(
     """
     path = Path(path)
     meta, arrays = _checkpoint.read(path)
-    kwargs, mk = _checkpoint.fit_arguments(path, meta, arrays, _FIT_ARGUMENTS, optimizer=optimizer,
-                                           method=method, model_kwargs=model_kwargs)
+    kwargs, mk = _checkpoint.fit_arguments(path, meta, arrays, optimizer=optimizer, method=method,
+                                           guide=guide, model_kwargs=model_kwargs)
     given = _checkpoint.data_signature_of(data)
     if given is not None:
         _checkpoint.check_data(path, meta["data"], given, check_data)
@@ -417,4 +415,4 @@ def load(
     return _checkpoint.restore(path, meta, arrays, new)
 
 
-_FIT_ARGUMENTS = set(inspect.signature(fit).parameters)
+_FIT_ARGUMENTS = sorted(set(inspect.signature(fit).parameters) - {"method_options"})

@@ -8,14 +8,65 @@ the model as keyword arguments; categorical columns as their integer codes.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["as_columns", "read_columns", "num_rows", "to_device", "check_finite"]
+__all__ = ["as_columns", "read_columns", "num_rows", "to_device", "check_finite", "exact_for_device"]
+
+_INT32 = np.iinfo(np.int32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def exact_for_device(name: str, a: np.ndarray, where: str = "") -> np.ndarray:
+    """``a`` in the dtype the device will hold, with every value kept exactly, or a DataError.
+
+    Without JAX's 64-bit mode a device holds 32-bit numbers: 64-bit integers are narrowed to
+    int32 (exact when they fit, else refused: JAX would wrap them around), and float64 values
+    beyond float32's range (which would become inf) are refused. Float64 values within range
+    are rounded to float32 on the device as JAX always does.
+
+    Examples
+    --------
+    >>> exact_for_device("n", np.array([1, 2], dtype=np.int64)).dtype
+    dtype('int32')
+    """
+    if jax.config.jax_enable_x64 or a.dtype.itemsize < 8 or a.dtype.kind not in "iuf" or a.size == 0:
+        return a
+    bad = ((a < _INT32.min) | (a > _INT32.max)) if a.dtype.kind in "iu" else (np.abs(a) > _FLOAT32_MAX) & np.isfinite(a)
+    if bad.any():
+        first = int(np.argmax(bad.reshape(-1)))
+        row, value = first // max(1, int(np.prod(a.shape[1:]))), a.reshape(-1)[first]
+        if a.dtype.kind in "iu":
+            raise DataError(
+                f"column '{name}'{where} holds integers beyond the 32-bit range ({value} at row {row}), "
+                f"which JAX would wrap around without 64-bit mode; turn it on with "
+                f"jax.config.update('jax_enable_x64', True) before fitting, or rescale the column "
+                f"(as float32 it would keep 24 bits of precision)")
+        raise DataError(f"column '{name}'{where} holds values beyond float32's range ({value:g} at row "
+                        f"{row}), which would become inf on the device; rescale the column, or turn on "
+                        f"64-bit mode with jax.config.update('jax_enable_x64', True)")
+    return a.astype(np.int32) if a.dtype.kind in "iu" else a
+
+
+def _refuse_duplicates(names: list[str], what: str) -> None:
+    twice = [n for n, k in Counter(names).items() if k > 1]
+    if twice:
+        raise DataError(f"the {what} has {Counter(names)[twice[0]]} columns named '{twice[0]}'; "
+                        f"give each column its own name (every column is one model argument)")
+
+
+def _refuse_pandas_na(name: str, col: Any) -> None:
+    """A nullable pandas column (Int64, Float64, boolean) with NA: name the column and row."""
+    if hasattr(getattr(col, "dtype", None), "numpy_dtype") and hasattr(col, "isna") and bool(col.isna().any()):
+        row = int(np.flatnonzero(np.asarray(col.isna()))[0])
+        raise DataError(f"column '{name}' has a missing value (pandas NA) at row {row}; drop or "
+                        f"impute those rows before fitting")
 
 
 def as_columns(data: Any) -> dict[str, np.ndarray]:
@@ -56,10 +107,12 @@ def read_columns(data: Any) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     if callable(getattr(data, "collect", None)) and not hasattr(data, "__arrow_c_stream__"):
         data = data.collect()   # a lazy frame (polars LazyFrame): run its query
     if hasattr(data, "to_dict") and hasattr(data, "columns") and hasattr(data, "iloc"):  # pandas
+        _refuse_duplicates([str(c) for c in data.columns], "DataFrame")
         raw = {str(c): data[c] for c in data.columns}
     elif hasattr(data, "__arrow_c_stream__") or type(data).__module__.startswith("pyarrow"):
         raw = _arrow_columns(data)
     elif isinstance(data, Mapping):
+        _refuse_duplicates([str(k) for k in data], "mapping (once its keys are strings)")
         raw = {str(k): v for k, v in data.items()}
     else:
         raise DataError(f"data must be a mapping of column name -> array or a table (pandas, polars, "
@@ -72,12 +125,13 @@ def read_columns(data: Any) -> tuple[dict[str, np.ndarray], dict[str, list]]:
             continue
         if _is_pandas_categorical(col):
             col = _pandas_codes(name, col, categories)
+        _refuse_pandas_na(name, col)
         a = np.asarray(col)
         if a.dtype.kind not in "biuf":
             dtype = getattr(col, "dtype", a.dtype)
             raise DataError(f"column '{name}' has dtype {dtype}, which is not numeric; encode it "
                             f"first (for example as a categorical: integer codes, categories kept)")
-        cols[name] = a
+        cols[name] = exact_for_device(name, a)
     return cols, categories
 
 
@@ -106,6 +160,7 @@ def _arrow_columns(data: Any) -> dict[str, Any]:
     import pyarrow as pa
 
     table = data if isinstance(data, pa.Table) else pa.table(data)
+    _refuse_duplicates([str(c) for c in table.column_names], "table")
     out: dict[str, Any] = {}
     for name, col in zip(table.column_names, table.columns):
         name = str(name)

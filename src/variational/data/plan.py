@@ -157,6 +157,7 @@ class Plan:
     feeder: Feeder | None = None
     capacity: int = 4096
     categories: dict[str, list] = field(default_factory=dict)   # categorical column -> categories
+    columns: dict[str, np.ndarray] | None = None   # all rows on the host (in-memory minibatches)
 
     def batcher(self, ld: LogDensity) -> Any:
         """The engine's batcher for this plan (``ld`` tells whether batches need a key)."""
@@ -171,8 +172,19 @@ class Plan:
         return to_device(self.trace_data)
 
     @property
-    def feed(self) -> Callable[[int], Any] | None:
+    def feed(self) -> Callable[[int, int], Any] | None:
         return None if self.feeder is None else self.feeder.feed
+
+    def check_observed(self, ld: LogDensity) -> None:
+        """Check every row of the columns that discrete observed sites read (whole numbers in range).
+
+        ``ld`` checked the rows it was traced on; a minibatch fit's other rows are checked here,
+        a streamed fit's as each chunk is read.
+        """
+        if self.feeder is not None:
+            self.feeder.check = ld.check_observed
+        elif self.columns is not None:
+            ld.check_observed(self.columns)
 
 
 def _check_batch_size(batch_size: Any, n: int) -> int:
@@ -225,6 +237,7 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
     cols, categories = read_columns(data)
     n = num_rows(cols) if cols else 0
     if batch_size is None:
+        check_finite(cols)  # covariates too: name the column, not the site that sees NaN
         return Plan(cols, to_device(cols), categories=categories)
     if not cols:
         raise DataError("batch_size= needs data: pass the columns as a dict or DataFrame")
@@ -235,4 +248,4 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
     rule = scale_rule(sites, kinds, n, b)
     trace = {k: v[:b] for k, v in cols.items()}
     return Plan(trace, to_device(cols), n, b, bool(replace), rule,
-                [k for k, v in kinds.items() if v != "fixed"], categories=categories)
+                [k for k, v in kinds.items() if v != "fixed"], categories=categories, columns=cols)

@@ -17,19 +17,17 @@ import jax
 import numpy as np
 
 from ..errors import DataError
-from .columns import check_finite
+from .columns import check_finite, exact_for_device
+from .files import NpyFile, digest as _digest
 
 __all__ = ["Source", "parquet", "npy", "iterable"]
 
 
-def _host_dtype(a: np.ndarray) -> np.ndarray:
-    """Cast to the dtypes the device will use (float32/int32 unless 64-bit mode is on)."""
-    if jax.config.jax_enable_x64:
-        return a
-    if a.dtype == np.float64:
+def _host_dtype(name: str, a: np.ndarray, where: str) -> np.ndarray:
+    """Cast to the dtypes the device will use (float32/int32 unless 64-bit mode is on), exactly."""
+    a = exact_for_device(name, a, where)
+    if not jax.config.jax_enable_x64 and a.dtype == np.float64:
         return a.astype(np.float32)
-    if a.dtype == np.int64:
-        return a.astype(np.int32)
     return a
 
 
@@ -52,6 +50,15 @@ class Source:
     columns: list[str]
     num_rows: int | None
     shuffle_buffer: int = 0
+    _layout: dict[str, tuple] | None = None
+
+    def fingerprint(self) -> dict:
+        """What identifies this source's rows and their order: kind, columns, N, files, settings.
+
+        Stored in checkpoints, so that loading or resuming with another source is refused.
+        """
+        return {"kind": type(self).__name__, "columns": list(self.columns), "num_rows": self.num_rows,
+                "shuffle_buffer": int(self.shuffle_buffer)}
 
     def pieces(self) -> list[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -66,8 +73,12 @@ class Source:
         for i in order:
             yield self.read(ps[int(i)])
 
-    def checked_chunks(self, rng: np.random.Generator | None) -> Iterator[dict[str, np.ndarray]]:
-        """:meth:`epoch_chunks` with every chunk checked: columns present, equal lengths, finite."""
+    def checked_chunks(self, rng: np.random.Generator | None,
+                       check: Callable[[dict, str], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """:meth:`epoch_chunks` with every chunk checked: columns present, equal lengths, finite.
+
+        ``check(columns, where)`` is called on each chunk too (``where`` names the piece).
+        """
         for label, chunk in self.epoch_chunks(rng):
             missing = [c for c in self.columns if c not in chunk]
             if missing:
@@ -82,7 +93,24 @@ class Source:
                 if a.dtype.kind not in "biuf":
                     raise DataError(f"column '{c}' in {label} has dtype {a.dtype}, which is not numeric")
             check_finite(cols, where=f" in {label}")
-            yield {c: _host_dtype(a) for c, a in cols.items()}
+            cols = {c: _host_dtype(c, a, f" in {label}") for c, a in cols.items()}
+            self._check_layout(label, cols)
+            if check is not None:
+                check(cols, f" in {label}")
+            yield cols
+
+    def _check_layout(self, label: str, cols: dict[str, np.ndarray]) -> None:
+        """Every chunk's columns have the row shape and dtype of the first chunk's."""
+        here = {c: (tuple(a.shape[1:]), str(a.dtype)) for c, a in cols.items()}
+        if self._layout is None:
+            self._layout = here
+            return
+        for c, (shape, dtype) in here.items():
+            want = self._layout[c]
+            if (shape, dtype) != want:
+                raise DataError(f"column '{c}' in {label} has rows of shape {shape} and dtype {dtype}, "
+                                f"but the first chunk's are {want[0]} and {want[1]}; every chunk must "
+                                f"hold rows of the same shape and dtype")
 
     def head(self, n: int) -> dict[str, np.ndarray]:
         """The first ``n`` rows (file order), used to trace the model's shapes."""
@@ -121,8 +149,15 @@ class _ParquetSource(Source):
                 raise DataError(f"shard={shard!r}: need 0 <= index < count <= the {len(files)} "
                                 f"file(s) of '{p}'")
             files = files[index::count]
-        self.files = [pq.ParquetFile(f) for f in files]
+        self.root = p if p.is_dir() else p.parent
         self.paths = files
+        self._stats = [self._stat(f) for f in files]
+        self.files = []
+        for f in files:
+            try:
+                self.files.append(pq.ParquetFile(f))
+            except Exception as e:  # pyarrow's errors: not a Parquet file, truncated footer ...
+                raise DataError(f"'{f}' is not a readable Parquet file ({type(e).__name__}: {e})") from None
         # a ParquetFile is not safe to read from two threads at once (the prefetch threads of two
         # fits of one source): one read at a time
         self._read_lock = threading.Lock()
@@ -141,12 +176,47 @@ class _ParquetSource(Source):
     def pieces(self) -> list[tuple[int, int]]:
         return [(i, g) for i, f in enumerate(self.files) for g in range(f.num_row_groups)]
 
+    @staticmethod
+    def _stat(f: Path) -> tuple[int, int]:
+        st = os.stat(f)
+        return st.st_size, st.st_mtime_ns
+
     def read(self, piece: tuple[int, int]) -> tuple[str, dict[str, np.ndarray]]:
         i, g = piece
-        with self._read_lock:
-            table = self.files[i].read_row_group(g, columns=self.columns)
         label = f"'{self.paths[i].name}' row group {g}"
-        return label, {c: table.column(c).to_numpy() for c in self.columns}
+        want = self.files[i].metadata.row_group(g).num_rows
+        try:
+            now = self._stat(self.paths[i])
+        except OSError as e:
+            raise DataError(f"{label}: the file cannot be read any more ({type(e).__name__}: {e})") from None
+        if now != self._stats[i]:
+            raise DataError(f"{label}: '{self.paths[i]}' changed since the source was opened (size "
+                            f"{self._stats[i][0]} -> {now[0]} bytes, or a new modification time); a "
+                            f"fit must read the same files throughout: open the source again")
+        try:
+            with self._read_lock:
+                table = self.files[i].read_row_group(g, columns=self.columns)
+            cols = {c: table.column(c).to_numpy() for c in self.columns}
+        except Exception as e:  # pyarrow's errors on a truncated or corrupt file
+            why = " ".join(str(e).split())
+            raise DataError(f"'{self.paths[i]}' row group {g} could not be read ({type(e).__name__}: "
+                            f"{why}); expected {want} rows of columns {self.columns}: the file is "
+                            f"truncated or corrupt") from None
+        if len(table) != want:
+            raise DataError(f"{label} gave {len(table)} rows, but the file's metadata says {want}")
+        return label, cols
+
+    def fingerprint(self) -> dict:
+        files = []
+        for f, (size, _) in zip(self.paths, self._stats):
+            with open(f, "rb") as fh:  # the footer: schema, row groups, column statistics
+                fh.seek(max(0, size - 8))
+                tail = fh.read(8)
+                n = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+                fh.seek(max(0, size - 8 - n))
+                footer = fh.read(n)
+            files.append([f.relative_to(self.root).as_posix(), size, _digest(footer)])
+        return {**super().fingerprint(), "files": files}
 
 
 class _NpySource(Source):
@@ -167,16 +237,12 @@ class _NpySource(Source):
             paths = {c: paths[c] for c in columns}
         if not paths:
             raise DataError("no .npy files to read")
-        self.maps = {}
-        for c, p in paths.items():
-            if not p.exists():
-                raise DataError(f"column '{c}': file '{p}' does not exist")
-            self.maps[c] = np.load(p, mmap_mode="r")
-        lengths = {c: (m.shape[0] if m.ndim else None) for c, m in self.maps.items()}
+        self.files = {c: NpyFile(c, p) for c, p in paths.items()}
+        lengths = {c: (f.shape[0] if f.shape else None) for c, f in self.files.items()}
         if len(set(lengths.values())) != 1 or None in lengths.values():
             raise DataError(f".npy columns have different numbers of rows ({lengths}); every column "
                             f"must have one entry per row")
-        self.columns = list(self.maps)
+        self.columns = list(self.files)
         self.num_rows = int(next(iter(lengths.values())))
         self.chunk_rows = max(1, int(chunk_rows))
         self.shuffle_buffer = int(shuffle_buffer)
@@ -186,7 +252,11 @@ class _NpySource(Source):
 
     def read(self, start: int) -> tuple[str, dict[str, np.ndarray]]:
         stop = min(start + self.chunk_rows, self.num_rows)
-        return f"rows {start}:{stop} of the .npy files", {c: np.array(m[start:stop]) for c, m in self.maps.items()}
+        return f"rows {start}:{stop} of the .npy files", {c: f.rows(start, stop) for c, f in self.files.items()}
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "chunk_rows": self.chunk_rows,
+                "files": {c: f.fingerprint() for c, f in self.files.items()}}
 
 
 class _IterableSource(Source):
@@ -215,6 +285,12 @@ class _IterableSource(Source):
                 raise DataError(f"chunk {i} of the iterable source is a {type(d).__name__}; each "
                                 f"chunk must be a dict of column name -> array")
             yield f"chunk {i}", dict(d)
+
+    def fingerprint(self) -> dict:
+        """Columns, N, the reading settings and a hash of the first chunk's values."""
+        first = next(iter(self.epoch_chunks(None)), ("", {}))[1]
+        return {**super().fingerprint(),
+                "first_chunk": _digest(*(np.asarray(first[c]) for c in self.columns if c in first))}
 
     def head(self, n: int) -> dict[str, np.ndarray]:
         if not callable(self.obj) and iter(self.obj) is self.obj:

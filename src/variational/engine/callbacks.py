@@ -22,7 +22,7 @@ Examples
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -124,7 +124,7 @@ class CheckParametersConvergence(Callback):
             raise Converged(self.message)
 
 
-class Tracker(Callback):
+class Tracker(Callback, Mapping):
     """Record functions of the approximation while it trains (PyMC's ``Tracker``).
 
     Parameters
@@ -132,8 +132,10 @@ class Tracker(Callback):
     every : int
         Steps between records.
     **fns : callable
-        ``name=fn``; ``fn(fit)`` (or ``fn()`` for a function without arguments) is recorded
-        under ``tracker[name]``, one entry per call. ``tracker.steps`` holds the step numbers.
+        ``name=fn``; ``fn(fit)`` (or ``fn()`` for a function without arguments, such as
+        ``time.time``) is recorded under ``tracker[name]``, one entry per call.
+        ``tracker.steps`` holds the step numbers. A tracker is a read-only mapping
+        name -> records, so ``vi.plots.tracker(tracker)`` draws it.
 
     Examples
     --------
@@ -161,24 +163,46 @@ class Tracker(Callback):
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
         for name, fn in self.fns.items():
-            self.hist[name].append(fn(fit) if self._takes_fit[name] else fn())
+            self.hist[name].append(self._record(name, fn, fit))
         self.steps.append(int(i))
+
+    def _record(self, name: str, fn: Callable, fit: Any) -> Any:
+        takes = self._takes_fit[name]
+        if takes is not None:
+            return fn(fit) if takes else fn()
+        try:  # no signature to read (a builtin): try with the fit, then without
+            value, self._takes_fit[name] = fn(fit), True
+        except TypeError as e:
+            if "argument" not in str(e):
+                raise
+            value, self._takes_fit[name] = fn(), False
+        return value
 
     def __getitem__(self, name: str) -> list[Any]:
         if name not in self.hist:
             raise KeyError(f"Tracker records {sorted(self.hist)}, not '{name}'")
         return self.hist[name]
 
-    def keys(self) -> list[str]:
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.hist)
+
+    def __len__(self) -> int:
+        return len(self.hist)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.hist
+
+    def keys(self) -> list[str]:  # type: ignore[override]
         """Names of the recorded functions."""
         return list(self.hist)
 
 
-def _takes_argument(fn: Callable) -> bool:
+def _takes_argument(fn: Callable) -> bool | None:
+    """Whether ``fn`` takes the fit as an argument (None: no signature to tell, e.g. a builtin)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return True
+        return None
     params = [p for p in sig.parameters.values()
               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
     return bool(params)

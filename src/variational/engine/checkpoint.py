@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,14 +28,16 @@ import jax
 import numpy as np
 
 from .. import data as _data
-from .callbacks import Callback, _check_every
+from ..data.sources import Source
 from ..errors import CheckpointError
+from .callbacks import Callback, _check_every
+from ..families.base import method_options as family_options
+from .atomic import check_target, remove_stale_temporaries, write_atomic
+from .checkpoint_meta import FIT_SETTINGS, FORMAT, VERSION, read
 
 __all__ = ["save", "read", "fit_arguments", "data_signature_of", "check_data", "restore",
-           "check_resume_settings", "Checkpointer"]
+           "check_resume_settings", "check_target", "Checkpointer"]
 
-FORMAT = "variational.Fit"
-VERSION = 1
 # settings that do not change the numbers of a run
 _FREE_SETTINGS = {"progress"}
 
@@ -64,8 +66,17 @@ def _split_settings(settings: Mapping[str, Any]) -> tuple[dict, list[str]]:
     return out, unsaved
 
 
-def _signature(data: Mapping[str, Any]) -> dict:
-    """Column names, shapes, dtypes and a SHA-256 of the values (as the fit holds them)."""
+def _signature(data: Mapping[str, Any] | Source) -> dict:
+    """Column names, shapes, dtypes and a SHA-256 of the values (as the fit holds them).
+
+    A streaming source is fingerprinted instead (:meth:`~variational.data.Source.fingerprint`:
+    its files, their sizes and metadata, the row count and the reading order's settings).
+    """
+    if isinstance(data, Source):
+        fp = data.fingerprint()
+        digest = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+        return {"columns": {c: [[int(data.num_rows or 0)], "streamed"] for c in data.columns},
+                "sha256": digest, "source": fp}
     cols, digest = {}, hashlib.sha256()
     for name in sorted(data or {}):
         a = np.ascontiguousarray(np.asarray(data[name]))
@@ -77,8 +88,26 @@ def _signature(data: Mapping[str, Any]) -> dict:
 def _data_signature(fit: Any) -> dict:
     sig = getattr(fit, "_data_signature", None)
     if sig is None:
-        sig = fit._data_signature = _signature(fit.data)
+        source = _source_of(fit)
+        sig = fit._data_signature = _signature(fit.data if source is None else source)
     return sig
+
+
+def _source_of(fit: Any) -> Source | None:
+    plan = getattr(fit, "_plan", None)
+    feeder = getattr(plan, "feeder", None)
+    return None if feeder is None else feeder.source
+
+
+def _stream_position(fit: Any) -> dict | None:
+    """Where a streamed fit's reader stands: rows consumed in all, as (epoch, offset)."""
+    if _source_of(fit) is None:
+        return None
+    ds, plan = fit.state.data_state, fit._plan
+    rows, b = int(plan.num_rows), int(plan.batch_size)
+    consumed = int(fit.state.step) * b
+    return {"rows": rows, "batch_size": b, "rows_consumed": consumed,
+            "epoch": int(np.asarray(ds.epoch)), "offset": int(np.asarray(ds.pos))}
 
 
 def _key_data(key: jax.Array) -> np.ndarray:
@@ -133,11 +162,11 @@ def save(fit: Any, path: str | os.PathLike, hist: np.ndarray | None = None) -> P
             kwargs[k] = _jsonable(v)
         except TypeError:
             kw_unsaved.append(k)
-    family_options, fam_unsaved = _split_settings(fit.family.options)
+    fam_options, fam_unsaved = _split_settings(fit.family.options)
     meta = {
         "format": FORMAT, "version": VERSION,
         "settings": settings, "unsaved_settings": unsaved + [f"method option {k}" for k in fam_unsaved],
-        "family": {"name": fit.family.name, "options": family_options},
+        "family": {"name": fit.family.name, "options": fam_options},
         "latent": [[s.name, list(s.shape)] for s in fit.logdensity.layout],
         "model_params": list(fit.logdensity.params.names),
         "data": _data_signature(fit),
@@ -147,6 +176,7 @@ def save(fit: Any, path: str | os.PathLike, hist: np.ndarray | None = None) -> P
         "steps": int(state.step), "hist_len": int(hist.shape[0]),
         "interrupted": bool(fit.interrupted), "converged": getattr(fit, "converged", None),
         "message": fit.message, "notes": list(getattr(fit, "notes", [])),
+        "stream": _stream_position(fit),
     }
     if meta["hist_len"] != meta["steps"]:
         raise CheckpointError(f"{path}: the fit has done {meta['steps']} steps but its loss history has "
@@ -156,16 +186,8 @@ def save(fit: Any, path: str | os.PathLike, hist: np.ndarray | None = None) -> P
     arrays.update({f"state_{i}": a for i, a in enumerate(leaves)})
     arrays.update({f"model_kwargs.{k}": a for k, a in kw_arrays.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    remove_stale_temporaries(path)
+    write_atomic(path, arrays)
     return path
 
 
@@ -189,69 +211,69 @@ class Checkpointer(Callback):
     def __init__(self, path: str | os.PathLike, every: int) -> None:
         self.path = Path(path)
         self.every = _check_every(every)
+        self.failures = 0
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
-        save(fit, self.path, hist=losses)
+        try:
+            save(fit, self.path, hist=losses)
+        except OSError as e:  # the fit goes on; the final save tries again and says so
+            self.failures += 1
+            if self.failures == 1:
+                msg = (f"checkpoint at step {i} could not be written to '{self.path}' "
+                       f"({type(e).__name__}: {e.strerror or e}); the fit continues")
+                getattr(fit, "notes", []).append(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
 
 # -- loading -----------------------------------------------------------------------------------
-def read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}  # reading checks every member's CRC
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except KeyError as e:
-        raise CheckpointError(f"{path}: not a saved fit (missing {e}); save one with fit.save(path)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: the file is corrupt or truncated ({type(e).__name__}: {e}); "
-                              f"use an earlier checkpoint or fit again") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a saved fit (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: saved by format version {meta.get('version')}, this library "
-                              f"reads version {VERSION}")
-    for need in ("hist", "key"):
-        if need not in arrays:
-            raise CheckpointError(f"{path}: the array '{need}' is missing; the file is damaged")
-    return meta, arrays
-
-
-def fit_arguments(path: Path, meta: dict, arrays: dict[str, np.ndarray], allowed: set[str], *,
-                  optimizer: Any = None, method: Any = None,
+def fit_arguments(path: Path, meta: dict, arrays: dict[str, np.ndarray], *,
+                  optimizer: Any = None, method: Any = None, guide: Any = None,
                   model_kwargs: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
     """The keyword arguments that rebuild the saved fit with ``vi.fit(..., steps=0)``.
 
-    Returns ``(fit_kwargs, model_kwargs)``: the saved settings that are arguments of ``fit``
-    (``allowed``) and the family's options, with the user's ``optimizer``/``method`` where the
-    file could not store them, and the model keyword arguments (the file's, unless given).
+    Returns ``(fit_kwargs, model_kwargs)``. Only the settings of
+    :data:`~variational.engine.checkpoint_meta.FIT_SETTINGS` and the options of the registered
+    method are taken from the (validated) file; the user's ``optimizer``/``method``/``guide``
+    stand in for what the file cannot store. The model keyword arguments are the file's,
+    unless given.
     """
-    settings = dict(meta["settings"])
-    kwargs = {k: v for k, v in settings.items() if k in allowed and k not in ("steps", "callbacks")}
+    settings, family = meta["settings"], meta["family"]
+    kwargs = {k: settings[k] for k in FIT_SETTINGS if k in settings}
     if optimizer is not None:
         kwargs["optimizer"] = optimizer
     elif settings.get("optimizer") == "custom":
         raise CheckpointError(f"{path}: the fit used a custom optax optimizer, which cannot be stored; "
                               f"pass the same one as load(..., optimizer=...)")
-    if method is not None:
+    if family["name"] == "guide" and method is None:
+        if guide is None:
+            raise CheckpointError(f"{path}: the fit used guide= ({family['options'].get('guide')!r}), "
+                                  f"which is code and is not stored; pass it as load(..., guide=...)")
+        kwargs.update(guide=guide, method="guide")
+    elif method is not None:
         kwargs["method"] = method
-    missing = [k for k in meta.get("unsaved_settings", []) if k not in kwargs]
+    elif family_options(family["name"]) is None:
+        raise CheckpointError(f"{path}: written with method {family['name']!r}, which is not a registered "
+                              f"method here; pass the Family as load(..., method=...)")
+    else:
+        kwargs.update(family["options"])
+    missing = [k for k in meta["unsaved_settings"] if k not in kwargs]
     if missing:
         raise CheckpointError(f"{path}: the settings {missing} could not be stored; pass them to load()")
-    mk = dict(meta.get("model_kwargs", {}))
-    mk.update({k: arrays[f"model_kwargs.{k}"] for k in meta.get("model_kwargs_arrays", [])})
+    mk = dict(meta["model_kwargs"])
+    mk.update({k: arrays[f"model_kwargs.{k}"] for k in meta["model_kwargs_arrays"]})
     if model_kwargs is not None:
         mk = dict(model_kwargs)
-    lost = [k for k in meta.get("unsaved_model_kwargs", []) if k not in mk]
+    lost = [k for k in meta["unsaved_model_kwargs"] if k not in mk]
     if lost:
         raise CheckpointError(f"{path}: the model keyword argument(s) {lost} could not be stored; "
                               f"pass them as load(..., model_kwargs=...)")
-    return {**meta["family"]["options"], **kwargs}, mk
+    return kwargs, mk
 
 
 def data_signature_of(data: Any) -> dict | None:
     """The fingerprint of user data as a fit would hold it (None when the data is not columns)."""
+    if isinstance(data, Source):
+        return _signature(data)
     try:
         return _signature(_data.to_device(_data.as_columns(data)))
     except Exception:
@@ -271,14 +293,38 @@ def restore(path: Path, meta: dict, arrays: dict[str, np.ndarray], new: Any) -> 
     if hist.shape != (meta["steps"],):
         raise CheckpointError(f"{path}: loss history has {hist.shape[0]} entries for {meta['steps']} steps; "
                               f"the file is damaged")
+    if arrays["key"].shape != _key_data(new.key).shape:
+        raise CheckpointError(f"{path}: the random key has shape {arrays['key'].shape}, not "
+                              f"{_key_data(new.key).shape}; the file is damaged")
+    _check_stream(path, meta, new, state)
     new._set_state(state)
     new._hist = [hist]
     new.key = jax.numpy.asarray(arrays["key"])
-    new.interrupted = bool(meta.get("interrupted", False))
-    new.converged = meta.get("converged")
-    new.message = meta.get("message", "")
-    new.notes = list(meta.get("notes", []))
+    new.interrupted = meta["interrupted"]
+    new.converged = meta["converged"]
+    new.message = meta["message"]
+    new.notes = list(meta["notes"])
     return new
+
+
+def _check_stream(path: Path, meta: dict, new: Any, state: Any) -> None:
+    """A streamed fit resumes its reader where it stood: check that the position is consistent."""
+    stream, plan = meta.get("stream"), getattr(new, "_plan", None)
+    if (stream is None) != (_source_of(new) is None):
+        raise CheckpointError(f"{path}: written by a fit that {'did not stream' if stream is None else 'streamed'} "
+                              f"its data, but the data given {'is' if stream is None else 'is not'} a "
+                              f"streaming source; pass the data the fit was made with")
+    if stream is None:
+        return
+    consumed = int(state.step) * int(plan.batch_size)
+    want = {"rows": int(plan.num_rows), "batch_size": int(plan.batch_size), "rows_consumed": consumed,
+            "epoch": consumed // int(plan.num_rows), "offset": consumed % int(plan.num_rows)}
+    ds = state.data_state
+    have = {"epoch": int(np.asarray(ds.epoch)), "offset": int(np.asarray(ds.pos))}
+    bad = [k for k, v in want.items() if stream[k] != v or have.get(k, v) != v]
+    if bad:
+        raise CheckpointError(f"{path}: the streaming position {stream} does not match {want} (field "
+                              f"'stream.{bad[0]}'); the file is damaged or the source has another size")
 
 
 def _check_match(path: Path, meta: dict, new: Any) -> None:
@@ -299,6 +345,17 @@ def _check_match(path: Path, meta: dict, new: Any) -> None:
 
 
 def check_data(path: Path, want: dict, got: dict, check_values: bool) -> None:
+    """Refuse data other than the fit's: other columns, or (``check_values``) other values or source."""
+    if ("source" in want) != ("source" in got):
+        kinds = ["in-memory columns", "a streaming source"]
+        raise CheckpointError(f"{path}: written with {kinds['source' in want]}, but the data given is "
+                              f"{kinds['source' in got]}; pass the data the fit was made with")
+    if "source" in want and check_values and want["sha256"] != got["sha256"]:
+        diff = sorted(k for k in set(want["source"]) | set(got["source"])
+                      if want["source"].get(k) != got["source"].get(k))
+        raise CheckpointError(f"{path}: the streaming source given differs from the one the fit read "
+                              f"(in {diff}); a resumed fit must read the same rows. Pass the same "
+                              f"source, or load(..., check_data=False) to continue on this one")
     if want["columns"] != got["columns"]:
         raise CheckpointError(f"{path}: written with data columns {_fmt_cols(want['columns'])}, "
                               f"but the data given has {_fmt_cols(got['columns'])}; pass the same data")

@@ -180,7 +180,7 @@ def place_fit(place: Any, engine: Any, plan: Any, state: Any, key: jax.Array,
         device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
     if plan.feeder is not None:
         local_feed = plan.feeder.feed
-        plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
+        plan.feeder.feed = lambda n, at=None: place.place_fed(local_feed(n, at), plan.batch_size)
     return state, key, device_data
 
 

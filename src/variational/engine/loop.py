@@ -24,6 +24,8 @@ import optax
 
 from ..compilation import compiled, signature
 from ..data.batching import FullBatch
+from ..errors import DataError
+from ..model.threads import MODEL_LOCK
 
 __all__ = ["EngineState", "Batcher", "Engine", "RunReport"]
 
@@ -61,8 +63,9 @@ class RunReport:
 
     losses: np.ndarray
     steps: int
-    stopped_by: str | None = None      # "callback", "interrupt", "time", or None (budget done)
+    stopped_by: str | None = None      # "callback", "interrupt", "time", "error", or None (budget done)
     message: str = ""
+    error: BaseException | None = None  # the data error that stopped the run ("error")
     compile_s: float = 0.0
     run_s: float = 0.0
     calls: int = 0
@@ -191,8 +194,10 @@ class Engine:
     def run_chunk(self, state: EngineState, data: Any, key: jax.Array, n: int, xs: Any = None) -> tuple[EngineState, np.ndarray]:
         """Run ``n`` (<= capacity) steps in one compiled call; returns the state and n losses."""
         self.compile(state, data, key, xs)
-        state, losses = self._compiled(state, data, key, np.int32(n), xs)
-        return state, np.asarray(losses)[:n]  # (slicing on the host: no new op per n)
+        with MODEL_LOCK.released():  # compiled code: other threads may trace meanwhile
+            state, losses = self._compiled(state, data, key, np.int32(n), xs)
+            losses = np.asarray(losses)[:n]  # (slicing on the host: no new op per n)
+        return state, losses
 
     # ---------------------------------------------------------------------------------------
     def run(
@@ -205,7 +210,7 @@ class Engine:
         callbacks: Sequence[Callable] = (),
         on_chunk: Callable[[EngineState, np.ndarray, int], None] | None = None,
         progress: Any = None,
-        feed: Callable[[int], Any] | None = None,
+        feed: Callable[[int, int], Any] | None = None,
         max_seconds: float | None = None,
         target_seconds: float = 0.2,
         history: np.ndarray | None = None,
@@ -214,10 +219,16 @@ class Engine:
 
         ``callbacks`` are called as ``cb(state, losses_so_far, steps_done)`` every
         ``cb.every`` steps (every step when the attribute is missing); raising
-        ``StopIteration`` ends the run cleanly. ``feed(n)`` returns the streamed inputs of
-        the next ``n`` steps (leading dimension ``capacity``). ``progress`` is an object with
-        ``update(n, losses)`` (for example a tqdm wrapper), or a factory of one (called
-        after compilation, so the bar's rate is the loop's).
+        ``StopIteration`` ends the run cleanly. ``feed(n, at)`` returns the streamed inputs of
+        the ``n`` steps from step ``at`` on (leading dimension ``capacity``); asking by step
+        number means that inputs fed to a chunk that never ran (Ctrl-C) are fed again.
+        ``progress`` is an object with ``update(n, losses)`` (for example a tqdm wrapper), or a
+        factory of one (called after compilation, so the bar's rate is the loop's).
+
+        Ctrl-C (during compilation, while waiting for data, or between chunks) ends the run
+        with the state of the last finished chunk (``stopped_by="interrupt"``); a
+        :class:`~variational.errors.DataError` raised by ``feed`` ends it the same way
+        (``stopped_by="error"``, the error in ``report.error``).
         """
         everies = [max(1, int(getattr(cb, "every", 1) or 1)) for cb in callbacks]
         report = RunReport(losses=np.empty(0), steps=0)
@@ -225,21 +236,21 @@ class Engine:
         hist0 = np.empty(0) if history is None else np.asarray(history)
         start_step = int(state.step)
         n_next = min(self.capacity, 64 if (progress is not None and self.adaptive) else self.capacity)
-        t_start = time.perf_counter()
         done = 0
-        xs0 = feed(1) if feed is not None else None
-        report.compile_s = self.compile(state, data, key, xs0)
-        if progress is not None and not hasattr(progress, "update"):
-            progress = progress()  # a factory: the bar starts after compilation
-        pending_xs = xs0
         try:
+            pending_xs = feed(1, start_step) if feed is not None else None
+            report.compile_s = self.compile(state, data, key, pending_xs)
+            if progress is not None and not hasattr(progress, "update"):
+                progress = progress()  # a factory: the bar starts after compilation
+            t_start = time.perf_counter()
             while done < steps:
                 n = min(n_next, steps - done, self.capacity)
                 for e in everies:  # stop on the next callback boundary
                     n = min(n, e - (start_step + done) % e)
                 if pending_xs is not None:
                     n = 1  # the inputs fed for compilation hold one step
-                xs = pending_xs if pending_xs is not None else (feed(n) if feed is not None else None)
+                xs = pending_xs if pending_xs is not None else (
+                    feed(n, start_step + done) if feed is not None else None)
                 pending_xs = None
                 t0 = time.perf_counter()
                 state, losses = self.run_chunk(state, data, key, n, xs)
@@ -253,13 +264,8 @@ class Engine:
                 if progress is not None and self.adaptive:
                     # size the next call so that the bar refreshes about every target_seconds
                     n_next = int(np.clip(n * target_seconds / max(dt, 1e-6), 1, self.capacity))
-                all_losses = None
                 step_now = start_step + done
-                for cb, e in zip(callbacks, everies):
-                    if step_now % e == 0:
-                        if all_losses is None:
-                            all_losses = np.concatenate([hist0, *chunks])
-                        cb(state, all_losses, step_now)
+                self._call_back(callbacks, everies, state, hist0, chunks, step_now)
                 if on_chunk is not None:
                     on_chunk(state, losses, step_now)
                 if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
@@ -270,7 +276,20 @@ class Engine:
             report.message = f"interrupted at step {start_step + done}" + (f": {e}" if str(e) else "")
         except KeyboardInterrupt:
             report.stopped_by = "interrupt"
-            report.message = f"interrupted at step {start_step + done}"
+            report.message = f"interrupted at step {start_step + done}" + ("" if report.calls else " (before the first step ran)")
+        except DataError as e:  # raised by feed: the data stream failed; the steps so far stand
+            report.stopped_by, report.error = "error", e
+            report.message = f"stopped at step {start_step + done} by a data error: {e}"
         report.losses = np.concatenate(chunks) if chunks else np.empty(0)
         report.steps = done
         return state, report
+
+    @staticmethod
+    def _call_back(callbacks: Sequence[Callable], everies: list[int], state: EngineState,
+                   hist0: np.ndarray, chunks: list[np.ndarray], step_now: int) -> None:
+        all_losses = None
+        for cb, e in zip(callbacks, everies):
+            if step_now % e == 0:
+                if all_losses is None:
+                    all_losses = np.concatenate([hist0, *chunks])
+                cb(state, all_losses, step_now)

@@ -22,6 +22,8 @@ from ..compilation import stats
 from ..errors import VariationalError
 from ..families.base import Family
 from ..model import LogDensity
+from ..model.threads import MODEL_LOCK
+from .arguments import whole_number
 from .callbacks import ELBOConvergence
 from .checkpoint import Checkpointer, save
 from .control import (
@@ -32,7 +34,16 @@ from .loop import Engine, EngineState, RunReport
 from .model_params import MODEL
 from .progress import Progress
 
-__all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
+__all__ = ["Run", "run", "after_run", "note", "choose_learning_rate", "whole_number", "raise_with_fit"]
+
+
+def raise_with_fit(error: BaseException, fit: Any) -> None:
+    """Raise ``error`` (a data error that stopped a run) with the fit so far as ``error.fit``."""
+    where = f"; the fit so far ({fit.steps} steps) is kept in the exception's .fit"
+    if isinstance(error, VariationalError) and not getattr(error, "fit", None) and fit.steps:
+        error.args = (f"{error.args[0] if error.args else error}{where}",) + tuple(error.args[1:])
+    error.fit = fit  # type: ignore[attr-defined]
+    raise error
 
 logger = logging.getLogger("variational")
 
@@ -82,15 +93,18 @@ class Run:
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
-             feed: Callable[[int], Any] | None = None, max_seconds: float | None = None) -> Self:
-        if steps is None or int(steps) < 0:
-            raise ValueError(f"steps={steps!r} must be a non-negative integer")
+             feed: Callable[[int, int], Any] | None = None, max_seconds: float | None = None) -> Self:
+        steps = whole_number("steps", steps)
         if self.family.solve is not None:
             raise VariationalError(
                 f"method={self.method!r} is solved directly (deterministic optimisation to its "
                 f"answer), so there are no steps to continue; to go on with a stochastic family "
                 f"start it from this fit: vi.fit(model, data, method='fullrank_advi', init=fit)")
-        steps = int(steps)
+        with MODEL_LOCK:
+            return self._run_locked(steps, callbacks, progress, feed, max_seconds)
+
+    def _run_locked(self, steps: int, callbacks: Sequence[Callable], progress: bool | None,
+                    feed: Callable[[int, int], Any] | None, max_seconds: float | None) -> Self:
         show = self.settings.get("progress", True) if progress is None else progress
         bars: list[Progress] = []
 
@@ -100,6 +114,9 @@ class Run:
 
         wrapped = [self._wrap_callback(cb) for cb in callbacks]
         before, compiled_before = self._state, stats()
+        feeder = None if self._plan is None else self._plan.feeder
+        if feeder is not None:
+            feeder.extend(self.steps + steps)  # read ahead no further than this run goes
         try:
             state, report = self.engine.run(
                 self._state, self.data, self.key, steps, callbacks=wrapped,
@@ -109,11 +126,13 @@ class Run:
         finally:
             for bar in bars:
                 bar.close()
-            if self._plan is not None and self._plan.feeder is not None:
-                self._plan.feeder.close()
+            if feeder is not None:
+                feeder.close()  # stops the prefetch thread; the stream resumes at the next step
         self._absorb(state, report)
         self.timings["compilations"] += (stats() - compiled_before).compilations
         after_run(self, callbacks, before, report.stopped_by)
+        if report.error is not None:
+            raise_with_fit(report.error, self)
         return self
 
     def _wrap_callback(self, cb: Callable) -> Callable:
@@ -325,23 +344,31 @@ def after_run(fit: Any, callbacks: Sequence[Any], before: EngineState, stopped_b
 
 def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
         callbacks: Sequence[Any] = (), checkpoint: Any = None, checkpoint_every: int | None = None) -> Any:
-    """Run ``fit`` to ``steps`` steps in all (``None``: until the ELBO rule fires, up to ``max_steps``)."""
+    """Run ``fit`` to ``steps`` steps in all (``None``: until the ELBO rule fires, up to ``max_steps``).
+
+    With ``checkpoint``, the fit is saved at the end, also when a data error stops it (the
+    error is raised after the save). A save that fails (full disk, permissions) does not lose
+    the fit: it is returned with a warning that names the path and the error.
+    """
     cbs = list(callbacks)
     rule = None
     if steps is None:
-        if max_steps is None or int(max_steps) < 1:
-            raise ValueError(f"max_steps={max_steps!r} must be a positive integer when steps=None")
+        total = whole_number("max_steps", max_steps, 1)
         rule = next((cb for cb in cbs if isinstance(cb, ELBOConvergence)), None)
         if rule is None:
             rule = ELBOConvergence()
             cbs.append(rule)
-        total = int(max_steps)
     else:
-        total = int(steps)
+        total = whole_number("steps", steps)
     if checkpoint is not None and checkpoint_every is not None:
         cbs.append(Checkpointer(checkpoint, checkpoint_every))
-    if total > fit.steps:  # (steps=0 builds the fit without compiling; refine compiles)
-        fit._run(total - fit.steps, callbacks=cbs)
+    try:
+        if total > fit.steps:  # (steps=0 builds the fit without compiling; refine compiles)
+            fit._run(total - fit.steps, callbacks=cbs)
+    except VariationalError as e:
+        if checkpoint is not None and getattr(e, "fit", None) is fit:
+            save_or_warn(fit, checkpoint)
+        raise
     if rule is not None and not fit.converged and not fit.interrupted:
         fit.message = f"max_steps={total} reached before the ELBO converged"
         if rule.last:
@@ -349,8 +376,20 @@ def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
                             f"{rule.last['median']:.3g}, tolerance {rule.tolerance:g})")
         note(fit, fit.message + "; run longer with fit.refine(steps) or raise max_steps")
     if checkpoint is not None:
-        save(fit, checkpoint)
+        save_or_warn(fit, checkpoint)
     return fit
+
+
+def save_or_warn(fit: Any, path: Any) -> bool:
+    """Save ``fit`` to ``path``; when the file system refuses, keep the fit and warn (False)."""
+    try:
+        save(fit, path)
+        return True
+    except OSError as e:
+        note(fit, f"the fit could not be saved to '{path}' ({type(e).__name__}: "
+                  f"{e.strerror or e}); it is returned without the file: free space or fix the "
+                  f"permissions and call fit.save(path)")
+        return False
 
 
 def choose_learning_rate(fit: Any) -> bool:

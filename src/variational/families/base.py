@@ -23,10 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Family", "FAMILIES", "register_family", "make_family", "softplus_inv", "LOG_2PI",
+__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "softplus_inv", "LOG_2PI",
            "Problem", "Solution", "with_init_params"]
 
 Params = Any
@@ -134,6 +136,21 @@ def make_family(method: str | Family, **options: Any) -> Family:
     if method not in FAMILIES:
         raise ValueError(f"method={method!r} is not known; choose one of {sorted(FAMILIES)}")
     return FAMILIES[method](**options)
+
+
+def method_options(name: Any) -> set[str] | None:
+    """The option names of the registered method ``name`` (None when it is not registered).
+
+    Examples
+    --------
+    >>> sorted(method_options("advi"))
+    ['init_scale']
+    """
+    builder = FAMILIES.get(name) if isinstance(name, str) else None
+    if builder is None:
+        return None
+    return {p.name for p in inspect.signature(builder).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def with_init_params(family: Family, params: Params, values: Any) -> Params:

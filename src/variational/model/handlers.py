@@ -26,7 +26,7 @@ from numpyro.infer.initialization import init_to_median, init_to_uniform, init_t
 from numpyro.primitives import Messenger
 
 __all__ = ["SiteLayout", "SiteRecorder", "KeyUse", "ScaleObserved", "RNG_KEY", "init_start_or_mean",
-           "describe_support", "value_without_sampler", "total_size_factor", "check_total_size",
+           "describe_support", "value_without_sampler", "total_size_factor", "check_total_size", "declared_only",
            "JACOBIAN", "unconstrained_value"]
 
 
@@ -116,6 +116,12 @@ class KeyUse(Messenger):
     def process_message(self, msg: dict) -> None:
         if msg["type"] == "prng_key":
             self.found.append(True)
+
+
+def declared_only(msg: dict) -> None:
+    """A :class:`ScaleObserved` rule that adds no factor: only ``total_size=`` declarations scale
+    (the full-data log joint of the posterior the model declares)."""
+    return None
 
 
 class ScaleObserved(Messenger):

@@ -5,7 +5,7 @@ It gives every algorithm what it needs: the log joint in the flat unconstrained 
 (deterministics included), the flat layout, and a valid initial point. It is built on NumPyro's
 own utilities (``numpyro.infer.util``, ``numpyro.handlers``).
 
-Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
+Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.checks`, :mod:`.handlers`, :mod:`.enumerate`, :mod:`.params`, :mod:`.threads`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from numpyro.infer.initialization import init_to_uniform
 
 from ..compilation import fingerprint, run_traced, signature
 from ..errors import ModelError
+from .checks import DiscreteObserved, argument_hint, check_finite_observed, refuse_delta
 from .enumerate import (
     enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
     sample_discrete,
 )
+from .threads import exclusive
 from .handlers import (
     JACOBIAN, RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support,
     init_start_or_mean, unconstrained_value, value_without_sampler,
@@ -84,6 +86,7 @@ class LogDensity:
     True
     """
 
+    @exclusive
     def __init__(
         self,
         model: Callable,
@@ -115,6 +118,7 @@ class LogDensity:
         self.trace_sites = {k: v for k, v in trace.items()}
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
                   and not (s.get("infer") or {}).get("is_auxiliary")}
+        refuse_delta(latent)
         psites = param_sites(trace)
         self.enumerated = enumerated_sites(trace)
         # shape and number of values of each enumerated site
@@ -129,21 +133,9 @@ class LogDensity:
         self._discrete_dtypes = {n: jnp.result_type(latent[n]["value"]) for n in self.discrete}
         refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
-        for n in self.observed_names:
-            v = trace[n]["value"]
-            col = data_of_site.get(n)
-            if col is not None:
-                v, where = data[col], f" (data column '{col}')"
-            elif not _is_concrete(v):
-                continue  # computed inside the model from the data; checked at the initial point
-            else:
-                where = ""
-            a = np.asarray(v)
-            if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
-                bad = np.argwhere(~np.isfinite(a))[:3].tolist()
-                raise ModelError(
-                    f"site '{n}'{where}: observed values contain NaN or inf (first at index "
-                    f"{bad}); drop or impute those rows before fitting")
+        self._discrete_obs = DiscreteObserved(trace, data_of_site, self.observed_names)
+        self._discrete_obs.check(data)
+        check_finite_observed(trace, data, data_of_site, self.observed_names)
         self.deterministic_names = [n for n, s in trace.items() if s["type"] == "deterministic"]
         # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
         self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
@@ -178,6 +170,11 @@ class LogDensity:
         # always wrapped: without obs_scale, sites declared with total_size= are still scaled
         return ScaleObserved(model, self.obs_scale)
 
+    def check_observed(self, cols: Mapping[str, Any], where: str = "") -> None:
+        """Refuse values a discrete observed site cannot take (2.5 counts, -1 events) among the
+        data columns ``cols``, naming the site and column (:class:`.checks.DiscreteObserved`)."""
+        self._discrete_obs.check(cols, where)
+
     def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
         """Trace the model abstractly (shapes and supports only, nothing is computed).
 
@@ -201,8 +198,9 @@ class LogDensity:
             raise
         except TypeError as e:
             if "argument" in str(e) and rec.last is None:
+                hint = argument_hint(self.model, sorted({**self.model_kwargs, **data}))
                 raise ModelError(
-                    f"calling the model failed: {e}. Data columns and model_kwargs are passed "
+                    f"calling the model failed: {e}{hint}. Data columns and model_kwargs are passed "
                     f"as keyword arguments; check their names against the model's signature") from e
             raise self._raised(rec, e) from e
         except Exception as e:  # the model's own error, with the site it happened at

@@ -3,11 +3,12 @@
 Each constructor builds a NumPyro distribution, checks its parameters, shape and observed values,
 and names the site when something is wrong. Any NumPyro model works without them.
 
-Owns: the constructors. Imports: numpyro, jax, :mod:`variational.errors`.
+Owns: the constructors. Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.checks`, :mod:`.handlers`.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Sequence
 
 import jax
@@ -17,6 +18,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from ..errors import ModelError
+from .checks import refuse_nonfinite
 from .handlers import check_total_size
 
 __all__ = [
@@ -123,12 +125,7 @@ def Site(
                 f"{obs_shape} broadcast to {joint}, which is larger than the data: this usually "
                 f"means a column vector met a row vector; reshape so the shapes match")
         if _is_concrete(observed):
-            obs = np.asarray(observed)
-            if obs.dtype.kind in "fc" and not np.all(np.isfinite(obs)):
-                bad = np.argwhere(~np.isfinite(obs))[:3].tolist()
-                raise ModelError(
-                    f"site '{name}': observed values contain NaN or inf (first at index "
-                    f"{bad}); drop or impute those rows before fitting")
+            refuse_nonfinite(observed, f"site '{name}'")
         n_event = len(d.event_shape)
         batch = obs_shape[: len(obs_shape) - n_event] if n_event else obs_shape
         if tuple(d.batch_shape) != batch and not _enumerating():
@@ -161,10 +158,41 @@ def _make(name: str, cls: Callable[..., dist.Distribution], params: tuple, kwarg
             raise ModelError(
                 f"site '{name}': the parameters of {cls.__name__} do not broadcast together "
                 f"(shapes {shapes}); make their shapes compatible") from None
-        raise ModelError(
+        raise ModelError(_bad_parameter(name, cls, params) or (
             f"site '{name}': a parameter of {cls.__name__} is outside its support ({e}); "
-            f"check the values passed to '{name}'") from None
+            f"check the values passed to '{name}'")) from None
     return Site(name, d, shape=shape, observed=observed, total_size=total_size)
+
+
+def _bad_parameter(name: str, cls: Any, params: tuple) -> str | None:
+    """Which parameter of a NumPyro distribution class is outside its allowed range, by its own name."""
+    if not isinstance(cls, type):
+        return None
+    try:
+        names = [p for p in inspect.signature(cls).parameters if p != "validate_args"]
+    except (TypeError, ValueError):
+        return None
+    for arg, value in zip(names, params):
+        constraint = cls.arg_constraints.get(arg)
+        if constraint is None or not _is_concrete(value):
+            continue
+        with jax.ensure_compile_time_eval():  # concrete values: evaluate now, even inside a trace
+            ok = np.asarray(constraint(jnp.asarray(value, dtype=jnp.result_type(float))))
+        if not np.all(ok):
+            shown = np.asarray(value)
+            shown = shown.item() if shown.size == 1 else f"an array with {int((~ok).sum())} bad value(s)"
+            return (f"site '{name}': {cls.__name__}'s {arg} must be {_describe(constraint)}, got "
+                    f"{shown}; check the values passed to '{name}'")
+    return None
+
+
+def _describe(constraint: Any) -> str:
+    text = type(constraint).__name__.lstrip("_").replace("Constraint", "")
+    words = {"Positive": "positive", "GreaterThan": "greater than its lower bound",
+             "Interval": "inside its interval", "UnitInterval": "in [0, 1]", "Real": "a real number",
+             "Simplex": "on the simplex (non-negative, summing to 1)",
+             "NonNegativeInteger": "a non-negative integer", "PositiveDefinite": "positive definite"}
+    return words.get(text, f"in {text.lower() or constraint}")
 
 
 def Normal(name: str, mu: Any = 0.0, sigma: Any = 1.0, **kw: Any) -> jnp.ndarray:

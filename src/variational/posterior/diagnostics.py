@@ -24,13 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..families._psis import psis_log_weights
+from ..model.handlers import declared_only
 from .programs import importance_weights
 
+
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "mcse", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "has_density", "mcse", "diagnose_fit", "KHAT_GOOD", "KHAT_BAD", "MIN_PSIS_DRAWS"]
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
+MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,13 +93,14 @@ def converged(hist: Sequence[float], window: int | None = None, tol: float = 1e-
 def log_joint_fn(ld: Any) -> Any:
     """Compiled ``(z (n, D), data) -> log p(x, z)`` of a LogDensity on full data (no minibatch scaling).
 
-    Compiled once per LogDensity (kept on it) and reused by every diagnosis of its fits.
+    Sites declared with ``total_size=`` keep their scaling (``total_size / rows``): the fit's
+    target is the posterior they declare. Compiled once per LogDensity (kept on it) and reused
+    by every diagnosis of its fits.
     """
     fns = ld.__dict__.setdefault("_compiled", {})
     if "log_joint" not in fns:
-
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return ld.log_joint(z, data)
+            return ld.log_joint(z, data, declared_only)
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
@@ -106,8 +110,12 @@ def log_joint_fn(ld: Any) -> Any:
 
 
 def has_density(family: Any) -> bool:
-    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none)."""
-    return family.make_loss_and_grad is None
+    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none).
+
+    A NumPyro guide brings its own ELBO estimator (its draws take the batch's arguments) but
+    has a density.
+    """
+    return family.make_loss_and_grad is None or family.name == "guide"
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
@@ -336,3 +344,23 @@ def mcse(fit: Any) -> dict[str, np.ndarray]:
         raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
                                f"means (method='dadvi' with lr=True does)")
     return fit._named(jnp.asarray(info["mcse"]))
+
+
+def diagnose_fit(fit: Any, n: Any, seed: int | None, data: Any) -> Diagnosis:
+    """``fit.diagnose``: importance weights of ``n`` draws (cached per step count without ``data``)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_PSIS_DRAWS:
+        raise ValueError(f"n={n!r}: k-hat fits the tail of the importance weights of n draws of q "
+                         f"and needs at least {MIN_PSIS_DRAWS} (4000 by default)")
+    cache_key = ("diagnosis", fit.steps, int(n), seed)
+    if data is None and cache_key in fit._cache:
+        return fit._cache[cache_key]
+    lw, khat, method = None, float("nan"), fit.method
+    if fit.logdensity.dim == 0:
+        method = POINT  # only the model's parameters: nothing for importance weights to check
+    elif has_density(fit.family):
+        _, lw, khat = fit._psis(int(n), seed, data)
+    out = diagnose(fit.hist, lw, khat, fit.skipped_steps, fit.steps, method,
+                   solver_converged=None if fit.solution is None else fit.solution.converged)
+    if data is None:
+        fit._cache[cache_key] = out
+    return out

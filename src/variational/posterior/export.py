@@ -18,12 +18,16 @@ import numpy as np
 from .draws import columns
 from .labels import axis_coords, plate_coords, site_dims
 
-__all__ = ["to_inference_data", "summary_table", "describe"]
+__all__ = ["to_inference_data", "summary_table", "describe", "MAX_PREDICTIVE_VALUES"]
+
+#: default bound on the values of each per-draw data group of ``fit.to_arviz()`` (draws x observed
+#: values): the posterior predictive and the pointwise log-likelihood
+MAX_PREDICTIVE_VALUES = 20_000_000
 
 
-def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: bool,
+def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: bool | None,
                       coords: Mapping[str, Any] | None, dims: Mapping[str, Sequence[str]] | None,
-                      log_likelihood: bool = True) -> Any:
+                      log_likelihood: bool | None = None) -> Any:
     """``fit.to_arviz``: ArviZ's result object from ``n`` draws of the fit (see :meth:`Fit.to_arviz`)."""
     from . import arviz_compat
     from .predictive import site_table
@@ -36,7 +40,8 @@ def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: 
     z, log_q = _draws_and_log_q(fit, key, n)
     groups = {"posterior": _dataset({k: v[None] for k, v in fit._constrain_draws(z).items()}, site_d, named,
                                     sample=True)}
-    if data is not None and fit.logdensity.observed_names and (posterior_predictive or log_likelihood):
+    if data is not None and fit.logdensity.observed_names and (posterior_predictive is not False
+                                                                or log_likelihood is not False):
         groups.update(_data_groups(fit, z, key, data, site_d, named, posterior_predictive, log_likelihood))
     stats = {} if data is None else {"lp": _log_joint(fit, z, data)}
     if log_q is not None:
@@ -88,11 +93,13 @@ def _log_joint(fit: Any, z: Any, data: Mapping[str, Any]) -> np.ndarray:
 
 
 def _data_groups(fit: Any, z: Any, key: Any, data: Mapping[str, Any], site_d: Mapping, named: Mapping,
-                 posterior_predictive: bool, log_likelihood: bool) -> dict:
+                 posterior_predictive: bool | None, log_likelihood: bool | None) -> dict:
     """observed_data, and posterior_predictive and log_likelihood of the draws ``z``.
 
     The predictive is left out (with a warning) when the model cannot be run forward, for
-    example an observed distribution without a sampler.
+    example an observed distribution without a sampler. A group asked for with ``None`` (the
+    default) is left out, with a warning, when it would hold more than
+    :data:`MAX_PREDICTIVE_VALUES` numbers (``n`` draws of every observed value).
     """
     import jax
     from numpyro.infer.util import log_likelihood as pointwise
@@ -101,6 +108,9 @@ def _data_groups(fit: Any, z: Any, key: Any, data: Mapping[str, Any], site_d: Ma
 
     obs = observed_values(fit.logdensity.model, data, fit.model_kwargs)
     groups = {"observed_data": _dataset(obs, site_d, named, sample=False)}
+    posterior_predictive, log_likelihood = (_within_bound(g, ask, z.shape[0], obs) for g, ask in
+                                            (("posterior_predictive", posterior_predictive),
+                                             ("log_likelihood", log_likelihood)))
     if log_likelihood:
         ll = pointwise(fit.logdensity.model, latent_from_flat(fit, z), parallel=True, **fit.model_kwargs, **data)
         groups["log_likelihood"] = _dataset({k: np.asarray(ll[k])[None] for k in obs}, site_d, named, sample=True)
@@ -113,6 +123,20 @@ def _data_groups(fit: Any, z: Any, key: Any, data: Mapping[str, Any], site_d: Ma
             groups["posterior_predictive"] = _dataset({k: v[None] for k, v in pred.items()}, site_d, named,
                                                       sample=True)
     return groups
+
+
+def _within_bound(group: str, ask: bool | None, n: int, obs: Mapping[str, Any]) -> bool:
+    """Whether to compute ``group`` (``n`` draws of every observed value): ``ask``, or for ``None``
+    whether it holds at most :data:`MAX_PREDICTIVE_VALUES` numbers (a warning says so otherwise)."""
+    if ask is not None:
+        return bool(ask)
+    size = n * sum(int(np.size(v)) for v in obs.values())
+    if size <= MAX_PREDICTIVE_VALUES:
+        return True
+    warnings.warn(f"{group} left out of the ArviZ data: {n} draws of the {size // n:,} observed values "
+                  f"would hold {size:,} numbers (more than {MAX_PREDICTIVE_VALUES:,}); ask for it with "
+                  f"to_arviz(n=..., {group}=True), or use fit.predict on the rows you need", stacklevel=5)
+    return False
 
 
 def _dataset(values: Mapping[str, Any], dims: Mapping[str, Sequence[str]], coords: Mapping[str, Any],

@@ -17,12 +17,16 @@ import numpy as np
 from ..data import as_columns
 from ..compilation import measured
 from ..engine.run import Run
+from ..model.threads import exclusive_methods
 from . import programs
 from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
 
 
+# every answer that may trace or run the model's Python code holds the model lock (model/threads.py)
+@exclusive_methods("_flat_moments", "_draw_flat", "_constrain_draws", "sample", "sample_fn", "predict", "diagnose",
+                   "_psis", "_moment_draws", "discrete_probs", "elbo", "to_arviz", "summary", "quantiles")
 class Fit(Run, MarginalAnswers):
     """A fitted variational approximation.
 
@@ -248,23 +252,8 @@ class Fit(Run, MarginalAnswers):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
-        from .diagnostics import POINT, diagnose, has_density
-
-        if int(n) < 1:
-            raise ValueError(f"n={n!r} must be a positive number of draws")
-        cache_key = ("diagnosis", self.steps, int(n), seed)
-        if data is None and cache_key in self._cache:
-            return self._cache[cache_key]
-        lw, khat, method = None, float("nan"), self.method
-        if self.logdensity.dim == 0:
-            method = POINT  # only the model's parameters: nothing for importance weights to check
-        elif has_density(self.family):
-            _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method,
-                       solver_converged=None if self.solution is None else self.solution.converged)
-        if data is None:
-            self._cache[cache_key] = out
-        return out
+        from .diagnostics import diagnose_fit
+        return diagnose_fit(self, n, seed, data)
 
     def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
         """``n`` draws of q, their smoothed log importance weights and k-hat (all rows of the data)."""
@@ -344,8 +333,8 @@ class Fit(Run, MarginalAnswers):
         return (est, se) if return_se else est
 
     # -- export ----------------------------------------------------------------------------------
-    def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool = True,
-                 log_likelihood: bool = True, coords: Mapping[str, Any] | None = None,
+    def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool | None = None,
+                 log_likelihood: bool | None = None, coords: Mapping[str, Any] | None = None,
                  dims: Mapping[str, Sequence[str]] | None = None) -> Any:
         """ArviZ's result object of ``n`` draws: ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (1.x).
 
@@ -357,6 +346,9 @@ class Fit(Run, MarginalAnswers):
         - ``log_likelihood``: the pointwise log-likelihood of each observed site at each draw,
           so ``az.loo`` and ``az.compare`` work (see ``docs/posterior.md`` for PSIS-LOO of an
           approximation and the p/q correction);
+          by default (``None``) each of these two groups is computed when it holds at most
+          20 million numbers (``n`` draws of every observed value) and left out with a warning
+          otherwise; ``True`` asks for it whatever its size, ``False`` leaves it out;
         - ``sample_stats``: per draw, ``lp`` (log joint on all rows, in the unconstrained space)
           and ``log_q`` (log density under q; absent for methods without one, such as SVGD);
         - ``constant_data``: the data columns that are not observed values (covariates);

@@ -21,6 +21,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import constrain_fn, log_density
 
+from ..model.threads import exclusive
 from .. import data as _data
 from ..errors import ModelError
 from ..model import LogDensity
@@ -59,6 +60,7 @@ def _vi_start(fit: "Fit", dense: bool) -> tuple[dict, jax.Array]:
     return values, inv_mass
 
 
+@exclusive
 def nuts(
     model: Callable,
     data: Any = None,
@@ -173,6 +175,7 @@ def nuts(
     return arviz_compat.from_numpyro(mcmc, named, dims, log_likelihood)
 
 
+@exclusive
 def find_map(
     model: Callable,
     data: Any = None,

@@ -176,12 +176,14 @@ def tracker(values: Mapping[str, Sequence[Any]], names: Sequence[str] | None = N
     if missing:
         raise KeyError(f"{missing} not tracked (tracked: {sorted(values.keys())})")
     fig, axes = _figure(len(keys))
+    steps = getattr(values, "steps", None)  # a vi.callbacks.Tracker knows the step of each record
     for ax, k in zip(axes, keys):
         v = np.asarray([np.asarray(x, dtype=float) for x in values[k]])
         flat = v.reshape(len(v), -1)[:, :max_elements] if len(v) else np.empty((0, 1))
-        ax.plot(np.arange(len(flat)), flat, lw=1.0)
+        x = np.asarray(steps) if steps is not None and len(steps) == len(flat) else np.arange(len(flat))
+        ax.plot(x, flat, lw=1.0)
         ax.set_title(k)
-        ax.set_xlabel("record")
+        ax.set_xlabel("step" if steps is not None and len(steps) == len(flat) else "record")
     return fig
 
 

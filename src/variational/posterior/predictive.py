@@ -29,6 +29,7 @@ from numpyro.primitives import Messenger
 
 from .. import data as _data
 from ..errors import DataError, ModelError, VariationalError
+from ..model.threads import exclusive
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import Fit
@@ -170,6 +171,7 @@ def _prepare_data(data: Any, model_kwargs: Mapping[str, Any], train_cols: Sequen
     cols = _data.as_columns(data)
     if cols:
         _data.num_rows(cols)
+        _data.check_finite(cols)  # a NaN covariate would give NaN draws
     arrays = {k: jnp.asarray(v) for k, v in cols.items()}
     static = {k: v for k, v in model_kwargs.items() if k not in arrays}
     none_cols = [c for c in train_cols if c not in arrays and c not in static]
@@ -294,6 +296,7 @@ class _NamedParams(dict):
 # the public function
 # --------------------------------------------------------------------------------------------
 
+@exclusive
 def predictive(
     model: Callable,
     fit: "Fit | None" = None,

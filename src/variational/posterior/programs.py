@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..compilation import compile_ahead, compiled, freeze, signature
+from ..model.handlers import declared_only
 from .discrete import constrain_program
 
 __all__ = ["family_key", "draws", "importance_weights", "prepare"]
@@ -45,7 +46,7 @@ def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Arr
     leaves = jax.tree_util.tree_leaves(batch)
     rows = max([int(np.shape(a)[0]) for a in leaves if np.ndim(a)] or [1])
     per = max(1, _BLOCK // rows)
-    one = lambda z: ld.log_joint(z, batch)  # noqa: E731
+    one = lambda z: ld.log_joint(z, batch, declared_only)  # noqa: E731  (total_size= kept)
     if per >= zs.shape[0]:
         return jax.vmap(one)(zs)
     return jax.lax.map(one, zs, batch_size=per)

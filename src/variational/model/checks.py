@@ -1,0 +1,154 @@
+"""Checks of a traced model against its data and arguments, with errors that name what is wrong.
+
+- :func:`refuse_delta`: a latent ``Delta`` site has no density to fit;
+- :class:`DiscreteObserved`: the values a discrete observed site may take (whole numbers in
+  its support), checked on every row a fit reads;
+- :func:`check_finite_observed`: NaN or inf among observed values;
+- :func:`argument_hint`: "did you mean" for data columns and model arguments that do not match.
+
+Imports: numpyro, numpy, :mod:`variational.errors`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+from numpyro import distributions as dist
+
+from ..errors import DataError, ModelError
+
+__all__ = ["base_distribution", "refuse_delta", "DiscreteObserved", "check_finite_observed", "refuse_nonfinite",
+           "argument_hint"]
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def base_distribution(fn: Any) -> Any:
+    """The distribution under expand / to_event / mask wrappers.
+
+    Examples
+    --------
+    >>> import numpyro.distributions as dist
+    >>> type(base_distribution(dist.Poisson(1.0).expand([3]).to_event(1))).__name__
+    'Poisson'
+    """
+    while isinstance(fn, (dist.ExpandedDistribution, dist.Independent, dist.MaskedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def refuse_delta(latent: Mapping[str, dict]) -> None:
+    """A clear error for a latent ``Delta`` site among ``latent`` (trace sites by name)."""
+    for n, s in latent.items():
+        if isinstance(base_distribution(s["fn"]), dist.Delta):
+            raise ModelError(
+                f"site '{n}' is a latent Delta (a point mass): it has no density to fit, so every "
+                f"step would be skipped; make it a vi.Deterministic, or pass its value as observed=")
+
+
+def _integer_bounds(fn: Any) -> tuple[Any, Any] | None:
+    """(lowest, highest) whole number a discrete distribution's support allows (None: unknown)."""
+    support = fn.support
+    if not getattr(support, "is_discrete", False):
+        return None
+    if getattr(support, "event_dim", 0):  # one-hot, multinomial counts...: integrality only
+        return (None, None)
+    lo = getattr(support, "lower_bound", 0 if support is dist.constraints.boolean else None)
+    hi = getattr(support, "upper_bound", 1 if support is dist.constraints.boolean else None)
+    scalar = lambda b: float(b) if b is not None and _is_concrete(b) and np.ndim(b) == 0 else None  # noqa: E731
+    return scalar(lo), scalar(hi)
+
+
+class DiscreteObserved:
+    """The discrete observed sites that read a data column, and the whole numbers each takes.
+
+    A discrete distribution's log-probability of 2.5 counts is a number, not an error, so a
+    fit on such data would be silently wrong: :meth:`check` refuses it, naming the site and column.
+    """
+
+    def __init__(self, trace: Mapping[str, dict], data_of_site: Mapping[str, str], observed: list[str]) -> None:
+        self.sites = {n: (data_of_site[n], *b) for n in observed if n in data_of_site
+                      for b in [_integer_bounds(trace[n]["fn"])] if b is not None}
+        self.kind = {n: type(base_distribution(trace[n]["fn"])).__name__.replace("Probs", "").replace("Logits", "")
+                     for n in self.sites}
+
+    def check(self, cols: Mapping[str, Any], where: str = "") -> None:
+        """Refuse values the sites cannot take among ``cols`` (data columns, any rows)."""
+        for site, (col, lo, hi) in self.sites.items():
+            if col not in cols:
+                continue
+            v = np.asarray(cols[col])
+            bad = np.zeros(v.shape, bool)
+            if v.dtype.kind == "f":
+                bad |= v != np.floor(v)
+            if lo is not None:
+                bad |= v < lo
+            if hi is not None:
+                bad |= v > hi
+            if bad.any():
+                i = int(np.argmax(bad.reshape(-1)))
+                row = i // max(1, int(np.prod(v.shape[1:])))
+                rng = f"from {lo:g}" if lo is not None else ""
+                rng += f" to {hi:g}" if hi is not None else ""
+                raise DataError(
+                    f"site '{site}' ({self.kind[site]}) observes data column '{col}'{where}, "
+                    f"which holds {v.reshape(-1)[i].item()!r} at row {row}; it takes whole numbers {rng}".rstrip()
+                    + ". Convert or round the column, or use a continuous likelihood")
+
+
+def check_finite_observed(trace: Mapping[str, dict], data: Mapping[str, Any], data_of_site: Mapping[str, str],
+                          observed: list[str]) -> None:
+    """Refuse NaN or inf among the values of observed sites, naming the site (and column)."""
+    for n in observed:
+        v = trace[n]["value"]
+        col = data_of_site.get(n)
+        if col is not None:
+            v, where = data[col], f" (data column '{col}')"
+        elif not _is_concrete(v):
+            continue  # computed inside the model from the data; checked at the initial point
+        else:
+            where = ""
+        refuse_nonfinite(v, f"site '{n}'{where}")
+
+
+def refuse_nonfinite(values: Any, label: str) -> None:
+    """A :class:`ModelError` (starting with ``label``) when observed ``values`` hold NaN or inf."""
+    a = np.asarray(values)
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[:3].tolist()
+        raise ModelError(f"{label}: observed values contain NaN or inf (first at index {bad}); drop or "
+                         f"impute those rows before fitting")
+
+
+def argument_hint(model: Callable, given: list[str]) -> str:
+    """'did you mean' hints for keyword arguments the model does not take or misses.
+
+    Examples
+    --------
+    >>> def model(y):
+    ...     pass
+    >>> argument_hint(model, ["yy"])
+    "; 'yy' is not an argument of the model (did you mean 'y'?); the model's argument 'y' is not given (is it the column 'yy'?)"
+    """
+    try:
+        params = inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return ""
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return ""
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = [n for n in names if params[n].default is inspect.Parameter.empty and n not in given]
+    hints = []
+    for g in (g for g in given if g not in names):
+        close = difflib.get_close_matches(g, required or names, n=1, cutoff=0.5)
+        hints.append(f"'{g}' is not an argument of the model" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    for r in required:
+        close = difflib.get_close_matches(r, [g for g in given if g not in names], n=1, cutoff=0.5)
+        hints.append(f"the model's argument '{r}' is not given" + (f" (is it the column '{close[0]}'?)" if close else ""))
+    return ("; " + "; ".join(hints)) if hints else ""
