@@ -28,7 +28,7 @@ from .engine import devices as _devices
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import Family, guide_family, make_family
+from .families import Family, default_method, guide_family, make_family
 from .model import LogDensity
 from .objectives import make_loss_and_grad
 from .posterior.fit import Fit
@@ -40,10 +40,11 @@ def fit(
     model: Callable,
     data: Any = None,
     *,
-    method: str | Family = "advi",
-    steps: int | None = 10_000,
+    method: str | Family = "auto",
+    steps: int | None = None,
     optimizer: str | optax.GradientTransformation = "adam",
-    learning_rate: float | str = 1e-2,
+    learning_rate: float | str | None = None,
+    schedule: str | None = None,
     num_particles: int = 1,
     stl: bool = False,
     seed: int = 0,
@@ -57,6 +58,7 @@ def fit(
     devices: Any = None,
     guide: Callable | None = None,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
+    max_seconds: float | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool | str | Path = False,
@@ -73,19 +75,33 @@ def fit(
         source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
         ``batch_size``).
     method : str or Family
-        ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
+        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"``
+        (mean-field Gaussian) above (see :func:`variational.families.default_method`); or ``"advi"``,
+        ``"fullrank_advi"``, or another registered family.
     steps : int or None
-        Number of optimisation steps (in all, when resuming). ``None``: run until Stan's ELBO
-        stopping rule (:class:`~variational.callbacks.ELBOConvergence`) fires, up to
-        ``max_steps``; ``fit.converged`` and ``fit.message`` say which.
+        Number of optimisation steps (in all, when resuming). ``None`` (default): run until
+        the fit's convergence rule fires, up to ``max_steps`` (and ``max_seconds``): with the
+        adaptive schedule, until the reported answer stops moving
+        (:mod:`variational.engine.schedule`); with a constant step, Stan's ELBO rule
+        (:class:`~variational.callbacks.ELBOConvergence`). ``fit.converged`` and
+        ``fit.message`` say which rule ended it, or that the budget did.
     optimizer : str or optax.GradientTransformation
         "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", or any optax optimiser.
-    learning_rate : float or "auto"
-        Step size of a named optimiser. ``"auto"``: a short trial of each value of a grid
-        (Stan's eta adaptation, :func:`variational.engine.control.search_learning_rate`) picks it
-        before the main run; the choice is in ``fit.settings["learning_rate"]`` and
-        ``fit.notes``. After 10 non-finite steps in a row the fit returns to its best
-        parameters so far and halves the learning rate, and says so.
+    learning_rate : float, "auto" or None
+        Step size of a named optimiser. ``None`` (default) or ``"auto"``: a trial of each value
+        of a grid, scored by the ELBO where it ended
+        (:func:`variational.engine.control.search_learning_rate`), picks it before the main
+        run; the choice is in ``fit.settings["learning_rate"]`` and ``fit.notes`` (a streamed
+        data source, which cannot be replayed for trials, starts at 0.01). A number is used as
+        given. After 10 non-finite steps in a row the fit returns to its best parameters so
+        far and halves the learning rate, and says so.
+    schedule : {"adaptive", "constant"} or None
+        ``"adaptive"``: decrease the step size once the iterates are stationary, report the
+        average of the iterates, and rewhiten Gaussian families so that steps scale with q
+        (:mod:`variational.engine.schedule`). ``"constant"``: the step stays what it is and the
+        last iterate is reported (PyMC's ``pm.fit``). ``None`` (default): ``"adaptive"`` when the
+        step size is chosen automatically, ``"constant"`` when a number (or an optax object) is
+        given.
     num_particles : int
         Draws per step in the ELBO estimate.
     stl : bool
@@ -121,6 +137,9 @@ def fit(
         ``fit.params`` then holds its parameters, constrained, under the guide's names.
     max_steps : int
         Budget of steps when ``steps=None``.
+    max_seconds : float, optional
+        Budget of seconds of optimisation (the step-size trials and compilation not counted);
+        the fit stops at the first chunk of steps that ends after it.
     checkpoint : str or Path, optional
         File the fit is saved to (atomically) every ``checkpoint_every`` steps and at the end,
         also when interrupted.
@@ -148,28 +167,38 @@ def fit(
     >>> def model(y):
     ...     mu = vi.Normal("mu", 0, 10)
     ...     vi.Normal("y", mu, 1.0, observed=y)
-    >>> fit = vi.fit(model, {"y": y}, steps=3000, progress=False)
+    >>> fit = vi.fit(model, {"y": y}, progress=False)
+    >>> fit.converged
+    True
     >>> exact = y.sum() / (len(y) + 1 / 10**2)    # the conjugate posterior mean
-    >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.05)
+    >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.02)
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    chosen = learning_rate is None  # the library picks the step size
+    learning_rate, schedule = _control.resolve_step_size(optimizer, learning_rate, schedule)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
-                    learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
-                    seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
-                    **method_options)
+                    learning_rate=learning_rate, schedule=schedule, num_particles=int(num_particles),
+                    stl=bool(stl), seed=seed, progress=progress, batch_size=batch_size,
+                    replace=bool(replace), **method_options)
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
-                    checkpoint_every=checkpoint_every)
+                    checkpoint_every=checkpoint_every, max_seconds=max_seconds)
     if resume:
         found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method)
         if found is not None:
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
+    if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
+        # a streamed source cannot be replayed for the step-size trials, and processes must agree
+        # on every step: a fixed start (and, across processes, a constant step)
+        learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE
+        if place is not None and place.multiprocess:
+            schedule = settings["schedule"] = "constant"
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
     family = _family(method, guide, method_options, stl, ld, plan, seed)
-    opt, guard = _control.build_optimizer(optimizer, learning_rate)
+    opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule)
     loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
     engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
     key = jax.random.PRNGKey(seed)
@@ -179,12 +208,10 @@ def fit(
         state, key, device_data = _place(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
-                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
+                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings, schedule=spec)
     if plan.batch_size is not None:
         result._use_plan(plan)
-    if learning_rate == "auto" and not _run.choose_learning_rate(result):
-        return result  # Ctrl-C during the search
-    return _run.run(result, steps, **run_args)
+    return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
 
 
 # -- the steps of fit -------------------------------------------------------------------------
@@ -226,8 +253,8 @@ def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
             seed: int) -> Family:
     if guide is None:
-        return make_family(method, **options)
-    if method not in ("advi", "guide") or options or stl:
+        return make_family(default_method(ld.dim) if method == "auto" else method, **options)
+    if method not in ("auto", "advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")

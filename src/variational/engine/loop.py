@@ -192,8 +192,9 @@ class Engine:
         """Run ``steps`` steps, in compiled chunks, with the host work between chunks.
 
         ``callbacks`` are called as ``cb(state, losses_so_far, steps_done)`` every
-        ``cb.every`` steps (every step when the attribute is missing); raising
-        ``StopIteration`` ends the run cleanly. ``feed(n)`` returns the streamed inputs of
+        ``cb.every`` steps (every step when the attribute is missing); a callback may return
+        a new state, which the loop continues from; raising ``StopIteration`` ends the run
+        cleanly. ``feed(n)`` returns the streamed inputs of
         the next ``n`` steps (leading dimension ``capacity``). ``progress`` is an object with
         ``update(n, losses)`` (for example a tqdm wrapper), or a factory of one (called
         after compilation, so the bar's rate is the loop's).
@@ -238,7 +239,9 @@ class Engine:
                     if step_now % e == 0:
                         if all_losses is None:
                             all_losses = np.concatenate([hist0, *chunks])
-                        cb(state, all_losses, step_now)
+                        moved = cb(state, all_losses, step_now)
+                        if moved is not None:  # a callback may hand back a new state
+                            state = moved
                 if on_chunk is not None:
                     on_chunk(state, losses, step_now)
                 if max_seconds is not None and time.perf_counter() - t_start > max_seconds:

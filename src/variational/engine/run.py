@@ -27,6 +27,8 @@ from .control import (
 )
 from .loop import Engine, EngineState, RunReport
 from .progress import Progress
+from .controller import AnswerConvergence, Controller, advance
+from .schedule import answer, describe, status
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
 
@@ -46,6 +48,7 @@ class Run:
         data: Mapping[str, Any],
         model_kwargs: Mapping[str, Any],
         settings: dict,
+        schedule: Any = None,
     ) -> None:
         self.model = model
         self.logdensity = logdensity
@@ -57,6 +60,8 @@ class Run:
         self.model_kwargs = dict(model_kwargs)
         self.settings = dict(settings)
         self.method = family.name
+        self.schedule = schedule             # the adaptive schedule's spec, or None
+        self._controller = None if schedule is None else Controller(schedule)
         self._hist: list[np.ndarray] = []
         self.interrupted = False
         self.converged: bool | None = None   # set when a convergence rule was watching
@@ -74,6 +79,8 @@ class Run:
         if steps is None or int(steps) < 0:
             raise ValueError(f"steps={steps!r} must be a non-negative integer")
         steps = int(steps)
+        if steps > 0 and self.settings.get("learning_rate") == "auto" and not choose_learning_rate(self):
+            return self  # Ctrl-C during the step-size search
         show = self.settings.get("progress", True) if progress is None else progress
         bars: list[Progress] = []
 
@@ -81,6 +88,10 @@ class Run:
             bars.append(Progress(steps, self.method))
             return bars[-1]
 
+        if self._controller is not None:
+            if self._controller.pending(self._state):
+                self._set_state(advance(self._controller, self._state))
+            callbacks = [self._controller, *callbacks]
         wrapped = [self._wrap_callback(cb) for cb in callbacks]
         before = self._state
         try:
@@ -99,9 +110,10 @@ class Run:
         return self
 
     def _wrap_callback(self, cb: Callable) -> Callable:
-        def call(state: EngineState, losses: np.ndarray, i: int) -> None:
+        def call(state: EngineState, losses: np.ndarray, i: int) -> EngineState | None:
             self._set_state(state)
             cb(self, losses, i)
+            return self._state if self._state is not state else None  # a callback may move the state on
 
         call.every = getattr(cb, "every", 1)  # type: ignore[attr-defined]
         return call
@@ -132,7 +144,10 @@ class Run:
         >>> len(fit.hist)
         200
         """
-        return self._run(steps, callbacks=callbacks, progress=progress)
+        self._run(steps, callbacks=callbacks, progress=progress)
+        if self.schedule is not None and not self.interrupted and self.steps > 0:
+            _report_schedule(self)
+        return self
 
     def save(self, path: Any) -> Any:
         """Save the fit to one ``.npz`` file (atomically); :func:`variational.load` reads it back.
@@ -165,10 +180,22 @@ class Run:
 
     @property
     def params(self) -> Any:
-        """The variational parameters (a custom guide's: constrained, named as the guide names them)."""
+        """The variational parameters of the reported approximation.
+
+        With the adaptive schedule these are an average of iterates (see
+        :mod:`variational.engine.schedule`); the optimiser's own iterate is
+        ``fit.state.params``. Shown in the family's plain form (a custom guide's: constrained,
+        named as the guide names them).
+        """
+        p = self._answer_params
         if self.family.user_params is not None:
-            return self.family.user_params(self._state.params)
-        return self._state.params
+            return self.family.user_params(p)
+        return p
+
+    @property
+    def _answer_params(self) -> Any:
+        """The raw parameter pytree of the reported approximation (the family's own form)."""
+        return answer(self._state)
 
     @property
     def hist(self) -> np.ndarray:
@@ -227,33 +254,63 @@ def after_run(fit: Any, callbacks: Sequence[Any], before: EngineState, stopped_b
 
 
 def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
-        callbacks: Sequence[Any] = (), checkpoint: Any = None, checkpoint_every: int | None = None) -> Any:
-    """Run ``fit`` to ``steps`` steps in all (``None``: until the ELBO rule fires, up to ``max_steps``)."""
+        callbacks: Sequence[Any] = (), checkpoint: Any = None, checkpoint_every: int | None = None,
+        max_seconds: float | None = None) -> Any:
+    """Run ``fit`` to ``steps`` steps in all (``None``: until its convergence rule fires, up to
+    ``max_steps`` steps and ``max_seconds`` seconds).
+
+    The rule is the adaptive schedule's (:class:`~variational.engine.schedule.AnswerConvergence`:
+    the reported answer has stopped moving) when the fit has the schedule, else Stan's ELBO rule.
+    """
     cbs = list(callbacks)
     rule = None
+    scheduled = status(fit.state) is not None
     if steps is None:
         if max_steps is None or int(max_steps) < 1:
             raise ValueError(f"max_steps={max_steps!r} must be a positive integer when steps=None")
-        rule = next((cb for cb in cbs if isinstance(cb, ELBOConvergence)), None)
+        kind = AnswerConvergence if scheduled else ELBOConvergence
+        rule = next((cb for cb in cbs if isinstance(cb, kind)), None)
         if rule is None:
-            rule = ELBOConvergence()
-            cbs.append(rule)
+            rule = kind()
+            cbs.insert(0, rule)  # first: it reads the state the schedule left at a window end
         total = int(max_steps)
     else:
         total = int(steps)
     if checkpoint is not None and checkpoint_every is not None:
         cbs.append(Checkpointer(checkpoint, checkpoint_every))
     if total > fit.steps:  # (steps=0 builds the fit without compiling; refine compiles)
-        fit._run(total - fit.steps, callbacks=cbs)
-    if rule is not None and not fit.converged and not fit.interrupted:
-        fit.message = f"max_steps={total} reached before the ELBO converged"
-        if rule.last:
-            fit.message += (f" (relative change: mean {rule.last['mean']:.3g}, median "
-                            f"{rule.last['median']:.3g}, tolerance {rule.tolerance:g})")
-        note(fit, fit.message + "; run longer with fit.refine(steps) or raise max_steps")
+        fit._run(total - fit.steps, callbacks=cbs, max_seconds=max_seconds)
+    fired = any(getattr(cb, "converged_at", None) == fit.steps for cb in cbs)  # a user's rule
+    if scheduled and rule is None and not fired and not fit.interrupted and fit.steps > 0:
+        _report_schedule(fit)
+    elif rule is not None and not fit.converged and not fit.interrupted:
+        _report_budget(fit, rule, total)
     if checkpoint is not None:
         save(fit, checkpoint)
     return fit
+
+
+def _report_schedule(fit: Any) -> None:
+    """After a fixed number of steps with the schedule: did the answer converge on the way?"""
+    st = status(fit.state)
+    fit.converged = st["done"]
+    if st["done"]:
+        fit.message = f"{fit.steps} steps; the answer converged at step {st['done_at']}: " + describe(st)
+    else:
+        fit.message = f"{fit.steps} steps; the answer has not converged: " + describe(st)
+
+
+def _report_budget(fit: Any, rule: Any, total: int) -> None:
+    budget = (f"max_seconds reached at step {fit.steps}" if fit.message.startswith("time budget")
+              else f"max_steps={total} reached")
+    if isinstance(rule, AnswerConvergence):
+        fit.message = f"{budget} before the answer converged: " + describe(status(fit.state))
+    else:
+        fit.message = f"{budget} before the ELBO converged"
+        if rule.last:
+            fit.message += (f" (relative change: mean {rule.last['mean']:.3g}, median "
+                            f"{rule.last['median']:.3g}, tolerance {rule.tolerance:g})")
+    note(fit, fit.message + "; run longer with fit.refine(steps) or raise max_steps")
 
 
 def choose_learning_rate(fit: Any) -> bool:
@@ -270,6 +327,6 @@ def choose_learning_rate(fit: Any) -> bool:
     fit.settings["learning_rate"] = lr
     fit.lr_search = table
     tried = ", ".join(f"{k:g}: {v:.6g}" for k, v in table.items())
-    note(fit, f"learning_rate='auto' chose {lr:g} (mean loss after {LR_TRIAL_STEPS} steps: {tried})",
-         warn=False)
+    note(fit, f"learning_rate='auto' chose {lr:g} (loss where a {LR_TRIAL_STEPS}-step trial ended, "
+              f"by learning rate: {tried})", warn=False)
     return True

@@ -9,12 +9,12 @@ NumPyro guides as a family (:mod:`.guides`).
 May import: :mod:`variational.model`, :mod:`variational.errors`, numpyro, jax.
 """
 
-from .base import FAMILIES, Family, make_family, register_family
+from .base import FAMILIES, FULLRANK_MAX_DIM, Family, default_method, make_family, register_family
 from .gaussian import full_rank, mean_field
 from .lowrank import low_rank
 from .flows import flow
 from .svgd import particle_family, svgd
 from .guides import guide_family
 
-__all__ = ["Family", "FAMILIES", "make_family", "register_family", "mean_field", "full_rank",
+__all__ = ["Family", "FAMILIES", "make_family", "register_family", "default_method", "FULLRANK_MAX_DIM", "mean_field", "full_rank",
            "low_rank", "flow", "svgd", "particle_family", "guide_family"]

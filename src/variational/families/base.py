@@ -21,7 +21,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Family", "FAMILIES", "register_family", "make_family", "softplus_inv", "LOG_2PI"]
+__all__ = ["Family", "FAMILIES", "register_family", "make_family", "default_method", "softplus_inv",
+           "LOG_2PI", "FULLRANK_MAX_DIM"]
 
 Params = Any
 
@@ -53,12 +54,27 @@ class Family:
     # an init that evaluates the model: f(key, z0, logp_fn) -> params, used instead of ``init``
     # when given; logp_fn(z_flat) is the log joint on the full data (SVGD's resampled start)
     init_with_logp: Callable[[jax.Array, jax.Array, Callable], Params] | None = None
+    # top-level keys of the parameter dict that the optimiser leaves alone (a preconditioner)
+    frozen: tuple[str, ...] = ()
+    # the same distribution reparameterised so that the trained parameters start again from
+    # the origin and unit scale of q itself (see variational.families.gaussian)
+    rewhiten: Callable[[Params], Params] | None = None
+    # per-leaf factors on the optimiser's steps (a pytree like params, of numbers), so that a
+    # learning rate moves q by about as much whatever the number of parameters in a leaf
+    step_scale: Callable[[Params], Any] | None = None
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""
         if self.sample is not None:
             return self.sample(params, key, n)
         return self.sample_and_log_q(params, key, n)[0]
+
+    def trainable(self, params: Params) -> Any:
+        """A pytree like ``params`` of booleans: which leaves the optimiser updates."""
+        if not self.frozen or not isinstance(params, dict):
+            return jax.tree_util.tree_map(lambda _: True, params)
+        return {k: jax.tree_util.tree_map(lambda _, keep=k not in self.frozen: keep, v)
+                for k, v in params.items()}
 
 
 def softplus_inv(y: float) -> float:
@@ -81,3 +97,23 @@ def make_family(method: str | Family, **options: Any) -> Family:
     if method not in FAMILIES:
         raise ValueError(f"method={method!r} is not known; choose one of {sorted(FAMILIES)}")
     return FAMILIES[method](**options)
+
+
+FULLRANK_MAX_DIM = 64
+"""``method="auto"`` fits a full-rank Gaussian up to this many latent dimensions, mean-field above."""
+
+
+def default_method(dim: int) -> str:
+    """The family ``method="auto"`` chooses for a model with ``dim`` unconstrained dimensions.
+
+    Full-rank where the dimension allows (its parameters grow as ``dim**2``): it is exact on a
+    Gaussian posterior whatever its correlations, where a mean-field fit shrinks every sd to
+    the conditional one. Above ``FULLRANK_MAX_DIM``, mean-field. See ``docs/control.md`` for the
+    measurements behind the choice.
+
+    Examples
+    --------
+    >>> default_method(5), default_method(175)
+    ('fullrank_advi', 'advi')
+    """
+    return "fullrank_advi" if int(dim) <= FULLRANK_MAX_DIM else "advi"

@@ -1,19 +1,48 @@
-"""Gaussian families: mean-field (``method="advi"``) and full-rank (``"fullrank_advi"``)."""
+"""Gaussian families: mean-field (``method="advi"``) and full-rank (``"fullrank_advi"``).
+
+Both are written in *whitened* coordinates: a draw is ``z = c + P (u + S eps)`` with
+``eps ~ N(0, I)``, where ``c`` and ``P`` (the preconditioner: a diagonal for mean-field, a lower
+triangular matrix for full-rank) are held fixed by the optimiser, and ``u`` (the location) and
+``S`` (the scale) are trained. At the start ``c`` is the initial point and ``P = I``, so the
+trained parameters are those of the plain parameterisation. :meth:`Family.rewhiten` moves the
+current approximation into ``(c, P)`` and resets ``u = 0, S = I``: the distribution is the
+same, but an optimiser step of a given size now moves the location and scale by that many of
+q's own standard deviations, in every direction, whatever the posterior's scales and
+correlations. The step-size schedule (:mod:`variational.engine.schedule`) does this at each of
+its stages.
+
+The full-rank scale is a *scaled unit lower Cholesky factor* ``S = diag(s) (I + L)`` with
+``L`` strictly lower triangular (as NumPyro's ``AutoMultivariateNormal``): each off-diagonal
+entry is measured in units of its row's scale, so its gradient steps scale with the posterior.
+
+``fit.params`` shows the approximation in the plain form: mean-field ``{"loc", "rho"}`` with
+``std = softplus(rho)``; full-rank ``{"loc", "scale_tril"}`` with covariance
+``scale_tril @ scale_tril.T``.
+"""
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from ._checks import positive_float
 from .base import LOG_2PI, Family, Params, register_family, softplus_inv
 
 __all__ = ["mean_field", "full_rank"]
 
+_ONE = softplus_inv(1.0)  # raw scale parameter of a unit scale
+_FROZEN = ("pre_loc", "pre_scale")
+
+
+def _pre(p: Params) -> tuple[jax.Array, jax.Array]:
+    """The preconditioner ``(c, P)``, held out of the gradient."""
+    return jax.lax.stop_gradient(p["pre_loc"]), jax.lax.stop_gradient(p["pre_scale"])
+
 
 def mean_field(init_scale: float = 0.1) -> Family:
-    """Mean-field Gaussian: independent normals, ``std = softplus(rho)``.
+    """Mean-field Gaussian: independent normals, ``std = P softplus(rho)`` in whitened coordinates.
 
     Examples
     --------
@@ -23,33 +52,55 @@ def mean_field(init_scale: float = 0.1) -> Family:
     >>> z, lq = fam.sample_and_log_q(p, jax.random.PRNGKey(1), 5)
     >>> z.shape, lq.shape
     ((5, 3), (5,))
+    >>> q = fam.rewhiten(p)                  # the same distribution in whitened coordinates
+    >>> bool(jnp.allclose(fam.std(q), fam.std(p)))
+    True
     """
-    rho0 = softplus_inv(init_scale)
+    rho0 = softplus_inv(positive_float("init_scale", init_scale))
 
     def init(key: jax.Array, z0: jax.Array) -> Params:
-        return {"loc": jnp.asarray(z0), "rho": jnp.full_like(z0, rho0)}
+        z0 = jnp.asarray(z0)
+        return {"loc": jnp.zeros_like(z0), "rho": jnp.full_like(z0, rho0),
+                "pre_loc": z0, "pre_scale": jnp.ones_like(z0)}
+
+    def mean(p: Params) -> jax.Array:
+        c, s = _pre(p)
+        return c + s * p["loc"]
 
     def std(p: Params) -> jax.Array:
-        return jax.nn.softplus(p["rho"])
+        return _pre(p)[1] * jax.nn.softplus(p["rho"])
 
     def log_q(p: Params, z: jax.Array) -> jax.Array:
         s = std(p)
-        u = (z - p["loc"]) / s
+        u = (z - mean(p)) / s
         return -0.5 * jnp.sum(u * u, -1) - jnp.sum(jnp.log(s)) - 0.5 * z.shape[-1] * LOG_2PI
 
     def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-        s = std(p)
+        c, s = _pre(p)
+        sd = jax.nn.softplus(p["rho"])
         eps = jax.random.normal(key, (n,) + p["loc"].shape, p["loc"].dtype)
-        z = p["loc"] + s * eps
-        lq = -0.5 * jnp.sum(eps * eps, -1) - jnp.sum(jnp.log(s)) - 0.5 * z.shape[-1] * LOG_2PI
+        z = c + s * (p["loc"] + sd * eps)
+        lq = -0.5 * jnp.sum(eps * eps, -1) - jnp.sum(jnp.log(s * sd)) - 0.5 * z.shape[-1] * LOG_2PI
         return z, lq
 
-    return Family("advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
-                  cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale})
+    def rewhiten(p: Params) -> Params:
+        return {"loc": jnp.zeros_like(p["loc"]), "rho": jnp.full_like(p["rho"], _ONE),
+                "pre_loc": mean(p), "pre_scale": std(p)}
+
+    def shown(p: Params) -> dict[str, jax.Array]:
+        return {"loc": mean(p), "rho": _softplus_inv(std(p))}
+
+    return Family("advi", init, sample_and_log_q, log_q, mean=mean, std=std,
+                  cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale},
+                  user_params=shown, frozen=_FROZEN, rewhiten=rewhiten)
+
+
+def _softplus_inv(y: jax.Array) -> jax.Array:
+    return y + jnp.log(-jnp.expm1(-y))
 
 
 def full_rank(init_scale: float = 0.1) -> Family:
-    """Full-rank Gaussian with covariance ``L L^T`` (L lower-triangular, positive diagonal).
+    """Full-rank Gaussian with covariance ``(P S)(P S)^T``, ``S`` a scaled unit lower Cholesky factor.
 
     Examples
     --------
@@ -58,39 +109,66 @@ def full_rank(init_scale: float = 0.1) -> Family:
     >>> p = fam.init(jax.random.PRNGKey(0), jnp.zeros(2))
     >>> fam.cov(p).shape
     (2, 2)
+    >>> bool(jnp.allclose(fam.cov(fam.rewhiten(p)), fam.cov(p)))
+    True
     """
-    rho0 = softplus_inv(init_scale)
+    rho0 = softplus_inv(positive_float("init_scale", init_scale))
 
     def init(key: jax.Array, z0: jax.Array) -> Params:
+        z0 = jnp.asarray(z0)
         d = z0.shape[0]
-        return {"loc": jnp.asarray(z0), "L": jnp.diag(jnp.full((d,), rho0, z0.dtype))}
+        return {"loc": jnp.zeros_like(z0), "rho": jnp.full_like(z0, rho0),
+                "L": jnp.zeros((d, d), z0.dtype), "pre_loc": z0, "pre_scale": jnp.eye(d, dtype=z0.dtype)}
+
+    def scale(p: Params) -> jax.Array:
+        """The trained factor ``S = diag(softplus(rho)) (I + tril(L, -1))``."""
+        d = p["loc"].shape[0]
+        unit = jnp.tril(p["L"], -1) + jnp.eye(d, dtype=p["L"].dtype)
+        return jax.nn.softplus(p["rho"])[:, None] * unit
 
     def chol(p: Params) -> jax.Array:
-        raw = p["L"]
-        return jnp.tril(raw, -1) + jnp.diag(jax.nn.softplus(jnp.diag(raw)))
+        return _pre(p)[1] @ scale(p)
 
-    def _logdet(L: jax.Array) -> jax.Array:
-        return jnp.sum(jnp.log(jnp.diag(L)))
+    def mean(p: Params) -> jax.Array:
+        c, P = _pre(p)
+        return c + P @ p["loc"]
+
+    def _logdet(p: Params) -> jax.Array:
+        return jnp.sum(jnp.log(jnp.diag(_pre(p)[1]))) + jnp.sum(jnp.log(jax.nn.softplus(p["rho"])))
 
     def log_q(p: Params, z: jax.Array) -> jax.Array:
-        L = chol(p)
-        u = solve_triangular(L, (z - p["loc"]).T, lower=True).T
-        return -0.5 * jnp.sum(u * u, -1) - _logdet(L) - 0.5 * z.shape[-1] * LOG_2PI
+        c, P = _pre(p)
+        w = solve_triangular(P, (z - c).T, lower=True) - p["loc"][:, None]
+        u = solve_triangular(scale(p), w, lower=True).T
+        return -0.5 * jnp.sum(u * u, -1) - _logdet(p) - 0.5 * z.shape[-1] * LOG_2PI
 
     def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-        L = chol(p)
+        c, P = _pre(p)
         eps = jax.random.normal(key, (n,) + p["loc"].shape, p["loc"].dtype)
-        z = p["loc"] + eps @ L.T
-        lq = -0.5 * jnp.sum(eps * eps, -1) - _logdet(L) - 0.5 * z.shape[-1] * LOG_2PI
+        z = c + (p["loc"] + eps @ scale(p).T) @ P.T
+        lq = -0.5 * jnp.sum(eps * eps, -1) - _logdet(p) - 0.5 * z.shape[-1] * LOG_2PI
         return z, lq
 
     def cov(p: Params) -> jax.Array:
         L = chol(p)
         return L @ L.T
 
-    return Family("fullrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"],
-                  std=lambda p: jnp.sqrt(jnp.diag(cov(p))), cov=cov,
-                  options={"init_scale": init_scale})
+    def rewhiten(p: Params) -> Params:
+        return {"loc": jnp.zeros_like(p["loc"]), "rho": jnp.full_like(p["rho"], _ONE),
+                "L": jnp.zeros_like(p["L"]), "pre_loc": mean(p), "pre_scale": chol(p)}
+
+    def step_scale(p: Params) -> Params:
+        # a row of S has up to D - 1 off-diagonal entries, each moved by about one learning
+        # rate per step by Adam-like optimisers: their steps are scaled by 1/sqrt(D) so that
+        # the row (a marginal standard deviation) moves by about one learning rate
+        d = p["loc"].shape[0]
+        return {k: (1.0 / float(np.sqrt(max(d - 1, 1))) if k == "L" else 1.0) for k in p}
+
+    return Family("fullrank_advi", init, sample_and_log_q, log_q, mean=mean,
+                  std=lambda p: jnp.sqrt(jnp.sum(chol(p) ** 2, axis=1)), cov=cov,
+                  options={"init_scale": init_scale},
+                  user_params=lambda p: {"loc": mean(p), "scale_tril": chol(p)},
+                  frozen=_FROZEN, rewhiten=rewhiten, step_scale=step_scale)
 
 
 register_family("advi", mean_field)

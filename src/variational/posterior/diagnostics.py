@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import potential_energy
 
+from ..engine.schedule import describe
+from .verdict import KHAT_BAD, KHAT_GOOD, MomentCheck, verdict
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "log_joint_one", "has_density", "KHAT_GOOD", "KHAT_BAD"]
 
-KHAT_GOOD = 0.5
-KHAT_BAD = 0.7
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,9 +103,20 @@ def log_joint_fn(ld: Any) -> Any:
     return fns["log_joint"]
 
 
+def log_joint_one(ld: Any, data: Mapping[str, Any]) -> Any:
+    """``z (D,) -> log p(x, z)`` of a LogDensity on the rows ``data`` (no minibatch scaling)."""
+    batch = {k: jnp.asarray(v) for k, v in data.items()}
+
+    def one(z: jax.Array) -> jax.Array:
+        return -potential_energy(ld.model, (), {**ld.model_kwargs, **batch}, ld.unravel(z))
+
+    return one
+
+
 def has_density(family: Any) -> bool:
-    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none)."""
-    return family.make_loss_and_grad is None
+    """Whether a family has a density q (particle methods, SVGD and empirical draws, have none;
+    custom guides do: their log density is carried along with each draw)."""
+    return family.particles is None
 
 
 def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
@@ -202,6 +213,14 @@ class Diagnosis:
         Draws used for k-hat.
     rel_change : float
         Relative change of the loss between the two trailing windows.
+    shift : float
+        Largest move of a mean under importance weighting, in q standard deviations, beyond its
+        Monte Carlo error (``nan`` without weights); see :mod:`variational.posterior.verdict`.
+    sd_ratio : float
+        The importance-weighted sd over q's sd farthest from 1 (``nan`` without weights).
+    curvature : float
+        For a mean-field fit with a high k-hat: the smallest q sd over the sd of the Laplace
+        approximation at q's mean (``nan`` when not computed).
     """
 
     khat: float
@@ -212,57 +231,39 @@ class Diagnosis:
     ess: float
     n_draws: int
     rel_change: float
+    shift: float = float("nan")
+    sd_ratio: float = float("nan")
+    curvature: float = float("nan")
 
     def __repr__(self) -> str:
         return (f"Diagnosis({self.status}: k-hat={self.khat:.2f}, converged={self.converged}, "
                 f"skipped_steps={self.skipped_steps}) {self.verdict}")
 
 
-def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
-    parts = []
-    if not np.isfinite(khat):
-        if np.isnan(khat):
-            status = "ok"
-            parts.append(f"k-hat is not available for method '{method}' (no density q); "
-                         f"check against vi.nuts")
-        else:
-            status = "bad"
-            parts.append("no draw of q has a finite log density under the model: the fit failed")
-    elif khat < KHAT_GOOD:
-        status = "good"
-        parts.append(f"k-hat {khat:.2f} < {KHAT_GOOD}: the approximation is close to the posterior")
-    elif khat < KHAT_BAD:
-        status = "ok"
-        parts.append(f"k-hat {khat:.2f} is between {KHAT_GOOD} and {KHAT_BAD}: usable with care; "
-                     f"fit.sample(n, importance=True) corrects the draws")
-    else:
-        status = "bad"
-        parts.append(f"k-hat {khat:.2f} > {KHAT_BAD}: the approximation misses posterior mass "
-                     f"(correlations, heavy tails or several modes); do not trust its sds or tails; "
-                     f"try method='fullrank_advi' or check with vi.nuts")
-    if not is_conv:
-        status = "bad" if status == "bad" else "ok"
-        parts.append("the objective has not converged: continue with fit.refine(steps)")
-    if skipped:
-        frac = skipped / max(steps, 1)
-        if frac > 0.01:
-            status = "bad" if status == "bad" else "ok"
-        parts.append(f"{skipped} step(s) ({100 * frac:.1f}%) were skipped for non-finite values; "
-                     f"a lower learning rate may help")
-    return status, "; ".join(parts) + "."
-
-
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
-             method: str, window: int | None = None, tol: float = 1e-3) -> Diagnosis:
-    """The diagnosis of a fit from its loss history and importance weights; see :meth:`Fit.diagnose`.
+             method: str, window: int | None = None, tol: float = 1e-3, *,
+             moments: MomentCheck | None = None, curvature: tuple[float, str] | None = None,
+             answer: dict | None = None) -> Diagnosis:
+    """The diagnosis of a fit; see :meth:`Fit.diagnose` and :mod:`variational.posterior.verdict`.
 
-    ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density).
+    ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density),
+    ``moments`` from :func:`~variational.posterior.verdict.moment_check`, ``curvature`` from
+    :func:`~variational.posterior.verdict.curvature_check`. ``answer`` is the adaptive
+    schedule's status (:func:`variational.engine.schedule.status`): then "converged" is its rule
+    (the reported answer stopped moving); without it, the loss's trend (:func:`converged`).
     """
     is_conv, rel = converged(hist, window, tol)
+    text = "the objective has not converged: continue with fit.refine(steps)"
+    if answer is not None:
+        is_conv = answer["done"]
+        text = f"the answer has not converged ({describe(answer)}): continue with fit.refine(steps)"
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
-    status, text = _verdict(khat, is_conv, skipped_steps, steps, method)
-    return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=text,
-                     status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel)
+    status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature)
+    return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=verdict_text,
+                     status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel,
+                     shift=float("nan") if moments is None else moments.shift,
+                     sd_ratio=float("nan") if moments is None else moments.sd_ratio,
+                     curvature=float("nan") if curvature is None else curvature[0])
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ class Fit(Run):
     def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
         key = ("flat_moments", self.steps)
         if key not in self._cache:
-            fam, p = self.family, self._state.params
+            fam, p = self.family, self._answer_params
             if fam.mean is not None and fam.std is not None:
                 m, s = fam.mean(p), fam.std(p)
             else:
@@ -84,13 +84,13 @@ class Fit(Run):
     def cov(self) -> np.ndarray:
         """Covariance of q in the flat unconstrained space, ``(D, D)``; see ``logdensity.layout``."""
         if self.family.cov is not None:
-            return np.asarray(self.family.cov(self._state.params))
+            return np.asarray(self.family.cov(self._answer_params))
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
-        return self.family.draw(self._state.params, key, int(n))
+        return self.family.draw(self._answer_params, key, int(n))
 
     def _next_key(self, seed: int | None) -> jax.Array:
         if seed is not None:
@@ -237,6 +237,7 @@ class Fit(Run):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
+        from ..engine.schedule import status
         from .diagnostics import diagnose, has_density
 
         if int(n) < 1:
@@ -244,12 +245,32 @@ class Fit(Run):
         cache_key = ("diagnosis", self.steps, int(n), seed)
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
-        lw, khat = None, float("nan")
+        lw, khat, checks = None, float("nan"), {}
         if has_density(self.family):
-            _, lw, khat = self._psis(int(n), seed, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method)
+            z, lw, khat = self._psis(int(n), seed, data)
+            checks = self._checks(z, lw, khat, data)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method,
+                       answer=status(self._state), **checks)
         if data is None:
             self._cache[cache_key] = out
+        return out
+
+    def _checks(self, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
+        """The verdict's moment check, and for a mean-field fit with a high k-hat its curvature
+        check (see :mod:`variational.posterior.verdict`)."""
+        from .diagnostics import log_joint_one
+        from .predictive import training_data
+        from .verdict import KHAT_BAD, coordinate_names, curvature_check, moment_check
+
+        if not np.isfinite(khat):
+            return {}
+        names = coordinate_names(self.logdensity.layout)
+        out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
+        if khat >= KHAT_BAD and self.family.name == "advi":
+            batch = training_data(self) if data is None else as_columns(data)
+            mean, sd = self._flat_moments()
+            out["curvature"] = curvature_check(log_joint_one(self.logdensity, batch), np.asarray(mean),
+                                               np.asarray(sd), names)
         return out
 
     def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
@@ -259,7 +280,7 @@ class Fit(Run):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self.params, batch, key, n)
+        return psis(self.logdensity, self.family, self._answer_params, batch, key, n)
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
@@ -273,7 +294,7 @@ class Fit(Run):
         key = ("moment_draws", self.steps)
         if key not in self._cache:
             if self.family.particles is not None:  # an empirical family: its particles, exactly
-                z = self.family.particles(self._state.params)
+                z = self.family.particles(self._answer_params)
             else:
                 z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
             self._cache[key] = self._constrain_draws(z)
@@ -348,7 +369,7 @@ class Fit(Run):
             data = self._plan.feeder.source
         elif data is None:
             data = {k: np.asarray(v) for k, v in self.data.items()}
-        est, se = full_data_elbo(self.logdensity, self.family, self.params, data, self._next_key(seed),
+        est, se = full_data_elbo(self.logdensity, self.family, self._answer_params, data, self._next_key(seed),
                                  num_draws=num_draws, batch_size=batch_size)
         return (est, se) if return_se else est
 
