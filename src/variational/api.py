@@ -113,7 +113,8 @@ def fit(
     model_kwargs : mapping, optional
         Keyword arguments of the model that are not data columns.
     init : Fit, optional
-        Warm start from an earlier fit of the same model (its parameters; a fresh optimiser).
+        Warm start from an earlier fit of the same model (the approximation it reports; a fresh
+        optimiser).
     start : mapping, optional
         Initial values of some latent sites (constrained space).
     callbacks : sequence of callables
@@ -313,7 +314,7 @@ def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
             f"warm starts need the same latent sites and shapes")
     if init.family.name != family.name:
         raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
-    return jax.tree_util.tree_map(lambda x: x, init.state.params)
+    return jax.tree_util.tree_map(lambda x: x, init._answer_params)  # the answer it reported
 
 
 # -- load -------------------------------------------------------------------------------------

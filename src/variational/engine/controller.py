@@ -31,9 +31,11 @@ class Controller(Callback):
 
     def __init__(self, spec: ScheduleSpec) -> None:
         self.spec = spec
-        self._summaries = jax.jit(jax.vmap(spec.summary))
-        self._summary = jax.jit(spec.summary)
-        self._rewhiten = None if spec.rewhiten is None else jax.jit(spec.rewhiten)
+        # run op by op (not compiled): a few small array operations every 400 steps, and
+        # nothing to compile again for the next fit of the same model
+        self._summaries = jax.vmap(spec.summary)
+        self._summary = spec.summary
+        self._rewhiten = spec.rewhiten
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
         new = advance(self, fit.state)

@@ -27,7 +27,7 @@ from ..engine.schedule import describe
 from .verdict import KHAT_BAD, KHAT_GOOD, MomentCheck, verdict
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "log_joint_one", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "log_joint_hessian", "has_density", "KHAT_GOOD", "KHAT_BAD"]
 
 
 
@@ -103,14 +103,17 @@ def log_joint_fn(ld: Any) -> Any:
     return fns["log_joint"]
 
 
-def log_joint_one(ld: Any, data: Mapping[str, Any]) -> Any:
-    """``z (D,) -> log p(x, z)`` of a LogDensity on the rows ``data`` (no minibatch scaling)."""
-    batch = {k: jnp.asarray(v) for k, v in data.items()}
+def log_joint_hessian(ld: Any) -> Any:
+    """Compiled ``(z (D,), data) -> (D, D)`` Hessian of the log joint on ``data`` (no minibatch
+    scaling), kept on the LogDensity like :func:`log_joint_fn`."""
+    fns = ld.__dict__.setdefault("_compiled", {})
+    if "log_joint_hessian" not in fns:
 
-    def one(z: jax.Array) -> jax.Array:
-        return -potential_energy(ld.model, (), {**ld.model_kwargs, **batch}, ld.unravel(z))
+        def one(z: jax.Array, data: Any) -> jax.Array:
+            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
 
-    return one
+        fns["log_joint_hessian"] = jax.jit(jax.hessian(one))
+    return fns["log_joint_hessian"]
 
 
 def has_density(family: Any) -> bool:

@@ -258,7 +258,7 @@ class Fit(Run):
     def _checks(self, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
         """The verdict's moment check, and for a mean-field fit with a high k-hat its curvature
         check (see :mod:`variational.posterior.verdict`)."""
-        from .diagnostics import log_joint_one
+        from .diagnostics import log_joint_hessian
         from .predictive import training_data
         from .verdict import KHAT_BAD, coordinate_names, curvature_check, moment_check
 
@@ -268,8 +268,10 @@ class Fit(Run):
         out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
         if khat >= KHAT_BAD and self.family.name == "advi":
             batch = training_data(self) if data is None else as_columns(data)
+            batch = {k: jnp.asarray(v) for k, v in batch.items()}
+            hess = log_joint_hessian(self.logdensity)
             mean, sd = self._flat_moments()
-            out["curvature"] = curvature_check(log_joint_one(self.logdensity, batch), np.asarray(mean),
+            out["curvature"] = curvature_check(lambda z: hess(z, batch), np.asarray(mean),
                                                np.asarray(sd), names)
         return out
 
