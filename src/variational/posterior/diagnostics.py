@@ -24,7 +24,7 @@ import numpy as np
 from numpyro.infer.util import potential_energy
 
 from ..engine.schedule import describe
-from .verdict import KHAT_BAD, KHAT_GOOD, MomentCheck, verdict
+from .verdict import KHAT_BAD, KHAT_GOOD, CurvatureCheck, MomentCheck, verdict
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
            "log_joint_fn", "log_joint_hessian", "has_density", "KHAT_GOOD", "KHAT_BAD"]
@@ -104,15 +104,16 @@ def log_joint_fn(ld: Any) -> Any:
 
 
 def log_joint_hessian(ld: Any) -> Any:
-    """Compiled ``(z (D,), data) -> (D, D)`` Hessian of the log joint on ``data`` (no minibatch
-    scaling), kept on the LogDensity like :func:`log_joint_fn`."""
+    """Compiled ``(z (k, D), data) -> (D, D)``: the mean Hessian of the log joint on ``data`` (no
+    minibatch scaling) over the ``k`` points, kept on the LogDensity like :func:`log_joint_fn`."""
     fns = ld.__dict__.setdefault("_compiled", {})
     if "log_joint_hessian" not in fns:
 
         def one(z: jax.Array, data: Any) -> jax.Array:
             return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
 
-        fns["log_joint_hessian"] = jax.jit(jax.hessian(one))
+        hess = jax.hessian(one)
+        fns["log_joint_hessian"] = jax.jit(lambda zs, data: jnp.mean(jax.vmap(hess, (0, None))(zs, data), 0))
     return fns["log_joint_hessian"]
 
 
@@ -245,7 +246,7 @@ class Diagnosis:
 
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
              method: str, window: int | None = None, tol: float = 1e-3, *,
-             moments: MomentCheck | None = None, curvature: tuple[float, str] | None = None,
+             moments: MomentCheck | None = None, curvature: CurvatureCheck | None = None,
              answer: dict | None = None) -> Diagnosis:
     """The diagnosis of a fit; see :meth:`Fit.diagnose` and :mod:`variational.posterior.verdict`.
 
@@ -266,7 +267,7 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
                      status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel,
                      shift=float("nan") if moments is None else moments.shift,
                      sd_ratio=float("nan") if moments is None else moments.sd_ratio,
-                     curvature=float("nan") if curvature is None else curvature[0])
+                     curvature=float("nan") if curvature is None else curvature.ratio)
 
 
 # --------------------------------------------------------------------------------------------

@@ -260,19 +260,18 @@ class Fit(Run):
         check (see :mod:`variational.posterior.verdict`)."""
         from .diagnostics import log_joint_hessian
         from .predictive import training_data
-        from .verdict import KHAT_BAD, coordinate_names, curvature_check, moment_check
+        from .verdict import CURVATURE_DRAWS, KHAT_GOOD, coordinate_names, curvature_check, moment_check
 
         if not np.isfinite(khat):
             return {}
         names = coordinate_names(self.logdensity.layout)
         out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
-        if khat >= KHAT_BAD and self.family.name == "advi":
+        if khat >= KHAT_GOOD and self.family.name == "advi":
             batch = training_data(self) if data is None else as_columns(data)
             batch = {k: jnp.asarray(v) for k, v in batch.items()}
             hess = log_joint_hessian(self.logdensity)
-            mean, sd = self._flat_moments()
-            out["curvature"] = curvature_check(lambda z: hess(z, batch), np.asarray(mean),
-                                               np.asarray(sd), names)
+            out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
+                                               np.asarray(self._flat_moments()[1]), names)
         return out
 
     def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:

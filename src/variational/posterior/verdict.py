@@ -13,8 +13,8 @@ mean and sd is close (a mean-field fit of a hierarchical model). So the verdict 
   their Monte Carlo error). Below k-hat 0.7 the weighted moments are reliable, and this is the
   test of what q reports; above it they only hint at where q is off;
 - **the curvature check** (mean-field families, where k-hat is high): q's standard deviations
-  against those of the Gaussian with the log density's curvature at q's mean, the Laplace
-  approximation there. A mean-field optimum matches each coordinate's *conditional* spread;
+  against those of the Gaussian with the log density's mean curvature over a few draws of q
+  (a Laplace approximation around q). A mean-field optimum matches each coordinate's *conditional* spread;
   where the posterior correlates a coordinate with others, its marginal sd is larger, and the
   ratio says by how much;
 - **convergence** of the answer (the adaptive schedule's rule, or the loss's trend) and the
@@ -29,8 +29,8 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["MomentCheck", "moment_check", "curvature_check", "coordinate_names", "verdict",
-           "SHIFT_GOOD", "SHIFT_BAD", "SD_GOOD", "SD_BAD", "KHAT_GOOD", "KHAT_BAD"]
+__all__ = ["MomentCheck", "moment_check", "CurvatureCheck", "curvature_check", "coordinate_names", "verdict",
+           "SHIFT_GOOD", "SHIFT_BAD", "SD_GOOD", "SD_BAD", "KHAT_GOOD", "KHAT_BAD", "CURVATURE_DRAWS"]
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -39,6 +39,7 @@ SHIFT_BAD = 0.5
 SD_GOOD = (0.8, 1.25)   # ratio of the importance-weighted (or curvature) sd to q's
 SD_BAD = (0.5, 2.0)
 CURVATURE_MAX_DIM = 2000  # the curvature check forms a dense D x D Hessian
+CURVATURE_DRAWS = 8       # draws of q its Hessian is averaged over
 
 
 @dataclass(frozen=True)
@@ -128,26 +129,53 @@ def moment_check(z: Any, lw: np.ndarray, names: Sequence[str]) -> MomentCheck:
     return MomentCheck(float(shift[i]), names[i], sd, names[j], float(np.median(ratio)))
 
 
-def curvature_check(hessian: Any, q_mean: np.ndarray, q_sd: np.ndarray, names: Sequence[str]
-                    ) -> tuple[float, str] | None:
-    """Smallest ``q sd / Laplace sd`` at q's mean, and where (None when it cannot be formed).
+@dataclass(frozen=True)
+class CurvatureCheck:
+    """q's sds against those implied by the log density's curvature (see :func:`curvature_check`).
 
-    ``hessian(z)`` is the Hessian of the log joint on all data at the flat unconstrained ``z``;
-    the Laplace sds are ``sqrt(diag(H^-1))`` with ``H`` its negative at ``q_mean``. None when the
-    dimension is over ``CURVATURE_MAX_DIM`` or ``H`` is not positive definite there.
+    Attributes
+    ----------
+    ratio : float
+        The smallest ``q sd / Laplace sd``.
+    at : str
+        Its coordinate.
+    worst : tuple of (str, float)
+        The three smallest ratios and their coordinates.
+    close : int
+        Coordinates whose ratio is within ``SD_GOOD``.
+    n : int
+        Coordinates in all.
+    """
+
+    ratio: float
+    at: str
+    worst: tuple
+    close: int
+    n: int
+
+
+def curvature_check(hessian: Any, z: Any, q_sd: np.ndarray, names: Sequence[str]) -> CurvatureCheck | None:
+    """q's sds against the Laplace sds of the log density's curvature around q (None when it
+    cannot be formed).
+
+    ``hessian(z)`` is the mean Hessian of the log joint on all data over the draws ``z (k, D)``
+    of q; the Laplace sds are ``sqrt(diag(H^-1))`` with ``H`` its negative, the curvature a
+    mean-field optimum matches on average (at q's mean alone a hierarchical model's funnel can
+    make it indefinite). None when the dimension is over ``CURVATURE_MAX_DIM`` or ``H`` is not
+    positive definite.
 
     Examples
     --------
     >>> import numpy as np
     >>> H = -np.array([[1.0, 0.9], [0.9, 1.0]]) / 0.19      # a N(0, [[1, .9], [.9, 1]]) log density
-    >>> r, at = curvature_check(lambda z: H, np.zeros(2), np.sqrt([0.19, 0.19]), ["a", "b"])
-    >>> round(r, 4), at                                      # sqrt(1 - 0.9^2): the conditional sd
+    >>> c = curvature_check(lambda z: H, np.zeros((1, 2)), np.sqrt([0.19, 0.19]), ["a", "b"])
+    >>> round(c.ratio, 4), c.at                              # sqrt(1 - 0.9^2): the conditional sd
     (0.4359, 'a')
     """
-    d = int(np.size(q_mean))
+    d = int(np.shape(z)[-1])
     if d > CURVATURE_MAX_DIM:
         return None
-    h = -np.asarray(hessian(jnp.asarray(q_mean)), np.float64)
+    h = -np.asarray(hessian(jnp.asarray(z)), np.float64)
     h = 0.5 * (h + h.T)
     try:
         chol = np.linalg.cholesky(h)
@@ -156,12 +184,14 @@ def curvature_check(hessian: Any, q_mean: np.ndarray, q_sd: np.ndarray, names: S
     inv_chol = np.linalg.solve(chol, np.eye(d))
     laplace_sd = np.sqrt(np.sum(inv_chol ** 2, axis=0))
     ratio = np.asarray(q_sd, np.float64) / laplace_sd
-    i = int(np.argmin(ratio))
-    return float(ratio[i]), names[i]
+    order = np.argsort(ratio)
+    close = int(np.sum((ratio >= SD_GOOD[0]) & (ratio <= SD_GOOD[1])))
+    return CurvatureCheck(float(ratio[order[0]]), names[order[0]],
+                          tuple((names[i], float(ratio[i])) for i in order[:3]), close, d)
 
 
 def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps: int, method: str,
-            moments: MomentCheck | None, curvature: tuple[float, str] | None) -> tuple[str, str]:
+            moments: MomentCheck | None, curvature: CurvatureCheck | None) -> tuple[str, str]:
     """``(status, text)``: "good", "ok" (usable with care) or "bad", and why in plain words."""
     if not np.isfinite(khat):
         if np.isnan(khat):
@@ -170,6 +200,9 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
             status, parts = "bad", ["no draw of q has a finite log density under the model: the fit failed"]
     elif khat < KHAT_BAD:
         status, parts = _low_khat(khat, moments)
+        if curvature is not None and curvature.ratio < SD_BAD[0]:  # q far too narrow somewhere
+            status = "bad"
+            parts.append(_narrow(curvature))
     else:
         status, parts = _high_khat(khat, method, moments, curvature)
     if not converged:
@@ -187,15 +220,31 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
 def _low_khat(khat: float, c: MomentCheck | None) -> tuple[str, list[str]]:
     if c is None:
         return ("good" if khat < KHAT_GOOD else "ok"), [f"k-hat {khat:.2f} < {KHAT_BAD}"]
-    if c.close:
-        return "good", [f"k-hat {khat:.2f} < {KHAT_BAD}, and importance weighting leaves q's means and "
+    if c.close and khat < KHAT_GOOD:
+        return "good", [f"k-hat {khat:.2f} < {KHAT_GOOD}, and importance weighting leaves q's means and "
                         f"sds in place (largest shift {c.shift:.2f} q-sd, sd ratio {c.sd_ratio:.2f}): "
                         f"fit.mean, fit.std and fit.sample are close to the posterior"]
+    if c.close:  # weights with a tail this heavy see too little of what q misses to vouch for it
+        return "ok", [f"k-hat {khat:.2f} is between {KHAT_GOOD} and {KHAT_BAD}: importance weighting "
+                      f"leaves q's means and sds in place (largest shift {c.shift:.2f} q-sd, sd ratio "
+                      f"{c.sd_ratio:.2f}), but weights with a tail this heavy underestimate what q "
+                      f"misses; the corrected draws, fit.sample(n, importance=True), are the safer "
+                      f"summary"]
     moved = _moved(c)
     status = "bad" if c.far else "ok"
     return status, [f"k-hat {khat:.2f} < {KHAT_BAD}, so importance weighting can correct q, and it "
                     f"{moved}: q's own summaries (fit.mean, fit.std, fit.sample) are off by that much; "
                     f"use the corrected draws, fit.sample(n, importance=True), or a richer family"]
+
+
+def _narrow(curv: CurvatureCheck) -> str:
+    worst = ", ".join(f"{n} {1 / r:.1f}" for n, r in curv.worst if r < SD_GOOD[0])
+    return (f"the posterior's curvature around q puts {curv.close} of {curv.n} sds within "
+            f"{SD_GOOD[0]}-{SD_GOOD[1]} of q's, but the sd of {curv.at} is {1 / curv.ratio:.1f} times "
+            f"q's (sd / q sd: {worst}): a mean-field fit leaves out the correlations that widen them "
+            f"(in a hierarchical model, typically between the group-level means and scales and the "
+            f"group effects), so do not trust these sds, joint draws or functions of several "
+            f"parameters; try method='fullrank_advi' or check with vi.nuts")
 
 
 def _moved(c: MomentCheck) -> str:
@@ -208,24 +257,21 @@ def _moved(c: MomentCheck) -> str:
     return " and ".join(parts) or "moves q's moments"
 
 
-def _high_khat(khat: float, method: str, c: MomentCheck | None, curv: tuple[float, str] | None
+def _high_khat(khat: float, method: str, c: MomentCheck | None, curv: CurvatureCheck | None
                ) -> tuple[str, list[str]]:
     head = (f"k-hat {khat:.2f} >= {KHAT_BAD}: q differs from the posterior in its joint shape, and "
             f"importance weighting cannot correct it")
-    if curv is not None:  # a mean-field family: compare with the curvature at q's mean
-        ratio, at = curv
-        if ratio < SD_BAD[0]:
-            return "bad", [head, f"the posterior's curvature at q's mean says the sd of {at} is "
-                                 f"{1 / ratio:.1f} times q's (mean-field ignores the correlations that "
-                                 f"widen it): do not trust q's sds; try method='fullrank_advi' or check "
-                                 f"with vi.nuts"]
+    if curv is not None:  # a mean-field family: compare with the curvature around q
+        tally = (f"the posterior's curvature around q puts {curv.close} of {curv.n} sds within "
+                 f"{SD_GOOD[0]}-{SD_GOOD[1]} of q's")
+        if curv.ratio < SD_BAD[0]:
+            return "bad", [head, _narrow(curv)]
         return "ok", [head, f"for a mean-field fit (for example of a hierarchical model) this is "
                             f"expected: it leaves out the correlations between parameters, so joint "
                             f"draws and functions of several parameters are off, while each "
-                            f"parameter's own mean and sd are usable (the curvature at q's mean puts "
-                            f"every marginal sd within a factor {1 / max(ratio, 1e-12):.2f} of q's, "
-                            f"smallest at {at}); check important ones with method='fullrank_advi' or "
-                            f"vi.nuts"]
+                            f"parameter's own mean and sd are usable ({tally}; the smallest ratio "
+                            f"is {curv.ratio:.2f}, at {curv.at}); check important ones with "
+                            f"method='fullrank_advi' or vi.nuts"]
     hint = ""
     if c is not None and c.far:
         hint = f" (the weights, unreliable as they are, {_moved(c)})"
