@@ -1,12 +1,13 @@
-# Two entry points for a fresh machine with Python 3.11 and pip:
+# Entry points for a fresh machine with Python (3.11-3.13) and pip:
 #   make demo   -- creates .venv, installs the library, runs the demo
 #   make test   -- creates .venv, installs the library with test extras, runs the suite
+#   make docs   -- installs the docs extra, builds the API reference (warnings are errors)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +21,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15 tests
 
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[docs]"
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 bench: $(STAMP)
 	$(PY) benchmarks/radon_steps.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info docs/_build

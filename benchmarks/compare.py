@@ -18,9 +18,14 @@ the 1-D NormalMixture, adam 1e-2), ``iris`` (seed 2: multinomial logistic regres
 1e-2), ``normal`` (seed 3: Normal with unknown mean and sd, adam 1e-2), ``gmm`` (seed 4: 2-D
 Gaussian mixture with Dirichlet weights, adagrad 0.1).
 
-PyMC is optional (the ``bench`` extra): without it its rows are left out. Run:
+PyMC is optional (the ``bench`` extra): without it its rows are left out. pymc-extras'
+``fit_advi`` (a mean-field ADVI compiled by PyTensor, pymc-extras >= 0.15) gets rows of its own
+when it is installed; it pins its own PyMC (pymc-extras 0.15 wants PyMC < 6.4), so it may live
+in a second environment: every run also measures variational, so each row's ratio comes from
+one process. Every row names the version it was measured with. Run:
 
-    python benchmarks/compare.py [--repeats 3] [--workloads radon,mixture,iris,normal,gmm] [--md out.md]
+    python benchmarks/compare.py [--repeats 3] [--workloads radon,mixture,iris,normal,gmm]
+                                 [--peers numpyro,pymc,pymc-extras] [--md out.md]
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ try:
     import pymc as pm  # noqa: E402
 except ImportError:  # the optional `bench` extra
     pm = None
+try:
+    from pymc_extras.inference.advi import fit_advi as pmx_fit_advi  # noqa: E402
+    import pymc_extras  # noqa: E402
+except ImportError:  # pymc-extras pins its own PyMC, so it may live in a venv of its own
+    pmx_fit_advi = pymc_extras = None
 
 
 @dataclass
@@ -144,6 +154,34 @@ def run_pymc(build: Callable[[], Any], steps: int, optimizer: str, lr: float) ->
     draws = {k: np.asarray(idata.posterior[k].values[0]) for k in idata.posterior.data_vars}
     sps = (marks["i_last"] - first) / (marks["t_last"] - marks["t_first"])
     return Run(wall, sps, draws)
+
+
+def run_pymc_extras(build: Callable[[], Any], steps: int, optimizer: str, lr: float) -> Run:
+    """pymc-extras' ``fit_advi``: wall time of one fit; steps/s from a fit of ``steps / 10`` more.
+
+    ``fit_advi`` has no per-step callback, so the steady state is the difference of two whole
+    fits (set-up and compilation cancel): ``0.9 steps / (wall(steps) - wall(steps / 10))``.
+    Its default sticking-the-landing gradient is turned off, as for the other libraries; its
+    optimisers are its own (adam, rmsprop, sgd: no adagrad, so no row for ``gmm``).
+    """
+    from pymc_extras.inference.advi import adam
+
+    if optimizer != "adam":
+        raise ValueError(f"pymc-extras' optimisers have no {optimizer}")
+    opt = adam(lr)
+
+    def once(n: int) -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        with build():
+            data = pmx_fit_advi(n_steps=n, draws=4000, optimizer=opt, path_derivative_gradient=False,
+                                random_seed=0)
+        return time.perf_counter() - t0, data
+
+    short, _ = once(max(1, steps // 10))
+    wall, data = once(steps)
+    post = data["posterior"]
+    draws = {str(k): np.asarray(post[k].values).reshape((-1,) + post[k].shape[2:]) for k in post.data_vars}
+    return Run(wall, (steps - max(1, steps // 10)) / max(wall - short, 1e-9), draws)
 
 
 def run_nuts(model: Callable, samples: int = 5000, **kwargs: Any) -> dict[str, np.ndarray]:
@@ -337,13 +375,18 @@ def main() -> None:
     ap.add_argument("--workloads", default="radon,mixture,iris,normal,gmm")
     ap.add_argument("--radon-steps", type=int, default=40_000)
     ap.add_argument("--steps", type=int, default=10_000, help="steps of the other workloads")
+    ap.add_argument("--peers", default="numpyro,pymc,pymc-extras",
+                    help="libraries to measure besides variational (those not installed are left out)")
     ap.add_argument("--md", help="also write the tables to this markdown file")
     a = ap.parse_args()
+    peers = set(a.peers.split(","))
     builders = {"radon": lambda: radon_workload(a.radon_steps), "mixture": lambda: mixture_workload(a.steps),
                 "iris": lambda: iris_workload(a.steps), "normal": lambda: normal_workload(a.steps),
                 "gmm": lambda: gmm_workload(a.steps)}
     lines = [f"- variational {vi.__version__}, jax {jax.__version__}, numpyro {numpyro.__version__}, "
-             f"pymc {pm.__version__ if pm else 'not installed'}, python {platform.python_version()}",
+             f"pymc {pm.__version__ if pm else 'not installed'}, "
+             f"pymc-extras {pymc_extras.__version__ if pymc_extras else 'not installed'}, "
+             f"python {platform.python_version()}",
              f"- {platform.processor() or platform.machine()}, {os.cpu_count()} cores, backend {jax.default_backend()}, "
              f"load average at start {os.getloadavg()[0]:.1f}",
              f"- medians of {a.repeats} runs per library, runs interleaved; wall time includes model set-up, "
@@ -359,9 +402,14 @@ def main() -> None:
         t0 = time.perf_counter()
         ref = w.reference() if w.reference else None
         print(f"\n{w.name}: reference draws in {time.perf_counter() - t0:.1f} s", flush=True)
-        runners = {"variational": w.vi, "NumPyro SVI": w.numpyro}
-        if w.pymc is not None:
-            runners["PyMC pm.fit"] = lambda w=w: run_pymc(w.pymc, w.steps, w.optimizer, w.lr)
+        runners = {f"variational {vi.__version__}": w.vi}
+        if "numpyro" in peers:
+            runners[f"NumPyro SVI {numpyro.__version__}"] = w.numpyro
+        if w.pymc is not None and "pymc" in peers:
+            runners[f"PyMC {pm.__version__} pm.fit"] = lambda w=w: run_pymc(w.pymc, w.steps, w.optimizer, w.lr)
+        if w.pymc is not None and pmx_fit_advi is not None and "pymc-extras" in peers:
+            runners[f"pymc-extras {pymc_extras.__version__} fit_advi (PyMC {pm.__version__})"] = (
+                lambda w=w: run_pymc_extras(w.pymc, w.steps, w.optimizer, w.lr))
         res: dict[str, list[Run]] = {k: [] for k in runners}
         for i in range(a.repeats):
             for label, fn in runners.items():
@@ -373,9 +421,10 @@ def main() -> None:
                 res[label].append(r)
                 print(f"  run {i + 1} {label}: wall {r.wall:.2f} s, {r.sps:,.0f} steps/s", flush=True)
         res = {k: v for k, v in res.items() if v}
-        if "variational" not in res:
+        ours = f"variational {vi.__version__}"
+        if ours not in res:
             continue
-        vi_sps = statistics.median(r.sps for r in res["variational"])
+        vi_sps = statistics.median(r.sps for r in res[ours])
         for label, runs in res.items():
             wall = statistics.median(r.wall for r in runs)
             sps = statistics.median(r.sps for r in runs)

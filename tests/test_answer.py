@@ -152,3 +152,34 @@ def test_a_guide_fit_reports_a_finite_khat_and_a_verdict():
     d = fit.diagnose()
     assert np.isfinite(d.khat) and d.khat < 0.5 and d.status == "good"
     assert abs(float(fit.mean["mu"]) - POST_MEAN) < 0.1 * np.sqrt(POST_VAR)
+
+
+# -- warm starts: from_gaussian and init_params in the whitened parameterisation -----------------
+def test_from_gaussian_is_exactly_that_gaussian_and_warm_starts_keep_it():
+    key = jax.random.PRNGKey(1)
+    sds = np.array([1e-3, 1.0, 10.0])
+    corr = np.array([[1.0, 0.999, 0.3], [0.999, 1.0, 0.3], [0.3, 0.3, 1.0]])
+    cov, mean = corr * np.outer(sds, sds), np.array([1.0, -2.0, 30.0])
+    fr, mf = full_rank(), mean_field()
+    p = fr.from_gaussian(jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32))
+    np.testing.assert_allclose(fr.mean(p), mean, rtol=1e-6)
+    np.testing.assert_allclose(fr.cov(p), cov, rtol=1e-4, atol=1e-12)
+    z = np.asarray(fr.draw(p, key, 200_000), np.float64)          # the draws have those moments
+    np.testing.assert_allclose(z.std(0), sds, rtol=0.01)
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1] - 0.999) < 2e-4
+    q = mf.from_gaussian(jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32))
+    np.testing.assert_allclose(mf.mean(q), mean, rtol=1e-6)
+    np.testing.assert_allclose(mf.std(q), sds, rtol=1e-5)
+    # init_params= in the form fit.params shows: {"loc", "scale_tril"} for full-rank
+    shown = {"loc": MU, "scale_tril": np.linalg.cholesky(COV)}
+    fit = vi.fit(tight_correlated, method="fullrank_advi", init_params=shown, steps=0, progress=False)
+    np.testing.assert_allclose(fit.cov, COV, rtol=1e-4)
+    np.testing.assert_allclose(fit.params["scale_tril"], shown["scale_tril"], rtol=1e-5, atol=1e-9)
+    with pytest.raises(vi.VariationalError, match="positive diagonal"):
+        vi.fit(tight_correlated, method="fullrank_advi", init_params={"scale_tril": -np.eye(2)}, steps=0,
+               progress=False)
+    # a Laplace start on a Gaussian posterior is the posterior, and a full-rank fit starts there
+    lap = vi.fit(tight_correlated, method="laplace", progress=False)
+    warm = vi.fit(tight_correlated, method="fullrank_advi", init=lap, steps=0, progress=False)
+    np.testing.assert_allclose(warm.unconstrained_mean["x"], MU, atol=1e-2 * SD)
+    np.testing.assert_allclose(warm.cov, COV, rtol=0.02)

@@ -45,6 +45,7 @@ def test_missing_examples_folder_is_a_clear_error(monkeypatch, tmp_path):
         examples_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_quick(name, tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false",

@@ -189,8 +189,9 @@ def test_result_object_exports():
     fit = vi.fit(normal_model, {"y": Y}, steps=300, progress=False)
     idata = fit.to_arviz(n=40)
     assert idata.posterior["mu"].shape == (1, 40)
-    assert idata.sample_stats["loss"].shape == (300,)
-    np.testing.assert_array_equal(idata.sample_stats["loss"].values, fit.hist)
+    assert idata.optimization["loss"].shape == (300,)
+    np.testing.assert_array_equal(idata.optimization["loss"].values, fit.hist)
+    assert idata.optimization.attrs["steps"] == 300 and idata.optimization.attrs["method"] == "advi"
     text = repr(fit)
     assert "advi" in text and "mu" in text and "skipped_steps=0" in text
     assert list(fit.summary().index) == ["mu"]

@@ -1,7 +1,7 @@
 """variational: fast, trustworthy variational inference for Bayesian models, on JAX.
 
 The package is layered (see ``docs/architecture.md``); imports only go down:
-``cli`` > ``api`` > ``posterior`` > ``engine`` > ``objectives`` > ``families`` > ``data`` >
+``cli`` > ``api`` (and ``calibration``) > ``posterior`` > ``engine`` > ``objectives`` > ``families`` > ``data`` >
 ``model`` > ``errors``. This module gathers the public names.
 
 >>> import variational as vi
@@ -9,22 +9,36 @@ The package is layered (see ``docs/architecture.md``); imports only go down:
 
 from . import callbacks, data
 from .api import fit, load
+from .calibration import VSBC, vsbc
 from .data import as_columns
-from .engine import make_optimizer
+from .engine import adagrad_window, make_optimizer
 from .errors import CheckpointError, DataError, ModelError, VariationalError
-from .families import Family, flow, full_rank, guide_family, low_rank, mean_field, register_family, svgd
+from .families import (
+    Family, amortized_svgd, asvgd, flow, full_rank, guide_family, kernels, low_rank, mean_field,
+    register_family, svgd,
+)
 from .model import (
     Bernoulli, Beta, Binomial, Categorical, Cauchy, Deterministic, Dirichlet, Exponential, Flat,
     Gamma, HalfCauchy, HalfFlat, HalfNormal, Laplace, LogDensity, LogNormal, MvNormal, Normal,
     NormalMixture, Poisson, Potential, Site, StudentT, Uniform,
 )
-from .objectives import elbo
+from .objectives import elbo, make_objective
 from .posterior import (
     Comparison, Diagnosis, Empirical, Fit, compare, find_map, nuts, plots, predictive, summary,
 )
 from .posterior.plots import model_graph
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("variational")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "fit", "load", "callbacks", "data", "Fit", "LogDensity", "Family", "mean_field", "full_rank",
@@ -34,5 +48,6 @@ __all__ = [
     "Bernoulli", "Binomial", "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture",
     "Deterministic", "Potential", "Empirical", "svgd", "low_rank", "flow", "guide_family",
     "predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
-    "model_graph", "plots",
+    "model_graph", "plots", "vsbc", "VSBC", "asvgd", "amortized_svgd", "kernels", "adagrad_window",
+    "make_objective", "__version__",
 ]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import numpy as np
 import optax
 
 from .data import plan as _plan
@@ -25,12 +24,14 @@ from .data.sources import Source
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import model_params as _model_params
 from .engine import run as _run
 from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
-from .families import Family, default_method, guide_family, make_family
+from .families import FAMILIES, Family, default_method, guide_family, make_family
 from .model import LogDensity
-from .objectives import make_loss_and_grad
+from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
+from .posterior import direct as _direct
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
@@ -47,16 +48,21 @@ def fit(
     schedule: str | None = None,
     num_particles: int = 1,
     stl: bool = False,
+    objective: str = "elbo",
+    alpha: float | None = None,
+    kl_weight: float = 1.0,
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
-    init: Fit | None = None,
+    init: Fit | str | None = None,
     start: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable] = (),
     batch_size: int | None = None,
     replace: bool = False,
     devices: Any = None,
     guide: Callable | None = None,
+    init_params: Mapping[str, Any] | None = None,
+    score_function: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
     max_seconds: float | None = None,
     checkpoint: str | Path | None = None,
@@ -75,9 +81,14 @@ def fit(
         source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
         ``batch_size``).
     method : str or Family
-        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"``
-        (mean-field Gaussian) above (see :func:`variational.families.default_method`); or ``"advi"``,
-        ``"fullrank_advi"``, or another registered family.
+        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"`` (mean-field)
+        above (:func:`variational.families.default_method`); or another registered family.
+        The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
+        stochastic loop: each solves its own deterministic problem on all rows of the data
+        (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
+        fit without solving) and reports iterations, gradient evaluations and convergence in
+        ``fit.steps``, ``fit.grad_evals``, ``fit.converged`` and ``fit.solution``. See
+        ``docs/fast_approximations.md``.
     steps : int or None
         Number of optimisation steps (in all, when resuming). ``None`` (default): run until
         the fit's convergence rule fires, up to ``max_steps`` (and ``max_seconds``): with the
@@ -86,35 +97,46 @@ def fit(
         (:class:`~variational.callbacks.ELBOConvergence`). ``fit.converged`` and
         ``fit.message`` say which rule ended it, or that the budget did.
     optimizer : str or optax.GradientTransformation
-        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", or any optax optimiser.
+        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", PyMC's "adagrad_window"
+        (its ADVI default), "nesterov_momentum" and "adadelta", or any optax optimiser.
     learning_rate : float, "auto" or None
-        Step size of a named optimiser. ``None`` (default) or ``"auto"``: a trial of each value
-        of a grid, scored by the ELBO where it ended
-        (:func:`variational.engine.control.search_learning_rate`), picks it before the main
-        run; the choice is in ``fit.settings["learning_rate"]`` and ``fit.notes`` (a streamed
-        data source, which cannot be replayed for trials, starts at 0.01). A number is used as
-        given. After 10 non-finite steps in a row the fit returns to its best parameters so
-        far and halves the learning rate, and says so.
+        Step size of a named optimiser. ``None`` (default) or ``"auto"``: a trial of each value of
+        a grid, scored by the ELBO where it ended (:func:`variational.engine.control.search_learning_rate`),
+        picks it; the choice is in ``fit.settings["learning_rate"]`` and ``fit.notes`` (a streamed
+        source, which cannot be replayed for trials, starts at 0.01). A number is used as given.
+        After 10 non-finite steps in a row the fit returns to its best parameters so far and
+        halves the learning rate, and says so.
     schedule : {"adaptive", "constant"} or None
-        ``"adaptive"``: decrease the step size once the iterates are stationary, report the
-        average of the iterates, and rewhiten Gaussian families so that steps scale with q
-        (:mod:`variational.engine.schedule`). ``"constant"``: the step stays what it is and the
-        last iterate is reported (PyMC's ``pm.fit``). ``None`` (default): ``"adaptive"`` when the
-        step size is chosen automatically, ``"constant"`` when a number (or an optax object) is
-        given.
+        ``"adaptive"``: lower the step size once the iterates are stationary, report their average,
+        and rewhiten Gaussian families so that steps scale with q (:mod:`variational.engine.schedule`).
+        ``"constant"``: the last iterate of a constant step is reported (PyMC's ``pm.fit``).
+        ``None`` (default): ``"adaptive"`` when the step size is chosen, ``"constant"`` when given.
     num_particles : int
         Draws per step in the ELBO estimate.
     stl : bool
         Use the sticking-the-landing gradient estimator.
+    objective : {"elbo", "renyi", "meanfield_elbo"}
+        What the optimiser maximises (see :mod:`variational.objectives` and
+        ``docs/objectives.md``): the ELBO; the Renyi bound of order ``alpha`` (NumPyro's
+        ``RenyiELBO``; needs ``num_particles >= 2``); the ELBO with closed-form KL terms where
+        the priors allow (NumPyro's ``TraceMeanField_ELBO``; ``method="advi"``).
+    alpha : float, optional
+        Order of the Renyi bound (default 0, the importance-weighted bound; 1 is the ELBO).
+    kl_weight : float
+        Weight of ``KL(q || prior)`` against the expected log-likelihood (PyMC's ``KL(beta=)``,
+        the beta-ELBO); 1 is the ELBO, 0 ignores the prior and the entropy.
     seed : int
         Seed of every random number in the fit; the same seed gives the same numbers.
     progress : bool
         Show a progress bar with the running average loss.
     model_kwargs : mapping, optional
         Keyword arguments of the model that are not data columns.
-    init : Fit, optional
-        Warm start from an earlier fit of the same model (the approximation it reports; a fresh
-        optimiser).
+    init : Fit or str, optional
+        Warm start from an earlier fit of the same model: a fit of the same method gives its
+        parameters (a fresh optimiser); any other fit gives the member of this family closest
+        to its Gaussian moments (mean-field, full-rank and low-rank families); a direct
+        method's name (``"pathfinder"``, ``"laplace"``, ``"dadvi"``) runs it first on all rows
+        of the data. Direct methods start their optimisation at the fit's mean.
     start : mapping, optional
         Initial values of some latent sites (constrained space).
     callbacks : sequence of callables
@@ -136,6 +158,19 @@ def fit(
         A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
         (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
         ``fit.params`` then holds its parameters, constrained, under the guide's names.
+        A guide with no ``numpyro.param`` is a fixed q: the fit evaluates it (ELBO estimates,
+        draws, diagnostics) without changing it.
+    init_params : mapping, optional
+        Initial values of the family's parameters by name: a guide's ``numpyro.param`` sites
+        (constrained values, as ``fit.params`` shows them), or the entries of a method's
+        parameter pytree (for example ``{"loc": ..., "rho": ...}`` for ``"advi"``).
+    score_function : bool
+        With ``guide=``: accept discrete latent sites that cannot be summed out (infinite
+        support, or not marked for enumeration) and add the score-function term for every
+        guide site without a reparameterised sampler, so the gradient is unbiased (with a
+        leave-one-out baseline; use ``num_particles`` of 8 or more). Its variance is high;
+        sites with a finite support are better marked ``infer={"enumerate": "parallel"}``,
+        which sums them out exactly. See ``docs/discrete.md``.
     max_steps : int
         Budget of steps when ``steps=None``.
     max_seconds : float, optional
@@ -176,13 +211,22 @@ def fit(
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    method = "advi" if method == "auto" and objective == "meanfield_elbo" else method  # its one family
+    direct = guide is None and method != "auto" and make_family(method, **method_options).solve is not None
+    if direct:
+        _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
+                                devices=devices, batch_size=batch_size, num_particles=num_particles,
+                                stl=stl, learning_rate=learning_rate)
+    obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
     chosen = learning_rate is None  # the library picks the step size
     learning_rate, schedule = _control.resolve_step_size(optimizer, learning_rate, schedule)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, schedule=schedule, num_particles=int(num_particles),
-                    stl=bool(stl), seed=seed, progress=progress, batch_size=batch_size,
-                    replace=bool(replace), **method_options)
+                    stl=bool(stl), objective=obj.name, alpha=obj.alpha, kl_weight=obj.kl_weight,
+                    seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
+                    **{k: (v.spec() if hasattr(v, "spec") and not isinstance(v, type) else v)
+                       for k, v in method_options.items()})   # a kernel object: as its spec
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
                     checkpoint_every=checkpoint_every, max_seconds=max_seconds)
     if resume:
@@ -192,26 +236,45 @@ def fit(
     place = _devices.placement(devices, batch_size)
     plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
-        # a streamed source cannot be replayed for the step-size trials, and processes must agree
-        # on every step: a fixed start (and, across processes, a constant step)
+        # a stream cannot replay trials; processes agree on every step (a fixed, constant step)
         learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE
         if place is not None and place.multiprocess:
             schedule = settings["schedule"] = "constant"
-    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed)
-    family = _family(method, guide, method_options, stl, ld, plan, seed)
-    opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule)
-    loss_and_grad = make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl))
-    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
+    ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
+                    score_function=bool(score_function))
+    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function), steps)
     key = jax.random.PRNGKey(seed)
-    state = engine.init_state(_initial_params(init, family, ld, plan, key), key)
+    if isinstance(init, str):
+        init = _init_fit(init, model, data, model_kwargs, start, seed, progress)
+    if direct:
+        settings["method"] = family.name
+        return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
+    opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule)
+    family, loss_and_grad = _model_params.attach(
+        family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
+    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
+    state = engine.init_state(_direct.initial_params(init, family, ld, plan, key, init_params), key)
     device_data = plan.device_data
     if place is not None:
-        state, key, device_data = _place(place, engine, plan, state, key, device_data)
+        state, key, device_data = _devices.place_fit(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings, schedule=spec)
+    result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
+        if obj.name == "renyi":
+            _run.note(result, RENYI_MINIBATCH)
+    if init is not None and init.family.name != family.name:
+        result.init_grad_evals = init.grad_evals
+        _run.note(result, f"started from the {init.method!r} fit's Gaussian moments "
+                          f"({init.grad_evals} gradient evaluations)", warn=False)
+    if score_function:
+        result.settings["score_function"] = True
+        _run.note(result, "score_function=True: the gradient of the guide's discrete (non-"
+                          "reparameterised) sites is a score-function estimate, unbiased but with a "
+                          "high variance; use num_particles >= 8 and a small learning rate, and "
+                          "check the fit (fit.diagnose(), several seeds)")
     return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
 
 
@@ -246,75 +309,41 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
 def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_kwargs: Any,
                seed: int, place: Any) -> _plan.Plan:
     if place is not None and place.multiprocess:
-        return _devices_plan(model, data, batch_size, model_kwargs, seed)
+        return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
     return _plan.plan(model, data, batch_size=batch_size, replace=replace,
                       model_kwargs=model_kwargs, seed=seed)
 
 
 def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int) -> Family:
+            seed: int, score_function: bool = False, steps: Any = None) -> Family:
     if guide is None:
+        if score_function:
+            raise VariationalError(
+                "score_function=True needs guide=: a guide supplies the distribution of the "
+                "discrete sites (the families of method= are continuous)")
+        if method == "asvgd" and "anneal_steps" not in options and steps is not None:
+            options = {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
         return make_family(default_method(ld.dim) if method == "auto" else method, **options)
     if method not in ("auto", "advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
-    return guide_family(guide, ld, plan.trace_data, seed=seed)
+    return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
 
 
-def _initial_params(init: Any, family: Family, ld: LogDensity, plan: _plan.Plan, key: jax.Array) -> Any:
-    if init is not None:
-        return _warm_params(init, ld, family)
-    if family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
-        head = plan.head_on_device()  # all rows, or the first batch (scaled by N/B)
-        return family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
-    return family.init(jax.random.fold_in(key, 0), ld.init)
-
-
-def _place(place: Any, engine: Engine, plan: _plan.Plan, state: Any, key: jax.Array,
-           device_data: Any) -> tuple[Any, jax.Array, Any]:
-    """Replicate the state and shard the rows across the devices of ``place``."""
-    engine.shard_batch, engine.adaptive = place.constrain_batch, not place.multiprocess
-    state, key = place.replicate(state), place.replicate(key)
-    if device_data:
-        device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
-    if plan.feeder is not None:
-        local_feed = plan.feeder.feed
-        plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
-    return state, key, device_data
-
-
-def _devices_plan(model: Callable, data: Any, batch_size: int | None, model_kwargs: Any, seed: int) -> Any:
-    """Multi-process plan: this process streams ``batch_size / processes`` rows of its own shards.
-
-    N is the total over processes, and per-row sites are scaled by N / batch_size (global).
-    """
-    if not isinstance(data, Source) or batch_size is None:
-        raise DataError(
-            "a multi-process fit (jax.distributed) reads a streaming source on each process "
-            "(vi.data.parquet(...) of that process's own shards) with a global batch_size=")
-    procs = jax.process_count()
-    plan = _plan.plan(model, data, batch_size=batch_size // procs, model_kwargs=model_kwargs,
-                      seed=seed + jax.process_index())
-    local_scale = plan.num_rows / plan.batch_size
-    n_total = _devices.global_rows(plan.num_rows)
-    plan.obs_scale = {k: (n_total / batch_size if k in plan.per_row and np.isclose(f, local_scale) else f)
-                      for k, f in plan.obs_scale.items()}
-    plan.num_rows, plan.batch_size = n_total, int(batch_size)
-    return plan
-
-
-def _warm_params(init: Fit, ld: LogDensity, family: Family) -> Any:
-    if not isinstance(init, Fit):
-        raise TypeError(f"init= must be a Fit from an earlier vi.fit, got {type(init).__name__}")
-    if init.logdensity.dim != ld.dim or init.logdensity.names != ld.names:
-        raise ValueError(
-            f"init= comes from a model with latent sites {init.logdensity.names} "
-            f"(dimension {init.logdensity.dim}), but this model has {ld.names} (dimension {ld.dim}); "
-            f"warm starts need the same latent sites and shapes")
-    if init.family.name != family.name:
-        raise ValueError(f"init= was fitted with method={init.family.name!r}; warm-start with the same method")
-    return jax.tree_util.tree_map(lambda x: x, init._answer_params)  # the answer it reported
+# -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------
+def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: Any, seed: int,
+              progress: bool) -> Fit:
+    """``init="pathfinder"`` (or another direct method): its fit on all rows, to start from."""
+    if name not in FAMILIES or make_family(name).solve is None:
+        known = [k for k in ("dadvi", "laplace", "pathfinder") if k in FAMILIES]
+        raise ValueError(f"init={name!r}: a method name given to init= must be a direct method, one "
+                         f"of {known}; pass a Fit to start from another method's answer")
+    if isinstance(data, Source):
+        raise DataError(f"init={name!r} needs all rows in memory, but the data is a streaming source; "
+                        f"fit {name!r} on an in-memory subset and pass that fit as init=")
+    return fit(model, data, method=name, seed=seed, progress=progress, model_kwargs=model_kwargs,
+               start=start)
 
 
 # -- load -------------------------------------------------------------------------------------

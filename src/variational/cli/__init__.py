@@ -1,4 +1,4 @@
-"""The ``variational`` command line: ``variational demo`` and ``variational examples``.
+"""The ``variational`` command line: ``variational demo``, ``variational examples``, ``--version``.
 
 Owns: the console script (this module), the demo (:mod:`.demo`) and the example runner
 (:mod:`.examples`). May import: the public package ``variational`` and every layer.
@@ -14,11 +14,17 @@ from typing import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``variational`` console script and ``python -m variational``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from .. import __version__
+
+        print(f"variational {__version__}")
+        return 0
     commands = {"demo": "fit the hierarchical radon regression with ADVI and show the result",
                 "examples": "list the example scripts, or run one: examples NAME [--quick] [--out DIR]"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         p = argparse.ArgumentParser(prog="variational", description="Fast, trustworthy variational inference on JAX.")
         p.add_argument("command", choices=sorted(commands), help="; ".join(f"{k}: {v}" for k, v in commands.items()))
+        p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
         if argv and argv[0] not in ("-h", "--help"):
             p.error(f"unknown command {argv[0]!r}; choose one of {sorted(commands)}")
         p.print_help()

@@ -12,9 +12,9 @@ sources) and ``vi.as_columns``.
 """
 
 from .batching import EpochState, FullBatch, KeyedFullBatch, Minibatches, Streamed, shuffled_index
-from .columns import as_columns, check_finite, num_rows, to_device
+from .columns import as_columns, check_finite, num_rows, read_columns, to_device
 from .sources import Source, iterable, npy, parquet
 
-__all__ = ["as_columns", "num_rows", "to_device", "check_finite", "Source", "parquet", "npy",
+__all__ = ["as_columns", "read_columns", "num_rows", "to_device", "check_finite", "Source", "parquet", "npy",
            "iterable", "Minibatches", "Streamed", "FullBatch", "KeyedFullBatch", "EpochState",
            "shuffled_index"]

@@ -1,8 +1,9 @@
 """Columns: named, aligned arrays with N rows, checked once on the way in.
 
-A dataset is a mapping of column name -> array (or a pandas DataFrame). Every column has the
-same number of rows N; a batch is the same rows from every column. Columns are passed to the
-model as keyword arguments.
+A dataset is a mapping of column name -> array, or a table: pandas, polars (DataFrame or
+LazyFrame), pyarrow, or anything that speaks the Arrow PyCapsule interface. Every column has
+the same number of rows N; a batch is the same rows from every column. Columns are passed to
+the model as keyword arguments; categorical columns as their integer codes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["as_columns", "num_rows", "to_device", "check_finite"]
+__all__ = ["as_columns", "read_columns", "num_rows", "to_device", "check_finite"]
 
 
 def as_columns(data: Any) -> dict[str, np.ndarray]:
-    """Normalise ``data`` (mapping or DataFrame) into a dict of NumPy arrays.
+    """Normalise ``data`` into a dict of NumPy arrays (see :func:`read_columns` for the inputs).
 
     Raises :class:`~variational.errors.DataError` naming the column when a column is not
     numeric or is empty.
@@ -29,21 +30,110 @@ def as_columns(data: Any) -> dict[str, np.ndarray]:
     >>> sorted(cols), cols["x"].dtype.kind
     (['x', 'y'], 'f')
     """
+    return read_columns(data)[0]
+
+
+def read_columns(data: Any) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """Columns as NumPy arrays, and the categories of the categorical columns.
+
+    ``data`` is a mapping of column name -> array, a pandas DataFrame, a polars DataFrame or
+    LazyFrame (collected), a ``pyarrow.Table``, or any table that speaks the Arrow PyCapsule
+    stream interface (``__arrow_c_stream__``). Categorical columns (pandas ``category``,
+    polars ``Categorical``/``Enum``, Arrow dictionary columns) become their integer codes
+    (``int32``, ``0 .. K - 1``), and their categories are returned so that results can name
+    them (a plate of K entries named after the column gets them as coordinates).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"g": pd.Categorical(["b", "a", "b"]), "y": [1.0, 2.0, 3.0]})
+    >>> cols, cats = read_columns(df)
+    >>> cols["g"].tolist(), cats
+    ([1, 0, 1], {'g': ['a', 'b']})
+    """
     if data is None:
-        return {}
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
-        data = {str(c): data[c].to_numpy() for c in data.columns}
-    if not isinstance(data, Mapping):
-        raise DataError(f"data must be a mapping of column name -> array or a pandas DataFrame, "
-                        f"got {type(data).__name__}")
+        return {}, {}
+    if callable(getattr(data, "collect", None)) and not hasattr(data, "__arrow_c_stream__"):
+        data = data.collect()   # a lazy frame (polars LazyFrame): run its query
+    if hasattr(data, "to_dict") and hasattr(data, "columns") and hasattr(data, "iloc"):  # pandas
+        raw = {str(c): data[c] for c in data.columns}
+    elif hasattr(data, "__arrow_c_stream__") or type(data).__module__.startswith("pyarrow"):
+        raw = _arrow_columns(data)
+    elif isinstance(data, Mapping):
+        raw = {str(k): v for k, v in data.items()}
+    else:
+        raise DataError(f"data must be a mapping of column name -> array or a table (pandas, polars, "
+                        f"pyarrow), got {type(data).__name__}")
     cols: dict[str, np.ndarray] = {}
-    for name, col in data.items():
+    categories: dict[str, list] = {}
+    for name, col in raw.items():
+        if isinstance(col, _Categorical):
+            cols[name], categories[name] = col.codes, col.categories
+            continue
+        if _is_pandas_categorical(col):
+            col = _pandas_codes(name, col, categories)
         a = np.asarray(col)
         if a.dtype.kind not in "biuf":
-            raise DataError(f"column '{name}' has dtype {a.dtype}, which is not numeric; encode it "
-                            f"first (for example integer codes with pandas.factorize)")
-        cols[str(name)] = a
-    return cols
+            dtype = getattr(col, "dtype", a.dtype)
+            raise DataError(f"column '{name}' has dtype {dtype}, which is not numeric; encode it "
+                            f"first (for example as a categorical: integer codes, categories kept)")
+        cols[name] = a
+    return cols, categories
+
+
+class _Categorical:
+    """Integer codes and categories of an Arrow dictionary column."""
+
+    def __init__(self, codes: np.ndarray, categories: list) -> None:
+        self.codes, self.categories = codes, categories
+
+
+def _is_pandas_categorical(col: Any) -> bool:
+    return str(getattr(col, "dtype", "")) == "category" and hasattr(col, "cat")
+
+
+def _pandas_codes(name: str, col: Any, categories: dict) -> np.ndarray:
+    codes = np.asarray(col.cat.codes, dtype=np.int32)
+    if (codes < 0).any():
+        raise DataError(f"categorical column '{name}' has a missing value at row {int(np.argmax(codes < 0))}; "
+                        f"drop those rows or add a category for them")
+    categories[name] = [_plain(c) for c in col.cat.categories]
+    return codes
+
+
+def _arrow_columns(data: Any) -> dict[str, Any]:
+    """Columns of an Arrow table (or anything with ``__arrow_c_stream__``) as arrays or codes."""
+    import pyarrow as pa
+
+    table = data if isinstance(data, pa.Table) else pa.table(data)
+    out: dict[str, Any] = {}
+    for name, col in zip(table.column_names, table.columns):
+        name = str(name)
+        if pa.types.is_dictionary(col.type):
+            out[name] = _arrow_codes(name, col)
+        elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
+            out[name] = col.to_numpy()
+        else:
+            raise DataError(f"column '{name}' has Arrow type {col.type}, which is not numeric; encode it "
+                            f"first (for example as a categorical: integer codes, categories kept)")
+    return out
+
+
+def _arrow_codes(name: str, col: Any) -> _Categorical:
+    import pyarrow as pa
+
+    if col.null_count:
+        raise DataError(f"categorical column '{name}' has {col.null_count} missing value(s); drop those "
+                        f"rows or add a category for them")
+    col = col.unify_dictionaries() if col.num_chunks > 1 else col
+    chunks = col.chunks or [pa.array([], type=col.type)]
+    codes = np.concatenate([np.asarray(c.indices.to_numpy(zero_copy_only=False)) for c in chunks])
+    return _Categorical(codes.astype(np.int32), [_plain(c) for c in chunks[0].dictionary.to_pylist()])
+
+
+def _plain(value: Any) -> Any:
+    """A category as a plain Python value (``numpy.str_`` -> ``str``)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def num_rows(cols: Mapping[str, np.ndarray]) -> int:

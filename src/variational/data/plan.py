@@ -3,9 +3,11 @@
 A site is *per-row* when its leading dimension follows the batch: the model is traced (shapes
 only, nothing computed) with a batch of B rows and with one of B + 1 rows, and a site whose
 leading dimension is B in the first trace and B + 1 in the second, with its other dimensions
-unchanged, is per-row. The log-likelihood of every per-row observed site is scaled by N/B;
-priors never are. An observed site declared with ``total_size=`` is scaled by
-``total_size / rows`` as the user said. Any other observed site is an error: one whose shape
+unchanged, is per-row. The log-likelihood of every per-row observed site is scaled by N/B, and
+so is every per-row discrete site summed out by enumeration (it is part of its row's
+likelihood); other priors never are. An observed site declared with ``total_size=`` is scaled as
+the user said (``total_size / rows``, or per dimension such as ``[N, None]``, see
+:func:`~variational.model.handlers.total_size_factor`). Any other observed site is an error: one whose shape
 does not follow the batch (its values do not come from the data rows) and one whose shape
 changes in some other way (ambiguous).
 """
@@ -22,9 +24,9 @@ from numpyro import handlers
 
 from ..errors import DataError, ModelError
 from ..model import LogDensity
-from ..model.handlers import value_without_sampler
+from ..model.handlers import total_size_factor, value_without_sampler
 from .batching import FullBatch, KeyedFullBatch, Minibatches, Streamed
-from .columns import as_columns, check_finite, num_rows, to_device
+from .columns import check_finite, num_rows, read_columns, to_device
 from .feeder import Feeder
 from .sources import Source
 
@@ -42,6 +44,7 @@ def _site_shapes(model: Callable, cols: Mapping[str, np.ndarray], rows: int,
         tr = handlers.trace(seeded).get_trace(**model_kwargs, **d)
         box.append({n: dict(type=s["type"], shape=tuple(jnp.shape(s["value"])) if s["type"] != "plate" else (),
                             observed=bool(s.get("is_observed")),
+                            enumerated=(s.get("infer") or {}).get("enumerate") == "parallel",
                             total_size=(s.get("infer") or {}).get("total_size"),
                             potential=s["type"] == "sample" and type(s["fn"]).__name__ == "Unit",
                             subsample=s["type"] == "plate" and s["args"][1] is not None
@@ -70,7 +73,8 @@ def row_sites(model: Callable, cols: Mapping[str, np.ndarray], batch_size: int,
         raise
     kinds = {}
     for n, s in a.items():
-        if s["type"] not in ("sample", "deterministic") or (s["type"] == "sample" and not s["observed"]):
+        if s["type"] not in ("sample", "deterministic") or (
+                s["type"] == "sample" and not (s["observed"] or s["enumerated"])):
             continue
         sa, sb = s["shape"], b.get(n, {}).get("shape")
         if sa == sb:
@@ -104,11 +108,19 @@ def scale_rule(sites: Mapping[str, dict], kinds: Mapping[str, str], num_rows: in
     _refuse_subsample_plates(sites)
     rule = {}
     for n, s in sites.items():
+        if s["type"] == "sample" and s.get("enumerated") and not s["observed"]:
+            if kinds[n] == "row":  # a discrete site summed out per row belongs to that row's likelihood
+                rule[n] = num_rows / batch_size
+            elif kinds[n] == "ambiguous":
+                raise ModelError(
+                    f"enumerated site '{n}' has shape {s['shape']} with a batch of {batch_size} rows, "
+                    f"but its leading dimension is not the batch alone; make the rows its leading "
+                    f"dimension, or fit without batch_size=")
+            continue
         if s["type"] != "sample" or not s["observed"]:
             continue
         if s["total_size"] is not None:
-            rows = s["shape"][0] if s["shape"] else 1
-            rule[n] = float(s["total_size"]) / rows
+            rule[n] = total_size_factor(s["total_size"], s["shape"])
         elif kinds[n] == "row":
             rule[n] = num_rows / batch_size
         elif kinds[n] == "fixed" and s["potential"]:
@@ -144,14 +156,15 @@ class Plan:
     per_row: list[str] = field(default_factory=list)
     feeder: Feeder | None = None
     capacity: int = 4096
+    categories: dict[str, list] = field(default_factory=dict)   # categorical column -> categories
 
     def batcher(self, ld: LogDensity) -> Any:
         """The engine's batcher for this plan (``ld`` tells whether batches need a key)."""
         if self.batch_size is None:
             return KeyedFullBatch() if ld.needs_key else FullBatch()
         if self.feeder is not None:
-            return Streamed(self.num_rows, self.batch_size)
-        return Minibatches(self.num_rows, self.batch_size, self.replace)
+            return Streamed(self.num_rows, self.batch_size, needs_key=ld.needs_key)
+        return Minibatches(self.num_rows, self.batch_size, self.replace, needs_key=ld.needs_key)
 
     def head_on_device(self) -> dict[str, Any]:
         """The rows the model is traced on (all rows, or the first batch), on the device."""
@@ -209,10 +222,10 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
         capacity = int(np.clip(chunk_bytes // max(1, b * row_bytes), 4, 4096))
         feeder = Feeder(data, b, capacity, seed)
         return Plan(head, {}, n, b, False, rule, [k for k, v in kinds.items() if v != "fixed"], feeder, capacity)
-    cols = as_columns(data)
+    cols, categories = read_columns(data)
     n = num_rows(cols) if cols else 0
     if batch_size is None:
-        return Plan(cols, to_device(cols))
+        return Plan(cols, to_device(cols), categories=categories)
     if not cols:
         raise DataError("batch_size= needs data: pass the columns as a dict or DataFrame")
     b = _check_batch_size(batch_size, n)
@@ -222,4 +235,4 @@ def plan(model: Callable, data: Any, *, batch_size: int | None = None, replace: 
     rule = scale_rule(sites, kinds, n, b)
     trace = {k: v[:b] for k, v in cols.items()}
     return Plan(trace, to_device(cols), n, b, bool(replace), rule,
-                [k for k, v in kinds.items() if v != "fixed"])
+                [k for k, v in kinds.items() if v != "fixed"], categories=categories)

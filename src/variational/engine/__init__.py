@@ -13,7 +13,8 @@ May import: :mod:`variational.families`, :mod:`variational.objectives`, :mod:`va
 
 from . import callbacks
 from .loop import Engine, EngineState, RunReport
-from .optim import OPTIMIZERS, make_optimizer
+from .optim import OPTIMIZERS, adagrad_window, make_optimizer
 from .run import Run
 
-__all__ = ["callbacks", "Engine", "EngineState", "RunReport", "OPTIMIZERS", "make_optimizer", "Run"]
+__all__ = ["callbacks", "Engine", "EngineState", "RunReport", "OPTIMIZERS", "make_optimizer", "adagrad_window",
+           "Run"]

@@ -139,6 +139,7 @@ def save(fit: Any, path: str | os.PathLike, hist: np.ndarray | None = None) -> P
         "settings": settings, "unsaved_settings": unsaved + [f"method option {k}" for k in fam_unsaved],
         "family": {"name": fit.family.name, "options": family_options},
         "latent": [[s.name, list(s.shape)] for s in fit.logdensity.layout],
+        "model_params": list(fit.logdensity.params.names),
         "data": _data_signature(fit),
         "model_kwargs": kwargs, "model_kwargs_arrays": sorted(kw_arrays), "unsaved_model_kwargs": kw_unsaved,
         "state_parts": _state_parts(state),
@@ -286,6 +287,11 @@ def _check_match(path: Path, meta: dict, new: Any) -> None:
     if saved != here:
         raise CheckpointError(f"{path}: written for a model with latent sites "
                               f"{_fmt_sites(saved)}, but this model has {_fmt_sites(here)}; "
+                              f"load it with the model it was fitted with")
+    saved_params = meta.get("model_params", [])
+    if saved_params != list(new.logdensity.params.names):
+        raise CheckpointError(f"{path}: written for a model with parameters (numpyro.param) "
+                              f"{saved_params}, but this model has {list(new.logdensity.params.names)}; "
                               f"load it with the model it was fitted with")
     if new.family.name != meta["family"]["name"]:
         raise CheckpointError(f"{path}: written with method {meta['family']['name']!r}, "

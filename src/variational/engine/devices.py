@@ -21,13 +21,15 @@ batch size is global; each process reads ``batch_size / process_count`` rows per
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ..data import plan as _plan
+from ..data.sources import Source
 from ..errors import DataError
 
 __all__ = ["Placement", "placement", "resolve_devices"]
@@ -166,3 +168,37 @@ def global_rows(local_rows: int) -> int:
     from jax.experimental import multihost_utils
 
     return int(np.sum(multihost_utils.process_allgather(np.int64(local_rows))))
+
+
+# -- the steps of vi.fit on devices ----------------------------------------------------------
+def place_fit(place: Any, engine: Any, plan: Any, state: Any, key: jax.Array,
+           device_data: Any) -> tuple[Any, jax.Array, Any]:
+    """Replicate the state and shard the rows across the devices of ``place``."""
+    engine.shard_batch, engine.adaptive = place.constrain_batch, not place.multiprocess
+    state, key = place.replicate(state), place.replicate(key)
+    if device_data:
+        device_data = place.shard_rows(device_data, plan.num_rows or len(next(iter(device_data.values()))))
+    if plan.feeder is not None:
+        local_feed = plan.feeder.feed
+        plan.feeder.feed = lambda n: place.place_fed(local_feed(n), plan.batch_size)
+    return state, key, device_data
+
+
+def multiprocess_plan(model: Callable, data: Any, batch_size: int | None, model_kwargs: Any, seed: int) -> Any:
+    """Multi-process plan: this process streams ``batch_size / processes`` rows of its own shards.
+
+    N is the total over processes, and per-row sites are scaled by N / batch_size (global).
+    """
+    if not isinstance(data, Source) or batch_size is None:
+        raise DataError(
+            "a multi-process fit (jax.distributed) reads a streaming source on each process "
+            "(vi.data.parquet(...) of that process's own shards) with a global batch_size=")
+    procs = jax.process_count()
+    plan = _plan.plan(model, data, batch_size=batch_size // procs, model_kwargs=model_kwargs,
+                      seed=seed + jax.process_index())
+    local_scale = plan.num_rows / plan.batch_size
+    n_total = global_rows(plan.num_rows)
+    plan.obs_scale = {k: (n_total / batch_size if k in plan.per_row and np.isclose(f, local_scale) else f)
+                      for k, f in plan.obs_scale.items()}
+    plan.num_rows, plan.batch_size = n_total, int(batch_size)
+    return plan

@@ -74,7 +74,8 @@ class Engine:
     Parameters
     ----------
     loss_and_grad : callable
-        ``f(params, key, batch) -> (loss, grads)``.
+        ``f(params, key, batch) -> (loss, grads)``; with a true ``takes_step`` attribute it is
+        called as ``f(params, key, batch, step)`` (the number of steps done so far).
     optimizer : optax.GradientTransformation
         The optimiser.
     batcher : Batcher
@@ -118,7 +119,10 @@ class Engine:
         batch, data_state = self.batcher.next(state.data_state, data, state.step, k_batch, x)
         if self.shard_batch is not None:
             batch = self.shard_batch(batch)
-        loss, grads = self.loss_and_grad(state.params, k_obj, batch)
+        if getattr(self.loss_and_grad, "takes_step", False):   # e.g. an annealing schedule
+            loss, grads = self.loss_and_grad(state.params, k_obj, batch, state.step)
+        else:
+            loss, grads = self.loss_and_grad(state.params, k_obj, batch)
         ok = jnp.isfinite(loss) & _all_finite(grads)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -9,6 +9,7 @@ questions about the approximation.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping, Self, Sequence
 import jax
 import numpy as np
 
+from ..errors import VariationalError
 from ..families.base import Family
 from ..model import LogDensity
 from .callbacks import ELBOConvergence
@@ -26,11 +28,14 @@ from .control import (
     learning_rate, search_learning_rate, with_learning_rate,
 )
 from .loop import Engine, EngineState, RunReport
+from .model_params import MODEL
 from .progress import Progress
 from .controller import AnswerConvergence, Controller, advance
 from .schedule import answer, describe, status
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
+
+logger = logging.getLogger("variational")
 
 
 class Run:
@@ -51,7 +56,7 @@ class Run:
         schedule: Any = None,
     ) -> None:
         self.model = model
-        self.logdensity = logdensity
+        self._logdensity = logdensity
         self.family = family
         self.engine = engine
         self._state = state
@@ -72,12 +77,20 @@ class Run:
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
         self.data_note = ""
+        self.solution: Any = None   # a direct method's record (families.base.Solution)
+        self.init_grad_evals = 0    # spent by the fit this one started from (init=)
+        self.categories: dict[str, list] = {}   # categorical data column -> its categories
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,
              feed: Callable[[int], Any] | None = None, max_seconds: float | None = None) -> Self:
         if steps is None or int(steps) < 0:
             raise ValueError(f"steps={steps!r} must be a non-negative integer")
+        if self.family.solve is not None:
+            raise VariationalError(
+                f"method={self.method!r} is solved directly (deterministic optimisation to its "
+                f"answer), so there are no steps to continue; to go on with a stochastic family "
+                f"start it from this fit: vi.fit(model, data, method='fullrank_advi', init=fit)")
         steps = int(steps)
         if steps > 0 and self.settings.get("learning_rate") == "auto" and not choose_learning_rate(self):
             return self  # Ctrl-C during the step-size search
@@ -132,6 +145,32 @@ class Run:
         self.interrupted = report.stopped_by in ("callback", "interrupt")
         self.message = report.message
 
+    # -- the run's data --------------------------------------------------------------------------
+    def _use_plan(self, plan: Any) -> None:
+        self._plan = plan
+        if plan.per_row:
+            self.data_note = (f"per-row deterministic site(s) {[n for n in plan.per_row if n in self.logdensity.deterministic_names]} "
+                          f"are left out of draws and summaries of this minibatch fit (they would hold "
+                          f"N values per draw); compute them from fit.sample() on the rows you need")
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the data so far (fractional); a full-batch step is one pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import variational as vi
+        >>> def normal_mean(y):
+        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
+        >>> vi.fit(normal_mean, {"y": np.zeros(100)}, batch_size=10, steps=25, progress=False).epochs
+        2.5
+        """
+        ds = self._state.data_state
+        if hasattr(ds, "epoch"):
+            return float(ds.epoch) + float(ds.pos) / float(ds.rows)
+        return float(self.steps)
+
     def refine(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None) -> Self:
         """Continue the optimisation for ``steps`` more steps (optimiser state kept).
 
@@ -180,13 +219,9 @@ class Run:
 
     @property
     def params(self) -> Any:
-        """The variational parameters of the reported approximation.
-
-        With the adaptive schedule these are an average of iterates (see
-        :mod:`variational.engine.schedule`); the optimiser's own iterate is
-        ``fit.state.params``. Shown in the family's plain form (a custom guide's: constrained,
-        named as the guide names them).
-        """
+        """The variational parameters of the reported approximation (with the adaptive schedule an
+        average of iterates; the optimiser's own iterate is ``fit.state.params``), in the family's
+        plain form (a custom guide's: constrained, named as the guide names them)."""
         p = self._answer_params
         if self.family.user_params is not None:
             return self.family.user_params(p)
@@ -196,6 +231,37 @@ class Run:
     def _answer_params(self) -> Any:
         """The raw parameter pytree of the reported approximation (the family's own form)."""
         return answer(self._state)
+
+    @property
+    def logdensity(self) -> LogDensity:
+        """The model as a log density, with the model's parameters (if any) at their fitted values."""
+        ld = self._logdensity
+        if not ld.params:
+            return ld
+        if "bound_logdensity" not in self._cache:
+            self._cache["bound_logdensity"] = ld.bind(self._answer_params[MODEL])
+        return self._cache["bound_logdensity"]
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """The model's own parameters (``numpyro.param`` sites, network weights), constrained.
+
+        The same values as ``fit.params["model"]``; empty when the model declares none.
+
+        Examples
+        --------
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import variational as vi
+        >>> def model(y):
+        ...     shift = numpyro.param("shift", 0.0)
+        ...     numpyro.sample("y", dist.Normal(shift, 1.0), obs=y)
+        >>> fit = vi.fit(model, {"y": [1.0, 2.0, 3.0]}, steps=2000, learning_rate=0.05, progress=False)
+        >>> round(float(fit.model_params["shift"]), 2)    # maximum likelihood: the mean
+        2.0
+        """
+        if not self._logdensity.params:
+            return {}
+        return self._logdensity.params.shown(self._answer_params[MODEL])
 
     @property
     def hist(self) -> np.ndarray:
@@ -208,20 +274,42 @@ class Run:
         return int(self._state.step)
 
     @property
+    def grad_evals(self) -> int:
+        """Gradients of the log density evaluated to reach this answer.
+
+        One per draw per step for the stochastic methods (``steps * num_particles``; SVGD: per
+        particle), plus those of the fit it started from (``init=``); a direct method's own
+        count (a Hessian-vector product counts as two).
+        """
+        if self.solution is not None:
+            return int(self.solution.grad_evals)
+        per_step = self.family.options.get("n_particles") or self.settings.get("num_particles", 1)
+        return int(self.steps) * int(per_step) + int(self.init_grad_evals)
+
+    @property
     def skipped_steps(self) -> int:
         """Number of steps skipped because their loss or gradient was not finite."""
         return int(self._state.skipped)
 
 
 def note(fit: Any, message: str, warn: bool = True) -> None:
-    """Record ``message`` in ``fit.notes``; print it (progress on) or warn (``warn=True``)."""
+    """Record ``message`` in ``fit.notes`` and report it: a warning (``warn=True``) or a log record.
+
+    Log records go to the ``variational`` logger at INFO. With the progress bar on and no
+    INFO logging configured, they are also written next to the bar (``tqdm.write``); with
+    ``progress=False`` nothing is written to the terminal by the library itself.
+    """
     if not hasattr(fit, "notes"):
         fit.notes = []
     fit.notes.append(message)
     if warn:
         warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
-    elif fit.settings.get("progress", True):
-        print(message, file=sys.stderr)
+        return
+    logger.info(message)
+    if fit.settings.get("progress", True) and not logger.isEnabledFor(logging.INFO):
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=sys.stderr)
 
 
 def _user_stacklevel() -> int:

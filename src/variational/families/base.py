@@ -6,7 +6,12 @@ A family is a set of pure functions over a parameter pytree (see :class:`Family`
 - ``sample_and_log_q(params, key, n) -> (z, log_q)``: ``n`` reparameterised draws ``(n, D)``
   and their log density under q;
 - ``log_q(params, z)``: log density of given draws (used for sticking-the-landing), optional;
-- ``mean``, ``std``, ``cov``: summaries in unconstrained space where defined.
+- ``mean``, ``std``, ``cov``: summaries in unconstrained space where defined;
+- ``from_gaussian(mean, cov) -> params``: the member of the family closest to a given Gaussian
+  (used by ``init=`` to start one method from another's answer), optional;
+- ``solve(problem) -> Solution``: a *direct* method (Laplace, DADVI, Pathfinder) computes its
+  parameters itself, by deterministic optimisation on all rows of the data, instead of the
+  engine's stochastic loop; its parameters are then fixed.
 
 The ELBO (:mod:`variational.objectives`) is written once, against this interface. A method
 that is not an ELBO method (SVGD) supplies ``loss_and_grad`` itself and plugs into the same
@@ -16,17 +21,54 @@ engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 __all__ = ["Family", "FAMILIES", "register_family", "make_family", "default_method", "softplus_inv",
-           "LOG_2PI", "FULLRANK_MAX_DIM"]
+           "LOG_2PI", "FULLRANK_MAX_DIM", "Problem", "Solution", "with_init_params"]
 
 Params = Any
 
 LOG_2PI = jnp.log(2.0 * jnp.pi)
+
+
+class Problem(NamedTuple):
+    """What a direct method solves: the model as a log density on all rows of the data.
+
+    ``logp(z, data)`` is the log joint of the flat unconstrained vector ``z`` (Jacobians
+    included), ``data`` the rows it is evaluated on (passed as an argument so that compiled
+    solvers do not capture them), ``z0`` the starting point, ``scale0`` optional starting
+    standard deviations (from ``init=``), ``labels`` the name of every flat coordinate
+    (``"alpha[3]"``) for messages, and ``key`` the random key of the fit.
+    """
+
+    logp: Callable[[jax.Array, Any], jax.Array]
+    data: Any
+    z0: jax.Array
+    labels: tuple[str, ...]
+    key: jax.Array
+    scale0: jax.Array | None = None
+
+
+class Solution(NamedTuple):
+    """What a direct method found.
+
+    ``params`` are the family's (fixed) parameters; ``trace`` the objective at every iteration
+    (``fit.hist``: the negative log density for Laplace's mode search, the DADVI objective,
+    the negative ELBO estimate along Pathfinder's best path); ``grad_evals`` counts gradients
+    of the log density at one point (a Hessian-vector product counts as two); ``info`` holds
+    what else the method reports (per-path results, Monte Carlo errors, k-hat...).
+    """
+
+    params: Any
+    trace: Any
+    iterations: int
+    grad_evals: int
+    converged: bool
+    message: str
+    info: dict
 
 
 @dataclass(frozen=True)
@@ -62,6 +104,16 @@ class Family:
     # per-leaf factors on the optimiser's steps (a pytree like params, of numbers), so that a
     # learning rate moves q by about as much whatever the number of parameters in a leaf
     step_scale: Callable[[Params], Any] | None = None
+    # the parameters of the member closest to N(mean, cov) (unconstrained space), for init=
+    from_gaussian: Callable[[jax.Array, jax.Array], Params] | None = None
+    # a direct method: solve(Problem) -> Solution, run instead of the engine's loop
+    solve: Callable[[Problem], Solution] | None = None
+    # the inverse of ``user_params`` for some entries: f(params, {name: value}) -> params
+    # (``init_params=`` given as the user sees the parameters)
+    from_user_params: Callable[[Params, Any], Params] | None = None
+    # marginals of q are Gaussian in the unconstrained space with ``mean`` and ``std``
+    # (quantiles and CDFs are then exact)
+    gaussian: bool = False
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""
@@ -117,3 +169,52 @@ def default_method(dim: int) -> str:
     ('fullrank_advi', 'advi')
     """
     return "fullrank_advi" if int(dim) <= FULLRANK_MAX_DIM else "advi"
+
+
+def with_init_params(family: Family, params: Params, values: Any) -> Params:
+    """``params`` with the entries named in ``values`` replaced (``fit(..., init_params=)``).
+
+    A family that shows its parameters transformed (a guide's constrained values) takes the
+    values as shown and maps them back; any other takes entries of its parameter pytree as is.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from variational.families import mean_field
+    >>> fam = mean_field()
+    >>> p = with_init_params(fam, fam.init(jax.random.PRNGKey(0), jnp.zeros(2)), {"loc": [1.0, 2.0]})
+    >>> p["loc"].tolist()
+    [1.0, 2.0]
+    """
+    from ..errors import VariationalError
+
+    if not isinstance(values, Mapping):
+        raise VariationalError(f"init_params= must map parameter names to values, got {type(values).__name__}")
+    shown = family.user_params(params) if family.user_params is not None else params
+    if not isinstance(shown, Mapping):
+        raise VariationalError(f"method {family.name!r} has no named parameters to set with init_params=")
+    unknown = sorted(set(values) - set(shown))
+    if unknown:
+        raise VariationalError(f"init_params= names {unknown}, which are not parameters of method "
+                               f"{family.name!r}; its parameters are {sorted(shown)}")
+    new = {}
+    for k, v in values.items():
+        want = jnp.shape(shown[k])
+        a = jnp.asarray(v, dtype=jnp.result_type(shown[k]))
+        if a.shape != want:
+            try:
+                a = jnp.broadcast_to(a, want)
+            except ValueError:
+                raise VariationalError(f"init_params['{k}'] has shape {a.shape}, but the parameter "
+                                       f"has shape {want}") from None
+        if not bool(jnp.all(jnp.isfinite(a))):
+            raise VariationalError(f"init_params['{k}'] holds NaN or inf; give finite values")
+        new[k] = a
+    if family.from_user_params is not None:
+        out = family.from_user_params(params, new)
+        bad = [k for k in new if k in out and not bool(jnp.all(jnp.isfinite(out[k])))]
+        if bad:
+            raise VariationalError(f"init_params[{bad[0]!r}] = {jnp.asarray(new[bad[0]]).tolist()} is "
+                                   f"outside the constraint of that parameter; give a value inside it")
+        return out
+    return {**params, **new}

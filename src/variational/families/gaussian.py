@@ -27,17 +27,29 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from ..errors import VariationalError
 from ._checks import positive_float
 from .base import LOG_2PI, Family, Params, register_family, softplus_inv
 
-__all__ = ["mean_field", "full_rank"]
+__all__ = ["mean_field", "full_rank", "softplus_inverse"]
 
 _ONE = softplus_inv(1.0)  # raw scale parameter of a unit scale
 _FROZEN = ("pre_loc", "pre_scale")
 
 
+def softplus_inverse(s: jax.Array) -> jax.Array:
+    """``rho`` with ``softplus(rho) = s`` (s > 0), without overflow for large ``s``."""
+    s = jnp.asarray(s)
+    return s + jnp.log(-jnp.expm1(-s))
+
+
 def _pre(p: Params) -> tuple[jax.Array, jax.Array]:
-    """The preconditioner ``(c, P)``, held out of the gradient."""
+    """The preconditioner ``(c, P)``, held out of the gradient; a plain ``{"loc", "rho", ...}``
+    dict without one is read with ``c = 0, P = I`` (the unwhitened parameterisation)."""
+    if "pre_loc" not in p:
+        loc = p["loc"]
+        eye = jnp.ones_like(loc) if "L" not in p else jnp.eye(loc.shape[0], dtype=loc.dtype)
+        return jnp.zeros_like(loc), eye
     return jax.lax.stop_gradient(p["pre_loc"]), jax.lax.stop_gradient(p["pre_scale"])
 
 
@@ -84,19 +96,29 @@ def mean_field(init_scale: float = 0.1) -> Family:
         return z, lq
 
     def rewhiten(p: Params) -> Params:
-        return {"loc": jnp.zeros_like(p["loc"]), "rho": jnp.full_like(p["rho"], _ONE),
+        # other entries (a model's own parameters next to q's) are kept as they are
+        return {**p, "loc": jnp.zeros_like(p["loc"]), "rho": jnp.full_like(p["rho"], _ONE),
                 "pre_loc": mean(p), "pre_scale": std(p)}
 
     def shown(p: Params) -> dict[str, jax.Array]:
-        return {"loc": mean(p), "rho": _softplus_inv(std(p))}
+        return {"loc": mean(p), "rho": softplus_inverse(std(p))}
+
+    def from_gaussian(m: jax.Array, c: jax.Array) -> Params:
+        m = jnp.asarray(m)
+        return {"loc": jnp.zeros_like(m), "rho": jnp.full_like(m, _ONE), "pre_loc": m,
+                "pre_scale": jnp.sqrt(jnp.diag(jnp.asarray(c, m.dtype)))}
+
+    def from_shown(p: Params, new: dict) -> Params:
+        # init_params= in the shown form: the location goes to the preconditioner, rho as given
+        v = {**shown(p), **new}
+        loc = jnp.asarray(v["loc"], p["loc"].dtype)
+        return {"loc": jnp.zeros_like(loc), "rho": jnp.asarray(v["rho"], p["rho"].dtype),
+                "pre_loc": loc, "pre_scale": jnp.ones_like(loc)}
 
     return Family("advi", init, sample_and_log_q, log_q, mean=mean, std=std,
                   cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale},
-                  user_params=shown, frozen=_FROZEN, rewhiten=rewhiten)
-
-
-def _softplus_inv(y: jax.Array) -> jax.Array:
-    return y + jnp.log(-jnp.expm1(-y))
+                  user_params=shown, frozen=_FROZEN, rewhiten=rewhiten, from_gaussian=from_gaussian,
+                  from_user_params=from_shown, gaussian=True)
 
 
 def full_rank(init_scale: float = 0.1) -> Family:
@@ -154,21 +176,39 @@ def full_rank(init_scale: float = 0.1) -> Family:
         return L @ L.T
 
     def rewhiten(p: Params) -> Params:
-        return {"loc": jnp.zeros_like(p["loc"]), "rho": jnp.full_like(p["rho"], _ONE),
+        return {**p, "loc": jnp.zeros_like(p["loc"]), "rho": jnp.full_like(p["rho"], _ONE),
                 "L": jnp.zeros_like(p["L"]), "pre_loc": mean(p), "pre_scale": chol(p)}
+
+    def from_gaussian(m: jax.Array, c: jax.Array) -> Params:
+        m = jnp.asarray(m)
+        return {"loc": jnp.zeros_like(m), "rho": jnp.full_like(m, _ONE), "L": jnp.zeros((m.shape[0],) * 2, m.dtype),
+                "pre_loc": m, "pre_scale": jnp.linalg.cholesky(jnp.asarray(c, m.dtype))}
+
+    def from_shown(p: Params, new: dict) -> Params:
+        # init_params= in the shown form {"loc", "scale_tril"}: both go to the preconditioner
+        v = {**user_params(p), **new}
+        tril = jnp.asarray(v["scale_tril"], p["L"].dtype)
+        if not bool(jnp.all(jnp.diag(tril) > 0)):
+            raise VariationalError("init_params['scale_tril'] must have a positive diagonal (it is a "
+                                   "Cholesky factor of the covariance)")
+        return {**rewhiten(p), "pre_loc": jnp.asarray(v["loc"], p["loc"].dtype), "pre_scale": jnp.tril(tril)}
+
+    def user_params(p: Params) -> dict[str, jax.Array]:
+        return {"loc": mean(p), "scale_tril": chol(p)}
 
     def step_scale(p: Params) -> Params:
         # a row of S has up to D - 1 off-diagonal entries, each moved by about one learning
         # rate per step by Adam-like optimisers: their steps are scaled by 1/sqrt(D) so that
         # the row (a marginal standard deviation) moves by about one learning rate
         d = p["loc"].shape[0]
-        return {k: (1.0 / float(np.sqrt(max(d - 1, 1))) if k == "L" else 1.0) for k in p}
+        off = 1.0 / float(np.sqrt(max(d - 1, 1)))
+        return {k: jax.tree_util.tree_map(lambda _, f=(off if k == "L" else 1.0): f, v) for k, v in p.items()}
 
     return Family("fullrank_advi", init, sample_and_log_q, log_q, mean=mean,
                   std=lambda p: jnp.sqrt(jnp.sum(chol(p) ** 2, axis=1)), cov=cov,
-                  options={"init_scale": init_scale},
-                  user_params=lambda p: {"loc": mean(p), "scale_tril": chol(p)},
-                  frozen=_FROZEN, rewhiten=rewhiten, step_scale=step_scale)
+                  options={"init_scale": init_scale}, user_params=user_params,
+                  frozen=_FROZEN, rewhiten=rewhiten, step_scale=step_scale, from_gaussian=from_gaussian,
+                  from_user_params=from_shown, gaussian=True)
 
 
 register_family("advi", mean_field)

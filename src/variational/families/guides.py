@@ -28,10 +28,11 @@ from numpyro.infer.util import log_density, transform_fn
 from numpyro.primitives import Messenger
 
 from ..errors import ModelError
-from ..model import LogDensity
+from ..model import RNG_KEY, LogDensity
+from ..model.params import PARAMS
 from .base import Family
 
-__all__ = ["guide_family"]
+__all__ = ["guide_family", "score_term"]
 
 
 class _BlockNonReparam(Messenger):
@@ -44,7 +45,7 @@ class _BlockNonReparam(Messenger):
 
 
 def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any] | None = None,
-                 seed: int = 0) -> Family:
+                 seed: int = 0, score_function: bool = False) -> Family:
     """Wrap a NumPyro guide (function or autoguide) as a :class:`~variational.families.Family`.
 
     Usually reached through ``vi.fit(model, data, guide=guide)``.
@@ -59,6 +60,11 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
         Data columns the guide is called with when drawing (``fit.sample``).
     seed : int
         Seed of the trace that discovers the guide's parameters and their initial values.
+    score_function : bool
+        Add the score-function term for the guide's sites without a reparameterised sampler
+        (discrete sites above all): the ELBO's gradient is then unbiased (TraceGraph-style,
+        with a leave-one-out baseline over the particles), at the price of a high variance.
+        Without it those sites' draws are held fixed in the gradient, as ``Trace_ELBO`` does.
 
     Returns
     -------
@@ -99,8 +105,71 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
             constraint = site["kwargs"].get("constraint", constraints.real)
             transforms[name] = biject_to(constraint)
             init_params[name] = transforms[name].inv(site["value"])
-    if not init_params:
-        raise ModelError("the guide has no numpyro.param sites: there is nothing to optimise")
+    _check_sites(tr, ld)
+    bijections = {n: biject_to(ld.supports[n]) for n in ld.names if n not in ld.discrete}
+
+    def constrained(params: Any) -> dict[str, Any]:
+        return transform_fn(transforms, params)
+
+    def draw(params: Any, key: jax.Array, kwargs: Mapping[str, Any]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """One draw of the guide: the model's flat unconstrained vector, its log density, and
+        the log density of the sites drawn without reparameterisation (for the score term)."""
+        log_q, gtr = log_density(_BlockNonReparam(handlers.seed(guide, key)), (), _guide_kwargs(kwargs),
+                                 constrained(params))
+        z, log_jac = {}, 0.0
+        for n in ld.names:
+            value = gtr[n]["value"]
+            if n in ld.discrete:  # (a discrete value rides as it is)
+                z[n] = jnp.asarray(value, dtype=jnp.result_type(float))
+                continue
+            z[n] = bijections[n].inv(value)
+            log_jac = log_jac + jnp.sum(bijections[n].log_abs_det_jacobian(z[n], value))
+        # q over the unconstrained z: q(theta) |d theta / d z|
+        return ld.ravel(z), log_q + log_jac, _log_q_not_reparam(gtr)
+
+    def draws3(params: Any, key: jax.Array, n: int, kwargs: Mapping[str, Any]) -> tuple:
+        return jax.vmap(lambda k: draw(params, k, kwargs))(jax.random.split(key, n))
+
+    def draws(params: Any, key: jax.Array, n: int, kwargs: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+        return draws3(params, key, n, kwargs)[:2]
+
+    # draws outside the engine (fit.sample, summaries) are compiled too: a guide traced eagerly
+    # op by op is slow
+    draws_jit = jax.jit(draws, static_argnums=2)
+
+    def init(key: jax.Array, z0: jax.Array) -> Any:
+        return dict(init_params)
+
+    def sample_and_log_q(params: Any, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        return draws_jit(params, key, int(n), full)
+
+    def make_loss_and_grad(logp: Callable, num_particles: int = 1, reduce: Callable | None = None,
+                           **_: Any) -> Callable:
+        # reduce(lp, log_q) -> objective: an objective other than the ELBO (Renyi's)
+        def loss(params: Any, key: jax.Array, batch: Any) -> jax.Array:
+            z, log_q, log_q_nr = draws3(params, key, num_particles, {**ld.model_kwargs, **(batch or {})})
+            lp = jax.vmap(logp, in_axes=(0, None))(z, batch)
+            if reduce is not None:
+                return -reduce(lp, log_q)
+            elbos = lp - log_q
+            if not score_function:
+                return -jnp.mean(elbos)
+            return -jnp.mean(elbos + score_term(elbos, log_q_nr))
+
+        return jax.value_and_grad(loss)
+
+    def from_constrained(params: Any, values: Mapping[str, Any]) -> Any:
+        return {**params, **{k: transforms[k].inv(v) for k, v in values.items()}}
+
+    options = {"guide": getattr(guide, "__name__", type(guide).__name__)}
+    if score_function:
+        options["score_function"] = True
+    return Family("guide", init, sample_and_log_q, make_loss_and_grad=make_loss_and_grad,
+                  user_params=constrained, from_user_params=from_constrained, options=options)
+
+
+def _check_sites(tr: Mapping[str, dict], ld: LogDensity) -> None:
+    """The guide's trace samples every latent site of the model, with its shape, and no other."""
     samples = {n: s for n, s in tr.items() if s["type"] == "sample" and not s.get("is_observed")}
     latent = {n for n, s in samples.items() if not (s.get("infer") or {}).get("is_auxiliary")}
     missing = [n for n in ld.names if n not in latent]
@@ -117,43 +186,39 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
         got, want = tuple(jnp.shape(samples[n]["value"])), tuple(ld.shapes[n])
         if got != want:
             raise ModelError(f"the guide's site '{n}' has shape {got}, but the model's has shape {want}")
-    bijections = {n: biject_to(ld.supports[n]) for n in ld.names}
 
-    def constrained(params: Any) -> dict[str, Any]:
-        return transform_fn(transforms, params)
 
-    def draw(params: Any, key: jax.Array, kwargs: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
-        """One draw of the guide: the model's flat unconstrained vector and its log density."""
-        log_q, gtr = log_density(_BlockNonReparam(handlers.seed(guide, key)), (), dict(kwargs),
-                                 constrained(params))
-        z, log_jac = {}, 0.0
-        for n in ld.names:
-            value = gtr[n]["value"]
-            z[n] = bijections[n].inv(value)
-            log_jac = log_jac + jnp.sum(bijections[n].log_abs_det_jacobian(z[n], value))
-        # q over the unconstrained z: q(theta) |d theta / d z|
-        return ld.ravel(z), log_q + log_jac
+def _guide_kwargs(kwargs: Mapping[str, Any]) -> dict:
+    """The model's keyword arguments less the engine's reserved batch entries."""
+    return {k: v for k, v in kwargs.items() if k not in (RNG_KEY, PARAMS)}
 
-    def draws(params: Any, key: jax.Array, n: int, kwargs: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
-        return jax.vmap(lambda k: draw(params, k, kwargs))(jax.random.split(key, n))
 
-    # draws outside the engine (fit.sample, summaries) are compiled too: a guide traced eagerly
-    # op by op is slow
-    draws_jit = jax.jit(draws, static_argnums=2)
+def _log_q_not_reparam(gtr: Mapping[str, dict]) -> jax.Array:
+    """Log density of the guide's latent sites drawn without reparameterisation (values fixed)."""
+    total = jnp.zeros(())
+    for site in gtr.values():
+        if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+            lp = site["fn"].log_prob(jax.lax.stop_gradient(site["value"]))
+            total = total + jnp.sum(lp if site["scale"] is None else site["scale"] * lp)
+    return total
 
-    def init(key: jax.Array, z0: jax.Array) -> Any:
-        return dict(init_params)
 
-    def sample_and_log_q(params: Any, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-        return draws_jit(params, key, int(n), full)
+def score_term(elbos: jax.Array, log_q: jax.Array) -> jax.Array:
+    """Score-function surrogate per particle: value 0, gradient ``(f - b) grad log q``.
 
-    def make_loss_and_grad(logp: Callable, num_particles: int = 1, **_: Any) -> Callable:
-        def loss(params: Any, key: jax.Array, batch: Any) -> jax.Array:
-            z, log_q = draws(params, key, num_particles, {**ld.model_kwargs, **(batch or {})})
-            lp = jax.vmap(logp, in_axes=(0, None))(z, batch)
-            return -jnp.mean(lp - log_q)
+    ``f`` is each particle's ELBO estimate and ``b`` the mean of the other particles' (a
+    leave-one-out baseline: it does not depend on the particle, so the estimator stays
+    unbiased, and it removes most of the variance the mean of ``f`` would cause); with one
+    particle there is no baseline.
 
-        return jax.value_and_grad(loss)
-
-    return Family("guide", init, sample_and_log_q, make_loss_and_grad=make_loss_and_grad,
-                  user_params=constrained, options={"guide": getattr(guide, "__name__", type(guide).__name__)})
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> float(score_term(jnp.array([1.0, 3.0]), jnp.array([0.5, -0.5])).sum())
+    0.0
+    """
+    n = elbos.shape[0]
+    f = jax.lax.stop_gradient(elbos)
+    baseline = (jnp.sum(f) - f) / (n - 1) if n > 1 else jnp.zeros_like(f)
+    term = log_q * (f - baseline)
+    return term - jax.lax.stop_gradient(term)

@@ -15,6 +15,7 @@ import numpyro.distributions as dist
 from ._checks import positive_float, positive_int
 from ..errors import VariationalError
 from .base import Family, register_family, softplus_inv
+from .gaussian import softplus_inverse
 
 __all__ = ["low_rank"]
 
@@ -74,8 +75,17 @@ def low_rank(rank: int = 1, init_scale: float = 0.1) -> Family:
     def std(p: Any) -> jax.Array:
         return jnp.sqrt(jnp.sum(p["W"] ** 2, axis=1) + jax.nn.softplus(p["rho"]) ** 2)
 
+    def from_gaussian(mean: jax.Array, c: jax.Array) -> Any:
+        # the k leading principal directions, less the average variance left over (as in
+        # probabilistic PCA), and the diagonal that restores each coordinate's variance
+        lam, vec = jnp.linalg.eigh(jnp.asarray(c))
+        rest = jnp.mean(lam[:-k]) if lam.shape[0] > k else 0.0
+        w = vec[:, -k:] * jnp.sqrt(jnp.maximum(lam[-k:] - rest, 0.0))
+        d2 = jnp.maximum(jnp.diag(c) - jnp.sum(w * w, axis=1), 1e-6 * jnp.diag(c))
+        return {"loc": jnp.asarray(mean), "W": w, "rho": softplus_inverse(jnp.sqrt(d2))}
+
     return Family("lowrank_advi", init, sample_and_log_q, log_q, mean=lambda p: p["loc"], std=std,
-                  cov=cov, options={"rank": k, "init_scale": init_scale})
+                  cov=cov, from_gaussian=from_gaussian, options={"rank": k, "init_scale": init_scale}, gaussian=True)
 
 
 register_family("lowrank_advi", low_rank)

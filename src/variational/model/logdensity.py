@@ -10,6 +10,7 @@ Imports: numpyro, jax, :mod:`variational.errors`, :mod:`.handlers`.
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, Callable, Mapping
 
@@ -19,16 +20,21 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import constrain_fn, potential_energy
+from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..errors import ModelError
-from .handlers import (
-    RNG_KEY, ScaleObserved, SiteLayout, SiteRecorder, describe_support, init_start_or_mean,
-    value_without_sampler,
+from .enumerate import (
+    enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
+    sample_discrete,
 )
+from .handlers import (
+    JACOBIAN, RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support,
+    init_start_or_mean, unconstrained_value, value_without_sampler,
+)
+from .params import PARAMS, ModelParams, param_sites
 
-__all__ = ["LogDensity"]
+__all__ = ["LogDensity", "JACOBIAN"]
 
 
 def _is_concrete(x: Any) -> bool:
@@ -37,6 +43,10 @@ def _is_concrete(x: Any) -> bool:
 
 class LogDensity:
     """A model and its data as a log density on a flat unconstrained vector.
+
+    Discrete latent sites marked ``infer={"enumerate": "parallel"}`` are summed out of
+    :meth:`logp` exactly (:attr:`enumerated`); the model's ``numpyro.param`` sites are
+    :attr:`params`, substituted at ``batch[PARAMS]`` or their current values.
 
     Parameters
     ----------
@@ -48,12 +58,16 @@ class LogDensity:
     model_kwargs : mapping, optional
         Other keyword arguments of the model (not data columns).
     obs_scale : float or callable, optional
-        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling).
+        Factor applied to the log-likelihood of observed sites (minibatch N/B scaling). Without
+        it, observed sites declared with ``total_size=`` are scaled as they say.
     start : mapping, optional
         Initial values (constrained space) for some latent sites; the others start at the
         prior median.
     seed : int
         Seed of the model trace used to discover the sites.
+    score_function : bool
+        Accept discrete latent sites that are not enumerated: a guide draws them (their values
+        are entries of the flat vector, substituted as they are); see ``docs/discrete.md``.
 
     Examples
     --------
@@ -78,6 +92,7 @@ class LogDensity:
         obs_scale: Any = None,
         start: Mapping[str, Any] | None = None,
         seed: int = 0,
+        score_function: bool = False,
     ) -> None:
         if not callable(model):
             raise ModelError(f"the model must be a callable (a Python function), got {type(model).__name__}")
@@ -89,21 +104,28 @@ class LogDensity:
         if overlap:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
         key = jax.random.PRNGKey(seed)
+        self._model0 = model
         self._scaled = self._wrap(model)
+        self.params = ModelParams()
 
         data = {k: jnp.asarray(v) for k, v in data.items()}
         trace, data_of_site = self._trace(key, data)
         self.trace_sites = {k: v for k, v in trace.items()}
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
                   and not (s.get("infer") or {}).get("is_auxiliary")}
-        for n, s in latent.items():
-            fn = s["fn"]
-            if getattr(fn, "is_discrete", False) or getattr(fn.support, "is_discrete", False):
-                raise ModelError(
-                    f"site '{n}' is a discrete latent variable ({type(fn).__name__}); "
-                    f"variational inference here needs continuous latents: marginalise it "
-                    f"(sum it out with logsumexp, as the Gaussian-mixture example does for "
-                    f"its component labels) or pass its values as observed=")
+        psites = param_sites(trace)
+        self.enumerated = enumerated_sites(trace)
+        # shape and number of values of each enumerated site
+        self.enum_sizes = {n: (tuple(np.shape(trace[n]["value"])),
+                               int(np.shape(trace[n]["fn"].enumerate_support(expand=False))[0]))
+                           for n in self.enumerated}
+        self.plate_nesting = max_plate_nesting(trace)
+        latent = {n: s for n, s in latent.items() if n not in self.enumerated}
+        # discrete sites a guide draws (score-function estimator): their values ride in the flat
+        # vector as floats, and are substituted as they are (no transform, no Jacobian)
+        self.discrete = sorted(n for n, s in latent.items() if is_discrete(s["fn"])) if score_function else []
+        self._discrete_dtypes = {n: jnp.result_type(latent[n]["value"]) for n in self.discrete}
+        refuse_discrete({n: s for n, s in latent.items() if n not in self.discrete})
         self.observed_names = [n for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]]
         for n in self.observed_names:
             v = trace[n]["value"]
@@ -124,13 +146,17 @@ class LogDensity:
         # plates with subsample_size draw their indices from a key: logp then needs batch[RNG_KEY]
         self.needs_key = any(s["type"] == "plate" and s["args"][1] is not None
                              and s["args"][1] < s["args"][0] for s in trace.values())
-        if not latent:
-            raise ModelError("the model has no latent (unobserved) random variables to infer")
+        if not latent and not psites and not self.enumerated:
+            raise ModelError("the model has no latent (unobserved) random variables and no "
+                             "parameters (numpyro.param) to infer")
 
         self.supports = {n: latent[n]["fn"].support for n in latent}
         self.shapes = {n: tuple(np.shape(latent[n]["value"])) for n in latent}
         self._check_start(start or {})
-        z0 = self._initial_point(key, data, start or {})
+        z0, param_values = self._initial_point(key, data, start or {}, sorted(psites))
+        self.params = ModelParams.from_trace(
+            {n: {**psites[n], "value": param_values[n]} for n in psites})
+        self.param_names = self.params.names
         flat, unravel = ravel_pytree(z0)
         self._unravel = unravel
         self.init = flat
@@ -147,8 +173,7 @@ class LogDensity:
 
     # -- construction helpers ----------------------------------------------------------------
     def _wrap(self, model: Callable) -> Callable:
-        if self.obs_scale is None:
-            return model
+        # always wrapped: without obs_scale, sites declared with total_size= are still scaled
         return ScaleObserved(model, self.obs_scale)
 
     def _trace(self, key: jax.Array, data: dict) -> tuple[dict, dict[str, str]]:
@@ -201,38 +226,67 @@ class LogDensity:
                 raise ModelError(f"start value for '{n}' ({np.asarray(v).tolist()}) is outside its "
                                  f"support ({describe_support(self.supports[n])}); pick a value inside it")
 
-    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any]) -> dict:
+    def _log_joint(self, model: Callable, kwargs: Mapping[str, Any], z: Mapping[str, Any]) -> jax.Array:
+        """Log joint at unconstrained ``z`` (enumerated discrete sites summed out)."""
+        model, z = self._with_discrete(model, z)
+        if self.enumerated:
+            return enum_log_density(model, kwargs, z, self.plate_nesting)
+        return -potential_energy(model, (), dict(kwargs), z)
+
+    def _to_flat(self, name: str, value: Any, support: Any) -> jax.Array:
+        if name in self.discrete:
+            return jnp.asarray(value, dtype=jnp.result_type(float))
+        return biject_to(support).inv(value)
+
+    def _with_discrete(self, model: Callable, z: Mapping[str, Any]) -> tuple[Callable, dict]:
+        """The model with the discrete sites' values (from ``z``) substituted, and the rest of ``z``."""
+        if not self.discrete:
+            return model, dict(z)
+        values = {n: jnp.round(z[n]).astype(self._discrete_dtypes[n]) for n in self.discrete}
+        return handlers.substitute(model, data=values), {n: v for n, v in z.items() if n not in values}
+
+    def _initial_point(self, key: jax.Array, data: dict, start: Mapping[str, Any],
+                       params: list[str]) -> tuple[dict, dict]:
         """A valid initial point: start values, else prior medians, else random points.
 
-        Everything here is compiled (an eager trace of a large model is slow).
+        Returns the latent point (unconstrained) and the initial values of the model's
+        parameters. Everything here is compiled (an eager trace of a large model is slow).
         """
         latent = list(self.supports)
+        uses_key: list[bool] = []
 
-        def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, jax.Array]:
+        def point(key: jax.Array, data: dict, strategy: Any) -> tuple[dict, dict, jax.Array]:
             model = handlers.substitute(handlers.seed(self._scaled, key), substitute_fn=strategy)
             tr = handlers.trace(model).get_trace(**self.model_kwargs, **data)
-            z = {n: biject_to(tr[n]["fn"].support).inv(tr[n]["value"]) for n in latent}
-            lp, grad = jax.value_and_grad(
-                lambda z: -potential_energy(handlers.seed(self._scaled, key), (),
-                                            {**self.model_kwargs, **data}, z))(z)
-            ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)]))
-            return z, ok
+            z = {n: self._to_flat(n, tr[n]["value"], tr[n]["fn"].support) for n in latent}
+            values = {n: tr[n]["value"] for n in params}
+            fixed = handlers.substitute(handlers.seed(self._scaled, key), data=values)
+            with KeyUse(uses_key):
+                lp, grad = jax.value_and_grad(
+                    lambda z: self._log_joint(fixed, {**self.model_kwargs, **data}, z))(z)
+            ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)] or [jnp.bool_(True)]))
+            return z, values, ok
 
         median = jax.jit(lambda k, d: point(k, d, functools.partial(init_start_or_mean, values=dict(start))))
-        z, ok = median(key, data)
+        z, values, ok = median(key, data)
         if not bool(ok) and not start:
             uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
             for i in range(20):
-                z, ok = uniform(jax.random.fold_in(key, i), data)
+                z, values, ok = uniform(jax.random.fold_in(key, i), data)
                 if bool(ok):
                     break
+        # a model that asks for randomness when run (dropout: numpyro.prng_key()) gets a key per step
+        self.needs_key = self.needs_key or any(uses_key)
         if not bool(ok):
+            self.params = ModelParams.from_trace(
+                {n: {"kwargs": {}, "value": values[n]} for n in params})  # (only to explain)
             raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, z))
-        return {k: jnp.asarray(v) for k, v in z.items()}
+        return {k: jnp.asarray(v) for k, v in z.items()}, values
 
     def _explain_invalid_init(self, kwargs: dict, z: dict) -> str:
-        constrained = constrain_fn(self.model, (), kwargs, z)
-        tr = handlers.trace(handlers.substitute(handlers.seed(self.model, 0), constrained)).get_trace(**kwargs)
+        model = self.params.substitute(handlers.seed(self.model, 0))
+        constrained = constrain_fn(model, (), kwargs, z)
+        tr = handlers.trace(handlers.substitute(model, constrained)).get_trace(**kwargs)
         bad = []
         for n, s in tr.items():
             if s["type"] == "sample":
@@ -259,24 +313,89 @@ class LogDensity:
         """Dict of unconstrained arrays -> flat vector."""
         return ravel_pytree({n: jnp.asarray(z[n]) for n in self.names})[0]
 
-    def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
-        """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included)."""
+    def _model_for(self, model: Callable, batch: Mapping[str, Any] | None) -> tuple[Callable, dict]:
+        """``model`` with the batch's key and parameters applied, and the model's keyword arguments."""
         kwargs = {**self.model_kwargs, **(batch or {})}
         key = kwargs.pop(RNG_KEY, None)
-        model = self._scaled if key is None else handlers.seed(self._scaled, key)
-        return -potential_energy(model, (), kwargs, self._unravel(z_flat))
+        theta = kwargs.pop(PARAMS, None)
+        if key is not None or self.needs_key:
+            model = handlers.seed(model, jax.random.PRNGKey(0) if key is None else key)
+        return self.params.substitute(model, theta), kwargs
+
+    def logp(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> jax.Array:
+        """Log joint density at ``z_flat`` (unconstrained, Jacobians and scaling included).
+
+        Enumerated discrete sites are summed out; the model's parameters take the values of
+        ``batch[PARAMS]`` (unconstrained) when given, else those of :attr:`params`.
+        """
+        model, kwargs = self._model_for(self._scaled, batch)
+        return self._log_joint(model, kwargs, self._unravel(z_flat))
+
+    def log_joint(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None,
+                  scale: Any = None) -> jax.Array:
+        """Log joint at ``z_flat`` on ``batch`` as the model states it: without the fit's
+        minibatch scaling (``scale``: a :class:`ScaleObserved` rule to apply instead)."""
+        model = self._model0 if scale is None else ScaleObserved(self._model0, scale)
+        model, kwargs = self._model_for(model, batch)
+        return self._log_joint(model, kwargs, self._unravel(z_flat))
+
+    def log_terms(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> tuple[dict[str, jax.Array], dict]:
+        """The log joint at ``z_flat`` site by site: ``({site: log density}, trace)``.
+
+        The terms sum to :meth:`logp`. Observed sites (and ``Potential`` terms) carry their
+        scaling; each latent site with a constrained support adds a term named
+        ``JACOBIAN.format(name)`` (its log-Jacobian, counted with the prior). The trace holds each
+        latent site's distribution given the values of the sites before it.
+        """
+        model, kwargs = self._model_for(self._scaled, batch)
+        model, z = self._with_discrete(model, self._unravel(z_flat))
+        model = handlers.substitute(model, substitute_fn=lambda site: unconstrained_value(site, z))
+        return compute_log_probs(model, (), kwargs, {})
 
     def constrain(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
-        """Named values in the model's own (constrained) space, deterministics included."""
-        kwargs = {**self.model_kwargs, **(batch or {})}
-        key = kwargs.pop(RNG_KEY, None)
-        model = self.model if key is None and not self.needs_key else handlers.seed(
-            self.model, jax.random.PRNGKey(0) if key is None else key)
-        return constrain_fn(model, (), kwargs, self._unravel(z_flat), return_deterministic=True)
+        """Named values in the model's own (constrained) space, deterministics included.
+
+        Enumerated discrete sites are drawn from their conditional posterior given ``z_flat``
+        (with the key ``batch[RNG_KEY]``, else a fixed one).
+        """
+        model, kwargs = self._model_for(self._model0, batch)
+        model, z = self._with_discrete(model, self._unravel(z_flat))
+        if not self.enumerated:
+            out = constrain_fn(model, (), kwargs, z, return_deterministic=True)
+            return {**out, **{n: jnp.round(v) for n, v in self._unravel(z_flat).items() if n in self.discrete}}
+        values = {n: biject_to(self.supports[n])(v) for n, v in z.items()}
+        key = (batch or {}).get(RNG_KEY, jax.random.PRNGKey(0))
+        tr = sample_discrete(model, kwargs, values, key, self.plate_nesting)
+        keep = set(self.names) | set(self.enumerated) | set(self.deterministic_names)
+        return {n: s["value"] for n, s in tr.items() if n in keep}
+
+    def discrete_probs(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
+        """Exact posterior probabilities of each enumerated site's values given ``z_flat``.
+
+        Returns ``name -> array (*site_shape, K)`` (K values of the site's support); the
+        model's own scaling, not the fit's minibatch scaling, applies.
+        """
+        model, kwargs = self._model_for(self._model0, batch)
+        return enum_marginals(model, kwargs, self._unravel(z_flat), self.plate_nesting, self.enum_sizes)
+
+    def bind(self, theta: Mapping[str, Any]) -> "LogDensity":
+        """This log density with the model's parameters fixed at ``theta`` (unconstrained).
+
+        The copy's :meth:`logp` and :meth:`constrain` use ``theta`` by default and its
+        :attr:`model` is the model with those values substituted, so functions that run the
+        model (predictions, diagnostics) see the fitted parameters.
+        """
+        if not self.params:
+            return self
+        new = copy.copy(self)
+        new.__dict__.pop("_compiled", None)  # (compiled functions of the unbound density)
+        new.params = self.params.with_values(theta)
+        new.model = new.params.substitute(self._model0)
+        return new
 
     def unconstrain(self, values: Mapping[str, Any]) -> jax.Array:
         """Named constrained values of the latent sites -> flat unconstrained vector."""
-        z = {n: biject_to(self.supports[n]).inv(jnp.asarray(values[n])) for n in self.names}
+        z = {n: self._to_flat(n, jnp.asarray(values[n]), self.supports[n]) for n in self.names}
         return self.ravel(z)
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from ..errors import ModelError
+from .handlers import check_total_size
 
 __all__ = [
     "Site", "Normal", "HalfNormal", "Uniform", "Flat", "HalfFlat", "Beta", "Gamma", "Exponential",
@@ -24,6 +25,14 @@ __all__ = [
     "Poisson", "Categorical", "Dirichlet", "MvNormal", "NormalMixture", "Deterministic",
     "Potential",
 ]
+
+def _enumerating() -> bool:
+    """Whether the model runs under parallel enumeration of discrete sites (NumPyro's funsor ``enum``)."""
+    from numpyro.primitives import _PYRO_STACK
+
+    return any(type(h).__name__ == "enum" and type(h).__module__.startswith("numpyro.contrib.funsor")
+               for h in _PYRO_STACK)
+
 
 def _is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
@@ -39,7 +48,7 @@ def Site(
     *,
     shape: int | Sequence[int] | None = None,
     observed: Any = None,
-    total_size: int | None = None,
+    total_size: int | Sequence[int | None] | None = None,
 ) -> jnp.ndarray:
     """Declare a random variable with any NumPyro distribution.
 
@@ -54,9 +63,10 @@ def Site(
         to it; it must be compatible with the distribution's own shape.
     observed : array_like, optional
         Observed values. Makes the site part of the likelihood.
-    total_size : int, optional
+    total_size : int or sequence, optional
         Number of rows in the full dataset when ``observed`` holds a minibatch; the site's
-        log-likelihood is then scaled by ``total_size / len(observed)``.
+        log-likelihood is then scaled by ``total_size / len(observed)``. Per dimension, as in
+        PyMC: ``[N, None]`` (rows are a minibatch of N, columns whole), ``[N, ..., M]``.
 
     Returns
     -------
@@ -107,7 +117,7 @@ def Site(
                 f"site '{name}': the parameters' shape {full_shape} does not broadcast with the "
                 f"observed shape {obs_shape}; reshape the parameters or the observed values so "
                 f"that they match") from None
-        if joint != obs_shape:
+        if joint != obs_shape and not _enumerating():  # (enumerated values add dimensions on the left)
             raise ModelError(
                 f"site '{name}': the parameters' shape {full_shape} and the observed shape "
                 f"{obs_shape} broadcast to {joint}, which is larger than the data: this usually "
@@ -121,10 +131,13 @@ def Site(
                     f"{bad}); drop or impute those rows before fitting")
         n_event = len(d.event_shape)
         batch = obs_shape[: len(obs_shape) - n_event] if n_event else obs_shape
-        if tuple(d.batch_shape) != batch:
+        if tuple(d.batch_shape) != batch and not _enumerating():
             d = d.expand(batch)
         if total_size is not None:
-            infer["total_size"] = int(total_size)
+            try:
+                infer["total_size"] = check_total_size(total_size, len(obs_shape))
+            except ValueError as e:
+                raise ModelError(f"site '{name}': {e}") from None
     elif total_size is not None:
         raise ModelError(f"site '{name}': total_size= only applies to observed sites")
     return numpyro.sample(name, d, obs=observed, infer=infer or None)

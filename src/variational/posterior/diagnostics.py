@@ -2,7 +2,7 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  ArviZ's PSIS (:func:`arviz.psislw`). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  ArviZ's PSIS (through :mod:`variational.posterior.arviz_compat`, on both ArviZ generations). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
@@ -21,13 +21,15 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from numpyro.infer.util import potential_energy
 
 from ..engine.schedule import describe
-from .verdict import KHAT_BAD, KHAT_GOOD, CurvatureCheck, MomentCheck, verdict
+from ..families._psis import psis_log_weights
+from .verdict import KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, verdict
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "log_joint_hessian", "has_density", "KHAT_GOOD", "KHAT_BAD"]
+           "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "KHAT_GOOD", "KHAT_BAD", "POINT"]
 
 
 
@@ -94,7 +96,7 @@ def log_joint_fn(ld: Any) -> Any:
     if "log_joint" not in fns:
 
         def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+            return ld.log_joint(z, data)
 
         def many(zs: jax.Array, data: Any) -> jax.Array:
             return jax.lax.map(lambda z: one(z, data), zs, batch_size=256)
@@ -117,29 +119,30 @@ def log_joint_hessian(ld: Any) -> Any:
     return fns["log_joint_hessian"]
 
 
+def verdict_checks(fit: Any, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
+    """The verdict's moment check of ``fit``, and for a mean-field fit with a high k-hat its
+    curvature check (see :mod:`variational.posterior.verdict`), from :func:`psis`'s output."""
+    from ..data import as_columns
+    from .predictive import training_data
+    from .verdict import CURVATURE_DRAWS, coordinate_names, curvature_check, moment_check
+
+    if not np.isfinite(khat):
+        return {}
+    names = coordinate_names(fit.logdensity.layout)
+    out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
+    if khat >= KHAT_GOOD and fit.family.name == "advi":
+        batch = training_data(fit) if data is None else as_columns(data)
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+        hess = log_joint_hessian(fit.logdensity)
+        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
+                                           np.asarray(fit._flat_moments()[1]), names)
+    return out
+
+
 def has_density(family: Any) -> bool:
     """Whether a family has a density q (particle methods, SVGD and empirical draws, have none;
     custom guides do: their log density is carried along with each draw)."""
     return family.particles is None
-
-
-def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Pareto-smoothed, normalised log weights and k-hat of raw log weights ``log p - log q``.
-
-    Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
-    """
-    import arviz as az
-
-    log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
-    if not np.isfinite(log_w).any():
-        return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
-    ok = np.isfinite(log_w)
-    lw = np.full(log_w.shape, -np.inf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ArviZ warns about k-hat itself; we report it
-        lw_ok, khat = az.psislw(log_w[ok])
-    lw[ok] = lw_ok
-    return lw, float(khat)
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
@@ -247,7 +250,7 @@ class Diagnosis:
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
              method: str, window: int | None = None, tol: float = 1e-3, *,
              moments: MomentCheck | None = None, curvature: CurvatureCheck | None = None,
-             answer: dict | None = None) -> Diagnosis:
+             answer: dict | None = None, solver_converged: bool | None = None) -> Diagnosis:
     """The diagnosis of a fit; see :meth:`Fit.diagnose` and :mod:`variational.posterior.verdict`.
 
     ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density),
@@ -255,12 +258,17 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
     :func:`~variational.posterior.verdict.curvature_check`. ``answer`` is the adaptive
     schedule's status (:func:`variational.engine.schedule.status`): then "converged" is its rule
     (the reported answer stopped moving); without it, the loss's trend (:func:`converged`).
+    ``solver_converged``: a direct method's own verdict on its optimisation, used instead of
+    the loss-history rule (a deterministic solver's history is not a noisy loss).
     """
     is_conv, rel = converged(hist, window, tol)
     text = "the objective has not converged: continue with fit.refine(steps)"
     if answer is not None:
         is_conv = answer["done"]
         text = f"the answer has not converged ({describe(answer)}): continue with fit.refine(steps)"
+    if solver_converged is not None:
+        is_conv = bool(solver_converged)
+        text = "the solver did not converge: see fit.solution"
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
     status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature)
     return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=verdict_text,
@@ -275,8 +283,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
 # --------------------------------------------------------------------------------------------
 
 def _is_vi(idata: Any) -> bool:
-    stats = getattr(idata, "sample_stats", None)
-    return stats is not None and "loss" in stats
+    """Independent draws of an approximation (``fit.to_arviz()``), not MCMC chains."""
+    return "variational" in str(getattr(idata, "attrs", {}).get("inference_library", ""))
 
 
 def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float = 0.94,
@@ -313,19 +321,33 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     >>> list(table.columns)
     ['mean', 'sd', 'hdi_3%', 'hdi_97%']
     """
-    import arviz as az
-
+    from . import arviz_compat
     from .draws import is_fit
 
     if is_fit(obj):
-        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False), "stats"
+        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False, log_likelihood=False), "stats"
     elif hasattr(obj, "posterior"):
         idata, kind = obj, ("stats" if _is_vi(obj) else "all")
     elif isinstance(obj, Mapping):
-        idata, kind = az.from_dict(posterior={k: np.asarray(v)[None] for k, v in obj.items()}), "stats"
+        idata, kind = arviz_compat.from_draws(obj), "stats"
     else:
         raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return az.summary(idata, var_names=list(var_names) if var_names else None, kind=kind,
-                          hdi_prob=hdi_prob)
+    return arviz_compat.summary(idata, var_names, kind, hdi_prob)
+
+
+def mcse(fit: Any) -> dict[str, np.ndarray]:
+    """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
+
+    DADVI's answer depends on its fixed base draws; this is the standard deviation of its means
+    over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the unconstrained space
+    (the model's own space for real-valued sites). Computed when first asked for.
+    """
+    info = {} if fit.solution is None else fit.solution.info
+    if callable(info.get("mcse")):
+        info["mcse"] = np.asarray(info["mcse"]())
+    if "mcse" not in info:
+        from ..errors import VariationalError
+
+        raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
+                               f"means (method='dadvi' with lr=True does)")
+    return fit._named(jnp.asarray(info["mcse"]))

@@ -1,33 +1,186 @@
-"""What a fit looks like outside: an ArviZ object, a summary table, its ``repr``.
+"""What a fit looks like outside: ArviZ's result object, a summary table, its ``repr``.
+
+``to_inference_data`` (``fit.to_arviz()``) builds each group as an ``xarray.Dataset`` with
+the dims and coords of :mod:`.labels` and hands them to :mod:`.arviz_compat`, which returns
+an ``InferenceData`` on ArviZ 0.x and a ``DataTree`` on 1.x.
 
 Functions of a fit's draws and history; they take the fit duck-typed and never import it.
 """
 
 from __future__ import annotations
 
+import warnings
+from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .draws import columns
+from .labels import axis_coords, plate_coords, site_dims
 
 __all__ = ["to_inference_data", "summary_table", "describe"]
 
 
 def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: bool,
-                      coords: Mapping[str, Any] | None, dims: Mapping[str, Sequence[str]] | None) -> Any:
-    """``fit.to_arviz``: posterior (and predictive) groups of ``n`` draws, the loss history."""
-    import arviz as az
+                      coords: Mapping[str, Any] | None, dims: Mapping[str, Sequence[str]] | None,
+                      log_likelihood: bool = True) -> Any:
+    """``fit.to_arviz``: ArviZ's result object from ``n`` draws of the fit (see :meth:`Fit.to_arviz`)."""
+    from . import arviz_compat
+    from .predictive import site_table
+
+    data = _data_in_memory(fit)
+    table = site_table(fit.logdensity.model, data if data is not None else fit._plan.trace_data, fit.model_kwargs)
+    site_d = {**site_dims(table), **{k: list(v) for k, v in (dims or {}).items()}}
+    named = {**plate_coords(table, getattr(fit, "categories", {})), **dict(coords or {})}
+    key = fit._next_key(seed)
+    z, log_q = _draws_and_log_q(fit, key, n)
+    groups = {"posterior": _dataset({k: v[None] for k, v in fit._constrain_draws(z).items()}, site_d, named,
+                                    sample=True)}
+    if data is not None and fit.logdensity.observed_names and (posterior_predictive or log_likelihood):
+        groups.update(_data_groups(fit, z, key, data, site_d, named, posterior_predictive, log_likelihood))
+    stats = {} if data is None else {"lp": _log_joint(fit, z, data)}
+    if log_q is not None:
+        stats["log_q"] = np.asarray(log_q)
+    if stats:
+        groups["sample_stats"] = _dataset({k: v[None] for k, v in stats.items()}, {}, {}, sample=True)
+    covariates = None if data is None else _covariates(data, groups.get("observed_data"), site_d,
+                                                       getattr(fit, "categories", {}))
+    if covariates is not None and covariates.data_vars:
+        groups["constant_data"] = covariates
+    groups["optimization"] = _optimization(fit)
+    attrs = {"inference_library": "variational", "inference_library_version": _version(),
+             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "method": fit.method}
+    return arviz_compat.new_tree(groups, attrs)
+
+
+def _data_in_memory(fit: Any) -> dict | None:
+    """The fit's data columns, or None for a fit that streamed its data (its rows are not here)."""
+    from ..errors import DataError
+    from .predictive import training_data
+
+    try:
+        return training_data(fit)
+    except DataError:
+        return None
+
+
+def _draws_and_log_q(fit: Any, key: Any, n: int) -> tuple[Any, Any]:
+    """``n`` flat draws of q and their log density under q (None when q has no density)."""
+    from .diagnostics import has_density
+    from .predictive import _check_n
+
+    n, fam, raw = _check_n(n), fit.family, fit.state.params
+    if not has_density(fam):
+        return fit._draw_flat(n, key), None
+    if fam.sample is None:   # the draws of fit.sample are sample_and_log_q's own draws
+        return fam.sample_and_log_q(raw, key, n)
+    z = fit._draw_flat(n, key)
+    return z, (fam.log_q(raw, z) if fam.log_q is not None else None)
+
+
+def _log_joint(fit: Any, z: Any, data: Mapping[str, Any]) -> np.ndarray:
+    """log p(x, z) of each draw on all rows (unconstrained space, as the ELBO sees it)."""
+    import jax.numpy as jnp
+
+    from .diagnostics import log_joint_fn
+
+    return np.asarray(log_joint_fn(fit.logdensity)(z, {k: jnp.asarray(v) for k, v in data.items()}))
+
+
+def _data_groups(fit: Any, z: Any, key: Any, data: Mapping[str, Any], site_d: Mapping, named: Mapping,
+                 posterior_predictive: bool, log_likelihood: bool) -> dict:
+    """observed_data, and posterior_predictive and log_likelihood of the draws ``z``.
+
+    The predictive is left out (with a warning) when the model cannot be run forward, for
+    example an observed distribution without a sampler.
+    """
+    import jax
+    from numpyro.infer.util import log_likelihood as pointwise
+
+    from .predictive import latent_from_flat, observed_values, predict_from_flat
+
+    obs = observed_values(fit.logdensity.model, data, fit.model_kwargs)
+    groups = {"observed_data": _dataset(obs, site_d, named, sample=False)}
+    if log_likelihood:
+        ll = pointwise(fit.logdensity.model, latent_from_flat(fit, z), parallel=True, **fit.model_kwargs, **data)
+        groups["log_likelihood"] = _dataset({k: np.asarray(ll[k])[None] for k in obs}, site_d, named, sample=True)
+    if posterior_predictive:
+        try:
+            pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
+        except Exception as e:  # the other groups are still useful without it
+            warnings.warn(f"posterior_predictive left out of the ArviZ data: {e}", stacklevel=4)
+        else:
+            groups["posterior_predictive"] = _dataset({k: v[None] for k, v in pred.items()}, site_d, named,
+                                                      sample=True)
+    return groups
+
+
+def _dataset(values: Mapping[str, Any], dims: Mapping[str, Sequence[str]], coords: Mapping[str, Any],
+             sample: bool) -> Any:
+    """An ``xarray.Dataset`` of ``values`` (with ``chain, draw`` axes first when ``sample``)."""
     import xarray as xr
 
-    from .predictive import arviz_groups
+    lead = ("chain", "draw") if sample else ()
+    arrays = {k: np.asarray(v) for k, v in values.items()}
+    names: dict[str, list[str]] = {}
+    for k, v in arrays.items():
+        own = list(dims.get(k, []))[: v.ndim - len(lead)]
+        names[k] = own + [f"{k}_dim_{i}" for i in range(len(own), v.ndim - len(lead))]
+    shapes = {k: v.shape[len(lead):] for k, v in arrays.items()}
+    axis = axis_coords(names, shapes, coords)
+    if sample and arrays:
+        first = next(iter(arrays.values()))
+        axis = {"chain": np.arange(first.shape[0]), "draw": np.arange(first.shape[1]), **axis}
+    return xr.Dataset({k: (lead + tuple(names[k]), v) for k, v in arrays.items()}, coords=axis)
 
-    groups = arviz_groups(fit, n, seed, posterior_predictive)
-    idata = az.from_dict(**groups, coords=dict(coords or {}), dims={k: list(v) for k, v in (dims or {}).items()})
-    stats = xr.Dataset({"loss": (("step",), fit.hist), "skipped_steps": ((), fit.skipped_steps)},
-                       attrs={"method": fit.method})
-    idata.add_groups({"sample_stats": stats})
-    return idata
+
+def _covariates(data: Mapping[str, Any], observed: Any, site_d: Mapping, categories: Mapping) -> Any:
+    """constant_data: the data columns that are not an observed site's values.
+
+    Their row axis takes the name of the observed sites' row plate; categorical columns keep
+    their categories in the attribute ``categories``.
+    """
+    import xarray as xr
+
+    obs = {} if observed is None else {k: np.asarray(v.values) for k, v in observed.data_vars.items()}
+    cols = {k: np.asarray(v) for k, v in data.items()}
+    covs = {k: v for k, v in cols.items() if not any(o.shape == v.shape and np.array_equal(o, v) for o in obs.values())}
+    n = len(next(iter(cols.values()))) if cols else 0
+    row = next((site_d[o][0] for o, v in obs.items() if v.ndim and len(v) == n and site_d.get(o)
+                and not site_d[o][0].startswith(f"{o}_dim_")), None)
+    out = xr.Dataset()
+    for k, v in covs.items():
+        names = [row or f"{k}_dim_0"] + [f"{k}_dim_{i}" for i in range(1, v.ndim)]
+        attrs = {"categories": [str(c) for c in categories[k]]} if k in categories else {}
+        out[k] = xr.DataArray(v, dims=names[: v.ndim], attrs=attrs)
+    return out
+
+
+def _optimization(fit: Any) -> Any:
+    """The loss per step and what the run did, as attributes (a group of its own)."""
+    import xarray as xr
+
+    hist = np.asarray(fit.hist)
+    facts = {"method": fit.method, "steps": fit.steps, "skipped_steps": fit.skipped_steps,
+             "interrupted": int(bool(fit.interrupted)), "converged": str(fit.converged),
+             "message": fit.message, "notes": "\n".join(fit.notes),
+             "compile_s": float(fit.timings.get("compile_s", 0.0)), "run_s": float(fit.timings.get("run_s", 0.0))}
+    for k in ("optimizer", "num_particles", "stl", "seed", "batch_size"):
+        v = fit.settings.get(k)
+        if v is not None:
+            facts[k] = v if isinstance(v, (int, float, str)) and not isinstance(v, bool) else str(v)
+    if fit.learning_rate is not None:
+        facts["learning_rate"] = float(fit.learning_rate)
+    return xr.Dataset({"loss": (("step",), hist)}, coords={"step": np.arange(1, len(hist) + 1)}, attrs=facts)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("variational")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown"
 
 
 def summary_table(draws: Mapping[str, np.ndarray]) -> Any:

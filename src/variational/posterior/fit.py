@@ -16,11 +16,12 @@ import numpy as np
 
 from ..data import as_columns
 from ..engine.run import Run
+from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
 
 
-class Fit(Run):
+class Fit(Run, MarginalAnswers):
     """A fitted variational approximation.
 
     Created by :func:`variational.fit`; not usually constructed by hand.
@@ -88,6 +89,12 @@ class Fit(Run):
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
+    @property
+    def mcse(self) -> dict[str, np.ndarray]:
+        """Monte Carlo standard error of DADVI's means per site (see :func:`.diagnostics.mcse`)."""
+        from .diagnostics import mcse
+        return mcse(self)
+
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
         return self.family.draw(self._answer_params, key, int(n))
@@ -98,15 +105,12 @@ class Fit(Run):
         self._draw_counter += 1
         return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
 
-    def _constrain_draws(self, z: jax.Array) -> dict[str, np.ndarray]:
-        fn = getattr(self, "_constrain_fn", None)
-        if fn is None:
-            ld, data = self.logdensity, self.data if self._plan is None else self._plan.trace_data
-            fn = self._constrain_fn = jax.jit(jax.vmap(lambda zz: ld.constrain(zz, data)))
-        drop = () if self._plan is None else self._plan.per_row
-        return {k: np.asarray(v) for k, v in fn(z).items() if k not in drop}
+    def _constrain_draws(self, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
+        from .discrete import constrain_draws
+        return constrain_draws(self, z, key)
 
-    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False) -> dict[str, np.ndarray]:
+    def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
+               include_transformed: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
 
         Parameters
@@ -120,6 +124,8 @@ class Fit(Run):
             Pareto-smoothed importance resampling: ``max(4000, 4 n)`` draws of q are weighted
             by ``p(x, z) / q(z)`` and ``n`` are resampled, which corrects the approximation
             when k-hat (see :meth:`diagnose`) is below 0.7; above it a warning is issued.
+        include_transformed : bool
+            Also return the unconstrained values under PyMC's names (``sigma_log__``...).
 
         Returns
         -------
@@ -137,9 +143,10 @@ class Fit(Run):
         """
         if int(n) <= 0:
             raise ValueError(f"n={n!r} must be a positive number of draws")
-        if importance:
-            return self._constrain_draws(self._importance_draws(int(n), seed))
-        return self._constrain_draws(self._draw_flat(int(n), self._next_key(seed)))
+        key = None if importance else self._next_key(seed)
+        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), key)
+        out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
+        return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
                   data: Any = None) -> Any:
@@ -215,19 +222,9 @@ class Fit(Run):
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
         """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
 
-        Parameters
-        ----------
-        n : int
-            Draws of q used for the importance weights ``p(x, z) / q(z)``.
-        seed : int
-            Seed of those draws.
-        data : mapping, optional
-            The full data, when ``fit.data`` is not all of it.
-
-        Returns
-        -------
-        Diagnosis
-            ``khat``, ``converged``, ``skipped_steps``, ``verdict``, ``status``, ``ess``.
+        ``n`` draws of q (seed ``seed``) for the importance weights ``p(x, z) / q(z)`` on
+        ``data`` (default: the fit's data). Returns a ``Diagnosis``: ``khat``, ``converged``,
+        ``skipped_steps``, ``verdict``, ``status``, ``ess`` and the verdict's checks.
 
         Examples
         --------
@@ -238,40 +235,24 @@ class Fit(Run):
         'good'
         """
         from ..engine.schedule import status
-        from .diagnostics import diagnose, has_density
+        from .diagnostics import POINT, diagnose, has_density, verdict_checks
 
         if int(n) < 1:
             raise ValueError(f"n={n!r} must be a positive number of draws")
         cache_key = ("diagnosis", self.steps, int(n), seed)
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
-        lw, khat, checks = None, float("nan"), {}
-        if has_density(self.family):
+        lw, khat, checks, method = None, float("nan"), {}, self.method
+        if self.logdensity.dim == 0:
+            method = POINT  # only the model's parameters: nothing for importance weights to check
+        elif has_density(self.family):
             z, lw, khat = self._psis(int(n), seed, data)
-            checks = self._checks(z, lw, khat, data)
-        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, self.method,
-                       answer=status(self._state), **checks)
+            checks = verdict_checks(self, z, lw, khat, data)
+        out = diagnose(self.hist, lw, khat, self.skipped_steps, self.steps, method,
+                       answer=status(self._state), **checks,
+                       solver_converged=None if self.solution is None else self.solution.converged)
         if data is None:
             self._cache[cache_key] = out
-        return out
-
-    def _checks(self, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
-        """The verdict's moment check, and for a mean-field fit with a high k-hat its curvature
-        check (see :mod:`variational.posterior.verdict`)."""
-        from .diagnostics import log_joint_hessian
-        from .predictive import training_data
-        from .verdict import CURVATURE_DRAWS, KHAT_GOOD, coordinate_names, curvature_check, moment_check
-
-        if not np.isfinite(khat):
-            return {}
-        names = coordinate_names(self.logdensity.layout)
-        out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
-        if khat >= KHAT_GOOD and self.family.name == "advi":
-            batch = training_data(self) if data is None else as_columns(data)
-            batch = {k: jnp.asarray(v) for k, v in batch.items()}
-            hess = log_joint_hessian(self.logdensity)
-            out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
-                                               np.asarray(self._flat_moments()[1]), names)
         return out
 
     def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
@@ -301,6 +282,33 @@ class Fit(Run):
             self._cache[key] = self._constrain_draws(z)
         return self._cache[key]
 
+    def discrete_probs(self, n: int = 1000, seed: int | None = None, *, data: Any = None) -> dict[str, np.ndarray]:
+        """Posterior probabilities of the values of each enumerated discrete site.
+
+        The exact conditional probabilities ``p(z_i = k | x, draw)`` (one backward pass of the
+        enumeration) averaged over ``n`` draws of q (``seed``), on the training rows or
+        ``data``. Returns site name -> array ``(*site_shape, K)`` over the K values.
+
+        Examples
+        --------
+        >>> import numpy as np, numpyro, numpyro.distributions as dist
+        >>> import variational as vi
+        >>> def mixture(y):
+        ...     mu = vi.Normal("mu", 0.0, 5.0, shape=2)
+        ...     with numpyro.plate("rows", len(y)):
+        ...         z = numpyro.sample("z", dist.Categorical(np.array([0.5, 0.5])),
+        ...                            infer={"enumerate": "parallel"})
+        ...         numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
+        >>> fit = vi.fit(mixture, {"y": np.array([-3.0, -3.1, 3.0])}, steps=500,
+        ...              start={"mu": np.array([-1.0, 1.0])}, progress=False)
+        >>> fit.discrete_probs(100)["z"].round(2)
+        array([[1., 0.],
+               [1., 0.],
+               [0., 1.]], dtype=float32)
+        """
+        from .discrete import discrete_probs
+        return discrete_probs(self, n, self._next_key(seed), data)
+
     @property
     def mean(self) -> dict[str, np.ndarray]:
         """Posterior means in the constrained space (from 4000 draws), per site."""
@@ -310,32 +318,6 @@ class Fit(Run):
     def std(self) -> dict[str, np.ndarray]:
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
-
-    # -- minibatch fits ----------------------------------------------------------------------------
-    def _use_plan(self, plan: Any) -> None:
-        self._plan = plan
-        if plan.per_row:
-            self.data_note = (f"per-row deterministic site(s) {[n for n in plan.per_row if n in self.logdensity.deterministic_names]} "
-                          f"are left out of draws and summaries of this minibatch fit (they would hold "
-                          f"N values per draw); compute them from fit.sample() on the rows you need")
-
-    @property
-    def epochs(self) -> float:
-        """Passes over the data so far (fractional); a full-batch step is one pass.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> import variational as vi
-        >>> def normal_mean(y):
-        ...     vi.Normal("y", vi.Normal("mu", 0, 1), 1, observed=y)
-        >>> vi.fit(normal_mean, {"y": np.zeros(100)}, batch_size=10, steps=25, progress=False).epochs
-        2.5
-        """
-        ds = self._state.data_state
-        if hasattr(ds, "epoch"):
-            return float(ds.epoch) + float(ds.pos) / float(ds.rows)
-        return float(self.steps)
 
     def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
              seed: int | None = None, return_se: bool = False) -> float | tuple[float, float]:
@@ -376,28 +358,47 @@ class Fit(Run):
 
     # -- export ----------------------------------------------------------------------------------
     def to_arviz(self, n: int = 1000, seed: int | None = 0, *, posterior_predictive: bool = True,
-                 coords: Mapping[str, Any] | None = None, dims: Mapping[str, Sequence[str]] | None = None) -> Any:
-        """An ``arviz.InferenceData`` with a posterior group (one chain of ``n`` draws).
+                 log_likelihood: bool = True, coords: Mapping[str, Any] | None = None,
+                 dims: Mapping[str, Sequence[str]] | None = None) -> Any:
+        """ArviZ's result object of ``n`` draws: ``InferenceData`` (ArviZ 0.x) or ``DataTree`` (1.x).
 
-        With ``posterior_predictive`` (and observed sites in the model) it also holds the
-        posterior predictive of the same draws and the observed data. ``coords`` and ``dims``
-        name the axes of vector sites, as in ArviZ (for example
-        ``coords={"county": names}, dims={"alpha": ["county"]}``).
-        The loss history is stored in ``sample_stats`` as the variable ``loss`` over a
-        ``step`` dimension.
+        Groups:
+
+        - ``posterior``: one chain of ``n`` draws of every latent and deterministic site;
+        - ``posterior_predictive``, ``observed_data``: predictions of the observed sites from the
+          same draws, and the data they were fitted to;
+        - ``log_likelihood``: the pointwise log-likelihood of each observed site at each draw,
+          so ``az.loo`` and ``az.compare`` work (see ``docs/posterior.md`` for PSIS-LOO of an
+          approximation and the p/q correction);
+        - ``sample_stats``: per draw, ``lp`` (log joint on all rows, in the unconstrained space)
+          and ``log_q`` (log density under q; absent for methods without one, such as SVGD);
+        - ``constant_data``: the data columns that are not observed values (covariates);
+        - ``optimization``: the loss per step (dimension ``step``) and what the run did
+          (method, steps, skipped steps, learning rate, convergence, notes) as attributes.
+
+        Axes are named after the model's ``numpyro.plate``s (other axes of site ``x`` are
+        ``x_dim_0``, ...) exactly as ``az.from_numpyro`` names them for :func:`variational.nuts`,
+        and a plate that a categorical data column describes takes its categories as
+        coordinates. ``coords`` and ``dims`` override them, as in ArviZ (for example
+        ``coords={"county": names}, dims={"alpha": ["county"]}``). A fit that streamed its data
+        has only the ``posterior``, ``sample_stats`` without ``lp``, and ``optimization`` groups.
 
         Examples
         --------
+        >>> import numpyro
         >>> import variational as vi
-        >>> def model():
-        ...     vi.Normal("x", 0, 1, shape=2)
-        >>> idata = vi.fit(model, steps=100, progress=False).to_arviz(n=50)
-        >>> idata.posterior["x"].shape
-        (1, 50, 2)
+        >>> def model(y):
+        ...     mu = vi.Normal("mu", 0, 1)
+        ...     with numpyro.plate("obs", len(y)):
+        ...         vi.Normal("y", mu, 1, observed=y)
+        >>> fit = vi.fit(model, {"y": [0.1, 0.5, -0.3]}, steps=200, progress=False)
+        >>> data = fit.to_arviz(n=50)
+        >>> data.posterior["mu"].shape, data.log_likelihood["y"].dims
+        ((1, 50), ('chain', 'draw', 'obs'))
         """
         from .export import to_inference_data
 
-        return to_inference_data(self, n, seed, posterior_predictive, coords, dims)
+        return to_inference_data(self, n, seed, posterior_predictive, coords, dims, log_likelihood)
 
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""

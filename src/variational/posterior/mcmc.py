@@ -24,7 +24,9 @@ from numpyro.infer.util import constrain_fn, log_density
 from .. import data as _data
 from ..errors import ModelError
 from ..model import LogDensity
+from . import arviz_compat
 from .draws import is_fit
+from .labels import plate_coords
 from .predictive import site_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,16 +35,18 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["nuts", "find_map"]
 
 
-def _columns_and_kwargs(data: Any, model_kwargs: Mapping[str, Any] | None, init: Any) -> tuple[dict, dict]:
+def _columns_and_kwargs(data: Any, model_kwargs: Mapping[str, Any] | None, init: Any) -> tuple[dict, dict, dict]:
+    """(data columns, model kwargs, categories of categorical columns) of a NUTS run."""
     if data is None and is_fit(init):
         cols = {k: np.asarray(v) for k, v in init.data.items()}
+        categories = dict(getattr(init, "categories", {}))
     else:
-        cols = _data.as_columns(data)
+        cols, categories = _data.read_columns(data)
         if cols:
             _data.num_rows(cols)
     if model_kwargs is None and is_fit(init):
         model_kwargs = init.model_kwargs
-    return cols, dict(model_kwargs or {})
+    return cols, dict(model_kwargs or {}), categories
 
 
 def _vi_start(fit: "Fit", dense: bool) -> tuple[dict, jax.Array]:
@@ -70,6 +74,7 @@ def nuts(
     adapt_mass_matrix: bool = True,
     chain_method: str | None = None,
     progress: bool = False,
+    log_likelihood: bool = True,
     coords: Mapping[str, Any] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
 ) -> Any:
@@ -104,14 +109,20 @@ def nuts(
         vectorized.
     progress : bool
         NumPyro's progress bar.
+    log_likelihood : bool
+        Store the pointwise log-likelihood (the ``log_likelihood`` group that ``az.loo`` and
+        ``az.compare`` read).
     coords, dims : mapping, optional
-        ArviZ coordinates and dimensions of vector sites.
+        ArviZ coordinates and dimensions of vector sites. By default axes are named after the
+        model's plates, and a plate that a categorical data column describes takes its
+        categories as coordinates (the same names as ``fit.to_arviz()``).
 
     Returns
     -------
-    arviz.InferenceData
+    arviz.InferenceData or xarray.DataTree
+        ArviZ's result object (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x):
         ``posterior`` (deterministic sites included), ``sample_stats`` (divergences, step
-        size, ...) and ``observed_data``.
+        size, ...), ``log_likelihood`` and ``observed_data``.
 
     Examples
     --------
@@ -126,8 +137,6 @@ def nuts(
     >>> idata.posterior["mu"].shape
     (1, 200)
     """
-    import arviz as az
-
     if init is not None and not is_fit(init):
         raise TypeError(f"init= must be a Fit from vi.fit, got {type(init).__name__}")
     for name, v in (("draws", draws), ("chains", chains)):
@@ -135,15 +144,17 @@ def nuts(
             raise ValueError(f"{name}={v!r} must be at least 1")
     if int(tune) < 0:
         raise ValueError(f"tune={tune!r} must be a non-negative number of warm-up steps")
-    cols, kwargs = _columns_and_kwargs(data, model_kwargs, init)
+    cols, kwargs, categories = _columns_and_kwargs(data, model_kwargs, init)
     jcols = {k: jnp.asarray(v) for k, v in cols.items()}
     if init is not None:
         table = site_table(model, jcols, kwargs)  # an abstract trace: cheap
-        latent = {k: v["shape"] for k, v in sorted(table.items()) if v["type"] == "latent"}
+        latent = {k: v["shape"] for k, v in sorted(table.items())
+                  if v["type"] == "latent" and k not in init.logdensity.enumerated}  # (NUTS sums those out)
         fitted = {k: tuple(init.logdensity.shapes[k]) for k in init.logdensity.names}
         if latent != fitted:
             raise ModelError(f"init= was fitted to latent sites {fitted} but this model has "
                              f"{latent}; pass the fit of this model")
+        model = init.logdensity.params.substitute(model)  # the model's parameters as fitted
         dense = bool(dense_mass) if dense_mass is not None else init.method == "fullrank_advi"
         values, inv_mass = _vi_start(init, dense)
         kernel = NUTS(model, inverse_mass_matrix=inv_mass, dense_mass=dense,
@@ -158,10 +169,8 @@ def nuts(
                 chain_method=chain_method, progress_bar=progress)
     mcmc.run(jax.random.PRNGKey(seed), **kwargs, **jcols,
              extra_fields=("diverging", "num_steps", "accept_prob", "energy", "adapt_state.step_size"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return az.from_numpyro(mcmc, log_likelihood=False, coords=dict(coords or {}),
-                               dims={k: list(v) for k, v in (dims or {}).items()})
+    named = {**plate_coords(site_table(model, jcols, kwargs), categories), **dict(coords or {})}
+    return arviz_compat.from_numpyro(mcmc, named, dims, log_likelihood)
 
 
 def find_map(

@@ -63,9 +63,13 @@ class _Unobserve(Messenger):
 
 def site_table(model: Callable, data: Mapping[str, Any] | None = None,
                model_kwargs: Mapping[str, Any] | None = None) -> dict[str, dict]:
-    """Name -> {"type", "shape"} of every site of the model called with ``data`` and ``model_kwargs``.
+    """Name -> {"type", "shape", "plates", "batch_ndim", "event_ndim"} of every site of the model.
 
-    ``type`` is ``"latent"``, ``"observed"``, ``"deterministic"`` or ``"potential"``.
+    The model is called with ``data`` and ``model_kwargs`` (an abstract trace: nothing is
+    computed). ``type`` is ``"latent"``, ``"observed"``, ``"deterministic"`` or
+    ``"potential"``; ``plates`` lists the ``numpyro.plate`` frames ``(name, dim, size)`` the
+    site is in, ``batch_ndim`` and ``event_ndim`` the numbers of batch and event axes of its
+    distribution (empty and 0 for deterministic sites).
 
     Examples
     --------
@@ -93,7 +97,11 @@ def site_table(model: Callable, data: Mapping[str, Any] | None = None,
                 kind = "deterministic"
             else:
                 continue
-            table[name] = {"type": kind, "shape": tuple(np.shape(s["value"]))}
+            table[name] = {"type": kind, "shape": tuple(np.shape(s["value"])),
+                           "plates": tuple((f.name, f.dim, f.size) for f in s.get("cond_indep_stack", ())
+                                           if f.dim is not None),
+                           "batch_ndim": len(getattr(s.get("fn"), "batch_shape", ())),
+                           "event_ndim": len(getattr(s.get("fn"), "event_shape", ()))}
         return 0
 
     try:
@@ -173,6 +181,8 @@ def _prepare_data(data: Any, model_kwargs: Mapping[str, Any], train_cols: Sequen
 # --------------------------------------------------------------------------------------------
 
 def _fit_fns(fit: "Fit") -> dict:
+    if fit.logdensity.params:  # compiled at the fitted parameters: kept until the state changes
+        return fit._cache.setdefault("posterior_fns", {})
     fns = getattr(fit, "_posterior_fns", None)
     if fns is None:
         fns = fit._posterior_fns = {}
@@ -219,7 +229,11 @@ def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None
     cache = _fit_fns(fit).setdefault("predictive", {})
     sig_static = tuple(sorted(static))
     cache = cache.setdefault(sig_static, {})
-    return _run_predictive(fit.model, key, latent, arrays, static, none_cols, sites, cache=cache)
+    # (the model with its parameters, if any, at their fitted values; with no latent site at
+    # all, n runs of the model at them)
+    num = None if latent else int(z.shape[0])
+    return _run_predictive(fit.logdensity.model, key, latent or None, arrays, static, none_cols, sites,
+                           num_samples=num, cache=cache)
 
 
 def predict(fit: "Fit", data: Any = None, n: int = 1000, seed: int | None = None,
@@ -381,27 +395,3 @@ def observed_values(model: Callable, data: Mapping[str, Any], model_kwargs: Mapp
                 and not (s.get("infer") or {}).get("is_auxiliary")}
 
     return {k: np.asarray(v) for k, v in jax.jit(run)(arrays).items()}
-
-
-def arviz_groups(fit: "Fit", n: int, seed: int | None, posterior_predictive: bool = True) -> dict[str, dict]:
-    """posterior, posterior_predictive and observed_data groups from the same ``n`` draws.
-
-    The posterior predictive is left out (with a warning) when the model cannot be run
-    forward, for example an observed distribution without a sampler.
-    """
-    import warnings
-
-    n = _check_n(n)
-    key = fit._next_key(seed)
-    z = fit._draw_flat(n, key)
-    groups: dict[str, dict] = {"posterior": {k: v[None] for k, v in fit._constrain_draws(z).items()}}
-    if posterior_predictive and fit.logdensity.observed_names:
-        try:
-            obs = observed_values(fit.model, training_data(fit), fit.model_kwargs)
-            pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
-        except Exception as e:  # the posterior group is still useful without it
-            warnings.warn(f"posterior_predictive left out of the InferenceData: {e}", stacklevel=3)
-        else:
-            groups["posterior_predictive"] = {k: v[None] for k, v in pred.items()}
-            groups["observed_data"] = obs
-    return groups

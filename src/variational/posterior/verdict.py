@@ -30,7 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["MomentCheck", "moment_check", "CurvatureCheck", "curvature_check", "coordinate_names", "verdict",
-           "SHIFT_GOOD", "SHIFT_BAD", "SD_GOOD", "SD_BAD", "KHAT_GOOD", "KHAT_BAD", "CURVATURE_DRAWS"]
+           "SHIFT_GOOD", "SHIFT_BAD", "SD_GOOD", "SD_BAD", "KHAT_GOOD", "KHAT_BAD", "CURVATURE_DRAWS",
+           "POINT"]
+
+#: ``method`` of a fit with no latent variables (its parameters are point estimates)
+POINT = "maximum likelihood"
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -194,7 +198,10 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
             moments: MomentCheck | None, curvature: CurvatureCheck | None) -> tuple[str, str]:
     """``(status, text)``: "good", "ok" (usable with care) or "bad", and why in plain words."""
     if not np.isfinite(khat):
-        if np.isnan(khat):
+        if method == POINT:
+            status, parts = "good", ["the model has no latent variables, only parameters: the fit is their "
+                                     "maximum-likelihood point estimate and k-hat does not apply"]
+        elif np.isnan(khat):
             status, parts = "ok", [f"k-hat is not available for method '{method}' (no density q); check against vi.nuts"]
         else:
             status, parts = "bad", ["no draw of q has a finite log density under the model: the fit failed"]

@@ -1,0 +1,76 @@
+"""Pareto-smoothed importance weights (PSIS, through ArviZ), shared by the direct methods and the diagnosis.
+
+ArviZ 0.x has ``az.psislw``; ArviZ 1.x (``arviz-stats``) follows the LOO convention and smooths
+the weights ``exp(-x)`` of the log-likelihoods ``x`` it is given, so log importance ratios go in
+negated (see :mod:`variational.posterior.arviz_compat`, which re-exports :func:`psislw`). The
+version is read from the package metadata, so asking it imports nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+__all__ = ["psislw", "psis_log_weights", "prefetch", "ARVIZ_1"]
+
+ARVIZ_1 = int(importlib.metadata.version("arviz").split(".")[0]) >= 1
+
+
+def prefetch() -> None:
+    """Start importing ArviZ's PSIS in the background (seconds of imports) while the caller computes.
+
+    The import overlaps compilation and optimisation, which release the GIL; a later import
+    waits for it to finish instead of starting over.
+    """
+    name = "arviz_stats" if ARVIZ_1 else "arviz"
+    if name not in sys.modules:
+        threading.Thread(target=__import__, args=(name,), daemon=True).start()
+
+
+def psislw(log_w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed, normalised log weights and k-hat of finite log importance ratios ``log_w``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> u = (np.arange(1000) + 0.5) / 1000
+    >>> lw, khat = psislw(-0.5 * np.log1p(-u))   # Pareto tail with shape 0.5
+    >>> round(float(np.exp(lw).sum()), 6), bool(abs(khat - 0.5) < 0.1)
+    (1.0, True)
+    """
+    log_w = np.asarray(log_w, dtype=np.float64)
+    if ARVIZ_1:
+        from arviz_stats.base import array_stats
+
+        lw, khat = array_stats.psislw(-log_w)   # the LOO convention: it smooths exp(-input)
+    else:
+        import arviz as az
+
+        lw, khat = az.psislw(log_w)
+    return np.asarray(lw, dtype=np.float64), float(khat)
+
+
+def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed, normalised log weights and k-hat of raw log weights ``log p - log q``.
+
+    Draws with a non-finite weight (log p = -inf) carry no weight and stay out of the tail fit.
+    """
+    log_w = np.where(np.isfinite(log_w), np.asarray(log_w, np.float64), -np.inf)
+    if not np.isfinite(log_w).any():
+        return np.full(log_w.shape, -np.log(log_w.size)), float("inf")
+    ok = np.isfinite(log_w)
+    lw = np.full(log_w.shape, -np.inf)
+    if np.ptp(log_w[ok]) > 1e-6:
+        with warnings.catch_warnings():   # ArviZ warns about k-hat itself; we report it
+            warnings.simplefilter("ignore")
+            smooth, khat = psislw(log_w[ok])
+        if np.all(np.isfinite(smooth)) and np.isfinite(khat):
+            lw[ok] = smooth
+            return lw, khat
+    # weights equal to float precision (q is p: no tail to fit; the Pareto fit divides by zero)
+    lw[ok] = log_w[ok] - np.logaddexp.reduce(log_w[ok])
+    return lw, 0.0
