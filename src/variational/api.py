@@ -174,8 +174,7 @@ def fit(
     max_steps : int
         Budget of steps when ``steps=None``.
     max_seconds : float, optional
-        Budget of seconds of optimisation (the step-size trials and compilation not counted);
-        the fit stops at the first chunk of steps that ends after it.
+        Budget of seconds of optimisation (not counting step-size trials and compilation).
     checkpoint : str or Path, optional
         File the fit is saved to (atomically) every ``checkpoint_every`` steps and at the end,
         also when interrupted.
@@ -211,7 +210,7 @@ def fit(
     True
     """
     _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
-    method = "advi" if method == "auto" and objective == "meanfield_elbo" else method  # its one family
+    method = "advi" if method == "auto" and objective == "meanfield_elbo" else method
     direct = guide is None and method != "auto" and make_family(method, **method_options).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
@@ -219,7 +218,8 @@ def fit(
                                 stl=stl, learning_rate=learning_rate)
     obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
     chosen = learning_rate is None  # the library picks the step size
-    learning_rate, schedule = _control.resolve_step_size(optimizer, learning_rate, schedule)
+    if not direct:  # (a direct method takes no step)
+        learning_rate, schedule = _control.resolve_step_size(optimizer, learning_rate, schedule)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
                     learning_rate=learning_rate, schedule=schedule, num_particles=int(num_particles),

@@ -112,7 +112,7 @@ def mean_field(init_scale: float = 0.1) -> Family:
         # init_params= in the shown form: the location goes to the preconditioner, rho as given
         v = {**shown(p), **new}
         loc = jnp.asarray(v["loc"], p["loc"].dtype)
-        return {"loc": jnp.zeros_like(loc), "rho": jnp.asarray(v["rho"], p["rho"].dtype),
+        return {**p, "loc": jnp.zeros_like(loc), "rho": jnp.asarray(v["rho"], p["rho"].dtype),
                 "pre_loc": loc, "pre_scale": jnp.ones_like(loc)}
 
     return Family("advi", init, sample_and_log_q, log_q, mean=mean, std=std,
