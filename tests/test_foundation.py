@@ -186,7 +186,7 @@ def test_optax_object_is_accepted():
 
 
 def test_result_object_exports():
-    fit = vi.fit(normal_model, {"y": Y}, steps=300, progress=False)
+    fit = vi.fit(normal_model, {"y": Y}, method="advi", steps=300, progress=False)
     idata = fit.to_arviz(n=40)
     assert idata.posterior["mu"].shape == (1, 40)
     assert idata.optimization["loss"].shape == (300,)
