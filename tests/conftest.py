@@ -5,6 +5,12 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# The disk caches of compiled programs are off in the suite: it never writes into the user's
+# cache directory, never depends on what an earlier run left there, and spends no time writing
+# programs that no later process reads. The tests of the caches (tests/test_compilation.py) turn
+# them on in a temporary directory of their own. Subprocesses inherit this setting.
+os.environ["VARIATIONAL_COMPILE_CACHE"] = "off"
+
 import pytest  # noqa: E402
 
 

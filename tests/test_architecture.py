@@ -21,6 +21,8 @@ LAYERS = ["errors", "model", "data", "families", "objectives", "engine", "callba
 RANK = {name: i for i, name in enumerate(LAYERS)}
 # the facade modules re-export one layer's names under their public name
 RANK["callbacks"] = RANK["engine"]
+# compiled programs (persistent cache, program keys, counts) sit at the bottom, next to errors
+RANK["compilation"] = RANK["errors"]
 MAX_FILE_LINES = 420
 MAX_FUNCTION_LINES = 80
 

@@ -184,13 +184,14 @@ def test_learning_rate_10_skips_reports_and_backs_off():
 def test_guard_fast_path_matches_running_the_guard_at_every_step(monkeypatch):
     """The engine skips the guard on finite steps for which guard.alert is false; running the
     guard at every step instead (a guard without alert) must give the same fit, back-offs and
-    skipped steps included."""
+    skipped steps included. (A rate of 1000 diverges at once, so the guard acts within rounding's
+    reach; over thousands of chaotic steps the two compiled programs drift apart by rounding.)"""
     from variational.engine import control
 
     def fit():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return vi.fit(normal_model, {"y": Y}, steps=1500, learning_rate=10.0, progress=False)
+            return vi.fit(normal_model, {"y": Y}, steps=300, learning_rate=1000.0, progress=False)
 
     fast = fit()
     make_guard = control.make_guard
@@ -198,9 +199,10 @@ def test_guard_fast_path_matches_running_the_guard_at_every_step(monkeypatch):
     every = fit()
     assert not hasattr(every.engine.guard, "alert") and hasattr(fast.engine.guard, "alert")
     assert fast.skipped_steps == every.skipped_steps > 0
-    assert fast.learning_rate == every.learning_rate < 10.0
+    assert fast.learning_rate == every.learning_rate < 1000.0
+    np.testing.assert_array_equal(np.isfinite(fast.hist), np.isfinite(every.hist))
     np.testing.assert_allclose(fast.hist, every.hist, rtol=1e-4)
-    np.testing.assert_allclose(fast.unconstrained_mean["mu"], every.unconstrained_mean["mu"], rtol=1e-5)
+    np.testing.assert_allclose(fast.unconstrained_mean["mu"], every.unconstrained_mean["mu"], rtol=1e-4)
 
 
 def test_guard_fast_path_keeps_the_window_count_of_scattered_nonfinite_steps():

@@ -10,6 +10,7 @@ The package is layered (see ``docs/architecture.md``); imports only go down:
 from . import callbacks, data
 from .api import fit, load
 from .calibration import VSBC, vsbc
+from .compilation import CompileCache, compile_cache, set_compile_cache
 from .data import as_columns
 from .engine import adagrad_window, make_optimizer
 from .errors import CheckpointError, DataError, ModelError, VariationalError
@@ -49,5 +50,5 @@ __all__ = [
     "Deterministic", "Potential", "Empirical", "svgd", "low_rank", "flow", "guide_family",
     "predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
     "model_graph", "plots", "vsbc", "VSBC", "asvgd", "amortized_svgd", "kernels", "adagrad_window",
-    "make_objective", "__version__",
+    "make_objective", "__version__", "compile_cache", "set_compile_cache", "CompileCache",
 ]

@@ -13,30 +13,37 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import optax
 
-from .data import plan as _plan
 from .data.sources import Source
+from .engine import arguments as _args
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
+from .engine import keys as _keys
 from .engine import model_params as _model_params
 from .engine import run as _run
-from .engine.loop import Engine
 from .errors import CheckpointError, DataError, VariationalError
+from .compilation import compiling, stats
 from .families import FAMILIES, Family, default_method, guide_family, make_family
 from .model import LogDensity
 from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
 from .posterior import direct as _direct
+from .posterior import programs as _answers
 from .posterior.fit import Fit
 
 __all__ = ["fit", "load"]
 
+#: runs of at least this many steps compile the programs of their answers during the steps
+AHEAD_STEPS = 5000
 
+
+@compiling
 def fit(
     model: Callable,
     data: Any = None,
@@ -209,16 +216,18 @@ def fit(
     >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.02)
     True
     """
-    _check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    _args.check_arguments(steps, num_particles, checkpoint, checkpoint_every)
+    started, compiled_before = time.perf_counter(), stats()
     method = "advi" if method == "auto" and objective == "meanfield_elbo" else method
-    direct = guide is None and method != "auto" and make_family(method, **method_options).solve is not None
+    direct = guide is None and method != "auto" and make_family(
+        method, **_args.method_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
                                 stl=stl, learning_rate=learning_rate)
     obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
-    chosen = learning_rate is None  # the library picks the step size
-    if not direct:  # (a direct method takes no step)
+    chosen = learning_rate is None  # the library picks the step size (a direct method takes none)
+    if not direct:
         learning_rate, schedule = _control.resolve_step_size(optimizer, learning_rate, schedule)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
@@ -234,7 +243,7 @@ def fit(
         if found is not None:
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
-    plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
+    plan = _args.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
         # a stream cannot replay trials; processes agree on every step (a fixed, constant step)
         learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE
@@ -250,16 +259,22 @@ def fit(
         settings["method"] = family.name
         return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
     opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule)
+    base, name = family, family.name if method == "auto" else method
     family, loss_and_grad = _model_params.attach(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
-    engine = Engine(loss_and_grad, opt, plan.batcher(ld), capacity=plan.capacity, guard=guard)
-    state = engine.init_state(_direct.initial_params(init, family, ld, plan, key, init_params), key)
+    # (a family with the model's parameters is keyed by identity; the schedule is in the program)
+    opts = _args.method_options(name, method_options, steps)
+    fam_key = (_keys.family_key(name if family is base else None, opts, family), ("schedule", schedule))
+    engine = _keys.keyed_engine(loss_and_grad, opt, plan.batcher(ld), plan.capacity, ld, guard,
+                                (fam_key, optimizer, num_particles, stl, place, obj))
+    state = _direct.initial_state(engine, init, family, ld, plan, key, init_params)
     device_data = plan.device_data
     if place is not None:
         state, key, device_data = _devices.place_fit(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
                  data=device_data, model_kwargs=model_kwargs or {}, settings=settings, schedule=spec)
+    result._family_key = fam_key
     result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
@@ -275,19 +290,14 @@ def fit(
                           "reparameterised) sites is a score-function estimate, unbiased but with a "
                           "high variance; use num_particles >= 8 and a small learning rate, and "
                           "check the fit (fit.diagnose(), several seeds)")
+    result.timings["setup_s"] = time.perf_counter() - started
+    result.timings["compilations"] += (stats() - compiled_before).compilations
+    if steps is None or int(steps) >= AHEAD_STEPS:   # diagnose()'s and the draws' programs
+        _answers.prepare(result)                     # compile on another core during the steps
     return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
 
 
 # -- the steps of fit -------------------------------------------------------------------------
-def _check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any) -> None:
-    if steps is not None and int(steps) < 0:
-        raise ValueError(f"steps={steps!r} must be a non-negative integer, or None to run until convergence")
-    if checkpoint_every is not None and checkpoint is None:
-        raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
-    if int(num_particles) < 1:
-        raise ValueError(f"num_particles={num_particles!r} must be at least 1")
-
-
 def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: dict,
             model_kwargs: Any, optimizer: Any, method: Any) -> Fit | None:
     """The checkpointed fit to continue (checked against this call's settings), or None."""
@@ -306,24 +316,15 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
     return loaded
 
 
-def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_kwargs: Any,
-               seed: int, place: Any) -> _plan.Plan:
-    if place is not None and place.multiprocess:
-        return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
-    return _plan.plan(model, data, batch_size=batch_size, replace=replace,
-                      model_kwargs=model_kwargs, seed=seed)
-
-
-def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
+def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: Any,
             seed: int, score_function: bool = False, steps: Any = None) -> Family:
     if guide is None:
         if score_function:
             raise VariationalError(
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
-        if method == "asvgd" and "anneal_steps" not in options and steps is not None:
-            options = {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
-        return make_family(default_method(ld.dim) if method == "auto" else method, **options)
+        return make_family(default_method(ld.dim) if method == "auto" else method,
+                           **_args.method_options(method, options, steps))
     if method not in ("auto", "advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
@@ -331,7 +332,6 @@ def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, p
     return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
 
 
-# -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------
 def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: Any, seed: int,
               progress: bool) -> Fit:
     """``init="pathfinder"`` (or another direct method): its fit on all rows, to start from."""

@@ -9,6 +9,7 @@ of arrays (:func:`iterable`). How their rows are shuffled and prefetched is in :
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -122,6 +123,9 @@ class _ParquetSource(Source):
             files = files[index::count]
         self.files = [pq.ParquetFile(f) for f in files]
         self.paths = files
+        # a ParquetFile is not safe to read from two threads at once (the prefetch threads of two
+        # fits of one source): one read at a time
+        self._read_lock = threading.Lock()
         names = self.files[0].schema_arrow.names
         if columns is None:
             columns = names
@@ -139,7 +143,8 @@ class _ParquetSource(Source):
 
     def read(self, piece: tuple[int, int]) -> tuple[str, dict[str, np.ndarray]]:
         i, g = piece
-        table = self.files[i].read_row_group(g, columns=self.columns)
+        with self._read_lock:
+            table = self.files[i].read_row_group(g, columns=self.columns)
         label = f"'{self.paths[i].name}' row group {g}"
         return label, {c: table.column(c).to_numpy() for c in self.columns}
 

@@ -19,7 +19,7 @@ import numpy as np
 from .callbacks import Callback, Converged
 from .schedule import BLOCK, WINDOW, Schedule, ScheduleSpec, describe, status
 
-__all__ = ["Controller", "AnswerConvergence", "advance"]
+__all__ = ["Controller", "AnswerConvergence", "advance", "report_schedule"]
 
 _tree = jax.tree_util.tree_map
 
@@ -201,3 +201,13 @@ class AnswerConvergence(Callback):
             self.converged_at = i
             self.message = f"converged at step {i}: " + describe(st)
             raise Converged(self.message)
+
+
+def report_schedule(fit: Any) -> None:
+    """After a fixed number of steps with the schedule: did the answer converge on the way?"""
+    st = status(fit.state)
+    fit.converged = st["done"]
+    if st["done"]:
+        fit.message = f"{fit.steps} steps; the answer converged at step {st['done_at']}: " + describe(st)
+    else:
+        fit.message = f"{fit.steps} steps; the answer has not converged: " + describe(st)

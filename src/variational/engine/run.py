@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Self, Sequence
 import jax
 import numpy as np
 
+from ..compilation import stats
 from ..errors import VariationalError
 from ..families.base import Family
 from ..model import LogDensity
@@ -30,7 +31,7 @@ from .control import (
 from .loop import Engine, EngineState, RunReport
 from .model_params import MODEL
 from .progress import Progress
-from .controller import AnswerConvergence, Controller, advance
+from .controller import AnswerConvergence, Controller, advance, report_schedule
 from .schedule import answer, describe, status
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate"]
@@ -72,7 +73,10 @@ class Run:
         self.converged: bool | None = None   # set when a convergence rule was watching
         self.notes: list[str] = []           # what the fit reported (step size, skipped steps...)
         self.message = ""
-        self.timings: dict[str, float] = {"compile_s": 0.0, "run_s": 0.0, "steps": 0}
+        # where the time went: building the fit (tracing, initial point), compiling and running
+        # the steps, drawing (sample, mean, std, summary), diagnosing; and XLA compilations
+        self.timings: dict[str, float] = {"setup_s": 0.0, "compile_s": 0.0, "run_s": 0.0, "steps": 0,
+                                          "draws_s": 0.0, "diagnose_s": 0.0, "compilations": 0}
         self._draw_counter = 0
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
@@ -106,7 +110,7 @@ class Run:
                 self._set_state(advance(self._controller, self._state))
             callbacks = [self._controller, *callbacks]
         wrapped = [self._wrap_callback(cb) for cb in callbacks]
-        before = self._state
+        before, compiled_before = self._state, stats()
         try:
             state, report = self.engine.run(
                 self._state, self.data, self.key, steps, callbacks=wrapped,
@@ -119,6 +123,7 @@ class Run:
             if self._plan is not None and self._plan.feeder is not None:
                 self._plan.feeder.close()
         self._absorb(state, report)
+        self.timings["compilations"] += (stats() - compiled_before).compilations
         after_run(self, callbacks, before, report.stopped_by)
         return self
 
@@ -185,7 +190,7 @@ class Run:
         """
         self._run(steps, callbacks=callbacks, progress=progress)
         if self.schedule is not None and not self.interrupted and self.steps > 0:
-            _report_schedule(self)
+            report_schedule(self)
         return self
 
     def save(self, path: Any) -> Any:
@@ -370,22 +375,12 @@ def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
         fit._run(total - fit.steps, callbacks=cbs, max_seconds=max_seconds)
     fired = any(getattr(cb, "converged_at", None) == fit.steps for cb in cbs)  # a user's rule
     if scheduled and rule is None and not fired and not fit.interrupted and fit.steps > 0:
-        _report_schedule(fit)
+        report_schedule(fit)
     elif rule is not None and not fit.converged and not fit.interrupted:
         _report_budget(fit, rule, total)
     if checkpoint is not None:
         save(fit, checkpoint)
     return fit
-
-
-def _report_schedule(fit: Any) -> None:
-    """After a fixed number of steps with the schedule: did the answer converge on the way?"""
-    st = status(fit.state)
-    fit.converged = st["done"]
-    if st["done"]:
-        fit.message = f"{fit.steps} steps; the answer converged at step {st['done_at']}: " + describe(st)
-    else:
-        fit.message = f"{fit.steps} steps; the answer has not converged: " + describe(st)
 
 
 def _report_budget(fit: Any, rule: Any, total: int) -> None:

@@ -43,7 +43,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["Schedule", "ScheduleSpec", "make_spec", "answer", "status", "describe", "WINDOW", "BLOCK"]
 

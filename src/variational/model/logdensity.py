@@ -23,6 +23,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
+from ..compilation import fingerprint, run_traced, signature
 from ..errors import ModelError
 from .enumerate import (
     enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
@@ -104,6 +105,7 @@ class LogDensity:
         if overlap:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
         key = jax.random.PRNGKey(seed)
+        self._keys: dict[Any, tuple] = {}   # program keys (see key())
         self._model0 = model
         self._scaled = self._wrap(model)
         self.params = ModelParams()
@@ -267,8 +269,8 @@ class LogDensity:
             ok = jnp.isfinite(lp) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grad)] or [jnp.bool_(True)]))
             return z, values, ok
 
-        median = jax.jit(lambda k, d: point(k, d, functools.partial(init_start_or_mean, values=dict(start))))
-        z, values, ok = median(key, data)
+        rule = functools.partial(init_start_or_mean, values=dict(start))   # one call, compiled once per program
+        z, values, ok = run_traced("initial point", lambda k, d: point(k, d, rule), key, data)
         if not bool(ok) and not start:
             uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
             for i in range(20):
@@ -339,6 +341,20 @@ class LogDensity:
         model, kwargs = self._model_for(model, batch)
         return self._log_joint(model, kwargs, self._unravel(z_flat))
 
+    def key(self, kind: str = "logp", batch: Mapping[str, Any] | None = None) -> tuple:
+        """A key of the program ``kind`` (``"logp"``, ``"log_joint"``, ``"constrain"``) on batches
+        shaped like ``batch``, equal only for the same program (its trace's fingerprint and output
+        structure), so fits share functions compiled on it. Traced once per kind and shape."""
+        batch = dict(batch or {})
+        if kind == "log_joint" and self._scaled is self._model0:   # (no scaling: the same program)
+            return ("log_joint", self.key("logp", batch)[1:])
+        sig = (kind, signature(batch))
+        if sig not in self._keys:
+            fn = {"logp": self.logp, "log_joint": self.log_joint, "constrain": self.constrain}[kind]
+            closed, out = jax.make_jaxpr(fn, return_shape=True)(jax.ShapeDtypeStruct((self.dim,), self.dtype), batch)
+            self._keys[sig] = (kind, fingerprint(closed), str(jax.tree_util.tree_structure(out)), tuple(self.names))
+        return self._keys[sig]
+
     def log_terms(self, z_flat: jax.Array, batch: Mapping[str, Any] | None = None) -> tuple[dict[str, jax.Array], dict]:
         """The log joint at ``z_flat`` site by site: ``({site: log density}, trace)``.
 
@@ -389,6 +405,7 @@ class LogDensity:
             return self
         new = copy.copy(self)
         new.__dict__.pop("_compiled", None)  # (compiled functions of the unbound density)
+        new._keys = {}
         new.params = self.params.with_values(theta)
         new.model = new.params.substitute(self._model0)
         return new

@@ -2,7 +2,8 @@
 
 - **k-hat** (Yao et al. 2018, Vehtari et al. 2024): the shape of the generalised Pareto tail of
   the importance weights ``w = p(x, z) / q(z)`` over a few thousand draws of q, estimated by
-  ArviZ's PSIS (through :mod:`variational.posterior.arviz_compat`, on both ArviZ generations). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
+  Pareto-smoothed importance sampling (:mod:`.psis`: ArviZ 0.x's estimator, in NumPy, without
+  importing ArviZ, whatever its generation). Below 0.5 q is close to the posterior; 0.5 to 0.7 the
   draws are usable but importance correction (``fit.sample(n, importance=True)``) is advised;
   above 0.7 q misses mass that the posterior has and its moments cannot be trusted.
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
@@ -26,6 +27,7 @@ from numpyro.infer.util import potential_energy
 
 from ..engine.schedule import describe
 from ..families._psis import psis_log_weights
+from .programs import importance_weights
 from .verdict import KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, verdict
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
@@ -145,8 +147,8 @@ def has_density(family: Any) -> bool:
     return family.particles is None
 
 
-def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000
-         ) -> tuple[jax.Array, np.ndarray, float]:
+def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
+         family_key: Any = None) -> tuple[jax.Array, np.ndarray, float]:
     """Draws of q with their Pareto-smoothed importance weights against the log joint.
 
     Parameters
@@ -163,6 +165,9 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
         Key of the draws.
     n : int
         Number of draws.
+    family_key : optional
+        A key of the family, to share its compiled program between fits (see
+        :func:`variational.posterior.programs.family_key`).
 
     Returns
     -------
@@ -173,9 +178,8 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
     if not has_density(family):
         raise ValueError(f"method '{family.name}' has no density q(z), so there are no importance "
                          f"weights p/q; compare against vi.nuts instead")
-    z, log_q = family.sample_and_log_q(params, jax.random.fold_in(key, 3), int(n))
-    log_p = log_joint_fn(ld)(z, {k: jnp.asarray(v) for k, v in batch.items()})
-    lw, khat = psis_log_weights(np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64))
+    z, log_w = importance_weights(ld, family, params, batch, key, int(n), family_key)
+    lw, khat = psis_log_weights(log_w)
     return z, lw, khat
 
 

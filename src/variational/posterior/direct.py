@@ -20,15 +20,17 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..data.plan import Plan
-from ..engine.loop import EngineState
+from ..engine.keys import first_state
+from ..engine.loop import Engine, EngineState
 from ..engine.run import note
 from ..errors import DataError, VariationalError
-from ..families.base import Family, Problem, Solution, with_init_params
+from ..families import with_init_params
+from ..families.base import Family, Problem, Solution
 from ..model import LogDensity
 from .fit import Fit
 
 __all__ = ["direct_fit", "solve", "check_arguments", "flat_labels", "gaussian_of", "start_params",
-           "initial_params"]
+           "initial_state"]
 
 
 def flat_labels(ld: LogDensity) -> tuple[str, ...]:
@@ -193,17 +195,20 @@ def start_params(init: Any, ld: LogDensity, family: Family) -> Any:
     return family.from_gaussian(*gaussian_of(init))
 
 
-def initial_params(init: Any, family: Family, ld: LogDensity, plan: Plan, key: jax.Array,
-                   init_params: Any = None) -> Any:
-    """The parameters a stochastic fit starts from: a warm start from ``init``, the family's
-    own start (optionally evaluating the model), with ``init_params`` put in."""
+def initial_state(engine: Engine, init: Any, family: Family, ld: LogDensity, plan: Plan,
+                  key: jax.Array, init_params: Any = None) -> Any:
+    """The engine's first state: from the fit ``init`` (``vi.fit(..., init=fit)``), from
+    ``init_params``, from the family's own start (SVGD's needs the log density), or, by default,
+    the family's start around the model's initial point in one compiled call."""
+    if init is None and init_params is None and family.init_with_logp is None:
+        return first_state(engine, family, ld.init, key)
     if init is not None:
         if init_params is not None:
             raise VariationalError("give either init= (a warm start from a fit) or init_params=, not both")
-        return start_params(init, ld, family)
+        return engine.init_state(start_params(init, ld, family), key)
     if family.init_with_logp is not None:  # e.g. SVGD's importance-resampled start
         head = plan.head_on_device()  # all rows, or the first batch (scaled by N/B)
         params = family.init_with_logp(jax.random.fold_in(key, 0), ld.init, lambda z: ld.logp(z, head))
     else:
         params = family.init(jax.random.fold_in(key, 0), ld.init)
-    return params if init_params is None else with_init_params(family, params, init_params)
+    return engine.init_state(params if init_params is None else with_init_params(family, params, init_params), key)

@@ -12,18 +12,19 @@ Functions of a fit (duck-typed, never imported).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from .. import data as _data
+from ..compilation import compiled, signature
 from ..engine.model_params import MODEL
 from ..errors import ModelError
 from ..model import RNG_KEY
 from ..model.params import PARAMS
 
-__all__ = ["constrain_draws", "discrete_probs"]
+__all__ = ["constrain_draws", "constrain_program", "discrete_probs"]
 
 
 def _batch(fit: Any, data: Any = None) -> dict:
@@ -33,23 +34,31 @@ def _batch(fit: Any, data: Any = None) -> dict:
     else:
         batch = dict(fit.data if fit._plan is None else fit._plan.trace_data)
     if fit._logdensity.params:
-        batch[PARAMS] = fit.state.params[MODEL]
+        batch[PARAMS] = fit._answer_params[MODEL]
     return batch
 
 
-def constrain_draws(fit: Any, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
-    """Draws ``z`` (n, D) -> name -> constrained values (n, ...); see the module's docstring."""
+def constrain_program(fit: Any, z: Any, key: jax.Array | None = None) -> tuple[Any, Callable, tuple]:
+    """The compiled program of :func:`constrain_draws` for draws like ``z``: its key (shared by
+    the fits of one model program), a function that lowers it, and its arguments."""
     ld = fit._logdensity
-    fn = fit._cache.get("constrain_fn")
-    if fn is None:
-        one = lambda zz, kk, batch: ld.constrain(zz, batch if kk is None else {**batch, RNG_KEY: kk})  # noqa: E731
-        fn = fit._cache["constrain_fn"] = jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+    one = lambda zz, kk, batch: ld.constrain(zz, batch if kk is None else {**batch, RNG_KEY: kk})  # noqa: E731
     keys = None
     if ld.enumerated:
         key = jax.random.fold_in(fit.key, 2**23) if key is None else key
         keys = jax.random.split(key, z.shape[0])
+    batch = _batch(fit)
+    args = (z, keys, batch)
+    per_draw = batch if keys is None else {**batch, RNG_KEY: keys[0]}
+    return (("constrain", ld.key("constrain", per_draw), signature(args)),
+            lambda: jax.jit(jax.vmap(one, in_axes=(0, 0, None))).lower(*args), args)
+
+
+def constrain_draws(fit: Any, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
+    """Draws ``z`` (n, D) -> name -> constrained values (n, ...); see the module's docstring."""
+    where, lower, args = constrain_program(fit, z, key)
     drop = () if fit._plan is None else fit._plan.per_row
-    return {k: np.asarray(v) for k, v in fn(z, keys, _batch(fit)).items() if k not in drop}
+    return {k: np.asarray(v) for k, v in compiled(where, lower)(*args).items() if k not in drop}
 
 
 def discrete_probs(fit: Any, n: int, key: jax.Array, data: Any = None) -> dict[str, np.ndarray]:
@@ -61,7 +70,7 @@ def discrete_probs(fit: Any, n: int, key: jax.Array, data: Any = None) -> dict[s
         raise ValueError(f"n={n!r} must be a positive number of draws")
     if data is None and fit._plan is not None and fit._plan.feeder is not None:
         raise ModelError("a streamed fit has no rows in memory: pass the rows as discrete_probs(data=...)")
-    z = fit.family.draw(fit.state.params, key, int(n))
+    z = fit.family.draw(fit._answer_params, key, int(n))
     batch = _batch(fit, data if data is not None or fit._plan is None else
                    {k: np.asarray(v) for k, v in fit.data.items()})
     mean = jax.jit(lambda zs, b: jax.tree_util.tree_map(

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import as_columns
+from ..compilation import measured
 from ..engine.run import Run
+from . import programs
 from .marginals import MarginalAnswers, transformed_draws
 
 __all__ = ["Fit"]
@@ -97,7 +99,7 @@ class Fit(Run, MarginalAnswers):
 
     # -- draws ---------------------------------------------------------------------------------
     def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
-        return self.family.draw(self._answer_params, key, int(n))
+        return programs.draws(self, int(n), key)
 
     def _next_key(self, seed: int | None) -> jax.Array:
         if seed is not None:
@@ -109,6 +111,7 @@ class Fit(Run, MarginalAnswers):
         from .discrete import constrain_draws
         return constrain_draws(self, z, key)
 
+    @measured("draws")
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
                include_transformed: bool = False) -> dict[str, np.ndarray]:
         """Draws from the approximation in the model's own (constrained) space.
@@ -219,6 +222,7 @@ class Fit(Run, MarginalAnswers):
         from .predictive import predict
         return predict(self, data, n, seed, sites)
 
+    @measured("diagnose")
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
         """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
 
@@ -262,7 +266,8 @@ class Fit(Run, MarginalAnswers):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self._answer_params, batch, key, n)
+        return psis(self.logdensity, self.family, self._answer_params, batch, key, n,
+                    family_key=programs.family_key(self))
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
@@ -282,39 +287,14 @@ class Fit(Run, MarginalAnswers):
             self._cache[key] = self._constrain_draws(z)
         return self._cache[key]
 
-    def discrete_probs(self, n: int = 1000, seed: int | None = None, *, data: Any = None) -> dict[str, np.ndarray]:
-        """Posterior probabilities of the values of each enumerated discrete site.
-
-        The exact conditional probabilities ``p(z_i = k | x, draw)`` (one backward pass of the
-        enumeration) averaged over ``n`` draws of q (``seed``), on the training rows or
-        ``data``. Returns site name -> array ``(*site_shape, K)`` over the K values.
-
-        Examples
-        --------
-        >>> import numpy as np, numpyro, numpyro.distributions as dist
-        >>> import variational as vi
-        >>> def mixture(y):
-        ...     mu = vi.Normal("mu", 0.0, 5.0, shape=2)
-        ...     with numpyro.plate("rows", len(y)):
-        ...         z = numpyro.sample("z", dist.Categorical(np.array([0.5, 0.5])),
-        ...                            infer={"enumerate": "parallel"})
-        ...         numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
-        >>> fit = vi.fit(mixture, {"y": np.array([-3.0, -3.1, 3.0])}, steps=500,
-        ...              start={"mu": np.array([-1.0, 1.0])}, progress=False)
-        >>> fit.discrete_probs(100)["z"].round(2)
-        array([[1., 0.],
-               [1., 0.],
-               [0., 1.]], dtype=float32)
-        """
-        from .discrete import discrete_probs
-        return discrete_probs(self, n, self._next_key(seed), data)
-
     @property
+    @measured("draws")
     def mean(self) -> dict[str, np.ndarray]:
         """Posterior means in the constrained space (from 4000 draws), per site."""
         return {k: v.mean(0) for k, v in self._moment_draws().items()}
 
     @property
+    @measured("draws")
     def std(self) -> dict[str, np.ndarray]:
         """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
         return {k: v.std(0) for k, v in self._moment_draws().items()}
@@ -400,6 +380,7 @@ class Fit(Run, MarginalAnswers):
 
         return to_inference_data(self, n, seed, posterior_predictive, coords, dims, log_likelihood)
 
+    @measured("draws")
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
         from .export import summary_table

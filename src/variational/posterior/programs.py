@@ -1,0 +1,104 @@
+"""The compiled programs behind a fit's answers: draws, constrained values, importance weights.
+
+Each is one compiled call, shared by every fit of the same model program, family and number of
+draws in the process (keys from :meth:`variational.LogDensity.key` and the fit's family key,
+see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`` and
+``diagnose`` compile once per process (and, with the persistent cache, once per machine).
+
+- :func:`draws`: ``n`` draws of q in the unconstrained space;
+- :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows;
+- :func:`prepare`: these and the constrained values of draws
+  (:func:`~variational.posterior.discrete.constrain_draws`), compiled during a fit's steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..compilation import compile_ahead, compiled, freeze, signature
+from .discrete import constrain_program
+
+__all__ = ["family_key", "draws", "importance_weights", "prepare"]
+
+#: elements of one (draws x rows) block of the log joint: 16M floats (64 MB) at a time
+_BLOCK = 1 << 24
+
+
+def family_key(fit: Any) -> Any:
+    """The key of a fit's family (set by ``fit()`` for named methods; else the object itself)."""
+    key = getattr(fit, "_family_key", None)
+    return key if key is not None else freeze(fit.family)
+
+
+def draws(fit: Any, n: int, key: jax.Array) -> jax.Array:
+    """``n`` draws of q, unconstrained, shape ``(n, D)``."""
+    where, lower, args = _draws_program(fit, n, key)
+    return compiled(where, lower)(*args)
+
+
+def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    """``log p(x, z)`` of each draw on all rows of ``batch``, in blocks that fit in memory."""
+    leaves = jax.tree_util.tree_leaves(batch)
+    rows = max([int(np.shape(a)[0]) for a in leaves if np.ndim(a)] or [1])
+    per = max(1, _BLOCK // rows)
+    one = lambda z: ld.log_joint(z, batch)  # noqa: E731
+    if per >= zs.shape[0]:
+        return jax.vmap(one)(zs)
+    return jax.lax.map(one, zs, batch_size=per)
+
+
+def _weights_program(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
+                     n: int, fam_key: Any) -> tuple[Any, Callable, tuple]:
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+        z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
+        return z, _log_joint_many(ld, z, b), log_q
+
+    args = (params, key, batch)
+    fam = fam_key if fam_key is not None else freeze(family)
+    return (("importance weights", fam, ld.key("log_joint", batch), n, signature(args)),
+            lambda: jax.jit(fn).lower(*args), args)
+
+
+def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
+                       n: int, fam_key: Any = None) -> tuple[jax.Array, np.ndarray]:
+    """``n`` draws of q (from ``fold_in(key, 3)``) and their raw log weights ``log p - log q``
+    (the difference taken in float64).
+
+    ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
+    """
+    where, lower, args = _weights_program(ld, family, params, batch, key, n, fam_key)
+    z, log_p, log_q = compiled(where, lower)(*args)
+    return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
+
+
+def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
+    family, args = fit.family, (fit._answer_params, key)   # the reported approximation
+    fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
+    return ("draws", family_key(fit), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
+
+
+def prepare(fit: Any) -> int:
+    """Start compiling, on a background thread, what ``fit.diagnose()`` and ``fit.mean`` /
+    ``fit.std`` / ``fit.sample(4000)`` will run (4000 draws each), so that it overlaps the
+    optimisation steps; returns the number of programs started. Programs in memory or on
+    disk already, and those of fits whose data is streamed, are left alone."""
+    plan = getattr(fit, "_plan", None)
+    if plan is not None and getattr(plan, "feeder", None) is not None:
+        return 0
+    started = 0
+    if fit.family.particles is None:   # (an empirical family's summaries use its particles)
+        started += compile_ahead(*_draws_program(fit, 4000, fit.key)[:2])
+        z = jax.ShapeDtypeStruct((4000, fit._logdensity.dim), fit._logdensity.dtype)
+        started += compile_ahead(*constrain_program(fit, z)[:2])
+    # a family with a density q; a model with parameters is diagnosed at their fitted values
+    if fit.family.make_loss_and_grad is None and not fit._logdensity.params:
+        where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.state.params, dict(fit.data),
+                                           fit.key, 4000, family_key(fit))
+        started += compile_ahead(where, lower)
+    return int(started)

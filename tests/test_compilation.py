@@ -1,0 +1,296 @@
+"""Compiled programs are made once: the persistent cache, sharing between fits, compile counts.
+
+Truths: the number of XLA compilations JAX reports (``jax.monitoring``), exact equality of the
+numbers of two runs, the conjugate posterior of a normal mean, and ArviZ's PSIS.
+"""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import variational as vi
+from variational.compilation import cache as compilation
+from variational.compilation import clear_programs, fingerprint, freeze, stats
+
+Y = np.random.default_rng(3).normal(2.0, 1.0, size=50)
+
+
+def _posterior_mean(y, scale):
+    """Exact posterior mean of mu under mu ~ N(0, 10), y ~ N(scale * mu, 1)."""
+    return scale * y.sum() / (scale**2 * len(y) + 1 / 100)
+
+
+def mean_model(y):
+    mu = vi.Normal("mu", 0.0, 10.0)
+    vi.HalfNormal("tau", 1.0)
+    vi.Normal("y", mu, 1.0, observed=y)
+
+
+@pytest.fixture
+def cache_state(tmp_path):
+    """Run a test with the cache settings of its own and put the process's back afterwards."""
+    before_current, before_dir = compilation._current, jax.config.jax_compilation_cache_dir
+    before_ours = compilation._ours
+    yield tmp_path
+    compilation._current, compilation._ours = before_current, before_ours
+    compilation._point_jax_at(None if before_dir is None else before_dir)
+    compilation._ours = before_ours
+
+
+def _fit(model=mean_model, seed=0, **kw):
+    return vi.fit(model, {"y": Y}, steps=300, progress=False, seed=seed, **kw)
+
+
+def test_a_second_fit_of_the_same_model_compiles_nothing():
+    first = _fit(seed=0)
+    first.diagnose(n=500)
+    first.sample(200)
+    before = stats()
+    second = _fit(seed=1)                 # another seed: the same program
+    d = second.diagnose(n=500)
+    draws = second.sample(200)
+    s = stats() - before
+    assert (s.compilations, s.cache_hits) == (0, 0)
+    assert second.timings["compilations"] == 0
+    assert np.isfinite(d.khat) and draws["mu"].shape == (200,)
+    assert not np.array_equal(first.hist, second.hist)   # it did run with its own seed
+
+
+def test_a_first_fit_compiles_a_handful_of_programs(cache_state):
+    """Counts every XLA compilation of a first fit + diagnose + draws (nothing cached anywhere)."""
+    vi.set_compile_cache(cache_state)
+    jax.clear_caches()
+    clear_programs()
+
+    def fresh_model(y):   # not seen by any other test
+        mu = vi.Normal("m", 1.0, 5.0)
+        vi.Normal("y", mu, vi.HalfNormal("s", 2.0), observed=y)
+
+    before = stats()
+    fit = vi.fit(fresh_model, {"y": Y}, steps=200, progress=False)
+    n_fit = (stats() - before).compilations
+    fit.diagnose(n=500)
+    fit.sample(300)
+    assert np.isfinite(fit.mean["m"])
+    n = (stats() - before).compilations
+    # measured: the fit 11 (data to the device 2, the seed, the initial point, the flat initial
+    # point 2, the family's initial scale 2, the first state, a conversion, the chunk); then the
+    # importance weights, a conversion and the draws' key, and the draws and their constrained
+    # values for sample(300) and for mean (4000 draws) 4
+    assert n_fit <= 11 and n <= 18, (n_fit, n)
+    assert fit.timings["compilations"] == n
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.hist, b.hist)
+    for k in ("loc", "rho"):
+        np.testing.assert_array_equal(np.asarray(a.state.params[k]), np.asarray(b.state.params[k]))
+
+
+def test_a_long_fit_compiles_its_answers_while_it_runs():
+    def ahead_model(y):   # not seen by any other test
+        vi.Normal("y", vi.Normal("a", 0.5, 3.0), 1.0, observed=y)
+
+    fit = vi.fit(ahead_model, {"y": Y}, steps=5000, progress=False)
+    fit.sample(10)                       # (the eager work of drawing: a key)
+    before = stats()
+    d = fit.diagnose()                   # 4000 draws: compiled during the steps
+    mean = fit.mean["a"]                 # 4000 draws: compiled during the steps
+    assert (stats() - before).compilations == 0
+    exact = (Y.sum() + 0.5 / 9) / (len(Y) + 1 / 9)   # a ~ N(0.5, 3), y ~ N(a, 1)
+    assert d.khat < 0.5 and abs(float(mean) - exact) < 0.1   # posterior sd 0.14
+
+
+def test_numbers_are_identical_with_and_without_the_disk_caches(cache_state):
+    vi.set_compile_cache(cache_state)
+    jax.clear_caches()
+    clear_programs()
+    before = stats()
+    compiled = _fit(seed=5)                      # compiles every program (and writes them)
+    assert (stats() - before).cache_hits == 0
+    jax.clear_caches()                           # as in a new session:
+    clear_programs()
+    before = stats()
+    loaded = _fit(seed=5)                        # every program from the disk
+    s = stats() - before
+    assert s.compilations == 0 and s.stored >= 3   # initial point, first state, chunk: not traced
+    _same(loaded, compiled)
+    stored = sorted((cache_state / "programs").glob("*.xla"))
+    sizes = [f.stat().st_size for f in stored]
+    for f in stored:                             # torn files, as if a writer had been killed
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    jax.clear_caches()
+    clear_programs()
+    before = stats()
+    again = _fit(seed=5)                         # the torn ones are not used: traced again
+    assert (stats() - before).stored == 0
+    _same(again, compiled)
+    assert all(f.stat().st_size > n // 2 for f, n in zip(stored, sizes))   # and written anew
+    jax.clear_caches()
+    clear_programs()
+    before = stats()
+    reloaded = _fit(seed=5)                      # what was written anew loads and runs
+    assert (stats() - before).stored >= 3
+    _same(reloaded, compiled)
+
+
+SCALE = 1.0
+
+
+def global_model(y):
+    mu = vi.Normal("mu", 0.0, 10.0)
+    vi.Normal("y", SCALE * mu, 1.0, observed=y)
+
+
+def kwarg_model(y, scale):
+    mu = vi.Normal("mu", 0.0, 10.0)
+    vi.Normal("y", scale * mu, 1.0, observed=y)
+
+
+def test_a_changed_global_or_model_kwarg_is_a_new_program():
+    """The same model function with another global or model_kwargs value is not reused stale."""
+    global SCALE
+    kw = {"steps": 1500, "stl": True, "learning_rate": 0.05, "progress": False}
+    try:
+        for scale in (1.0, 2.0):
+            SCALE = scale
+            got = float(vi.fit(global_model, {"y": Y}, **kw).mean["mu"])
+            assert abs(got - _posterior_mean(Y, scale)) < 0.03, (scale, got)
+    finally:
+        SCALE = 1.0
+    for scale in (1.0, 0.5):
+        got = float(vi.fit(kwarg_model, {"y": Y}, model_kwargs={"scale": scale}, **kw).mean["mu"])
+        assert abs(got - _posterior_mean(Y, scale)) < 0.05, (scale, got)
+
+
+def test_store_keys_are_written_out_only_when_every_session_names_them_alike():
+    from variational.compilation.store import stable
+
+    ld = vi.LogDensity(mean_model, {"y": Y})
+    key = ld.key("logp", {"y": Y.astype(np.float32)})
+    assert stable(key) is not None and stable(key) == stable(vi.LogDensity(mean_model, {"y": -Y}).key(
+        "logp", {"y": Y.astype(np.float32)}))
+    assert stable(freeze(vi.mean_field())) is None            # a Family object: this process only
+    assert stable(freeze(lambda x: x)) is None                 # a user's function
+    assert stable(freeze(vi.families.FAMILIES["advi"])) is not None
+
+
+def test_settings_that_are_constants_of_a_program_are_part_of_its_key():
+    """Two fits of one model that differ in the learning rate, a family option or the optimiser
+    share nothing that would carry the first one's setting into the second."""
+    _fit(seed=0)
+    for kw, check in [({"learning_rate": 0.5}, lambda f: f.learning_rate == 0.5),
+                      ({"init_scale": 0.5}, lambda f: np.allclose(jax.nn.softplus(f.state.params["rho"]), 0.5)),
+                      ({"optimizer": "sgd", "learning_rate": 0.25}, lambda f: f.learning_rate == 0.25)]:
+        assert check(vi.fit(mean_model, {"y": Y}, steps=0, progress=False, **kw)), kw
+
+
+def test_another_objective_is_another_program():
+    """The objective is a constant of the chunk: fits of one model under the ELBO, a KL weight
+    and the closed-form mean-field KL (same seed) each run their own steps, not the first one's."""
+    base = _fit(seed=0)
+    before = stats()
+    weighted = _fit(seed=0, kl_weight=0.5)
+    closed = _fit(seed=0, objective="meanfield_elbo")
+    made = stats() - before
+    assert made.compilations + made.cache_hits >= 2   # two chunks of their own (compiled or loaded)
+    assert not np.array_equal(base.hist, weighted.hist)
+    assert not np.array_equal(base.hist, closed.hist)
+    assert not np.array_equal(weighted.hist, closed.hist)
+
+
+def test_direct_methods_answer_for_their_own_data():
+    """Laplace fits of one model on two data sets share no answer: each mean is the conjugate
+    posterior mean of its own data."""
+    for y in (Y, Y + 1.0):
+        fit = vi.fit(mean_model, {"y": y}, method="laplace", progress=False)
+        assert float(fit.mean["mu"]) == pytest.approx(_posterior_mean(y, 1.0), abs=0.02)
+        assert fit.sample(100)["mu"].shape == (100,)
+
+
+def test_fingerprint_sees_constants_by_value():
+    a, b = np.arange(3.0), np.arange(3.0) + 1
+    fa = fingerprint(jax.make_jaxpr(lambda x: x * a)(np.ones(3)))
+    assert fa == fingerprint(jax.make_jaxpr(lambda x: x * a.copy())(np.zeros(3)))
+    assert fa != fingerprint(jax.make_jaxpr(lambda x: x * b)(np.ones(3)))
+    assert freeze({"k": 1, "a": a}) == freeze({"a": a.copy(), "k": 1})
+
+
+def test_an_unwritable_cache_directory_falls_back_silently_with_a_note(cache_state, monkeypatch):
+    blocker = cache_state / "a-file"
+    blocker.write_text("not a directory")
+    where = blocker / "cache"
+    compilation._point_jax_at(None)
+    compilation._current = None
+    monkeypatch.setenv(compilation.ENV_VAR, str(where))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = _fit(seed=2)
+    info = vi.compile_cache()
+    assert not info.enabled and info.source == "off"
+    assert str(where) in info.note and "cannot be written" in info.note
+    assert fit.steps == 300 and jax.config.jax_compilation_cache_dir is None
+    with pytest.raises(OSError, match="a-file"):
+        vi.set_compile_cache(where)
+
+
+def test_the_users_own_jax_cache_is_left_alone(cache_state, monkeypatch):
+    mine = str(cache_state / "users-jax-cache")
+    monkeypatch.delenv(compilation.ENV_VAR, raising=False)
+    compilation._point_jax_at(None)
+    jax.config.update("jax_compilation_cache_dir", mine)
+    compilation._current = None
+    info = vi.compile_cache()
+    assert info.source == "jax" and str(info.directory) == mine
+    with compilation.caching():
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0   # JAX's default
+    assert jax.config.jax_compilation_cache_dir == mine
+    monkeypatch.setenv(compilation.ENV_VAR, "off")
+    compilation._current = None
+    assert vi.compile_cache().source == "off"
+
+
+def test_the_default_directory_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation.default_cache_dir() == tmp_path / "variational" / "jax"
+
+
+def _arviz_psislw(log_w):
+    """ArviZ's own PSIS of log importance ratios (0.x: az.psislw; 1.x smooths exp(-input))."""
+    from variational.families._psis import ARVIZ_1
+
+    if ARVIZ_1:
+        from arviz_stats.base import array_stats
+
+        lw, k = array_stats.psislw(-log_w)
+    else:
+        import arviz as az
+
+        lw, k = az.psislw(log_w.copy())
+    return np.asarray(lw), float(k)
+
+
+def test_psis_matches_arviz():
+    from variational.families._psis import pareto_smooth
+
+    rng = np.random.default_rng(0)
+    for log_w in (rng.normal(size=4000), 2.0 * rng.standard_t(3, size=4000), rng.normal(size=40)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want, want_k = _arviz_psislw(log_w)
+        got, got_k = pareto_smooth(log_w)
+        assert got_k == pytest.approx(want_k, rel=1e-12)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_timings_say_where_the_time_went():
+    fit = _fit(seed=3)
+    fit.diagnose(n=500)
+    assert np.isfinite(fit.mean["mu"])
+    t = fit.timings
+    assert t["steps"] == 300
+    for k in ("setup_s", "compile_s", "run_s", "draws_s", "diagnose_s"):
+        assert t[k] >= 0.0, k
+    assert t["diagnose_s"] > 0 and t["draws_s"] > 0
