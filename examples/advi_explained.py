@@ -124,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         ref2 = nuts(mvnormal_model, seed=3, warmup=1000, samples=10_000)["density"]
         ref_label = "NUTS"
-    mf = vi.fit(mvnormal_model, method="advi", steps=steps2, seed=1, stl=True, progress=False)
-    fr = vi.fit(mvnormal_model, method="fullrank_advi", steps=steps2, seed=1, stl=True, progress=False)
+    mf = vi.fit(mvnormal_model, method="advi", steps=steps2, learning_rate=1e-2, seed=1, stl=True, progress=False)
+    fr = vi.fit(mvnormal_model, method="fullrank_advi", steps=steps2, learning_rate=1e-2, seed=1, stl=True,
+                progress=False)
     corr = {ref_label: float(np.corrcoef(ref2.T)[0, 1])}
     samples = {ref_label: ref2}
     for label, f in (("mean-field ADVI", mf), ("full-rank ADVI", fr)):

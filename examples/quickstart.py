@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- 1. NormalMixture: NUTS, ADVI, SVGD ------------------------------------------------
     ref = nuts(mixture_model, seed=0, warmup=300 if q else 1000, samples=500 if q else 12_500, chains=4)["x"]
-    advi = vi.fit(mixture_model, method="advi", steps=10_000, **kw)
+    advi = vi.fit(mixture_model, method="advi", steps=10_000, learning_rate=1e-2, **kw)
     svgd = vi.fit(mixture_model, method="svgd", n_particles=1000, optimizer="sgd", learning_rate=0.01,
                   steps=300, **kw)
     xa = advi.sample(4000, seed=1)["x"]
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for diff in ("relative", "absolute"):
         # the last iterate of a constant-step fit moves by about 1% per 100 steps: 1e-3 would never stop it
         cb = vi.callbacks.CheckParametersConvergence(diff=diff, every=100, tolerance=1e-2)
-        f = vi.fit(mixture_model, method="advi", steps=50_000, callbacks=[cb], **kw)
+        f = vi.fit(mixture_model, method="advi", steps=50_000, callbacks=[cb], learning_rate=1e-2, **kw)
         stops[diff] = f
         rep.say(f"- diff={diff!r}: stopped after {f.steps} of at most 50,000 steps ({f.message})")
         rep.check(f"CheckParametersConvergence(diff={diff!r}) stops the fit before 50,000 steps", f.steps, f.steps < 50_000)
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = vi.callbacks.Tracker(every=100, mean=lambda fit: float(fit.unconstrained_mean["x"]),
                                    std=lambda fit: float(fit.unconstrained_std["x"]))
     steps3, more = (5000, 2000) if q else (20_000, 100_000)
-    tf = vi.fit(mixture_model, method="advi", steps=steps3, callbacks=[tracker], **kw)
+    tf = vi.fit(mixture_model, method="advi", steps=steps3, callbacks=[tracker], learning_rate=1e-2, **kw)
     n_first = len(tracker["mean"])
     tf.refine(more, callbacks=[tracker])
     rep.say(f"## 3. Tracker over a {steps3:,}-step fit, then refine({more:,})\n\n{len(tracker['mean'])} records "
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if i == 100:
             raise StopIteration("stopping after 100 steps")
 
-    full = vi.fit(normal_model, {"data": data}, steps=10_000, callbacks=[stop_after_100], **kw)
+    full = vi.fit(normal_model, {"data": data}, steps=10_000, callbacks=[stop_after_100], learning_rate=1e-2, **kw)
     rep.say(f"## 6. The 40,000 x 100 Normal model\n\nfull batch with a stopping callback: {full.steps} steps "
             f"({full.message})\n")
     rep.check("the callback stops the full-batch fit after 100 steps", full.steps, full.steps == 100)

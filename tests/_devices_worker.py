@@ -45,12 +45,14 @@ def single(out: str) -> None:
         }
 
     d = make_radon()
-    kw = dict(model_kwargs={"n_counties": d.n_counties}, steps=300, seed=2)
+    # mean-field at a constant step of 0.01: the engine's steps compared across devices
+    kw = dict(model_kwargs={"n_counties": d.n_counties}, steps=300, seed=2, method="advi", learning_rate=0.01)
     compare("radon_minibatch", radon_model, d.columns, batch_size=100, **kw)
     d920 = make_radon(n_rows=920)
     compare("radon_full", radon_model, d920.columns, **kw)
     folder = sys.argv[3]
-    compare("parquet_stream", logistic, vi.data.parquet(folder), batch_size=64, steps=200, seed=1)
+    compare("parquet_stream", logistic, vi.data.parquet(folder), batch_size=64, steps=200, seed=1,
+            method="advi", learning_rate=0.01)
     errors = {}
     for name, kwargs in {"uneven_batch": dict(batch_size=102), "uneven_rows": dict(batch_size=None)}.items():
         try:
@@ -69,7 +71,8 @@ def process(pid: int, nproc: int, port: str, folder: str, out: str) -> None:
     import variational as vi
 
     src = vi.data.parquet(folder, shard=(jax.process_index(), jax.process_count()))
-    fit = vi.fit(logistic, src, batch_size=64, steps=200, devices="all", progress=False, seed=1)
+    fit = vi.fit(logistic, src, batch_size=64, steps=200, devices="all", progress=False, seed=1,
+                 method="advi", learning_rate=0.01)
     np.savez(out, loc=np.asarray(fit.params["loc"]), rho=np.asarray(fit.params["rho"]), hist=fit.hist,
              local_rows=src.num_rows, epochs=fit.epochs, devices=jax.device_count())
 

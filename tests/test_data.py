@@ -113,7 +113,8 @@ def test_minibatch_elbo_gradient_is_unbiased():
 
 def _fit_normal(data, **kw):
     opt = optax.adam(optax.cosine_decay_schedule(0.05, 3000))   # noise-free end of the run
-    return vi.fit(normal_model, data, steps=3000, optimizer=opt, num_particles=8, progress=False, **kw)
+    return vi.fit(normal_model, data, method="advi", steps=3000, optimizer=opt, num_particles=8,
+                  progress=False, **kw)
 
 
 def test_minibatch_fit_matches_analytic_posterior(y1000):

@@ -160,13 +160,13 @@ def test_chunking_does_not_change_results():
 
 
 def test_refine_continues_and_warm_start():
-    fit = vi.fit(normal_model, {"y": Y}, steps=200, progress=False)
+    fit = vi.fit(normal_model, {"y": Y}, steps=200, learning_rate=0.01, progress=False)
     fit.refine(300)
     assert len(fit.hist) == 500 and fit.steps == 500
     # warm start on new data of the same shape starts near the old solution
     y2 = Y + 1.0
-    warm = vi.fit(normal_model, {"y": y2}, init=fit, steps=1, progress=False)
-    cold = vi.fit(normal_model, {"y": y2}, steps=1, progress=False)
+    warm = vi.fit(normal_model, {"y": y2}, init=fit, steps=1, learning_rate=0.01, progress=False)
+    cold = vi.fit(normal_model, {"y": y2}, steps=1, learning_rate=0.01, progress=False)
     assert abs(float(warm.params["loc"][0]) - float(fit.params["loc"][0])) < 0.05
     assert abs(float(cold.params["loc"][0]) - float(fit.params["loc"][0])) > 1.0
 
@@ -186,7 +186,7 @@ def test_optax_object_is_accepted():
 
 
 def test_result_object_exports():
-    fit = vi.fit(normal_model, {"y": Y}, steps=300, progress=False)
+    fit = vi.fit(normal_model, {"y": Y}, method="advi", steps=300, progress=False)
     idata = fit.to_arviz(n=40)
     assert idata.posterior["mu"].shape == (1, 40)
     assert idata.optimization["loss"].shape == (300,)

@@ -119,9 +119,9 @@ def test_init_params_set_a_guide_s_constrained_parameters_and_a_family_s_pytree(
     assert (float(fit.params["m"]), float(fit.params["s"])) == pytest.approx((3.0, 0.5), rel=1e-6)
     assert float(fit.state.params["s"]) == pytest.approx(np.log(0.5), rel=1e-6)   # raw: unconstrained
     moved = vi.fit(conjugate, {"y": Y}, guide=guide, init_params={"m": 3.0}, steps=3000,
-                   num_particles=4, progress=False)
+                   num_particles=4, learning_rate=0.01, progress=False)
     assert float(moved.params["m"]) == pytest.approx(POST_MEAN, abs=0.05)
-    adv = vi.fit(conjugate, {"y": Y}, init_params={"loc": [2.0]}, steps=0, progress=False)
+    adv = vi.fit(conjugate, {"y": Y}, method="advi", init_params={"loc": [2.0]}, steps=0, progress=False)
     assert float(adv.params["loc"][0]) == 2.0 and float(adv.median["mu"]) == pytest.approx(2.0)
     for bad, msg in [({"q": 1.0}, r"\['q'\].*\['m', 's'\]"), ({"s": -1.0}, "outside the constraint"),
                      ({"m": [1.0, 2.0]}, "shape"), ({"m": np.nan}, "NaN")]:

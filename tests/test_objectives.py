@@ -84,7 +84,7 @@ def test_renyi_bound_equals_the_evidence_at_the_exact_posterior_and_bounds_it_el
 
 
 def test_renyi_fit_recovers_the_conjugate_posterior_and_works_with_a_guide():
-    fit = vi.fit(conjugate, {"y": Y}, objective="renyi", alpha=0.5, num_particles=8, steps=2500,
+    fit = vi.fit(conjugate, {"y": Y}, method="advi", objective="renyi", alpha=0.5, num_particles=8, steps=2500,
                  learning_rate=0.02, progress=False)
     assert fit.settings["objective"] == "renyi" and fit.settings["alpha"] == 0.5
     assert float(fit.params["loc"][0]) == pytest.approx(POST_MEAN, abs=0.03)
@@ -107,7 +107,7 @@ def test_renyi_fit_recovers_the_conjugate_posterior_and_works_with_a_guide():
 def test_kl_weight_optimum_is_the_tempered_posterior(beta):
     # maximise E_q[log p(y|mu)] - beta KL(q || prior): q = N(m, s^2) with
     # m = (sum y) / (N + beta / tau^2), s^2 = beta / (N + beta / tau^2)
-    fit = vi.fit(conjugate, {"y": Y}, kl_weight=beta, steps=3000, stl=True, learning_rate=0.02,
+    fit = vi.fit(conjugate, {"y": Y}, method="advi", kl_weight=beta, steps=3000, stl=True, learning_rate=0.02,
                  progress=False)
     prec = N + beta / PRIOR_SD**2
     assert float(fit.params["loc"][0]) == pytest.approx(Y.sum() / prec, abs=0.02)
@@ -115,7 +115,7 @@ def test_kl_weight_optimum_is_the_tempered_posterior(beta):
 
 
 def test_kl_weight_zero_is_maximum_likelihood_and_one_is_the_elbo(ld):
-    fit = vi.fit(conjugate, {"y": Y}, kl_weight=0.0, steps=3000, learning_rate=0.02, progress=False)
+    fit = vi.fit(conjugate, {"y": Y}, method="advi", kl_weight=0.0, steps=3000, learning_rate=0.02, progress=False)
     assert float(fit.params["loc"][0]) == pytest.approx(Y.mean(), abs=0.02)       # the MLE
     assert float(jax.nn.softplus(fit.params["rho"][0])) < 0.2 * POST_SD             # q collapses
     fam, p, key = mean_field(), q_params(0.3, 0.5), jax.random.PRNGKey(3)
@@ -162,7 +162,7 @@ def test_meanfield_fit_recovers_the_conjugate_posterior():
     def one_point(y):   # mu ~ N(0, 1), y ~ N(mu, 1), y = 1: the posterior is N(1/2, 1/2)
         vi.Normal("y", vi.Normal("mu", 0.0, 1.0), 1.0, observed=y)
 
-    fit = vi.fit(one_point, {"y": np.ones(1)}, objective="meanfield_elbo", steps=2000,
+    fit = vi.fit(one_point, {"y": np.ones(1)}, method="advi", objective="meanfield_elbo", steps=2000,
                  learning_rate=0.02, progress=False)
     assert float(fit.params["loc"][0]) == pytest.approx(0.5, abs=0.03)
     assert float(jax.nn.softplus(fit.params["rho"][0])) == pytest.approx(np.sqrt(0.5), rel=0.05)
@@ -189,13 +189,13 @@ def test_objective_errors_name_the_argument():
 def test_renyi_with_minibatches_warns():
     with pytest.warns(RuntimeWarning, match="not an unbiased estimate"):
         fit = vi.fit(conjugate, {"y": Y}, objective="renyi", num_particles=2, batch_size=5,
-                     steps=1, progress=False)
+                     steps=1, learning_rate=0.01, progress=False)
     assert "batch_size=" in fit.notes[-1]
 
 
 def test_objective_is_saved_and_restored():
     fit = vi.fit(conjugate, {"y": Y}, objective="renyi", alpha=0.3, num_particles=4, steps=50,
-                 progress=False)
+                 learning_rate=0.01, progress=False)
     path = os.path.join(tempfile.mkdtemp(), "renyi.npz")
     fit.save(path)
     back = vi.load(path, conjugate, {"y": Y})

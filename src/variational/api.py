@@ -20,7 +20,6 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import optax
 
-from .data import plan as _plan
 from .data.sources import Source
 from .engine import arguments as _arguments
 from .engine import checkpoint as _checkpoint
@@ -28,13 +27,14 @@ from .engine import control as _control
 from .engine import devices as _devices
 from .engine import keys as _keys
 from .engine import model_params as _model_params
+from .engine import notes as _notes
 from .engine import run as _run
-from .errors import CheckpointError, DataError, VariationalError
+from .errors import CheckpointError, DataError
 from .compilation import compiling, stats
-from .families import FAMILIES, Family, guide_family, make_family
+from .families import FAMILIES, Family, make_family
 from .model import LogDensity
 from .model.threads import exclusive
-from .objectives import RENYI_MINIBATCH, make_loss_and_grad, make_objective
+from .objectives import make_loss_and_grad, make_objective
 from .posterior import direct as _direct
 from .posterior import programs as _answers
 from .posterior.fit import Fit
@@ -51,10 +51,11 @@ def fit(
     model: Callable,
     data: Any = None,
     *,
-    method: str | Family = "advi",
-    steps: int | None = 10_000,
+    method: str | Family = "auto",
+    steps: int | None = None,
     optimizer: str | optax.GradientTransformation = "adam",
-    learning_rate: float | str = 1e-2,
+    learning_rate: float | str | None = None,
+    schedule: str | None = None,
     num_particles: int = 1,
     stl: bool = False,
     objective: str = "elbo",
@@ -73,6 +74,7 @@ def fit(
     init_params: Mapping[str, Any] | None = None,
     score_function: bool = False,
     max_steps: int = _control.DEFAULT_MAX_STEPS,
+    max_seconds: float | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool | str | Path = False,
@@ -89,7 +91,8 @@ def fit(
         source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
         ``batch_size``).
     method : str or Family
-        ``"advi"`` (mean-field Gaussian), ``"fullrank_advi"``, or another registered family.
+        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"`` (mean-field)
+        above (:func:`variational.families.default_method`); or another registered family.
         The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
         stochastic loop: each solves its own deterministic problem on all rows of the data
         (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
@@ -97,18 +100,27 @@ def fit(
         ``fit.steps``, ``fit.grad_evals``, ``fit.converged`` and ``fit.solution``. See
         ``docs/fast_approximations.md``.
     steps : int or None
-        Number of optimisation steps (in all, when resuming). ``None``: run until Stan's ELBO
-        stopping rule (:class:`~variational.callbacks.ELBOConvergence`) fires, up to
-        ``max_steps``; ``fit.converged`` and ``fit.message`` say which.
+        Number of optimisation steps (in all, when resuming). ``None`` (default): run until
+        the fit's convergence rule fires, up to ``max_steps`` (and ``max_seconds``): with the
+        adaptive schedule, until the reported answer stops moving
+        (:mod:`variational.engine.schedule`); with a constant step, Stan's ELBO rule
+        (:class:`~variational.callbacks.ELBOConvergence`). ``fit.converged`` and
+        ``fit.message`` say which rule ended it, or that the budget did.
     optimizer : str or optax.GradientTransformation
         "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", PyMC's "adagrad_window"
         (its ADVI default), "nesterov_momentum" and "adadelta", or any optax optimiser.
-    learning_rate : float or "auto"
-        Step size of a named optimiser. ``"auto"``: a short trial of each value of a grid
-        (Stan's eta adaptation, :func:`variational.engine.control.search_learning_rate`) picks it
-        before the main run; the choice is in ``fit.settings["learning_rate"]`` and
-        ``fit.notes``. After 10 non-finite steps in a row the fit returns to its best
-        parameters so far and halves the learning rate, and says so.
+    learning_rate : float, "auto" or None
+        Step size of a named optimiser. ``None`` (default) or ``"auto"``: a trial of each value of
+        a grid, scored by the ELBO where it ended (:func:`variational.engine.control.search_learning_rate`),
+        picks it; the choice is in ``fit.settings["learning_rate"]`` and ``fit.notes`` (a streamed
+        source, which cannot be replayed for trials, starts at 0.01). A number is used as given.
+        After 10 non-finite steps in a row the fit returns to its best parameters so far and
+        halves the learning rate, and says so.
+    schedule : {"adaptive", "constant"} or None
+        ``"adaptive"``: lower the step size once the iterates are stationary, report their average,
+        and rewhiten Gaussian families so that steps scale with q (:mod:`variational.engine.schedule`).
+        ``"constant"``: the last iterate of a constant step is reported (PyMC's ``pm.fit``).
+        ``None`` (default): ``"adaptive"`` when the step size is chosen, ``"constant"`` when given.
     num_particles : int
         Draws per step in the ELBO estimate.
     stl : bool
@@ -171,6 +183,8 @@ def fit(
         which sums them out exactly. See ``docs/discrete.md``.
     max_steps : int
         Budget of steps when ``steps=None``.
+    max_seconds : float, optional
+        Budget of seconds of optimisation (not counting step-size trials and compilation).
     checkpoint : str or Path, optional
         File the fit is saved to (atomically) every ``checkpoint_every`` steps and at the end,
         also when interrupted.
@@ -198,39 +212,51 @@ def fit(
     >>> def model(y):
     ...     mu = vi.Normal("mu", 0, 10)
     ...     vi.Normal("y", mu, 1.0, observed=y)
-    >>> fit = vi.fit(model, {"y": y}, steps=3000, progress=False)
+    >>> fit = vi.fit(model, {"y": y}, progress=False)
+    >>> fit.converged
+    True
     >>> exact = y.sum() / (len(y) + 1 / 10**2)    # the conjugate posterior mean
-    >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.05)
+    >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.02)
     True
     """
     steps, num_particles = _arguments.check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
     _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
     started, compiled_before = time.perf_counter(), stats()
-    direct = guide is None and \
-        make_family(method, **_arguments.family_options(method, method_options, steps)).solve is not None
+    method = "advi" if method == "auto" and objective == "meanfield_elbo" else method
+    direct = guide is None and method != "auto" and make_family(
+        method, **_arguments.family_options(method, method_options, steps)).solve is not None
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
                                 stl=stl, learning_rate=learning_rate)
     obj = make_objective(objective, alpha=alpha, kl_weight=kl_weight)
+    chosen = learning_rate is None  # the library picks the step size (a direct method takes none)
+    if not direct:
+        learning_rate, schedule = _control.resolve_step_size(optimizer, learning_rate, schedule)
     settings = dict(method=method.name if isinstance(method, Family) else method,
                     optimizer=optimizer if isinstance(optimizer, str) else "custom",
-                    learning_rate=learning_rate, num_particles=int(num_particles), stl=bool(stl),
-                    objective=obj.name, alpha=obj.alpha, kl_weight=obj.kl_weight,
+                    learning_rate=learning_rate, schedule=schedule, num_particles=int(num_particles),
+                    stl=bool(stl), objective=obj.name, alpha=obj.alpha, kl_weight=obj.kl_weight,
                     seed=seed, progress=progress, batch_size=batch_size, replace=bool(replace),
                     **{k: (v.spec() if hasattr(v, "spec") and not isinstance(v, type) else v)
                        for k, v in method_options.items()})   # a kernel object: as its spec
     run_args = dict(max_steps=max_steps, callbacks=callbacks, checkpoint=checkpoint,
-                    checkpoint_every=checkpoint_every)
+                    checkpoint_every=checkpoint_every, max_seconds=max_seconds)
     if resume:
         found = _resume(resume, checkpoint, model, data, settings, model_kwargs, optimizer, method, guide)
         if found is not None:
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
-    plan = _plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
+    plan = _arguments.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
+    if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
+        # a stream cannot replay trials; processes agree on every step (a fixed, constant step)
+        learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE
+        if place is not None and place.multiprocess:
+            schedule = settings["schedule"] = "constant"
     ld = LogDensity(model, plan.trace_data, model_kwargs, obs_scale=plan.obs_scale, start=start, seed=seed,
                     score_function=bool(score_function))
-    family = _family(method, guide, method_options, stl, ld, plan, seed, bool(score_function), steps)
+    family = _arguments.build_family(method, guide, method_options, stl, ld, plan, seed,
+                                     bool(score_function), steps)
     plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
     key = jax.random.PRNGKey(seed)
     if isinstance(init, str):
@@ -238,13 +264,13 @@ def fit(
     if direct:
         settings["method"] = family.name
         return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
-    opt, guard = _control.build_optimizer(optimizer, learning_rate)
-    base = family
+    opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule)
+    base, name = family, family.name if method == "auto" else method
     family, loss_and_grad = _model_params.attach(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
-    # (a family extended with the model's parameters is keyed by identity: shared with no fit)
-    fam_key = _keys.family_key(method if family is base else None,
-                               _arguments.family_options(method, method_options, steps), family)
+    # (a family with the model's parameters is keyed by identity; the schedule is in the program)
+    opts = _arguments.family_options(name, method_options, steps)
+    fam_key = (_keys.family_key(name if family is base else None, opts, family), ("schedule", schedule))
     engine = _keys.keyed_engine(loss_and_grad, opt, plan.batcher(ld), plan.capacity, ld, guard,
                                 (fam_key, optimizer, num_particles, stl, place, obj))
     state = _direct.initial_state(engine, init, family, ld, plan, key, init_params)
@@ -253,30 +279,18 @@ def fit(
         state, key, device_data = _devices.place_fit(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
-                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings)
+                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings, schedule=spec)
     result._family_key = fam_key
     result.categories = dict(plan.categories)
     if plan.batch_size is not None:
         result._use_plan(plan)
-        if obj.name == "renyi":
-            _run.note(result, RENYI_MINIBATCH)
-    if init is not None and init.family.name != family.name:
-        result.init_grad_evals = init.grad_evals
-        _run.note(result, f"started from the {init.method!r} fit's Gaussian moments "
-                          f"({init.grad_evals} gradient evaluations)", warn=False)
-    if score_function:
-        result.settings["score_function"] = True
-        _run.note(result, "score_function=True: the gradient of the guide's discrete (non-"
-                          "reparameterised) sites is a score-function estimate, unbiased but with a "
-                          "high variance; use num_particles >= 8 and a small learning rate, and "
-                          "check the fit (fit.diagnose(), several seeds)")
+    _notes.setup_notes(result, renyi_minibatch=plan.batch_size is not None and obj.name == "renyi",
+                       init=init, score_function=bool(score_function))
     result.timings["setup_s"] = time.perf_counter() - started
     result.timings["compilations"] += (stats() - compiled_before).compilations
     if steps is None or int(steps) >= AHEAD_STEPS:   # diagnose()'s and the draws' programs
         _answers.prepare(result)                     # compile on another core during the steps
-    if learning_rate == "auto" and not _run.choose_learning_rate(result):
-        return result  # Ctrl-C during the search
-    return _run.run(result, steps, **run_args)
+    return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
 
 
 # -- the steps of fit -------------------------------------------------------------------------
@@ -297,29 +311,6 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
     return loaded
 
 
-def _plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_kwargs: Any,
-               seed: int, place: Any) -> _plan.Plan:
-    if place is not None and place.multiprocess:
-        return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
-    return _plan.plan(model, data, batch_size=batch_size, replace=replace, model_kwargs=model_kwargs, seed=seed)
-
-
-def _family(method: Any, guide: Any, options: dict, stl: bool, ld: LogDensity, plan: _plan.Plan,
-            seed: int, score_function: bool = False, steps: Any = None) -> Family:
-    if guide is None:
-        if score_function:
-            raise VariationalError(
-                "score_function=True needs guide=: a guide supplies the distribution of the "
-                "discrete sites (the families of method= are continuous)")
-        return make_family(method, **_arguments.family_options(method, options, steps))
-    if method not in ("advi", "guide") or options or stl:
-        raise VariationalError(
-            f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
-            f"and stl=; give either a guide or a method")
-    return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
-
-
-# -- direct methods (Laplace, DADVI, Pathfinder): posterior/direct.py ---------------------------
 def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: Any, seed: int,
               progress: bool) -> Fit:
     """``init="pathfinder"`` (or another direct method): its fit on all rows, to start from."""

@@ -5,20 +5,28 @@ the method does not take is a misspelt argument (named, with the nearest known w
 checkpoint path must be writable before the fit starts (see
 :func:`variational.engine.checkpoint.check_target`).
 
-Imports: numpy, :mod:`variational.families.base`, :mod:`.checkpoint`.
+The data plan of a fit (one process or several) is made here too.
+
+May import: numpy, :mod:`variational.data`, :mod:`variational.families`, :mod:`.checkpoint`,
+:mod:`.devices`.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..data import plan as _plan
+from ..errors import VariationalError
+from ..families import default_method, guide_family, make_family
 from ..families.base import Family, method_options
+from . import devices as _devices
 from .checkpoint import check_target
 
-__all__ = ["whole_number", "check_arguments", "check_method_options", "family_options"]
+__all__ = ["whole_number", "check_arguments", "check_method_options", "family_options", "plan_data",
+           "build_family"]
 
 
 def whole_number(name: str, value: Any, minimum: int = 0) -> int:
@@ -97,3 +105,29 @@ def family_options(method: Any, options: dict, steps: Any) -> dict:
     if method == "asvgd" and "anneal_steps" not in options and steps is not None:
         return {**options, "anneal_steps": max(int(steps), 1)}   # the schedule spans the fit
     return options
+
+
+def plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_kwargs: Any,
+              seed: int, place: Any) -> _plan.Plan:
+    """The data plan of a fit: this process's shards across processes, else all of ``data``."""
+    if place is not None and place.multiprocess:
+        return _devices.multiprocess_plan(model, data, batch_size, model_kwargs, seed)
+    return _plan.plan(model, data, batch_size=batch_size, replace=replace,
+                      model_kwargs=model_kwargs, seed=seed)
+
+
+def build_family(method: Any, guide: Any, options: dict, stl: bool, ld: Any, plan: Any,
+                 seed: int, score_function: bool = False, steps: Any = None) -> Family:
+    """The family of a fit: ``method``'s (``"auto"`` by the model's dimension) or ``guide``'s."""
+    if guide is None:
+        if score_function:
+            raise VariationalError(
+                "score_function=True needs guide=: a guide supplies the distribution of the "
+                "discrete sites (the families of method= are continuous)")
+        return make_family(default_method(ld.dim) if method == "auto" else method,
+                           **family_options(method, options, steps))
+    if method not in ("auto", "advi", "guide") or options or stl:
+        raise VariationalError(
+            f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
+            f"and stl=; give either a guide or a method")
+    return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)

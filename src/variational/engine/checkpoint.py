@@ -392,7 +392,7 @@ def _fmt_cols(cols: Mapping[str, Any]) -> str:
 def check_resume_settings(path: Path, loaded: Any, expect: Mapping[str, Any]) -> None:
     """Refuse to resume ``loaded`` (read from ``path``) with settings other than ``expect``."""
     for k, v in expect.items():
-        if k in _FREE_SETTINGS or (k == "learning_rate" and v == "auto"):
+        if k in _FREE_SETTINGS or (k == "learning_rate" and v == "auto") or (k == "method" and v == "auto"):
             continue
         have = loaded.settings.get(k)
         try:

@@ -218,7 +218,8 @@ class Engine:
         """Run ``steps`` steps, in compiled chunks, with the host work between chunks.
 
         ``callbacks`` are called as ``cb(state, losses_so_far, steps_done)`` every
-        ``cb.every`` steps (every step when the attribute is missing); raising
+        ``cb.every`` steps (every step when the attribute is missing); a callback may return
+        a new state, which the loop continues from; raising
         ``StopIteration`` ends the run cleanly. ``feed(n, at)`` returns the streamed inputs of
         the ``n`` steps from step ``at`` on (leading dimension ``capacity``); asking by step
         number means that inputs fed to a chunk that never ran (Ctrl-C) are fed again.
@@ -265,7 +266,7 @@ class Engine:
                     # size the next call so that the bar refreshes about every target_seconds
                     n_next = int(np.clip(n * target_seconds / max(dt, 1e-6), 1, self.capacity))
                 step_now = start_step + done
-                self._call_back(callbacks, everies, state, hist0, chunks, step_now)
+                state = self._call_back(callbacks, everies, state, hist0, chunks, step_now)
                 if on_chunk is not None:
                     on_chunk(state, losses, step_now)
                 if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
@@ -286,10 +287,13 @@ class Engine:
 
     @staticmethod
     def _call_back(callbacks: Sequence[Callable], everies: list[int], state: EngineState,
-                   hist0: np.ndarray, chunks: list[np.ndarray], step_now: int) -> None:
+                   hist0: np.ndarray, chunks: list[np.ndarray], step_now: int) -> EngineState:
         all_losses = None
         for cb, e in zip(callbacks, everies):
             if step_now % e == 0:
                 if all_losses is None:
                     all_losses = np.concatenate([hist0, *chunks])
-                cb(state, all_losses, step_now)
+                moved = cb(state, all_losses, step_now)
+                if isinstance(moved, EngineState):  # a callback may hand back a new state
+                    state = moved
+        return state

@@ -9,10 +9,6 @@ questions about the approximation.
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-import warnings
 from typing import Any, Callable, Mapping, Self, Sequence
 
 import jax
@@ -26,6 +22,7 @@ from ..model.threads import MODEL_LOCK
 from .arguments import whole_number
 from .callbacks import ELBOConvergence
 from .checkpoint import Checkpointer, save
+from .notes import note, save_or_warn
 from .control import (
     BACKOFF_AFTER, BACKOFF_FACTOR, BACKOFF_WINDOW, DEFAULT_MAX_STEPS, LR_TRIAL_STEPS, _reductions,
     learning_rate, search_learning_rate, with_learning_rate,
@@ -33,6 +30,8 @@ from .control import (
 from .loop import Engine, EngineState, RunReport
 from .model_params import MODEL
 from .progress import Progress
+from .controller import AnswerConvergence, Controller, advance, report_schedule
+from .schedule import answer, describe, status
 
 __all__ = ["Run", "run", "after_run", "note", "choose_learning_rate", "whole_number", "raise_with_fit"]
 
@@ -45,7 +44,6 @@ def raise_with_fit(error: BaseException, fit: Any) -> None:
     error.fit = fit  # type: ignore[attr-defined]
     raise error
 
-logger = logging.getLogger("variational")
 
 
 class Run:
@@ -63,6 +61,7 @@ class Run:
         data: Mapping[str, Any],
         model_kwargs: Mapping[str, Any],
         settings: dict,
+        schedule: Any = None,
     ) -> None:
         self.model = model
         self._logdensity = logdensity
@@ -74,6 +73,8 @@ class Run:
         self.model_kwargs = dict(model_kwargs)
         self.settings = dict(settings)
         self.method = family.name
+        self.schedule = schedule             # the adaptive schedule's spec, or None
+        self._controller = None if schedule is None else Controller(schedule)
         self._hist: list[np.ndarray] = []
         self.interrupted = False
         self.converged: bool | None = None   # set when a convergence rule was watching
@@ -105,6 +106,8 @@ class Run:
 
     def _run_locked(self, steps: int, callbacks: Sequence[Callable], progress: bool | None,
                     feed: Callable[[int, int], Any] | None, max_seconds: float | None) -> Self:
+        if int(steps) > 0 and self.settings.get("learning_rate") == "auto" and not choose_learning_rate(self):
+            return self  # Ctrl-C during the step-size search
         show = self.settings.get("progress", True) if progress is None else progress
         bars: list[Progress] = []
 
@@ -112,6 +115,10 @@ class Run:
             bars.append(Progress(steps, self.method))
             return bars[-1]
 
+        if self._controller is not None:
+            if self._controller.pending(self._state):
+                self._set_state(advance(self._controller, self._state))
+            callbacks = [self._controller, *callbacks]
         wrapped = [self._wrap_callback(cb) for cb in callbacks]
         before, compiled_before = self._state, stats()
         feeder = None if self._plan is None else self._plan.feeder
@@ -136,9 +143,10 @@ class Run:
         return self
 
     def _wrap_callback(self, cb: Callable) -> Callable:
-        def call(state: EngineState, losses: np.ndarray, i: int) -> None:
+        def call(state: EngineState, losses: np.ndarray, i: int) -> EngineState | None:
             self._set_state(state)
             cb(self, losses, i)
+            return self._state if self._state is not state else None  # a callback may move the state on
 
         call.every = getattr(cb, "every", 1)  # type: ignore[attr-defined]
         return call
@@ -195,7 +203,10 @@ class Run:
         >>> len(fit.hist)
         200
         """
-        return self._run(steps, callbacks=callbacks, progress=progress)
+        self._run(steps, callbacks=callbacks, progress=progress)
+        if self.schedule is not None and not self.interrupted and self.steps > 0:
+            report_schedule(self)
+        return self
 
     def save(self, path: Any) -> Any:
         """Save the fit to one ``.npz`` file (atomically); :func:`variational.load` reads it back.
@@ -228,10 +239,18 @@ class Run:
 
     @property
     def params(self) -> Any:
-        """The variational parameters (a custom guide's: constrained, named as the guide names them)."""
+        """The variational parameters of the reported approximation (with the adaptive schedule an
+        average of iterates; the optimiser's own iterate is ``fit.state.params``), in the family's
+        plain form (a custom guide's: constrained, named as the guide names them)."""
+        p = self._answer_params
         if self.family.user_params is not None:
-            return self.family.user_params(self._state.params)
-        return self._state.params
+            return self.family.user_params(p)
+        return p
+
+    @property
+    def _answer_params(self) -> Any:
+        """The raw parameter pytree of the reported approximation (the family's own form)."""
+        return answer(self._state)
 
     @property
     def logdensity(self) -> LogDensity:
@@ -240,7 +259,7 @@ class Run:
         if not ld.params:
             return ld
         if "bound_logdensity" not in self._cache:
-            self._cache["bound_logdensity"] = ld.bind(self._state.params[MODEL])
+            self._cache["bound_logdensity"] = ld.bind(self._answer_params[MODEL])
         return self._cache["bound_logdensity"]
 
     @property
@@ -262,7 +281,7 @@ class Run:
         """
         if not self._logdensity.params:
             return {}
-        return self._logdensity.params.shown(self._state.params[MODEL])
+        return self._logdensity.params.shown(self._answer_params[MODEL])
 
     @property
     def hist(self) -> np.ndarray:
@@ -293,34 +312,6 @@ class Run:
         return int(self._state.skipped)
 
 
-def note(fit: Any, message: str, warn: bool = True) -> None:
-    """Record ``message`` in ``fit.notes`` and report it: a warning (``warn=True``) or a log record.
-
-    Log records go to the ``variational`` logger at INFO. With the progress bar on and no
-    INFO logging configured, they are also written next to the bar (``tqdm.write``); with
-    ``progress=False`` nothing is written to the terminal by the library itself.
-    """
-    if not hasattr(fit, "notes"):
-        fit.notes = []
-    fit.notes.append(message)
-    if warn:
-        warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
-        return
-    logger.info(message)
-    if fit.settings.get("progress", True) and not logger.isEnabledFor(logging.INFO):
-        from tqdm.auto import tqdm
-
-        tqdm.write(message, file=sys.stderr)
-
-
-def _user_stacklevel() -> int:
-    """``stacklevel`` of the first frame outside this package (warnings point at user code)."""
-    here, frame, level = os.path.dirname(__file__), sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(here):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def after_run(fit: Any, callbacks: Sequence[Any], before: EngineState, stopped_by: str | None) -> None:
     """Report what a run did: convergence, skipped steps, learning-rate reductions."""
     rules = [cb for cb in callbacks if hasattr(cb, "converged_at")]
@@ -343,8 +334,13 @@ def after_run(fit: Any, callbacks: Sequence[Any], before: EngineState, stopped_b
 
 
 def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
-        callbacks: Sequence[Any] = (), checkpoint: Any = None, checkpoint_every: int | None = None) -> Any:
-    """Run ``fit`` to ``steps`` steps in all (``None``: until the ELBO rule fires, up to ``max_steps``).
+        callbacks: Sequence[Any] = (), checkpoint: Any = None, checkpoint_every: int | None = None,
+        max_seconds: float | None = None) -> Any:
+    """Run ``fit`` to ``steps`` steps in all (``None``: until its convergence rule fires, up to
+    ``max_steps`` steps and ``max_seconds`` seconds).
+
+    The rule is the adaptive schedule's (:class:`~variational.engine.schedule.AnswerConvergence`:
+    the reported answer has stopped moving) when the fit has the schedule, else Stan's ELBO rule.
 
     With ``checkpoint``, the fit is saved at the end, also when a data error stops it (the
     error is raised after the save). A save that fails (full disk, permissions) does not lose
@@ -352,44 +348,46 @@ def run(fit: Any, steps: int | None, *, max_steps: int = DEFAULT_MAX_STEPS,
     """
     cbs = list(callbacks)
     rule = None
+    scheduled = status(fit.state) is not None
     if steps is None:
         total = whole_number("max_steps", max_steps, 1)
-        rule = next((cb for cb in cbs if isinstance(cb, ELBOConvergence)), None)
+        kind = AnswerConvergence if scheduled else ELBOConvergence
+        rule = next((cb for cb in cbs if isinstance(cb, kind)), None)
         if rule is None:
-            rule = ELBOConvergence()
-            cbs.append(rule)
+            rule = kind()
+            cbs.insert(0, rule)  # first: it reads the state the schedule left at a window end
     else:
         total = whole_number("steps", steps)
     if checkpoint is not None and checkpoint_every is not None:
         cbs.append(Checkpointer(checkpoint, checkpoint_every))
     try:
         if total > fit.steps:  # (steps=0 builds the fit without compiling; refine compiles)
-            fit._run(total - fit.steps, callbacks=cbs)
+            fit._run(total - fit.steps, callbacks=cbs, max_seconds=max_seconds)
     except VariationalError as e:
         if checkpoint is not None and getattr(e, "fit", None) is fit:
             save_or_warn(fit, checkpoint)
         raise
-    if rule is not None and not fit.converged and not fit.interrupted:
-        fit.message = f"max_steps={total} reached before the ELBO converged"
-        if rule.last:
-            fit.message += (f" (relative change: mean {rule.last['mean']:.3g}, median "
-                            f"{rule.last['median']:.3g}, tolerance {rule.tolerance:g})")
-        note(fit, fit.message + "; run longer with fit.refine(steps) or raise max_steps")
+    fired = any(getattr(cb, "converged_at", None) == fit.steps for cb in cbs)  # a user's rule
+    if scheduled and rule is None and not fired and not fit.interrupted and fit.steps > 0:
+        report_schedule(fit)
+    elif rule is not None and not fit.converged and not fit.interrupted:
+        _report_budget(fit, rule, total)
     if checkpoint is not None:
         save_or_warn(fit, checkpoint)
     return fit
 
 
-def save_or_warn(fit: Any, path: Any) -> bool:
-    """Save ``fit`` to ``path``; when the file system refuses, keep the fit and warn (False)."""
-    try:
-        save(fit, path)
-        return True
-    except OSError as e:
-        note(fit, f"the fit could not be saved to '{path}' ({type(e).__name__}: "
-                  f"{e.strerror or e}); it is returned without the file: free space or fix the "
-                  f"permissions and call fit.save(path)")
-        return False
+def _report_budget(fit: Any, rule: Any, total: int) -> None:
+    budget = (f"max_seconds reached at step {fit.steps}" if fit.message.startswith("time budget")
+              else f"max_steps={total} reached")
+    if isinstance(rule, AnswerConvergence):
+        fit.message = f"{budget} before the answer converged: " + describe(status(fit.state))
+    else:
+        fit.message = f"{budget} before the ELBO converged"
+        if rule.last:
+            fit.message += (f" (relative change: mean {rule.last['mean']:.3g}, median "
+                            f"{rule.last['median']:.3g}, tolerance {rule.tolerance:g})")
+    note(fit, fit.message + "; run longer with fit.refine(steps) or raise max_steps")
 
 
 def choose_learning_rate(fit: Any) -> bool:
@@ -406,6 +404,6 @@ def choose_learning_rate(fit: Any) -> bool:
     fit.settings["learning_rate"] = lr
     fit.lr_search = table
     tried = ", ".join(f"{k:g}: {v:.6g}" for k, v in table.items())
-    note(fit, f"learning_rate='auto' chose {lr:g} (mean loss after {LR_TRIAL_STEPS} steps: {tried})",
-         warn=False)
+    note(fit, f"learning_rate='auto' chose {lr:g} (loss where a {LR_TRIAL_STEPS}-step trial ended, "
+              f"by learning rate: {tried})", warn=False)
     return True

@@ -11,7 +11,8 @@ parameters instead of running the engine's loop: :mod:`.laplace`, :mod:`.dadvi`,
 May import: :mod:`variational.model`, :mod:`variational.errors`, numpyro, jax.
 """
 
-from .base import FAMILIES, Family, make_family, register_family, with_init_params
+from .base import (FAMILIES, FULLRANK_MAX_DIM, Family, default_method, make_family, register_family,
+                   with_init_params)
 from .gaussian import full_rank, mean_field
 from .lowrank import low_rank
 from .flows import flow
@@ -22,6 +23,6 @@ from .laplace import laplace
 from .dadvi import dadvi
 from .pathfinder import pathfinder
 
-__all__ = ["Family", "FAMILIES", "make_family", "register_family", "mean_field", "full_rank",
+__all__ = ["Family", "FAMILIES", "make_family", "register_family", "default_method", "FULLRANK_MAX_DIM", "mean_field", "full_rank",
            "low_rank", "flow", "svgd", "asvgd", "amortized_svgd", "kernels", "particle_family",
            "guide_family", "with_init_params", "laplace", "dadvi", "pathfinder"]

@@ -28,8 +28,8 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "softplus_inv", "LOG_2PI",
-           "Problem", "Solution", "with_init_params"]
+__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "default_method",
+           "softplus_inv", "LOG_2PI", "FULLRANK_MAX_DIM", "Problem", "Solution", "with_init_params"]
 
 Params = Any
 
@@ -98,6 +98,14 @@ class Family:
     # an init that evaluates the model: f(key, z0, logp_fn) -> params, used instead of ``init``
     # when given; logp_fn(z_flat) is the log joint on the full data (SVGD's resampled start)
     init_with_logp: Callable[[jax.Array, jax.Array, Callable], Params] | None = None
+    # top-level keys of the parameter dict that the optimiser leaves alone (a preconditioner)
+    frozen: tuple[str, ...] = ()
+    # the same distribution reparameterised so that the trained parameters start again from
+    # the origin and unit scale of q itself (see variational.families.gaussian)
+    rewhiten: Callable[[Params], Params] | None = None
+    # per-leaf factors on the optimiser's steps (a pytree like params, of numbers), so that a
+    # learning rate moves q by about as much whatever the number of parameters in a leaf
+    step_scale: Callable[[Params], Any] | None = None
     # the parameters of the member closest to N(mean, cov) (unconstrained space), for init=
     from_gaussian: Callable[[jax.Array, jax.Array], Params] | None = None
     # a direct method: solve(Problem) -> Solution, run instead of the engine's loop
@@ -114,6 +122,13 @@ class Family:
         if self.sample is not None:
             return self.sample(params, key, n)
         return self.sample_and_log_q(params, key, n)[0]
+
+    def trainable(self, params: Params) -> Any:
+        """A pytree like ``params`` of booleans: which leaves the optimiser updates."""
+        if not self.frozen or not isinstance(params, dict):
+            return jax.tree_util.tree_map(lambda _: True, params)
+        return {k: jax.tree_util.tree_map(lambda _, keep=k not in self.frozen: keep, v)
+                for k, v in params.items()}
 
 
 def softplus_inv(y: float) -> float:
@@ -151,6 +166,26 @@ def method_options(name: Any) -> set[str] | None:
         return None
     return {p.name for p in inspect.signature(builder).parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+FULLRANK_MAX_DIM = 64
+"""``method="auto"`` fits a full-rank Gaussian up to this many latent dimensions, mean-field above."""
+
+
+def default_method(dim: int) -> str:
+    """The family ``method="auto"`` chooses for a model with ``dim`` unconstrained dimensions.
+
+    Full-rank where the dimension allows (its parameters grow as ``dim**2``): it is exact on a
+    Gaussian posterior whatever its correlations, where a mean-field fit shrinks every sd to
+    the conditional one. Above ``FULLRANK_MAX_DIM``, mean-field. See ``docs/control.md`` for the
+    measurements behind the choice.
+
+    Examples
+    --------
+    >>> default_method(5), default_method(175)
+    ('fullrank_advi', 'advi')
+    """
+    return "fullrank_advi" if int(dim) <= FULLRANK_MAX_DIM else "advi"
 
 
 def with_init_params(family: Family, params: Params, values: Any) -> Params:
@@ -194,7 +229,7 @@ def with_init_params(family: Family, params: Params, values: Any) -> Params:
         new[k] = a
     if family.from_user_params is not None:
         out = family.from_user_params(params, new)
-        bad = [k for k in new if not bool(jnp.all(jnp.isfinite(out[k])))]
+        bad = [k for k in new if k in out and not bool(jnp.all(jnp.isfinite(out[k])))]
         if bad:
             raise VariationalError(f"init_params[{bad[0]!r}] = {jnp.asarray(new[bad[0]]).tolist()} is "
                                    f"outside the constraint of that parameter; give a value inside it")

@@ -23,16 +23,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro.infer.util import potential_energy
+
+from ..engine.schedule import describe, status
 from ..families._psis import psis_log_weights
 from ..model.handlers import declared_only
 from .programs import importance_weights
+from .verdict import KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, verdict
 
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "has_density", "mcse", "diagnose_fit", "KHAT_GOOD", "KHAT_BAD", "MIN_PSIS_DRAWS"]
+           "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "diagnose_fit",
+           "KHAT_GOOD", "KHAT_BAD", "POINT", "MIN_PSIS_DRAWS"]
 
-KHAT_GOOD = 0.5
-KHAT_BAD = 0.7
 MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
 
 
@@ -109,13 +112,44 @@ def log_joint_fn(ld: Any) -> Any:
     return fns["log_joint"]
 
 
-def has_density(family: Any) -> bool:
-    """Whether a family has a density q (non-ELBO methods, SVGD particles, have none).
+def log_joint_hessian(ld: Any) -> Any:
+    """Compiled ``(z (k, D), data) -> (D, D)``: the mean Hessian of the log joint on ``data`` (no
+    minibatch scaling) over the ``k`` points, kept on the LogDensity like :func:`log_joint_fn`."""
+    fns = ld.__dict__.setdefault("_compiled", {})
+    if "log_joint_hessian" not in fns:
 
-    A NumPyro guide brings its own ELBO estimator (its draws take the batch's arguments) but
-    has a density.
-    """
-    return family.make_loss_and_grad is None or family.name == "guide"
+        def one(z: jax.Array, data: Any) -> jax.Array:
+            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+
+        hess = jax.hessian(one)
+        fns["log_joint_hessian"] = jax.jit(lambda zs, data: jnp.mean(jax.vmap(hess, (0, None))(zs, data), 0))
+    return fns["log_joint_hessian"]
+
+
+def verdict_checks(fit: Any, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
+    """The verdict's moment check of ``fit``, and for a mean-field fit with a high k-hat its
+    curvature check (see :mod:`variational.posterior.verdict`), from :func:`psis`'s output."""
+    from ..data import as_columns
+    from .predictive import training_data
+    from .verdict import CURVATURE_DRAWS, coordinate_names, curvature_check, moment_check
+
+    if not np.isfinite(khat):
+        return {}
+    names = coordinate_names(fit.logdensity.layout)
+    out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
+    if khat >= KHAT_GOOD and fit.family.name == "advi":
+        batch = training_data(fit) if data is None else as_columns(data)
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+        hess = log_joint_hessian(fit.logdensity)
+        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
+                                           np.asarray(fit._flat_moments()[1]), names)
+    return out
+
+
+def has_density(family: Any) -> bool:
+    """Whether a family has a density q (particle methods, SVGD and empirical draws, have none;
+    custom guides do: their log density is carried along with each draw)."""
+    return family.particles is None
 
 
 def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int = 4000,
@@ -195,6 +229,14 @@ class Diagnosis:
         Draws used for k-hat.
     rel_change : float
         Relative change of the loss between the two trailing windows.
+    shift : float
+        Largest move of a mean under importance weighting, in q standard deviations, beyond its
+        Monte Carlo error (``nan`` without weights); see :mod:`variational.posterior.verdict`.
+    sd_ratio : float
+        The importance-weighted sd over q's sd farthest from 1 (``nan`` without weights).
+    curvature : float
+        For a mean-field fit with a high k-hat: the smallest q sd over the sd of the Laplace
+        approximation at q's mean (``nan`` when not computed).
     """
 
     khat: float
@@ -205,70 +247,44 @@ class Diagnosis:
     ess: float
     n_draws: int
     rel_change: float
+    shift: float = float("nan")
+    sd_ratio: float = float("nan")
+    curvature: float = float("nan")
 
     def __repr__(self) -> str:
         return (f"Diagnosis({self.status}: k-hat={self.khat:.2f}, converged={self.converged}, "
                 f"skipped_steps={self.skipped_steps}) {self.verdict}")
 
 
-#: ``method`` of a fit with no latent variables (its parameters are point estimates)
-POINT = "maximum likelihood"
-
-
-def _verdict(khat: float, is_conv: bool, skipped: int, steps: int, method: str) -> tuple[str, str]:
-    parts = []
-    if not np.isfinite(khat):
-        if method == POINT:
-            status = "good"
-            parts.append("the model has no latent variables, only parameters: the fit is their "
-                         "maximum-likelihood point estimate and k-hat does not apply")
-        elif np.isnan(khat):
-            status = "ok"
-            parts.append(f"k-hat is not available for method '{method}' (no density q); "
-                         f"check against vi.nuts")
-        else:
-            status = "bad"
-            parts.append("no draw of q has a finite log density under the model: the fit failed")
-    elif khat < KHAT_GOOD:
-        status = "good"
-        parts.append(f"k-hat {khat:.2f} < {KHAT_GOOD}: the approximation is close to the posterior")
-    elif khat < KHAT_BAD:
-        status = "ok"
-        parts.append(f"k-hat {khat:.2f} is between {KHAT_GOOD} and {KHAT_BAD}: usable with care; "
-                     f"fit.sample(n, importance=True) corrects the draws")
-    else:
-        status = "bad"
-        parts.append(f"k-hat {khat:.2f} > {KHAT_BAD}: the approximation misses posterior mass "
-                     f"(correlations, heavy tails or several modes); do not trust its sds or tails; "
-                     f"try method='fullrank_advi' or check with vi.nuts")
-    if not is_conv:
-        status = "bad" if status == "bad" else "ok"
-        parts.append("the objective has not converged: continue with fit.refine(steps)")
-    if skipped:
-        frac = skipped / max(steps, 1)
-        if frac > 0.01:
-            status = "bad" if status == "bad" else "ok"
-        parts.append(f"{skipped} step(s) ({100 * frac:.1f}%) were skipped for non-finite values; "
-                     f"a lower learning rate may help")
-    return status, "; ".join(parts) + "."
-
-
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
-             method: str, window: int | None = None, tol: float = 1e-3,
-             solver_converged: bool | None = None) -> Diagnosis:
-    """The diagnosis of a fit from its loss history and importance weights; see :meth:`Fit.diagnose`.
+             method: str, window: int | None = None, tol: float = 1e-3, *,
+             moments: MomentCheck | None = None, curvature: CurvatureCheck | None = None,
+             answer: dict | None = None, solver_converged: bool | None = None) -> Diagnosis:
+    """The diagnosis of a fit; see :meth:`Fit.diagnose` and :mod:`variational.posterior.verdict`.
 
-    ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density).
+    ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density),
+    ``moments`` from :func:`~variational.posterior.verdict.moment_check`, ``curvature`` from
+    :func:`~variational.posterior.verdict.curvature_check`. ``answer`` is the adaptive
+    schedule's status (:func:`variational.engine.schedule.status`): then "converged" is its rule
+    (the reported answer stopped moving); without it, the loss's trend (:func:`converged`).
     ``solver_converged``: a direct method's own verdict on its optimisation, used instead of
     the loss-history rule (a deterministic solver's history is not a noisy loss).
     """
     is_conv, rel = converged(hist, window, tol)
+    text = "the objective has not converged: continue with fit.refine(steps)"
+    if answer is not None:
+        is_conv = answer["done"]
+        text = f"the answer has not converged ({describe(answer)}): continue with fit.refine(steps)"
     if solver_converged is not None:
         is_conv = bool(solver_converged)
+        text = "the solver did not converge: see fit.solution"
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
-    status, text = _verdict(khat, is_conv, skipped_steps, steps, method)
-    return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=text,
-                     status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel)
+    status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature)
+    return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=verdict_text,
+                     status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel,
+                     shift=float("nan") if moments is None else moments.shift,
+                     sd_ratio=float("nan") if moments is None else moments.sd_ratio,
+                     curvature=float("nan") if curvature is None else curvature.ratio)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,12 +370,14 @@ def diagnose_fit(fit: Any, n: Any, seed: int | None, data: Any) -> Diagnosis:
     cache_key = ("diagnosis", fit.steps, int(n), seed)
     if data is None and cache_key in fit._cache:
         return fit._cache[cache_key]
-    lw, khat, method = None, float("nan"), fit.method
+    lw, khat, checks, method = None, float("nan"), {}, fit.method
     if fit.logdensity.dim == 0:
         method = POINT  # only the model's parameters: nothing for importance weights to check
     elif has_density(fit.family):
-        _, lw, khat = fit._psis(int(n), seed, data)
+        z, lw, khat = fit._psis(int(n), seed, data)
+        checks = verdict_checks(fit, z, lw, khat, data)
     out = diagnose(fit.hist, lw, khat, fit.skipped_steps, fit.steps, method,
+                   answer=status(fit._state), **checks,
                    solver_converged=None if fit.solution is None else fit.solution.converged)
     if data is None:
         fit._cache[cache_key] = out

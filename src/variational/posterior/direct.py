@@ -188,7 +188,7 @@ def start_params(init: Any, ld: LogDensity, family: Family) -> Any:
     """
     check_same_model(init, ld)
     if init.family.name == family.name:
-        return jax.tree_util.tree_map(lambda x: x, init.state.params)
+        return jax.tree_util.tree_map(lambda x: x, init._answer_params)   # the answer it reported
     if family.from_gaussian is None:
         raise ValueError(f"method={family.name!r} cannot start from a {init.family.name!r} fit (it has no "
                          f"from_gaussian); warm-start it from a fit of the same method")

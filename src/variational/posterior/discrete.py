@@ -34,7 +34,7 @@ def _batch(fit: Any, data: Any = None) -> dict:
     else:
         batch = dict(fit.data if fit._plan is None else fit._plan.trace_data)
     if fit._logdensity.params:
-        batch[PARAMS] = fit.state.params[MODEL]
+        batch[PARAMS] = fit._answer_params[MODEL]
     return batch
 
 
@@ -70,7 +70,7 @@ def discrete_probs(fit: Any, n: int, key: jax.Array, data: Any = None) -> dict[s
         raise ValueError(f"n={n!r} must be a positive number of draws")
     if data is None and fit._plan is not None and fit._plan.feeder is not None:
         raise ModelError("a streamed fit has no rows in memory: pass the rows as discrete_probs(data=...)")
-    z = fit.family.draw(fit.state.params, key, int(n))
+    z = fit.family.draw(fit._answer_params, key, int(n))
     batch = _batch(fit, data if data is not None or fit._plan is None else
                    {k: np.asarray(v) for k, v in fit.data.items()})
     mean = jax.jit(lambda zs, b: jax.tree_util.tree_map(

@@ -74,7 +74,7 @@ def _draws_and_log_q(fit: Any, key: Any, n: int) -> tuple[Any, Any]:
     from .diagnostics import has_density
     from .predictive import _check_n
 
-    n, fam, raw = _check_n(n), fit.family, fit.state.params
+    n, fam, raw = _check_n(n), fit.family, fit._answer_params
     if not has_density(fam):
         return fit._draw_flat(n, key), None
     if fam.sample is None:   # the draws of fit.sample are sample_and_log_q's own draws

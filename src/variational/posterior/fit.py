@@ -68,7 +68,7 @@ class Fit(Run, MarginalAnswers):
     def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
         key = ("flat_moments", self.steps)
         if key not in self._cache:
-            fam, p = self.family, self._state.params
+            fam, p = self.family, self._answer_params
             if fam.mean is not None and fam.std is not None:
                 m, s = fam.mean(p), fam.std(p)
             else:
@@ -91,7 +91,7 @@ class Fit(Run, MarginalAnswers):
     def cov(self) -> np.ndarray:
         """Covariance of q in the flat unconstrained space, ``(D, D)``; see ``logdensity.layout``."""
         if self.family.cov is not None:
-            return np.asarray(self.family.cov(self._state.params))
+            return np.asarray(self.family.cov(self._answer_params))
         z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
         return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
 
@@ -230,19 +230,9 @@ class Fit(Run, MarginalAnswers):
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
         """Whether to trust the fit: Pareto k-hat, convergence, skipped steps and a verdict.
 
-        Parameters
-        ----------
-        n : int
-            Draws of q used for the importance weights ``p(x, z) / q(z)``.
-        seed : int
-            Seed of those draws.
-        data : mapping, optional
-            The full data, when ``fit.data`` is not all of it.
-
-        Returns
-        -------
-        Diagnosis
-            ``khat``, ``converged``, ``skipped_steps``, ``verdict``, ``status``, ``ess``.
+        ``n`` draws of q (seed ``seed``) for the importance weights ``p(x, z) / q(z)`` on
+        ``data`` (default: the fit's data). Returns a ``Diagnosis``: ``khat``, ``converged``,
+        ``skipped_steps``, ``verdict``, ``status``, ``ess`` and the verdict's checks.
 
         Examples
         --------
@@ -262,7 +252,7 @@ class Fit(Run, MarginalAnswers):
 
         batch = training_data(self) if data is None else as_columns(data)
         key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self._state.params, batch, key, n,
+        return psis(self.logdensity, self.family, self._answer_params, batch, key, n,
                     family_key=programs.family_key(self))
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
@@ -277,7 +267,7 @@ class Fit(Run, MarginalAnswers):
         key = ("moment_draws", self.steps)
         if key not in self._cache:
             if self.family.particles is not None:  # an empirical family: its particles, exactly
-                z = self.family.particles(self._state.params)
+                z = self.family.particles(self._answer_params)
             else:
                 z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
             self._cache[key] = self._constrain_draws(z)
@@ -328,7 +318,7 @@ class Fit(Run, MarginalAnswers):
             data = self._plan.feeder.source
         elif data is None:
             data = {k: np.asarray(v) for k, v in self.data.items()}
-        est, se = full_data_elbo(self.logdensity, self.family, self._state.params, data, self._next_key(seed),
+        est, se = full_data_elbo(self.logdensity, self.family, self._answer_params, data, self._next_key(seed),
                                  num_draws=num_draws, batch_size=batch_size)
         return (est, se) if return_se else est
 

@@ -243,7 +243,7 @@ class MarginalAnswers:
         >>> fit.quantiles([0.05, 0.95])["x"].round(1).tolist()       # 1 -/+ 1.645 * 0.5
         [0.2, 1.8]
         """
-        return marginal_quantiles(self.logdensity, self.family, self._state.params, q,  # type: ignore[attr-defined]
+        return marginal_quantiles(self.logdensity, self.family, self._answer_params, q,  # type: ignore[attr-defined]
                                   self._moment_draws, self._cache)  # type: ignore[attr-defined]
 
     def discrete_probs(self, n: int = 1000, seed: int | None = None, *, data: Any = None) -> dict[str, np.ndarray]:

@@ -79,7 +79,7 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
 
 
 def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
-    family, args = fit.family, (fit.state.params, key)
+    family, args = fit.family, (fit._answer_params, key)   # the reported approximation
     fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
     return ("draws", family_key(fit), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
 

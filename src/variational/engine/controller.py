@@ -1,0 +1,213 @@
+"""The host side of the adaptive schedule: read the windows, decide, start the next stage.
+
+:class:`Controller` is a callback the fit runs first, every ``BLOCK`` windows: it summarises the
+window averages the compiled loop stored (one compiled call for all of them), updates the
+statistics of the current half and, at the end of a half, tests stationarity and may start a new
+stage (see :mod:`variational.engine.schedule` for the rule). Its decisions are written back into
+the engine state, so that a checkpoint holds them. :class:`AnswerConvergence`, run right after
+it, ends a ``steps=None`` fit when the answer has converged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .callbacks import Callback, Converged
+from .schedule import BLOCK, WINDOW, Schedule, ScheduleSpec, describe, status
+
+__all__ = ["Controller", "AnswerConvergence", "advance", "report_schedule"]
+
+_tree = jax.tree_util.tree_map
+
+
+class Controller(Callback):
+    """Run the schedule's decisions every ``BLOCK`` windows (see :func:`advance`)."""
+
+    every = WINDOW * BLOCK
+
+    def __init__(self, spec: ScheduleSpec) -> None:
+        self.spec = spec
+        # run op by op (not compiled): a few small array operations every 400 steps, and
+        # nothing to compile again for the next fit of the same model
+        self._summaries = jax.vmap(spec.summary)
+        self._summary = spec.summary
+        self._rewhiten = spec.rewhiten
+
+    def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
+        new = advance(self, fit.state)
+        if new is not fit.state:
+            fit._set_state(new)
+
+    def pending(self, state: Any) -> bool:
+        """Whether ``state`` ends a block whose windows were not read (a run stopped between
+        the compiled call and this callback)."""
+        return int(state.step) % self.every == 0 and int(state.opt_state.sched.buf_n) > 0
+
+
+def advance(ctl: Controller, state: Any) -> Any:
+    """Read the stored windows of ``state`` and apply the schedule's rule to them."""
+    s = state.opt_state.sched
+    n = min(int(s.buf_n), BLOCK)
+    if n == 0:
+        return state
+    ys = np.asarray(ctl._summaries(s.buf), dtype=np.float64)[:n]
+    h = _host(s)
+    buf = h.pop("buf")
+    params, scale, inner = None, None, None
+    for j in range(n):
+        w = _tree(lambda b: b[j].astype(np.float64), buf)
+        if h["half_n"] == 0:
+            h["y_ref"] = ys[j]
+        h["y_win"][h["half_n"]] = ys[j] - h["y_ref"]  # deviations: precise in float32
+        h["half_n"] += 1
+        h["half_mean"] = _tree(lambda m, x: m + (x - m) / h["half_n"], h["half_mean"], w)
+        if h["half_n"] >= h["half_len"]:
+            new = _half_end(ctl, h, state, float(state.opt_state.scale))
+            params, scale, inner = new or (params, scale, inner)
+    h["buf_n"] = 0
+    return _write(state, h, buf, params, scale, inner)
+
+
+def _host(s: Schedule) -> dict[str, Any]:
+    """The schedule's state as NumPy values (float64 statistics)."""
+    h = {k: jax.device_get(v) for k, v in s._asdict().items()}
+    for k, v in h.items():
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            h[k] = v.item()  # Python scalars (device_get's are read-only arrays)
+    for k in ("half_mean", "avg"):
+        h[k] = _tree(lambda a: np.array(a, np.float64), h[k])
+    for k in ("y_ref", "y_win", "stage_y", "stage_se"):
+        h[k] = np.array(h[k], np.float64)
+    return h
+
+
+def _window_stats(h: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Mean summary of the half's windows and its standard error, with the scatter of the windows
+    inflated for their autocorrelation (lag 1, pooled over the coordinates)."""
+    k = int(h["half_len"])
+    y = h["y_win"][:k]
+    mean = y.mean(0)
+    dev = y - mean
+    var = (dev ** 2).sum(0) / (k - 1.0)
+    rho = float(np.sum(dev[1:] * dev[:-1]) / max(float(np.sum(dev ** 2)), 1e-300))
+    rho = min(max(rho, 0.0), 0.9)
+    return h["y_ref"] + mean, np.sqrt(var / k * (1.0 + rho) / (1.0 - rho))
+
+
+def _half_end(ctl: Controller, h: dict, state: Any, scale: float) -> tuple | None:
+    """End of a half. After the first (a burn-in), the second begins; after the second, the
+    stage's answer is its average, compared with the last stage's, and the next stage starts."""
+    spec = ctl.spec
+    half = h["half_mean"]
+    h.update(half_mean=_tree(np.zeros_like, half), half_n=0)
+    if not h["second"]:
+        h["second"] = True
+        if not h["stage_ok"]:  # nothing reported yet: the latest average is the best there is
+            h.update(avg=half, avg_ok=True)
+        return None
+    a = half
+    _, se = _window_stats(h)
+    ya = np.asarray(ctl._summary(_tree(jnp.asarray, a)), np.float64)
+    ratio, change, allowed, mcse = _compare(spec, ya, se, h)
+    agree = ratio <= spec.stationary   # stationary at this learning rate
+    # the first stationary answer rewhitens the family (when it can): from then on a step is a
+    # fraction of q's own sds; before, the learning rate is the one chosen for travelling
+    whiten = ctl._rewhiten is not None and (h["whitened"] or agree)
+    floor = spec.min_lr if h["whitened"] else 0.0
+    # converged: the answer did not move when the learning rate was lowered (or could not be)
+    converged = ratio <= 1.0 and mcse <= spec.tol_se and (h["lowered"] or scale <= floor * (1 + 1e-6))
+    if whiten and not h["whitened"]:  # the step that moved q by as much, in q's median sd
+        new_scale = float(np.clip(scale / np.median(np.exp(ya[ya.size // 2:])), spec.min_lr,
+                                  spec.whitened_lr))
+    else:
+        # lower the learning rate once the answer is stationary at this one, or when the
+        # answers are too noisy to tell (the iterates jitter too much); keep it while precise
+        # answers still move (the answer is on its way)
+        noisy = mcse > spec.noisy * spec.tol_se
+        new_scale = max(scale * spec.factor, floor) if agree or noisy else scale
+    was_whitened = h["whitened"]
+    h.update(stage=h["stage"] + 1, second=False, avg=a, avg_ok=True, stage_y=ya, stage_se=se,
+             stage_ok=True, whitened=whiten, done=converged, change=change, allowed=allowed,
+             mcse=mcse, lowered=new_scale < scale)
+    if whiten and not was_whitened:
+        h["half_len"] = spec.half          # a new regime: start again with short stages
+    elif agree and mcse > spec.tol_se:    # stationary but imprecise: average over more windows
+        h["half_len"] = min(2 * h["half_len"], spec.max_half)
+    if converged:
+        h["done_at"] = int(state.step)
+    # a stationary stage starts the next from its answer; a moving one from the iterate (the
+    # average lags behind it)
+    start = _tree(lambda x, r: jnp.asarray(x, jnp.result_type(r)), a, state.params) if agree else state.params
+    params = ctl._rewhiten(start) if whiten else start
+    return params, new_scale, spec.reset(params)
+
+
+def _compare(spec: ScheduleSpec, ya: np.ndarray, se: np.ndarray, h: dict) -> tuple:
+    """The largest change from the last stage's answer relative to what convergence allows
+    (``tol`` or the noise), that change and its allowance, and the Monte Carlo error (all in q
+    standard deviations)."""
+    d = ya.size // 2
+    unit = np.concatenate([np.exp(ya[d:]), np.ones(d)])
+    mcse = float(np.max(se / unit))
+    if not h["stage_ok"]:
+        return np.inf, np.inf, spec.tol, mcse
+    change = np.abs(ya - h["stage_y"]) / unit
+    noise = np.sqrt(se ** 2 + h["stage_se"] ** 2) / unit
+    z = np.sqrt(2.0 * np.log(max(ya.size, 2)) + 4.0)  # about the largest of 2D normal deviates
+    allowed = np.maximum(spec.tol, z * noise)
+    worst = int(np.argmax(change / allowed))
+    return float(change[worst] / allowed[worst]), float(change[worst]), float(allowed[worst]), mcse
+
+
+def _write(state: Any, h: dict, buf: Any, params: Any, scale: float | None, inner: Any) -> Any:
+    """``state`` with the host's schedule (and a new stage's parameters) written back, each array
+    with the dtype and placement of the one it replaces."""
+    old = state.opt_state.sched
+    h["buf"] = buf
+    new = Schedule(**{k: _like(h[k], getattr(old, k)) for k in Schedule._fields})
+    opt = state.opt_state._replace(sched=new)
+    if params is None:
+        return state._replace(opt_state=opt)
+    opt = opt._replace(inner=_tree(_like, inner, opt.inner),
+                       scale=_like(scale, opt.scale))
+    return state._replace(params=_tree(_like, params, state.params), opt_state=opt)
+
+
+def _like(value: Any, ref: Any) -> Any:
+    return _tree(lambda v, r: jax.device_put(np.asarray(v, dtype=r.dtype), r.sharding)
+                 if isinstance(r, jax.Array) else v, value, ref)
+
+
+class AnswerConvergence(Callback):
+    """End a ``steps=None`` fit when the adaptive schedule's answer has converged.
+
+    Runs right after :class:`Controller` (at the end of its blocks) and raises
+    :class:`~variational.callbacks.Converged` at the step where the answer converged.
+    """
+
+    every = WINDOW * BLOCK
+
+    def __init__(self) -> None:
+        self.converged_at: int | None = None
+        self.message = ""
+
+    def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
+        st = status(fit.state)
+        if st is not None and st["done"] and st["done_at"] == i:
+            self.converged_at = i
+            self.message = f"converged at step {i}: " + describe(st)
+            raise Converged(self.message)
+
+
+def report_schedule(fit: Any) -> None:
+    """After a fixed number of steps with the schedule: did the answer converge on the way?"""
+    st = status(fit.state)
+    fit.converged = st["done"]
+    if st["done"]:
+        fit.message = f"{fit.steps} steps; the answer converged at step {st['done_at']}: " + describe(st)
+    else:
+        fit.message = f"{fit.steps} steps; the answer has not converged: " + describe(st)
