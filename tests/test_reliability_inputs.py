@@ -265,7 +265,7 @@ def test_ctrl_c_while_waiting_for_data_or_compiling_returns_the_fit_and_stops_th
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    fit = vi.fit(regression, {"x": np.ones(5), "y": np.ones(5)}, steps=0, progress=False)
+    fit = vi.fit(regression, {"x": np.ones(5), "y": np.ones(5)}, steps=0, learning_rate=0.01, progress=False)
     monkeypatch.setattr(fit.engine, "compile", ctrl_c)
     fit.refine(10)
     assert fit.interrupted and fit.steps == 0 and "interrupted at step 0" in fit.message

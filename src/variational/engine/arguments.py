@@ -82,7 +82,8 @@ def check_method_options(method: Any, guide: Any, options: Mapping[str, Any], ar
     """
     if guide is not None or not options:
         return  # guide= with options is refused with its own message
-    known = set() if isinstance(method, Family) else method_options(method)
+    # ("auto" builds a mean-field or full-rank Gaussian: their options are the same)
+    known = set() if isinstance(method, Family) else method_options("advi" if method == "auto" else method)
     if known is None:
         return  # an unknown method: make_family lists the known ones
     unknown = [k for k in options if k not in known]

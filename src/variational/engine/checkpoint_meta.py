@@ -82,6 +82,12 @@ def _name(field: str, v: Any) -> str:
     return v
 
 
+def _schedule(field: str, v: Any) -> str:
+    if v not in ("adaptive", "constant"):
+        raise _fail(field, "'adaptive' or 'constant'", v)
+    return v
+
+
 def _learning_rate(field: str, v: Any) -> float | str:
     if v == "auto":
         return v
@@ -208,10 +214,10 @@ _key = _text(200)  # a site, column or keyword name
 
 #: the settings that are arguments of ``vi.fit`` and are passed back to it when loading
 FIT_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
-    "method": _name, "optimizer": _optimizer, "learning_rate": _learning_rate,
+    "method": _name, "optimizer": _optimizer, "learning_rate": _opt(_learning_rate),
     "num_particles": _int(1, MAX_COUNT), "stl": _bool, "seed": _int(-(2**63), 2**63 - 1),
     "progress": _bool, "batch_size": _opt(_int(1, 2**40)), "replace": _bool, "score_function": _bool,
-    "objective": _name, "alpha": _opt(_finite), "kl_weight": _finite,
+    "objective": _name, "alpha": _opt(_finite), "kl_weight": _finite, "schedule": _opt(_schedule),
 }
 
 _META = {

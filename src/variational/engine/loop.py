@@ -273,6 +273,7 @@ class Engine:
                     report.stopped_by, report.message = "time", f"time budget of {max_seconds}s reached at step {step_now}"
                     break
         except StopIteration as e:
+            state = getattr(e, "state", state)
             report.stopped_by = "callback"
             report.message = f"interrupted at step {start_step + done}" + (f": {e}" if str(e) else "")
         except KeyboardInterrupt:
@@ -293,7 +294,11 @@ class Engine:
             if step_now % e == 0:
                 if all_losses is None:
                     all_losses = np.concatenate([hist0, *chunks])
-                moved = cb(state, all_losses, step_now)
+                try:
+                    moved = cb(state, all_losses, step_now)
+                except StopIteration as stop:  # the run ends with what earlier callbacks moved
+                    stop.state = state  # type: ignore[attr-defined]
+                    raise
                 if isinstance(moved, EngineState):  # a callback may hand back a new state
                     state = moved
         return state
