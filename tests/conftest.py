@@ -10,6 +10,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # programs that no later process reads. The tests of the caches (tests/test_compilation.py) turn
 # them on in a temporary directory of their own. Subprocesses inherit this setting.
 os.environ["VARIATIONAL_COMPILE_CACHE"] = "off"
+# no background compilation of answers a test may never ask for (the other worker needs the core);
+# tests/test_compilation.py turns it on where it tests it
+os.environ["VARIATIONAL_COMPILE_AHEAD"] = "0"
 
 import pytest  # noqa: E402
 

@@ -91,7 +91,9 @@ def _same(a, b):
         np.testing.assert_array_equal(np.asarray(a.state.params[k]), np.asarray(b.state.params[k]))
 
 
-def test_a_long_fit_compiles_its_answers_while_it_runs():
+def test_a_long_fit_compiles_its_answers_while_it_runs(monkeypatch):
+    monkeypatch.setenv("VARIATIONAL_COMPILE_AHEAD", "1")   # (the suite turns it off elsewhere)
+
     def ahead_model(y):   # not seen by any other test
         vi.Normal("y", vi.Normal("a", 0.5, 3.0), 1.0, observed=y)
 
@@ -275,7 +277,7 @@ def _arviz_psislw(log_w):
 
 
 def test_psis_matches_arviz():
-    from variational.families._psis import pareto_smooth
+    from variational.families._psis import ARVIZ_1, pareto_smooth
 
     rng = np.random.default_rng(0)
     for log_w in (rng.normal(size=4000), 2.0 * rng.standard_t(3, size=4000), rng.normal(size=40)):
@@ -283,8 +285,12 @@ def test_psis_matches_arviz():
             warnings.simplefilter("ignore")
             want, want_k = _arviz_psislw(log_w)
         got, got_k = pareto_smooth(log_w)
-        assert got_k == pytest.approx(want_k, rel=1e-12)
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        if ARVIZ_1:   # ArviZ 1.x fits the Pareto tail with its own variant of the estimator
+            assert abs(got_k - want_k) < 0.05
+            np.testing.assert_allclose(np.exp(got), np.exp(want), rtol=0, atol=1e-3)
+        else:         # ArviZ 0.x: the same estimator, the same numbers
+            assert got_k == pytest.approx(want_k, rel=1e-12)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 def test_timings_say_where_the_time_went():

@@ -288,7 +288,7 @@ def fit(
                        init=init, score_function=bool(score_function))
     result.timings["setup_s"] = time.perf_counter() - started
     result.timings["compilations"] += (stats() - compiled_before).compilations
-    if steps is None or int(steps) >= AHEAD_STEPS:   # diagnose()'s and the draws' programs
+    if _answers.ahead_enabled() and (steps is None or int(steps) >= AHEAD_STEPS):  # diagnose()'s, draws'
         _answers.prepare(result)                     # compile on another core during the steps
     return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
 

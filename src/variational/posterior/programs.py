@@ -13,6 +13,8 @@ see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Callable, Mapping
 
 import jax
@@ -82,6 +84,12 @@ def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tup
     family, args = fit.family, (fit._answer_params, key)   # the reported approximation
     fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
     return ("draws", family_key(fit), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
+
+
+def ahead_enabled() -> bool:
+    """Whether long fits compile their answers' programs in the background (the default; set the
+    environment variable ``VARIATIONAL_COMPILE_AHEAD=0`` to turn it off, e.g. on one core)."""
+    return os.environ.get("VARIATIONAL_COMPILE_AHEAD", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def prepare(fit: Any) -> int:
