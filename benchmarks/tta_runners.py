@@ -32,6 +32,8 @@ LR = 1e-2          # the step size of the NumPyro SVI and PyMC runners (Adam), v
 RUNNERS: dict[str, tuple[str, str, bool]] = {
     "vi_default": ("vi", "`vi.fit(model, data)` + `fit.diagnose()`, compile cache cold", True),
     "vi_default_warm": ("vi", "`vi.fit(model, data)` + `fit.diagnose()`, compile cache warm", True),
+    "vi_edit": ("vi", "`vi.fit` + diagnose after an edit (`mu_alpha` prior sd 100 -> 50), cache warm from the "
+                "original model", True),
     "vi_10k": ("vi", "`vi.fit(model, data, steps=10_000)` (no diagnose)", False),
     "vi_auto": ("vi", '`vi.fit(..., steps=None, learning_rate="auto")` + diagnose', True),
     "vi_pathfinder": ("vi", '`vi.fit(model, data, method="pathfinder")`', False),
@@ -39,6 +41,9 @@ RUNNERS: dict[str, tuple[str, str, bool]] = {
     "vi_laplace": ("vi", '`vi.fit(model, data, method="laplace")`', False),
     "pymc_cold": ("pymc", "PyMC `pm.fit()` ADVI 10k, Adam 1e-2, PyTensor cache cold", False),
     "pymc_warm": ("pymc", "PyMC `pm.fit()` ADVI 10k, Adam 1e-2, PyTensor cache warm", False),
+    "pymc_edit": ("pymc", "PyMC `pm.fit()` ADVI 10k after the same edit, PyTensor cache warm from the original",
+                  False),
+    "nutpie": ("pymc", "nutpie NUTS (exact), 2 chains x (1000 tune + 2000 draws), PyTensor cache warm", False),
     "pmx_pathfinder": ("pymc", "pymc-extras `fit_pathfinder`", False),
     "pmx_dadvi": ("pymc", "pymc-extras `fit_dadvi`", False),
     "pmx_laplace": ("pymc", "pymc-extras `fit_laplace`", False),
@@ -73,10 +78,31 @@ def from_idata(idata: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(post[k].values).reshape(-1, *post[k].shape[2:]) for k in post.data_vars if k in SITES}
 
 
+MU_ALPHA_SD = {False: 100.0, True: 50.0}   # the edit: another prior scale for mu_alpha
+
+
+def radon_model_edited(county: Any, floor: Any, log_radon: Any = None, n_counties: int = 85) -> None:
+    """``radon_model`` as a user edits it: ``mu_alpha``'s prior sd 100 -> 50 (a new program to compile)."""
+    import variational as vi
+
+    mu_a = vi.Normal("mu_alpha", 0.0, MU_ALPHA_SD[True])
+    sigma_a = vi.Uniform("sigma_alpha", 0.0, 100.0)
+    mu_b = vi.Normal("mu_beta", 0.0, 100.0)
+    sigma_b = vi.Uniform("sigma_beta", 0.0, 100.0)
+    a = vi.Normal("alpha", mu_a, sigma_a, shape=n_counties)
+    b = vi.Normal("beta", mu_b, sigma_b, shape=n_counties)
+    eps = vi.Uniform("eps", 0.0, 100.0)
+    vi.Normal("log_radon", a[county] + b[county] * floor, eps, observed=log_radon)
+
+
 # -- variational and NumPyro --------------------------------------------------------------------------
-def _vi_fit(d: dict, seed: int, method: str | None = None, diagnose: bool = True, **kw: Any) -> Callable:
+def _vi_fit(d: dict, seed: int, method: str | None = None, diagnose: bool = True, edited: bool = False,
+            **kw: Any) -> Callable:
     import variational as vi
     from variational.data.datasets import radon_model
+
+    if edited:
+        radon_model = radon_model_edited  # noqa: F811 - the edited model
 
     def run(info: dict) -> dict:
         t0 = time.perf_counter()
@@ -140,13 +166,13 @@ def _numpyro_nuts(d: dict, seed: int) -> Callable:
 
 
 # -- PyMC and pymc-extras ------------------------------------------------------------------------------------
-def _pymc_model(d: dict) -> Any:
+def _pymc_model(d: dict, edited: bool = False) -> Any:
     import pymc as pm
 
     c = d["columns"]
     county, floor = c["county"], c["floor"]
     with pm.Model() as m:
-        mu_a = pm.Normal("mu_alpha", 0.0, 100.0)
+        mu_a = pm.Normal("mu_alpha", 0.0, MU_ALPHA_SD[edited])
         sigma_a = pm.Uniform("sigma_alpha", 0.0, 100.0)
         mu_b = pm.Normal("mu_beta", 0.0, 100.0)
         sigma_b = pm.Uniform("sigma_beta", 0.0, 100.0)
@@ -157,16 +183,28 @@ def _pymc_model(d: dict) -> Any:
     return m
 
 
-def _pymc_fit(d: dict, seed: int) -> Callable:
+def _pymc_fit(d: dict, seed: int, edited: bool = False) -> Callable:
     import pymc as pm
 
     def run(info: dict) -> dict:
-        with _pymc_model(d):
+        with _pymc_model(d, edited):
             # Adam 1e-2, the step size of variational's default: PyMC's own default optimiser
             # (adagrad_window, 1e-3) is far from the answer after 10k steps here (max z ~300)
             approx = pm.fit(10_000, obj_optimizer=pm.adam(learning_rate=LR), random_seed=seed)
         idata = approx.sample(N_DRAWS, random_seed=seed + 1)
         info.update(steps=10_000, grad_evals=10_000)
+        return from_idata(idata)
+    return run
+
+
+def _nutpie(d: dict, seed: int) -> Callable:
+    import nutpie
+
+    def run(info: dict) -> dict:
+        compiled = nutpie.compile_pymc_model(_pymc_model(d))
+        idata = nutpie.sample(compiled, chains=2, tune=1000, draws=2000, seed=seed, progress_bar=False)
+        div = idata.sample_stats["diverging"].values
+        info.update(divergences=int(np.sum(div)), note="exact; 2 x 2000 draws")
         return from_idata(idata)
     return run
 
@@ -190,6 +228,8 @@ def _pmx(d: dict, seed: int, which: str) -> Callable:
 def make(name: str, d: dict, seed: int) -> Callable:
     if name in ("vi_default", "vi_default_warm"):
         return _vi_fit(d, seed)
+    if name == "vi_edit":
+        return _vi_fit(d, seed, edited=True)
     if name == "vi_10k":
         return _vi_fit(d, seed, steps=10_000, diagnose=False)
     if name == "vi_auto":
@@ -200,8 +240,10 @@ def make(name: str, d: dict, seed: int) -> Callable:
         return _numpyro_svi(d, seed, progress_bar=name == "numpyro_svi")
     if name == "numpyro_nuts":
         return _numpyro_nuts(d, seed)
-    if name in ("pymc_cold", "pymc_warm"):
-        return _pymc_fit(d, seed)
+    if name in ("pymc_cold", "pymc_warm", "pymc_edit"):
+        return _pymc_fit(d, seed, edited=name == "pymc_edit")
+    if name == "nutpie":
+        return _nutpie(d, seed)
     if name.startswith("pmx_"):
         return _pmx(d, seed, name[4:])
     raise KeyError(name)
