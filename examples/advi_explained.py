@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- part 1: a Normal with unknown mean and sd -----------------------------------------
     y = np.random.default_rng(42).normal(size=100)
-    fit = vi.fit(normal_model, {"y": y}, method="advi", steps=steps, learning_rate=1e-2, seed=0, stl=True,
-                 progress=False)
+    fit = vi.fit(normal_model, {"y": y}, method="advi", steps=steps, learning_rate=1e-2, seed=0,
+                 objective=vi.Objective(stl=True), progress=False)
     rep.say(f"## A Normal with unknown mean and sd (100 points)\n\nADVI, {steps} steps "
             f"(adam 1e-2, sticking-the-landing gradients, which remove the noise of the final iterate): final average loss {np.mean(fit.hist[-1000:]):.2f}\n")
     rep.say("```\n" + fit.summary().to_string(float_format=lambda v: f"{v: .4f}") + "\n```\n")
@@ -124,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         ref2 = nuts(mvnormal_model, seed=3, warmup=1000, samples=10_000)["density"]
         ref_label = "NUTS"
-    mf = vi.fit(mvnormal_model, method="advi", steps=steps2, learning_rate=1e-2, seed=1, stl=True, progress=False)
-    fr = vi.fit(mvnormal_model, method="fullrank_advi", steps=steps2, learning_rate=1e-2, seed=1, stl=True,
+    stl = vi.Objective(stl=True)
+    mf = vi.fit(mvnormal_model, method="advi", steps=steps2, learning_rate=1e-2, seed=1, objective=stl, progress=False)
+    fr = vi.fit(mvnormal_model, method="fullrank_advi", steps=steps2, learning_rate=1e-2, seed=1, objective=stl,
                 progress=False)
     corr = {ref_label: float(np.corrcoef(ref2.T)[0, 1])}
     samples = {ref_label: ref2}

@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n, steps = (20_000, 2000) if a.quick else (100_000, 3000)
     x = make_data(n)
     opt = optax.adam(optax.cosine_decay_schedule(0.05, steps))
-    common = dict(steps=steps, optimizer=opt, num_particles=4, progress=False, seed=1,
-                  start={"mu": np.array([[-1.0, -1.0], [1.0, 1.0]])})
+    common = dict(steps=steps, optimizer=opt, objective=vi.Objective(num_particles=4), progress=False, seed=1,
+                  init=vi.Start(values={"mu": np.array([[-1.0, -1.0], [1.0, 1.0]])}))
     t0 = time.perf_counter()
     full = vi.fit(mixture, {"x": x}, **common)
     t_full = time.perf_counter() - t0

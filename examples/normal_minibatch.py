@@ -39,8 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = rng.random((rows, 100)) * rng.integers(1, 10, size=100) + rng.random(100) * 10
     col_mean, col_sd = data.mean(0), data.std(0)
     opt = optax.adam(optax.cosine_decay_schedule(0.1, steps))
-    common = dict(steps=steps, optimizer=opt, progress=False, seed=0, num_particles=4,
-                  start={"mu": col_mean.mean() * np.ones(100), "sd": np.ones(100)})
+    common = dict(steps=steps, optimizer=opt, progress=False, seed=0, objective=vi.Objective(num_particles=4),
+                  init=vi.Start(values={"mu": col_mean.mean() * np.ones(100), "sd": np.ones(100)}))
     mb = vi.fit(normal_model, {"data": data}, batch_size=500, **common)
     full = vi.fit(normal_model, {"data": data}, **common)
     fits = {"minibatch": mb, "full": full}

@@ -48,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 4 draws per step: with one, the noisy gradient of sigma_beta (a funnel) leaves the minibatch
     # and full-batch fits 2 sds apart on it after 40,000 steps
     mb = vi.fit(radon_model, d.columns, model_kwargs=mk, batch_size=100, steps=steps, optimizer=adam,
-                num_particles=4, seed=0, progress=False)
-    fb = vi.fit(radon_model, d.columns, model_kwargs=mk, steps=steps, optimizer=adam, num_particles=4, seed=0,
-                progress=False)
+                objective=vi.Objective(num_particles=4), seed=0, progress=False)
+    fb = vi.fit(radon_model, d.columns, model_kwargs=mk, steps=steps, optimizer=adam,
+                objective=vi.Objective(num_particles=4), seed=0, progress=False)
     rate = mb.timings["steps"] / mb.timings["run_s"]
     rep.say(f"minibatch ADVI (batch 100, adam 1e-2 with cosine decay to 1e-4): {mb.steps:,} steps ({mb.epochs:.0f} epochs), "
             f"{rate:,.0f} steps/s after compilation ({mb.timings['compile_s']:.1f} s); "

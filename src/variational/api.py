@@ -28,9 +28,11 @@ from .engine import devices as _devices
 from .engine import keys as _keys
 from .engine import model_params as _model_params
 from .engine import notes as _notes
+from .engine import options as _options
 from .engine import run as _run
 from .errors import CheckpointError, DataError
 from .compilation import compiling, stats
+from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
 from .families import FAMILIES, Family, make_family
 from .model import LogDensity
 from .model.threads import exclusive
@@ -45,9 +47,143 @@ __all__ = ["fit", "load"]
 AHEAD_STEPS = 5000
 
 
+def fit(
+    model: Callable,
+    data: Any = None,
+    *,
+    method: str | Family = "auto",
+    steps: int | None = None,
+    learning_rate: float | str | StepSize | None = None,
+    optimizer: str | optax.GradientTransformation = "adam",
+    objective: str | Objective = "elbo",
+    batch_size: int | Batches | None = None,
+    init: Fit | str | Start | None = None,
+    guide: Callable | None = None,
+    callbacks: Sequence[Callable] = (),
+    checkpoint: str | Path | Checkpoint | None = None,
+    stop: Stop | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    model_kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Fit:
+    """Fit a variational approximation to the posterior of ``model`` given ``data``.
+
+    Each keyword takes a plain value (a shorthand) or the settings object that holds it and its
+    companions: ``objective=vi.Objective(...)``, ``learning_rate=vi.StepSize(...)``,
+    ``batch_size=vi.Batches(...)``, ``stop=vi.Stop(...)``, ``checkpoint=vi.Checkpoint(...)``,
+    ``init=vi.Start(...)``. The keywords ``num_particles``, ``stl``, ``alpha``, ``kl_weight``,
+    ``score_function``, ``schedule``, ``replace``, ``devices``, ``max_steps``, ``max_seconds``,
+    ``checkpoint_every``, ``resume``, ``start`` and ``init_params`` of earlier releases still
+    work, with a ``FutureWarning`` naming their new home (``docs/api.rst``).
+
+    Parameters
+    ----------
+    model : callable
+        A model function: NumPyro primitives or ``variational`` site constructors.
+    data : mapping, pandas.DataFrame or streaming source, optional
+        Named columns with one entry per row, passed to the model as keyword arguments, or a
+        source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
+        ``batch_size``).
+    method : str or Family
+        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"`` (mean-field)
+        above (:func:`variational.families.default_method`); or another registered family.
+        The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
+        stochastic loop: each solves its own deterministic problem on all rows of the data
+        (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
+        fit without solving) and reports iterations, gradient evaluations and convergence in
+        ``fit.steps``, ``fit.grad_evals``, ``fit.converged`` and ``fit.solution``. See
+        ``docs/fast_approximations.md``.
+    steps : int or None
+        Number of optimisation steps (in all, when resuming). ``None`` (default): run until
+        the fit's convergence rule fires, within the budget of ``stop``: with the adaptive
+        schedule, until the reported answer stops moving (:mod:`variational.engine.schedule`);
+        with a constant step, Stan's ELBO rule (:class:`~variational.callbacks.ELBOConvergence`).
+        ``fit.converged`` and ``fit.message`` say which rule ended it, or that the budget did.
+    learning_rate : float, "auto", None or StepSize
+        Step size of a named optimiser. ``None`` (default) or ``"auto"``: a trial of each value of
+        a grid, scored by the ELBO where it ended (:func:`variational.engine.control.search_learning_rate`),
+        picks it; the choice is in ``fit.settings["learning_rate"]`` and ``fit.notes`` (a streamed
+        source, which cannot be replayed for trials, starts at 0.01). A number is used as given.
+        After 10 non-finite steps in a row the fit returns to its best parameters so far and
+        halves the learning rate, and says so. :class:`~variational.StepSize` also sets the
+        schedule (adaptive or constant).
+    optimizer : str or optax.GradientTransformation
+        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", PyMC's "adagrad_window"
+        (its ADVI default), "nesterov_momentum" and "adadelta", or any optax optimiser.
+    objective : {"elbo", "renyi", "meanfield_elbo"} or Objective
+        What the optimiser maximises (see :mod:`variational.objectives` and
+        ``docs/objectives.md``); :class:`~variational.Objective` also sets the draws per step,
+        the gradient estimator, the Renyi order and the KL weight.
+    batch_size : int or Batches, optional
+        Rows per step (minibatch ADVI). The same rows are taken from every column, and the
+        log-likelihood of every observed site whose leading dimension is the batch is scaled
+        by N/B automatically (see ``docs/data.md``). Default: all rows at every step.
+        :class:`~variational.Batches` also sets sampling with replacement and the devices.
+    init : Fit, str or Start, optional
+        Warm start from an earlier fit of the same model: a fit of the same method gives its
+        parameters (a fresh optimiser); any other fit gives the member of this family closest
+        to its Gaussian moments (mean-field, full-rank and low-rank families); a direct
+        method's name (``"pathfinder"``, ``"laplace"``, ``"dadvi"``) runs it first on all rows
+        of the data. Direct methods start their optimisation at the fit's mean.
+        :class:`~variational.Start` also gives initial values of latent sites or of the
+        family's parameters.
+    guide : callable, optional
+        A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
+        (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
+        ``fit.params`` then holds its parameters, constrained, under the guide's names.
+        A guide with no ``numpyro.param`` is a fixed q: the fit evaluates it (ELBO estimates,
+        draws, diagnostics) without changing it.
+    callbacks : sequence of callables
+        ``cb(fit, losses, i)`` called every ``cb.every`` steps (every step when absent), with
+        ``i`` the number of steps done and ``losses`` the ``i`` losses so far; raising
+        ``StopIteration`` ends the fit (see :mod:`variational.callbacks`).
+    checkpoint : str, Path or Checkpoint, optional
+        File the fit is saved to (atomically) at the end, also when interrupted;
+        :class:`~variational.Checkpoint` also sets saves every so many steps and resuming.
+    stop : Stop, optional
+        The budget of steps and seconds when ``steps=None`` (:class:`~variational.Stop`).
+    seed : int
+        Seed of every random number in the fit; the same seed gives the same numbers.
+    progress : bool
+        Show a progress bar with the running average loss.
+    model_kwargs : mapping, optional
+        Keyword arguments of the model that are not data columns.
+    **options
+        Options of the family (for example ``init_scale``; ``n_particles`` and ``bandwidth``
+        for ``"svgd"``; ``rank`` for ``"lowrank_advi"``; ``flow``, ``depth`` and ``width``
+        for ``"flow"``). Another keyword is refused with the nearest known one.
+
+    Returns
+    -------
+    Fit
+        The result object.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import variational as vi
+    >>> y = np.random.default_rng(0).normal(1.0, 1.0, size=100)
+    >>> def model(y):
+    ...     mu = vi.Normal("mu", 0, 10)
+    ...     vi.Normal("y", mu, 1.0, observed=y)
+    >>> fit = vi.fit(model, {"y": y}, progress=False)
+    >>> fit.converged
+    True
+    >>> exact = y.sum() / (len(y) + 1 / 10**2)    # the conjugate posterior mean
+    >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.02)
+    True
+    """
+    homes = dict(objective=objective, learning_rate=learning_rate, batch_size=batch_size, stop=stop,
+                 checkpoint=checkpoint, init=init)
+    flat, method_options = _options.resolve(homes, options, stacklevel=3)
+    return _fit(model, data, method=method, steps=steps, optimizer=optimizer, seed=seed, progress=progress,
+                model_kwargs=model_kwargs, callbacks=callbacks, guide=guide, **flat, **method_options)
+
+
 @exclusive
 @compiling
-def fit(
+def _fit(
     model: Callable,
     data: Any = None,
     *,
@@ -80,145 +216,7 @@ def fit(
     resume: bool | str | Path = False,
     **method_options: Any,
 ) -> Fit:
-    """Fit a variational approximation to the posterior of ``model`` given ``data``.
-
-    Parameters
-    ----------
-    model : callable
-        A model function: NumPyro primitives or ``variational`` site constructors.
-    data : mapping, pandas.DataFrame or streaming source, optional
-        Named columns with one entry per row, passed to the model as keyword arguments, or a
-        source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
-        ``batch_size``).
-    method : str or Family
-        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"`` (mean-field)
-        above (:func:`variational.families.default_method`); or another registered family.
-        The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
-        stochastic loop: each solves its own deterministic problem on all rows of the data
-        (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
-        fit without solving) and reports iterations, gradient evaluations and convergence in
-        ``fit.steps``, ``fit.grad_evals``, ``fit.converged`` and ``fit.solution``. See
-        ``docs/fast_approximations.md``.
-    steps : int or None
-        Number of optimisation steps (in all, when resuming). ``None`` (default): run until
-        the fit's convergence rule fires, up to ``max_steps`` (and ``max_seconds``): with the
-        adaptive schedule, until the reported answer stops moving
-        (:mod:`variational.engine.schedule`); with a constant step, Stan's ELBO rule
-        (:class:`~variational.callbacks.ELBOConvergence`). ``fit.converged`` and
-        ``fit.message`` say which rule ended it, or that the budget did.
-    optimizer : str or optax.GradientTransformation
-        "sgd", "momentum", "adagrad", "rmsprop", "adam", "adamax", PyMC's "adagrad_window"
-        (its ADVI default), "nesterov_momentum" and "adadelta", or any optax optimiser.
-    learning_rate : float, "auto" or None
-        Step size of a named optimiser. ``None`` (default) or ``"auto"``: a trial of each value of
-        a grid, scored by the ELBO where it ended (:func:`variational.engine.control.search_learning_rate`),
-        picks it; the choice is in ``fit.settings["learning_rate"]`` and ``fit.notes`` (a streamed
-        source, which cannot be replayed for trials, starts at 0.01). A number is used as given.
-        After 10 non-finite steps in a row the fit returns to its best parameters so far and
-        halves the learning rate, and says so.
-    schedule : {"adaptive", "constant"} or None
-        ``"adaptive"``: lower the step size once the iterates are stationary, report their average,
-        and rewhiten Gaussian families so that steps scale with q (:mod:`variational.engine.schedule`).
-        ``"constant"``: the last iterate of a constant step is reported (PyMC's ``pm.fit``).
-        ``None`` (default): ``"adaptive"`` when the step size is chosen, ``"constant"`` when given.
-    num_particles : int
-        Draws per step in the ELBO estimate.
-    stl : bool
-        Use the sticking-the-landing gradient estimator.
-    objective : {"elbo", "renyi", "meanfield_elbo"}
-        What the optimiser maximises (see :mod:`variational.objectives` and
-        ``docs/objectives.md``): the ELBO; the Renyi bound of order ``alpha`` (NumPyro's
-        ``RenyiELBO``; needs ``num_particles >= 2``); the ELBO with closed-form KL terms where
-        the priors allow (NumPyro's ``TraceMeanField_ELBO``; ``method="advi"``).
-    alpha : float, optional
-        Order of the Renyi bound (default 0, the importance-weighted bound; 1 is the ELBO).
-    kl_weight : float
-        Weight of ``KL(q || prior)`` against the expected log-likelihood (PyMC's ``KL(beta=)``,
-        the beta-ELBO); 1 is the ELBO, 0 ignores the prior and the entropy.
-    seed : int
-        Seed of every random number in the fit; the same seed gives the same numbers.
-    progress : bool
-        Show a progress bar with the running average loss.
-    model_kwargs : mapping, optional
-        Keyword arguments of the model that are not data columns.
-    init : Fit or str, optional
-        Warm start from an earlier fit of the same model: a fit of the same method gives its
-        parameters (a fresh optimiser); any other fit gives the member of this family closest
-        to its Gaussian moments (mean-field, full-rank and low-rank families); a direct
-        method's name (``"pathfinder"``, ``"laplace"``, ``"dadvi"``) runs it first on all rows
-        of the data. Direct methods start their optimisation at the fit's mean.
-    start : mapping, optional
-        Initial values of some latent sites (constrained space).
-    callbacks : sequence of callables
-        ``cb(fit, losses, i)`` called every ``cb.every`` steps (every step when absent), with
-        ``i`` the number of steps done and ``losses`` the ``i`` losses so far; raising
-        ``StopIteration`` ends the fit (see :mod:`variational.callbacks`).
-    batch_size : int, optional
-        Rows per step (minibatch ADVI). The same rows are taken from every column, and the
-        log-likelihood of every observed site whose leading dimension is the batch is scaled
-        by N/B automatically (see ``docs/data.md``). Default: all rows at every step.
-    replace : bool
-        Draw each minibatch's rows with replacement (default: without, a fresh permutation
-        of the rows each epoch).
-    devices : "all" or list of jax devices, optional
-        Split each batch across these devices (data parallelism with JAX sharding; the
-        variational parameters are replicated). ``batch_size`` must divide evenly. See
-        ``docs/devices.md``.
-    guide : callable, optional
-        A NumPyro guide function (``numpyro.param`` + ``numpyro.sample`` sites) or autoguide
-        (``AutoNormal(model)``, ``AutoDAIS(model)``...) used as the family instead of ``method``;
-        ``fit.params`` then holds its parameters, constrained, under the guide's names.
-        A guide with no ``numpyro.param`` is a fixed q: the fit evaluates it (ELBO estimates,
-        draws, diagnostics) without changing it.
-    init_params : mapping, optional
-        Initial values of the family's parameters by name: a guide's ``numpyro.param`` sites
-        (constrained values, as ``fit.params`` shows them), or the entries of a method's
-        parameter pytree (for example ``{"loc": ..., "rho": ...}`` for ``"advi"``).
-    score_function : bool
-        With ``guide=``: accept discrete latent sites that cannot be summed out (infinite
-        support, or not marked for enumeration) and add the score-function term for every
-        guide site without a reparameterised sampler, so the gradient is unbiased (with a
-        leave-one-out baseline; use ``num_particles`` of 8 or more). Its variance is high;
-        sites with a finite support are better marked ``infer={"enumerate": "parallel"}``,
-        which sums them out exactly. See ``docs/discrete.md``.
-    max_steps : int
-        Budget of steps when ``steps=None``.
-    max_seconds : float, optional
-        Budget of seconds of optimisation (not counting step-size trials and compilation).
-    checkpoint : str or Path, optional
-        File the fit is saved to (atomically) every ``checkpoint_every`` steps and at the end,
-        also when interrupted.
-    checkpoint_every : int, optional
-        Steps between checkpoints (only the final save when absent).
-    resume : bool or str or Path
-        ``True``: continue from ``checkpoint`` when that file exists (else start afresh); a
-        path: continue from that file. The settings must match the checkpoint's; ``steps``
-        counts all steps, so the result equals an uninterrupted run exactly.
-    **method_options
-        Options of the family (for example ``init_scale``; ``n_particles`` and ``bandwidth``
-        for ``"svgd"``; ``rank`` for ``"lowrank_advi"``; ``flow``, ``depth`` and ``width``
-        for ``"flow"``).
-
-    Returns
-    -------
-    Fit
-        The result object.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import variational as vi
-    >>> y = np.random.default_rng(0).normal(1.0, 1.0, size=100)
-    >>> def model(y):
-    ...     mu = vi.Normal("mu", 0, 10)
-    ...     vi.Normal("y", mu, 1.0, observed=y)
-    >>> fit = vi.fit(model, {"y": y}, progress=False)
-    >>> fit.converged
-    True
-    >>> exact = y.sum() / (len(y) + 1 / 10**2)    # the conjugate posterior mean
-    >>> bool(abs(float(fit.mean["mu"]) - exact) < 0.02)
-    True
-    """
+    """:func:`fit` with every setting as its own keyword (as a checkpoint stores them)."""
     steps, num_particles = _arguments.check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
     _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
     started, compiled_before = time.perf_counter(), stats()
@@ -321,8 +319,8 @@ def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: A
     if isinstance(data, Source):
         raise DataError(f"init={name!r} needs all rows in memory, but the data is a streaming source; "
                         f"fit {name!r} on an in-memory subset and pass that fit as init=")
-    return fit(model, data, method=name, seed=seed, progress=progress, model_kwargs=model_kwargs,
-               start=start)
+    return _fit(model, data, method=name, seed=seed, progress=progress, model_kwargs=model_kwargs,
+                start=start)
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -395,7 +393,7 @@ def load(
     if given is not None:
         _checkpoint.check_data(path, meta["data"], given, check_data)
     try:
-        new = fit(model, data, steps=0, model_kwargs=mk, **kwargs)
+        new = _fit(model, data, steps=0, model_kwargs=mk, **kwargs)
     except CheckpointError:
         raise
     except Exception as e:
@@ -406,4 +404,6 @@ def load(
     return _checkpoint.restore(path, meta, arrays, new)
 
 
-_FIT_ARGUMENTS = sorted(set(inspect.signature(fit).parameters) - {"method_options"})
+# the words a misspelt keyword is matched against: fit's keywords and those that moved
+_FIT_ARGUMENTS = sorted((set(inspect.signature(fit).parameters) - {"options", "model", "data"})
+                        | set(_options.MOVED))

@@ -71,7 +71,7 @@ def vsbc(
     >>> def model(y=None):
     ...     mu = vi.Normal("mu", 0.0, 1.0)
     ...     vi.Normal("y", mu, 1.0, shape=5, observed=y)
-    >>> res = vi.vsbc(model, n_sims=20, steps=500, learning_rate=0.05, stl=True)
+    >>> res = vi.vsbc(model, n_sims=20, steps=500, learning_rate=0.05, objective=vi.Objective(stl=True))
     >>> res.probabilities["mu"].shape, res.biased()
     ((20,), [])
     """

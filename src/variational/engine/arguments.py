@@ -1,49 +1,31 @@
 """Checks of ``vi.fit``'s arguments, made before anything is traced or run.
 
-A number of steps must be a whole number (``steps=10.7`` is refused, not run as 10), an option
+A number of steps must be a whole number (``steps=10.7`` is refused, not run as 10; see
+:func:`variational.errors.whole_number`), an option
 the method does not take is a misspelt argument (named, with the nearest known word), and a
 checkpoint path must be writable before the fit starts (see
 :func:`variational.engine.checkpoint.check_target`).
 
 The data plan of a fit (one process or several) is made here too.
 
-May import: numpy, :mod:`variational.data`, :mod:`variational.families`, :mod:`.checkpoint`,
+May import: :mod:`variational.data`, :mod:`variational.families`, :mod:`.checkpoint`,
 :mod:`.devices`.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
-
 from ..data import plan as _plan
-from ..errors import VariationalError
+from ..errors import VariationalError, whole_number
 from ..families import default_method, guide_family, make_family
 from ..families.base import Family, method_options
 from . import devices as _devices
 from .checkpoint import check_target
+from .options import unknown_keyword
 
 __all__ = ["whole_number", "check_arguments", "check_method_options", "family_options", "plan_data",
            "build_family"]
-
-
-def whole_number(name: str, value: Any, minimum: int = 0) -> int:
-    """``value`` as an int when it is a whole number >= ``minimum`` (``1e4`` is; ``10.7`` is not).
-
-    Examples
-    --------
-    >>> whole_number("steps", 1e4)
-    10000
-    """
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
-        ok, value = True, int(value)
-    if not ok or int(value) < minimum:
-        raise ValueError(f"{name}={value!r} must be a whole number >= {minimum}"
-                         + (", or None to run until convergence" if name == "steps" else ""))
-    return int(value)
 
 
 def check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any,
@@ -60,7 +42,7 @@ def check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_
         whole_number("max_steps", max_steps, 1)
     if checkpoint_every is not None:
         if checkpoint is None:
-            raise ValueError("checkpoint_every= needs checkpoint=path, the file to write")
+            raise ValueError("Checkpoint(every=...) needs the file to write: checkpoint=vi.Checkpoint(path, every=...)")
         whole_number("checkpoint_every", checkpoint_every, 1)
     if checkpoint is not None:
         check_target(checkpoint)  # a folder, or no permission: say so before running
@@ -88,8 +70,7 @@ def check_method_options(method: Any, guide: Any, options: Mapping[str, Any], ar
         return  # an unknown method: make_family lists the known ones
     unknown = [k for k in options if k not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(set(arguments) | known), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = unknown_keyword(unknown[0], set(arguments) | known)
         name = method.name if isinstance(method, Family) else method
         raise TypeError(f"vi.fit() got an unexpected keyword argument {unknown[0]!r}{hint}; method "
                         f"{name!r} takes the options {sorted(known) if known else 'none'}")

@@ -1,20 +1,13 @@
-"""Validation of family options, with errors that name the argument the user wrote."""
+"""Validation of family options, with errors that name the argument the user wrote.
+
+Counts are checked by :func:`variational.errors.whole_number`, the one integer check.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..errors import VariationalError
-
-
-def positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int of at least ``minimum``, else a VariationalError naming ``name``."""
-    ok = isinstance(value, (int,)) and not isinstance(value, bool) and value >= minimum
-    if not ok and hasattr(value, "__index__") and not isinstance(value, bool):
-        ok = int(value) >= minimum
-    if not ok:
-        raise VariationalError(f"{name}={value!r} must be an integer of at least {minimum}")
-    return int(value)
 
 
 def positive_float(name: str, value: Any, allow_zero: bool = False) -> float:

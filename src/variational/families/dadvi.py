@@ -35,7 +35,8 @@ import numpy as np
 
 from ..errors import VariationalError
 from . import _newton
-from ._checks import positive_float, positive_int
+from ..errors import whole_number
+from ._checks import positive_float
 from ._fixed import fixed_gaussian
 from .base import Family, Problem, Solution, register_family
 
@@ -53,12 +54,12 @@ def base_draws(key: jax.Array, num_draws: int, dim: int, antithetic: bool, dtype
 
 
 def _check(num_draws: Any, antithetic: bool, init_scale: Any, maxiter: Any, gtol: Any, lr: bool) -> dict:
-    m = positive_int("num_draws", num_draws, minimum=2)
+    m = whole_number("num_draws", num_draws, minimum=2)
     if antithetic and m % 2:
         raise VariationalError(f"num_draws={m} must be even with antithetic=True (draws come in pairs "
                                f"eps, -eps); use {m + 1} or antithetic=False")
     return {"num_draws": m, "antithetic": bool(antithetic), "init_scale": positive_float("init_scale", init_scale),
-            "maxiter": positive_int("maxiter", maxiter), "gtol": positive_float("gtol", gtol, allow_zero=True),
+            "maxiter": whole_number("maxiter", maxiter, 1), "gtol": positive_float("gtol", gtol, allow_zero=True),
             "lr": bool(lr)}
 
 

@@ -28,7 +28,8 @@ from jax.example_libraries import stax
 from numpyro.distributions.flows import BlockNeuralAutoregressiveTransform, InverseAutoregressiveTransform
 from numpyro.nn import AutoregressiveNN, BlockNeuralAutoregressiveNN
 
-from ._checks import positive_float, positive_int
+from ..errors import whole_number
+from ._checks import positive_float
 from ..errors import VariationalError
 from .base import LOG_2PI, Family, register_family, softplus_inv
 
@@ -125,9 +126,9 @@ def flow(flow: str = "iaf", depth: int | None = None, width: int | None = None,
     if flow not in FLOW_KINDS:
         raise VariationalError(f"flow={flow!r} is not known; choose one of {sorted(FLOW_KINDS)}")
     default_depth, default_width = FLOW_KINDS[flow]
-    k = default_depth if depth is None else positive_int("depth", depth, minimum=0)
+    k = default_depth if depth is None else whole_number("depth", depth, minimum=0)
     if width is not None:
-        width = positive_int("width", width)
+        width = whole_number("width", width, 1)
     rho0 = softplus_inv(positive_float("init_scale", init_scale))
     built: dict[int, list[Layer]] = {}
 

@@ -85,7 +85,7 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
     ...     s = numpyro.param("s", 1.0, constraint=constraints.positive)
     ...     numpyro.sample("mu", dist.Normal(m, s))
     >>> fit = vi.fit(model, {"y": jnp.array([1.0, 3.0])}, guide=guide, steps=3000,
-    ...              num_particles=8, progress=False)
+    ...              objective=vi.Objective(num_particles=8), progress=False)
     >>> # exact posterior: N(4 / 2.01, 1 / 2.01) = N(1.99, 0.705^2)
     >>> abs(float(fit.params["m"]) - 1.99) < 0.1, abs(float(fit.params["s"]) - 0.705) < 0.07
     (True, True)

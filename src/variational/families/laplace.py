@@ -28,7 +28,8 @@ import numpy as np
 
 from ..errors import VariationalError
 from . import _newton, _pool
-from ._checks import positive_float, positive_int
+from ..errors import whole_number
+from ._checks import positive_float
 from ._psis import prefetch
 from ._fixed import fixed_gaussian
 from .base import Family, Problem, Solution, register_family
@@ -87,9 +88,9 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | 
     """
     if importance_sampling not in _pool.CHOICES:
         raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {_pool.CHOICES}")
-    opts = {"maxiter": positive_int("maxiter", maxiter), "gtol": positive_float("gtol", gtol, allow_zero=True),
+    opts = {"maxiter": whole_number("maxiter", maxiter, 1), "gtol": positive_float("gtol", gtol, allow_zero=True),
             "importance_sampling": importance_sampling,
-            "importance_draws": positive_int("importance_draws", importance_draws, minimum=10)}
+            "importance_draws": whole_number("importance_draws", importance_draws, minimum=10)}
 
     def solve(problem: Problem) -> Solution:
         dim, dtype = problem.z0.shape[0], problem.z0.dtype

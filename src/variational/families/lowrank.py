@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from ._checks import positive_float, positive_int
+from ..errors import whole_number
+from ._checks import positive_float
 from ..errors import VariationalError
 from .base import Family, register_family, softplus_inv
 from .gaussian import softplus_inverse
@@ -42,7 +43,7 @@ def low_rank(rank: int = 1, init_scale: float = 0.1) -> Family:
     >>> p["W"].shape, fam.cov(p).shape
     ((3, 1), (3, 3))
     """
-    k = positive_int("rank", rank)
+    k = whole_number("rank", rank, 1)
     rho0 = softplus_inv(positive_float("init_scale", init_scale))
 
     def init(key: jax.Array, z0: jax.Array) -> Any:

@@ -40,7 +40,8 @@ import scipy.optimize
 
 from ..errors import VariationalError
 from . import _newton
-from ._checks import positive_float, positive_int
+from ..errors import whole_number
+from ._checks import positive_float
 from ._mixture import Approx, approximation, draw, log_q, mixture_log_q, mixture_sample, placeholder
 from . import _pool
 from ._psis import prefetch
@@ -246,12 +247,12 @@ def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, f
            maxls: Any, num_elbo_draws: Any, jitter: Any, epsilon: Any, importance_sampling: Any) -> dict:
     if importance_sampling not in _pool.CHOICES:
         raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {_pool.CHOICES}")
-    return {"num_paths": positive_int("num_paths", num_paths),
-            "num_draws_per_path": positive_int("num_draws_per_path", num_draws_per_path),
-            "maxcor": None if maxcor is None else positive_int("maxcor", maxcor),
-            "maxiter": positive_int("maxiter", maxiter), "ftol": positive_float("ftol", ftol, allow_zero=True),
-            "gtol": positive_float("gtol", gtol, allow_zero=True), "maxls": positive_int("maxls", maxls),
-            "num_elbo_draws": positive_int("num_elbo_draws", num_elbo_draws),
+    return {"num_paths": whole_number("num_paths", num_paths, 1),
+            "num_draws_per_path": whole_number("num_draws_per_path", num_draws_per_path, 1),
+            "maxcor": None if maxcor is None else whole_number("maxcor", maxcor, 1),
+            "maxiter": whole_number("maxiter", maxiter, 1), "ftol": positive_float("ftol", ftol, allow_zero=True),
+            "gtol": positive_float("gtol", gtol, allow_zero=True), "maxls": whole_number("maxls", maxls, 1),
+            "num_elbo_draws": whole_number("num_elbo_draws", num_elbo_draws, 1),
             "jitter": positive_float("jitter", jitter, allow_zero=True),
             "epsilon": positive_float("epsilon", epsilon, allow_zero=True), "importance_sampling": importance_sampling}
 

@@ -26,7 +26,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ._checks import positive_float, positive_int
+from ..errors import whole_number
+from ._checks import positive_float
 from ..errors import VariationalError
 from .base import Family, register_family
 from .gaussian import full_rank
@@ -116,7 +117,7 @@ def _stein_init(n: int, jitter: float, particle_init: str, candidates: int) -> t
     """The jittered start and the importance-resampled start of ``n`` particles."""
     if particle_init not in ("jitter", "resample"):
         raise VariationalError(f"particle_init={particle_init!r} is not known; choose 'jitter' or 'resample'")
-    n_cand = positive_int("candidates", candidates) * n
+    n_cand = whole_number("candidates", candidates, 1) * n
 
     def init(key: jax.Array, z0: jax.Array) -> Any:
         z0 = jnp.asarray(z0)
@@ -217,7 +218,7 @@ def svgd(n_particles: int = 100, bandwidth: float | None = None, jitter: float =
     >>> round(float(fit.mean["x"]), 1), fit.params["particles"].shape
     (1.0, (200, 1))
     """
-    n = positive_int("n_particles", n_particles, minimum=2)
+    n = whole_number("n_particles", n_particles, minimum=2)
     jitter = positive_float("jitter", jitter, allow_zero=True)
     k, bandwidth, t = _kernel_options(kernel, bandwidth, temperature)
     return _stein_family("svgd", n, k, lambda step: 1.0 / t, jitter, particle_init, candidates,
@@ -263,12 +264,12 @@ def asvgd(n_particles: int = 100, anneal_steps: int | None = None, num_cycles: i
     >>> round(float(fit.mean["x"]), 1)
     1.0
     """
-    n = positive_int("n_particles", n_particles, minimum=2)
+    n = whole_number("n_particles", n_particles, minimum=2)
     if anneal_steps is None:
         raise VariationalError("method 'asvgd' needs anneal_steps= (the length of its annealing "
                                "schedule; vi.fit uses steps= when it is a number)")
-    total = positive_int("anneal_steps", anneal_steps)
-    cycles = positive_int("num_cycles", num_cycles)
+    total = whole_number("anneal_steps", anneal_steps, 1)
+    cycles = whole_number("num_cycles", num_cycles, 1)
     speed = positive_float("transition_speed", transition_speed)
     k, bandwidth, t = _kernel_options(kernel, bandwidth, temperature)
     return _stein_family("asvgd", n, k, lambda step: annealing(step, total, cycles, speed) / t,
@@ -296,7 +297,7 @@ def amortized_svgd(n_draws: int = 100, kernel: Any = "rbf", bandwidth: float | N
     >>> round(float(fit.mean["x"]), 1)
     1.0
     """
-    n = positive_int("n_draws", n_draws, minimum=2)
+    n = whole_number("n_draws", n_draws, minimum=2)
     k, bandwidth, t = _kernel_options(kernel, bandwidth, temperature)
     drive = 1.0 / t
     base = full_rank(init_scale)

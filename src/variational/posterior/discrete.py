@@ -20,7 +20,7 @@ import numpy as np
 from .. import data as _data
 from ..compilation import compiled, signature
 from ..engine.model_params import MODEL
-from ..errors import ModelError
+from ..errors import ModelError, whole_number
 from ..model import RNG_KEY
 from ..model.params import PARAMS
 
@@ -66,8 +66,7 @@ def discrete_probs(fit: Any, n: int, key: jax.Array, data: Any = None) -> dict[s
     ld = fit._logdensity
     if not ld.enumerated:
         raise ModelError("the model has no enumerated discrete sites (infer={'enumerate': 'parallel'})")
-    if int(n) < 1:
-        raise ValueError(f"n={n!r} must be a positive number of draws")
+    n = whole_number("n", n, 1)
     if data is None and fit._plan is not None and fit._plan.feeder is not None:
         raise ModelError("a streamed fit has no rows in memory: pass the rows as discrete_probs(data=...)")
     z = fit.family.draw(fit._answer_params, key, int(n))

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import whole_number
 from .draws import columns
 from .labels import axis_coords, plate_coords, site_dims
 
@@ -72,9 +73,8 @@ def _data_in_memory(fit: Any) -> dict | None:
 def _draws_and_log_q(fit: Any, key: Any, n: int) -> tuple[Any, Any]:
     """``n`` flat draws of q and their log density under q (None when q has no density)."""
     from .diagnostics import has_density
-    from .predictive import _check_n
 
-    n, fam, raw = _check_n(n), fit.family, fit._answer_params
+    n, fam, raw = whole_number("n", n, 1), fit.family, fit._answer_params
     if not has_density(fam):
         return fit._draw_flat(n, key), None
     if fam.sample is None:   # the draws of fit.sample are sample_and_log_q's own draws

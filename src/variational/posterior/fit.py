@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data import as_columns
 from ..compilation import measured
+from ..errors import whole_number
 from ..engine.run import Run
 from ..model.threads import exclusive_methods
 from . import programs
@@ -56,7 +57,8 @@ class Fit(Run, MarginalAnswers):
     >>> def model(y):
     ...     mu = vi.Normal("mu", 0, 10)
     ...     vi.Normal("y", mu, 1, observed=y)
-    >>> fit = vi.fit(model, {"y": jnp.full(400, 1.0)}, steps=5000, stl=True, progress=False)
+    >>> fit = vi.fit(model, {"y": jnp.full(400, 1.0)}, steps=5000, objective=vi.Objective(stl=True),
+    ...              progress=False)
     >>> round(float(fit.mean["mu"]), 1), round(float(fit.std["mu"]), 2)   # exact: 1.0, 0.05
     (1.0, 0.05)
     """
@@ -148,10 +150,9 @@ class Fit(Run, MarginalAnswers):
         >>> bool((fit.sample(100, seed=1)["s"] > 0).all())
         True
         """
-        if int(n) <= 0:
-            raise ValueError(f"n={n!r} must be a positive number of draws")
+        n = whole_number("n", n, 1)
         key = None if importance else self._next_key(seed)
-        z = self._importance_draws(int(n), seed) if importance else self._draw_flat(int(n), key)
+        z = self._importance_draws(n, seed) if importance else self._draw_flat(n, key)
         out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
         return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
@@ -182,7 +183,7 @@ class Fit(Run, MarginalAnswers):
         >>> import variational as vi
         >>> def model():
         ...     vi.Normal("x", 1.0, 0.5)
-        >>> fit = vi.fit(model, steps=5000, stl=True, progress=False)
+        >>> fit = vi.fit(model, steps=5000, objective=vi.Objective(stl=True), progress=False)
         >>> x2 = fit.sample_fn(lambda p: p["x"] ** 2, 20000, seed=0)
         >>> abs(float(x2.mean()) - 1.25) < 0.05   # E[x^2] = mean^2 + sd^2
         True

@@ -28,7 +28,7 @@ from numpyro.infer import Predictive
 from numpyro.primitives import Messenger
 
 from .. import data as _data
-from ..errors import DataError, ModelError, VariationalError
+from ..errors import DataError, ModelError, VariationalError, whole_number
 from ..model.threads import exclusive
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -214,12 +214,6 @@ def latent_from_flat(fit: "Fit", z: jax.Array) -> dict[str, jax.Array]:
     return fns["latent"](z)
 
 
-def _check_n(n: Any) -> int:
-    if n is None or int(n) <= 0:
-        raise ValueError(f"n={n!r} must be a positive number of draws")
-    return int(n)
-
-
 def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None,
                       sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Posterior predictive draws (observed and deterministic sites) at flat draws ``z``."""
@@ -241,7 +235,7 @@ def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None
 def predict(fit: "Fit", data: Any = None, n: int = 1000, seed: int | None = None,
             sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Posterior predictive draws of a fit; see :meth:`variational.Fit.predict`."""
-    n = _check_n(n)
+    n = whole_number("n", n, 1)
     key = fit._next_key(seed)
     z = fit._draw_flat(n, key)
     return predict_from_flat(fit, z, jax.random.fold_in(key, 1), data, sites)
@@ -252,7 +246,7 @@ def sample_fn(fit: "Fit", fn: Callable[[dict], Any], n: int = 1000, seed: int | 
     """Evaluate ``fn(params)`` over ``n`` draws; see :meth:`variational.Fit.sample_fn`."""
     if not callable(fn):
         raise TypeError(f"fn must be a function of the named parameters, got {type(fn).__name__}")
-    n = _check_n(n)
+    n = whole_number("n", n, 1)
     key = fit._next_key(seed)
     z = fit._draw_flat(n, key)
     if data is None:
@@ -367,7 +361,8 @@ def predictive(
     key = jax.random.PRNGKey(0 if seed is None else int(seed))
     arrays, static, _ = _prepare_data(data, model_kwargs or {}, [])
     if posterior_samples is None:
-        return _run_predictive(model, key, None, arrays, static, [], sites, num_samples=_check_n(1000 if n is None else n))
+        num = whole_number("n", 1000 if n is None else n, 1)
+        return _run_predictive(model, key, None, arrays, static, [], sites, num_samples=num)
     from .draws import as_draws
 
     draws = as_draws(posterior_samples)
@@ -383,7 +378,7 @@ def predictive(
         raise DataError(f"posterior_samples have different numbers of draws per site: "
                         f"{ {k: np.shape(draws[k])[0] for k in latent} }")
     total = sizes.pop()
-    idx = np.arange(total) if n is None else np.linspace(0, total - 1, _check_n(n)).round().astype(int)
+    idx = np.arange(total) if n is None else np.linspace(0, total - 1, whole_number("n", n, 1)).round().astype(int)
     chosen = {k: jnp.asarray(draws[k][idx]) for k in latent}
     return _run_predictive(model, key, chosen, arrays, static, [], sites)
 
