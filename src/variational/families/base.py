@@ -28,6 +28,8 @@ import inspect
 import jax
 import jax.numpy as jnp
 
+from ..errors import VariationalError
+
 __all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "default_method",
            "softplus_inv", "LOG_2PI", "FULLRANK_MAX_DIM", "Problem", "Solution", "with_init_params"]
 
@@ -203,8 +205,6 @@ def with_init_params(family: Family, params: Params, values: Any) -> Params:
     >>> p["loc"].tolist()
     [1.0, 2.0]
     """
-    from ..errors import VariationalError
-
     if not isinstance(values, Mapping):
         raise VariationalError(f"init_params= must map parameter names to values, got {type(values).__name__}")
     shown = family.user_params(params) if family.user_params is not None else params
