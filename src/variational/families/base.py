@@ -118,6 +118,9 @@ class Family:
     # marginals of q are Gaussian in the unconstrained space with ``mean`` and ``std``
     # (quantiles and CDFs are then exact)
     gaussian: bool = False
+    # q's coordinates are independent (a mean-field family): its KL terms and its curvature
+    # check are per coordinate. Capabilities, not names, decide what applies to a family.
+    factorised: bool = False
 
     def draw(self, params: Params, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws in the unconstrained space, shape ``(n, D)``."""
@@ -202,7 +205,7 @@ def with_init_params(family: Family, params: Params, values: Any) -> Params:
     >>> from variational.families import mean_field
     >>> fam = mean_field()
     >>> p = with_init_params(fam, fam.init(jax.random.PRNGKey(0), jnp.zeros(2)), {"loc": [1.0, 2.0]})
-    >>> p["loc"].tolist()
+    >>> fam.user_params(p)["loc"].tolist()     # as fit.params shows it
     [1.0, 2.0]
     """
     if not isinstance(values, Mapping):

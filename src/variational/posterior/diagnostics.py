@@ -143,7 +143,7 @@ def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, 
         return {}
     names = coordinate_names(q.logdensity.layout)
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
-    if khat >= KHAT_GOOD and q.family.name == "advi":
+    if khat >= KHAT_GOOD and q.family.factorised:
         batch = q.training_data() if data is None else as_columns(data)
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
         hess = log_joint_hessian(q.logdensity)

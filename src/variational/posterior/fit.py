@@ -197,7 +197,7 @@ class Fit(FitSummaries):
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
         q = self.approximation
-        std = self.flat_moments()[1] if q.family.name == "advi" else None
+        std = self.flat_moments()[1] if q.family.factorised else None
         out = diagnose_fit(q, self, n, self._next_key(seed), data, std, status(self.state))
         if data is None:
             self._cache[cache_key] = out
