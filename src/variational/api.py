@@ -277,17 +277,14 @@ def _fit(
         state, key, device_data = _devices.place_fit(place, engine, plan, state, key, device_data)
     settings["method"] = family.name
     result = Fit(model=model, logdensity=ld, family=family, engine=engine, state=state, key=key,
-                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings, schedule=spec)
-    result._family_key = fam_key
-    result.categories = dict(plan.categories)
-    if plan.batch_size is not None:
-        result._use_plan(plan)
+                 data=device_data, model_kwargs=model_kwargs or {}, settings=settings, schedule=spec,
+                 family_key=fam_key, categories=plan.categories, plan=plan)
     _notes.setup_notes(result, renyi_minibatch=plan.batch_size is not None and obj.name == "renyi",
                        init=init, score_function=bool(score_function))
     result.timings["setup_s"] = time.perf_counter() - started
     result.timings["compilations"] += (stats() - compiled_before).compilations
     if _answers.ahead_enabled() and (steps is None or int(steps) >= AHEAD_STEPS):  # diagnose()'s, draws'
-        _answers.prepare(result)                     # compile on another core during the steps
+        _answers.prepare(result.approximation)       # compile on another core during the steps
     return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
 
 

@@ -325,7 +325,7 @@ def _check(obj: Objective, family: Family, num_particles: int, stl: bool, ld: Lo
             "num_particles=1 it is the ELBO. Give num_particles >= 2 (for example 8)")
     if obj.name in ("renyi", "meanfield_elbo") and stl:
         raise VariationalError(f"stl=True applies to objective='elbo' only, not {obj.name!r}")
-    if obj.name == "meanfield_elbo" and family.name != "advi":
+    if obj.name == "meanfield_elbo" and not family.factorised:
         raise VariationalError(
             f"objective='meanfield_elbo' needs the mean-field family (method='advi'), whose sites "
             f"are independent under q; method {family.name!r} is not")

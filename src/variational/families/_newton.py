@@ -22,7 +22,7 @@ import scipy.optimize
 from ..errors import VariationalError
 from ._fixed import named_directions
 
-__all__ = ["Newton", "compile_fgh", "compile_vg", "compile_batch", "minimize", "hessian",
+__all__ = ["Newton", "ScipyDriver", "compile_fgh", "compile_vg", "compile_batch", "minimize", "hessian",
            "covariance_from_precision", "distance", "as_jax", "seed_of"]
 
 
@@ -95,33 +95,70 @@ def seed_of(key: jax.Array) -> np.random.Generator:
     return np.random.default_rng(np.asarray(raw, np.uint32).ravel().tolist())
 
 
-def minimize(fgh: Callable, x0: Any, *, maxiter: int, gtol: float) -> Newton:
-    """Trust-region Newton-CG (scipy) on ``fgh`` from ``x0``; records the objective per iteration."""
-    calls, trace = [0], []
-    last: dict = {}
+class ScipyDriver:
+    """Drives ``scipy.optimize.minimize`` with a compiled ``vg(x) -> (f, grad)`` from the host.
 
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        calls[0] += 1
-        f, g, _ = fgh(x)
-        last.update(x=np.array(x), f=f, g=g)
+    It counts the calls of the model's gradient (:attr:`calls`), remembers the gradient at
+    every point scipy asked for (so that the iterates' gradients, read in a callback, cost
+    nothing more), and with ``guard`` hands scipy ``(inf, 0)`` where the value or gradient is
+    not finite, so that a line search backs off instead of failing.
+
+    Examples
+    --------
+    >>> d = ScipyDriver(lambda x: (float(x @ x), 2 * x))
+    >>> res = d.minimize(np.ones(2), method="L-BFGS-B")
+    >>> bool(np.allclose(res.x, 0.0, atol=1e-6)), d.calls > 0
+    (True, True)
+    """
+
+    def __init__(self, vg: Callable[[np.ndarray], tuple[float, np.ndarray]], guard: bool = False) -> None:
+        self.vg, self.guard, self.calls = vg, guard, 0
+        self.seen: dict[bytes, np.ndarray] = {}
+
+    def fun(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The value and gradient at ``x`` (counted and remembered)."""
+        self.calls += 1
+        f, g = self.vg(x)
+        self.seen[np.asarray(x, np.float64).tobytes()] = g
+        if self.guard and not (np.isfinite(f) and np.all(np.isfinite(g))):
+            return np.inf, np.zeros_like(g)
         return f, g
 
+    def gradient_at(self, x: np.ndarray) -> np.ndarray:
+        """The gradient at a point scipy reached: remembered, or computed (and counted)."""
+        g = self.seen.get(np.asarray(x, np.float64).tobytes())
+        if g is None:
+            self.calls += 1
+            g = self.vg(x)[1]
+        return g
+
+    def minimize(self, x0: np.ndarray, *, method: str, callback: Callable | None = None,
+                 options: dict | None = None, **kwargs: Any) -> Any:
+        """``scipy.optimize.minimize`` from ``x0`` (scipy's warnings silenced: its message is reported)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return scipy.optimize.minimize(self.fun, np.asarray(x0, np.float64), jac=True, method=method,
+                                           callback=callback, options=options or {}, **kwargs)
+
+
+def minimize(fgh: Callable, x0: Any, *, maxiter: int, gtol: float) -> Newton:
+    """Trust-region Newton-CG (scipy) on ``fgh`` from ``x0``; records the objective per iteration."""
+    trace: list[float] = []
+    driver = ScipyDriver(lambda x: fgh(x)[:2])
+
     def hessp(x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        calls[0] += 1
+        driver.calls += 1
         return fgh(x, v)[2]
 
     x0 = np.asarray(x0, np.float64)
-    f0, _ = fun(x0)
-    if not np.isfinite(f0) or not np.all(np.isfinite(last["g"])):
+    f0, g0 = driver.fun(x0)
+    if not np.isfinite(f0) or not np.all(np.isfinite(g0)):
         raise VariationalError("the objective or its gradient is not finite at the starting point; "
-                               "give start= values inside the support (or init= a fit)")
-    with warnings.catch_warnings():   # scipy warns when float precision ends the search; we report it
-        warnings.simplefilter("ignore")
-        res = scipy.optimize.minimize(fun, x0, jac=True, hessp=hessp, method="trust-ncg",
-                                      callback=lambda intermediate_result: trace.append(intermediate_result.fun),
-                                      options={"maxiter": int(maxiter), "gtol": float(gtol)})
+                               "give init=vi.Start(values=...) inside the support (or init= a fit)")
+    res = driver.minimize(x0, method="trust-ncg", hessp=hessp, options={"maxiter": int(maxiter), "gtol": float(gtol)},
+                          callback=lambda intermediate_result: trace.append(intermediate_result.fun))
     f, g, _ = fgh(res.x)
-    return Newton(np.asarray(res.x), f, g, np.asarray(trace, np.float64), int(res.nit), calls[0] + 1,
+    return Newton(np.asarray(res.x), f, g, np.asarray(trace, np.float64), int(res.nit), driver.calls + 1,
                   _message(res))
 
 

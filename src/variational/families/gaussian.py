@@ -118,7 +118,7 @@ def mean_field(init_scale: float = 0.1) -> Family:
     return Family("advi", init, sample_and_log_q, log_q, mean=mean, std=std,
                   cov=lambda p: jnp.diag(std(p) ** 2), options={"init_scale": init_scale},
                   user_params=shown, frozen=_FROZEN, rewhiten=rewhiten, from_gaussian=from_gaussian,
-                  from_user_params=from_shown, gaussian=True)
+                  from_user_params=from_shown, gaussian=True, factorised=True)
 
 
 def full_rank(init_scale: float = 0.1) -> Family:

@@ -36,11 +36,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 
-from ..errors import VariationalError
+from ..errors import VariationalError, whole_number
 from . import _newton
-from ..errors import whole_number
 from ._checks import positive_float
 from ._mixture import Approx, approximation, draw, log_q, mixture_log_q, mixture_sample, placeholder
 from . import _pool
@@ -57,34 +55,27 @@ def _memory(maxcor: int | None, dim: int) -> int:
     return int(maxcor) if maxcor is not None else max(5, math.ceil(3 * math.log(max(dim, 1))))
 
 
-def _lbfgs_path(vg: Any, x0: np.ndarray, opts: dict, j: int) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """One L-BFGS path: the iterates and their gradients (of ``-log p``), evaluations, why it ended."""
-    seen: dict[bytes, np.ndarray] = {}
-    xs, gs, calls = [], [], [0]
-
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        calls[0] += 1
-        f, g = vg(x)
-        seen[np.asarray(x, np.float64).tobytes()] = g
-        return (f, g) if np.isfinite(f) and np.all(np.isfinite(g)) else (np.inf, np.zeros_like(g))
+def _lbfgs_path(vg: Any, x0: np.ndarray, opts: dict, j: int) -> tuple[np.ndarray, np.ndarray, int, str, bool]:
+    """One L-BFGS path: the iterates and their gradients (of ``-log p``), evaluations, why it ended,
+    and whether L-BFGS converged (not stopped by ``maxiter`` or a non-finite start)."""
+    driver = _newton.ScipyDriver(vg, guard=True)
+    xs, gs = [], []
 
     def keep(intermediate_result: Any) -> None:
         x = np.array(intermediate_result.x, np.float64)
-        g = seen.get(x.tobytes())
-        if g is None:
-            calls[0] += 1
-            g = vg(x)[1]
         xs.append(x)
-        gs.append(g)
+        gs.append(driver.gradient_at(x))
 
-    f0, g0 = fun(x0)
+    f0, g0 = driver.fun(x0)
     if not np.isfinite(f0):
-        return np.empty((0, x0.shape[0])), np.empty((0, x0.shape[0])), calls[0], "log density not finite at the start"
+        empty = np.empty((0, x0.shape[0]))
+        return empty, empty, driver.calls, "log density not finite at the start", False
     xs.append(np.array(x0, np.float64))
     gs.append(g0)
-    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", callback=keep, options={
+    res = driver.minimize(x0, method="L-BFGS-B", callback=keep, options={
         "maxcor": j, "maxiter": opts["maxiter"], "ftol": opts["ftol"], "gtol": opts["gtol"], "maxls": opts["maxls"]})
-    return np.stack(xs), np.stack(gs), calls[0], f"{str(res.message).lower()} after {int(res.nit)} iteration(s)"
+    why = f"{str(res.message).lower()} after {int(res.nit)} iteration(s)"
+    return np.stack(xs), np.stack(gs), driver.calls, why, int(res.status) != 1   # status 1: maxiter reached
 
 
 def _gaussians(xs: np.ndarray, gs: np.ndarray, j: int, k: int, eps: float) -> list[Approx | None]:
@@ -211,10 +202,10 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     scale = 1.0 if problem.scale0 is None else np.asarray(problem.scale0, np.float64)
     paths, best, traces = [], [], []
     for _ in range(opts["num_paths"]):
-        xs, gs, calls, why = _lbfgs_path(vg, z0 + opts["jitter"] * scale * rng.uniform(-1, 1, dim), opts, j)
+        xs, gs, calls, why, done = _lbfgs_path(vg, z0 + opts["jitter"] * scale * rng.uniform(-1, 1, dim), opts, j)
         elbo, it, a, elbos = _best(_gaussians(xs, gs, j, k, opts["epsilon"]), logp, rng, opts["num_elbo_draws"])
         paths.append({"elbo": elbo, "best_iteration": it, "iterations": max(len(xs) - 1, 0),
-                      "grad_evals": calls, "stopped": why})
+                      "grad_evals": calls, "stopped": why, "converged": done})
         best.append(a)
         traces.append(-elbos)
     ok = np.array([a is not None for a in best])
@@ -239,8 +230,9 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     message = (f"{int(ok.sum())} of {opts['num_paths']} paths found a Gaussian; best ELBO {paths[top]['elbo']:.6g} "
                f"(path {top}, iteration {paths[top]['best_iteration']}); "
                + _pool.describe(khat, ess, pool.shape[0], opts["importance_sampling"]))
-    return Solution(params, traces[top], paths[top]["iterations"], sum(p["grad_evals"] for p in paths), True,
-                    message, info)
+    # converged: the best path's L-BFGS stopped by its own tolerances, not at maxiter
+    return Solution(params, traces[top], paths[top]["iterations"], sum(p["grad_evals"] for p in paths),
+                    bool(paths[top]["converged"]), message, info)
 
 
 def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, ftol: Any, gtol: Any,

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .draws import as_draws, columns
+from .plots import marginals
 
 __all__ = ["compare", "Comparison"]
 
@@ -28,8 +29,6 @@ class Comparison:
 
     def plot(self, var_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
         """The marginals of both overlaid (see :func:`variational.posterior.plots.marginals`)."""
-        from .plots import marginals  # (plots does not import this module)
-
         return marginals(self.draws, self.reference, var_names=var_names or sorted(
             {n.split("[")[0] for n in self.table.index}), labels=self.labels, **kwargs)
 

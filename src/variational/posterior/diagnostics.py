@@ -25,15 +25,23 @@ import numpy as np
 
 from numpyro.infer.util import potential_energy
 
-from ..engine.schedule import describe, status
+from ..data import as_columns
+from ..engine.schedule import describe
+from ..errors import VariationalError
 from ..families._psis import psis_log_weights
 from ..model.handlers import declared_only
+from . import arviz_compat
+from .approximation import Approximation
+from .draws import is_fit
 from .programs import importance_weights
-from .verdict import KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, verdict
+from .verdict import (
+    CURVATURE_DRAWS, KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, coordinate_names, curvature_check,
+    moment_check, verdict,
+)
 
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "diagnose_fit",
+           "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "diagnose_fit", "check_draws",
            "KHAT_GOOD", "KHAT_BAD", "POINT", "MIN_PSIS_DRAWS"]
 
 MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
@@ -126,23 +134,21 @@ def log_joint_hessian(ld: Any) -> Any:
     return fns["log_joint_hessian"]
 
 
-def verdict_checks(fit: Any, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
-    """The verdict's moment check of ``fit``, and for a mean-field fit with a high k-hat its
-    curvature check (see :mod:`variational.posterior.verdict`), from :func:`psis`'s output."""
-    from ..data import as_columns
-    from .predictive import training_data
-    from .verdict import CURVATURE_DRAWS, coordinate_names, curvature_check, moment_check
-
+def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, data: Any,
+                   std: Any = None) -> dict:
+    """The verdict's moment check of ``q``, and for a mean-field q with a high k-hat its
+    curvature check (see :mod:`variational.posterior.verdict`), from :func:`psis`'s output;
+    ``std`` is q's standard deviation per flat coordinate."""
     if not np.isfinite(khat):
         return {}
-    names = coordinate_names(fit.logdensity.layout)
+    names = coordinate_names(q.logdensity.layout)
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
-    if khat >= KHAT_GOOD and fit.family.name == "advi":
-        batch = training_data(fit) if data is None else as_columns(data)
+    if khat >= KHAT_GOOD and q.family.factorised:
+        batch = q.training_data() if data is None else as_columns(data)
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
-        hess = log_joint_hessian(fit.logdensity)
+        hess = log_joint_hessian(q.logdensity)
         out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
-                                           np.asarray(fit._flat_moments()[1]), names)
+                                           np.asarray(std), names)
     return out
 
 
@@ -330,9 +336,6 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     >>> list(table.columns)
     ['mean', 'sd', 'hdi_3%', 'hdi_97%']
     """
-    from . import arviz_compat
-    from .draws import is_fit
-
     if is_fit(obj):
         idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False, log_likelihood=False), "stats"
     elif hasattr(obj, "posterior"):
@@ -344,41 +347,43 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     return arviz_compat.summary(idata, var_names, kind, hdi_prob)
 
 
-def mcse(fit: Any) -> dict[str, np.ndarray]:
+def mcse(q: Approximation, solution: Any) -> dict[str, np.ndarray]:
     """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
 
     DADVI's answer depends on its fixed base draws; this is the standard deviation of its means
     over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the unconstrained space
-    (the model's own space for real-valued sites). Computed when first asked for.
+    (the model's own space for real-valued sites). Computed when first asked for; ``solution``
+    is the direct method's record (``fit.solution``).
     """
-    info = {} if fit.solution is None else fit.solution.info
+    info = {} if solution is None else solution.info
     if callable(info.get("mcse")):
         info["mcse"] = np.asarray(info["mcse"]())
     if "mcse" not in info:
-        from ..errors import VariationalError
-
-        raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
+        raise VariationalError(f"method {q.family.name!r} reports no Monte Carlo standard error of its "
                                f"means (method='dadvi' with lr=True does)")
-    return fit._named(jnp.asarray(info["mcse"]))
+    return q.named(jnp.asarray(info["mcse"]))
 
 
-def diagnose_fit(fit: Any, n: Any, seed: int | None, data: Any) -> Diagnosis:
-    """``fit.diagnose``: importance weights of ``n`` draws (cached per step count without ``data``)."""
+def check_draws(n: Any) -> int:
+    """``n`` as the number of draws of a diagnosis (at least :data:`MIN_PSIS_DRAWS`)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_PSIS_DRAWS:
         raise ValueError(f"n={n!r}: k-hat fits the tail of the importance weights of n draws of q "
                          f"and needs at least {MIN_PSIS_DRAWS} (4000 by default)")
-    cache_key = ("diagnosis", fit.steps, int(n), seed)
-    if data is None and cache_key in fit._cache:
-        return fit._cache[cache_key]
-    lw, khat, checks, method = None, float("nan"), {}, fit.method
-    if fit.logdensity.dim == 0:
+    return int(n)
+
+
+def diagnose_fit(q: Approximation, run: Any, n: int, key: jax.Array, data: Any, std: Any,
+                 answer: dict | None) -> Diagnosis:
+    """``fit.diagnose``: importance weights of ``n`` draws of ``q`` from ``key`` on ``data`` (all
+    training rows when None), read with the history of ``run`` (the fit: its public ``hist``,
+    ``skipped_steps``, ``steps``, ``method`` and ``solution``); ``std`` is q's standard
+    deviation per flat coordinate, ``answer`` the adaptive schedule's status."""
+    lw, khat, checks, method = None, float("nan"), {}, run.method
+    if q.logdensity.dim == 0:
         method = POINT  # only the model's parameters: nothing for importance weights to check
-    elif has_density(fit.family):
-        z, lw, khat = fit._psis(int(n), seed, data)
-        checks = verdict_checks(fit, z, lw, khat, data)
-    out = diagnose(fit.hist, lw, khat, fit.skipped_steps, fit.steps, method,
-                   answer=status(fit._state), **checks,
-                   solver_converged=None if fit.solution is None else fit.solution.converged)
-    if data is None:
-        fit._cache[cache_key] = out
-    return out
+    elif q.has_density:
+        batch = q.training_data() if data is None else as_columns(data)
+        z, lw, khat = psis(q.logdensity, q.family, q.params, batch, key, n, family_key=q.compile_key())
+        checks = verdict_checks(q, z, lw, khat, data, std)
+    return diagnose(run.hist, lw, khat, run.skipped_steps, run.steps, method, answer=answer, **checks,
+                    solver_converged=None if run.solution is None else run.solution.converged)

@@ -27,6 +27,7 @@ from ..errors import DataError, VariationalError
 from ..families import with_init_params
 from ..families.base import Family, Problem, Solution
 from ..model import LogDensity
+from .draws import is_fit
 from .fit import Fit
 
 __all__ = ["direct_fit", "solve", "check_arguments", "flat_labels", "gaussian_of", "start_params",
@@ -152,7 +153,7 @@ def gaussian_of(fit: Fit) -> tuple[jax.Array, jax.Array]:
     A covariance estimated from draws that is not positive definite (Pathfinder's resampled
     draws with few distinct values) gets a small ridge, and falls back to its diagonal.
     """
-    mean = jnp.asarray(fit._flat_moments()[0])
+    mean = jnp.asarray(fit.flat_moments()[0])
     cov = np.asarray(fit.cov, dtype=np.float64)
     cov = 0.5 * (cov + cov.T)
     scale = float(np.max(np.abs(np.diag(cov)))) or 1.0
@@ -167,8 +168,6 @@ def gaussian_of(fit: Fit) -> tuple[jax.Array, jax.Array]:
 
 def check_same_model(init: Any, ld: LogDensity) -> None:
     """``init`` must be a fit of a model with the same latent sites and shapes."""
-    from .draws import is_fit
-
     if not is_fit(init):
         raise TypeError(f"init= must be a Fit from an earlier vi.fit or the name of a direct method "
                         f"('pathfinder', 'laplace', 'dadvi'), got {type(init).__name__}")
@@ -188,7 +187,7 @@ def start_params(init: Any, ld: LogDensity, family: Family) -> Any:
     """
     check_same_model(init, ld)
     if init.family.name == family.name:
-        return jax.tree_util.tree_map(lambda x: x, init._answer_params)   # the answer it reported
+        return jax.tree_util.tree_map(lambda x: x, init.approximation.params)   # the answer it reported
     if family.from_gaussian is None:
         raise ValueError(f"method={family.name!r} cannot start from a {init.family.name!r} fit (it has no "
                          f"from_gaussian); warm-start it from a fit of the same method")

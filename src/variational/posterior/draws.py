@@ -15,7 +15,7 @@ __all__ = ["as_draws", "columns", "is_fit"]
 
 def is_fit(obj: Any) -> bool:
     """Whether ``obj`` is a fitted approximation (a :class:`~variational.Fit` or a subclass)."""
-    return all(hasattr(obj, a) for a in ("logdensity", "family", "sample", "_draw_flat"))
+    return all(hasattr(obj, a) for a in ("approximation", "sample", "to_arviz"))
 
 
 def as_draws(obj: Any, n: int = 4000, seed: int | None = 0) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@
 the dims and coords of :mod:`.labels` and hands them to :mod:`.arviz_compat`, which returns
 an ``InferenceData`` on ArviZ 0.x and a ``DataTree`` on 1.x.
 
-Functions of a fit's draws and history; they take the fit duck-typed and never import it.
+Functions of the approximation (:class:`.approximation.Approximation`) and of the run's public
+record (history, settings, notes); they never import :class:`~variational.Fit`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import warnings
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from numpyro.infer.util import log_likelihood as pointwise
 
 from ..errors import whole_number
+from . import arviz_compat
+from .approximation import Approximation
+from .diagnostics import log_joint_fn
 from .draws import columns
 from .labels import axis_coords, plate_coords, site_dims
+from .predictive import latent_from_flat, observed_values, predict_from_flat, site_table
 
 __all__ = ["to_inference_data", "summary_table", "describe", "MAX_PREDICTIVE_VALUES"]
 
@@ -26,73 +34,40 @@ __all__ = ["to_inference_data", "summary_table", "describe", "MAX_PREDICTIVE_VAL
 MAX_PREDICTIVE_VALUES = 20_000_000
 
 
-def to_inference_data(fit: Any, n: int, seed: int | None, posterior_predictive: bool | None,
+def to_inference_data(q: Approximation, run: Any, n: int, key: jax.Array, posterior_predictive: bool | None,
                       coords: Mapping[str, Any] | None, dims: Mapping[str, Sequence[str]] | None,
                       log_likelihood: bool | None = None) -> Any:
-    """``fit.to_arviz``: ArviZ's result object from ``n`` draws of the fit (see :meth:`Fit.to_arviz`)."""
-    from . import arviz_compat
-    from .predictive import site_table
-
-    data = _data_in_memory(fit)
-    table = site_table(fit.logdensity.model, data if data is not None else fit._plan.trace_data, fit.model_kwargs)
+    """``fit.to_arviz``: ArviZ's result object from ``n`` draws of ``q`` from ``key``, with the
+    history of ``run`` (the fit's public record); see :meth:`Fit.to_arviz`."""
+    data = None if q.streamed else q.training_data()
+    table = site_table(q.model, data if data is not None else q.trace_data(), q.model_kwargs)
     site_d = {**site_dims(table), **{k: list(v) for k, v in (dims or {}).items()}}
-    named = {**plate_coords(table, getattr(fit, "categories", {})), **dict(coords or {})}
-    key = fit._next_key(seed)
-    z, log_q = _draws_and_log_q(fit, key, n)
-    groups = {"posterior": _dataset({k: v[None] for k, v in fit._constrain_draws(z).items()}, site_d, named,
-                                    sample=True)}
-    if data is not None and fit.logdensity.observed_names and (posterior_predictive is not False
-                                                                or log_likelihood is not False):
-        groups.update(_data_groups(fit, z, key, data, site_d, named, posterior_predictive, log_likelihood))
-    stats = {} if data is None else {"lp": _log_joint(fit, z, data)}
+    named = {**plate_coords(table, q.categories), **dict(coords or {})}
+    z, log_q = q.draws_and_log_q(key, whole_number("n", n, 1))
+    groups = {"posterior": _dataset({k: v[None] for k, v in q.constrain(z).items()}, site_d, named, sample=True)}
+    if data is not None and q.logdensity.observed_names and (posterior_predictive is not False
+                                                              or log_likelihood is not False):
+        groups.update(_data_groups(q, z, key, data, site_d, named, posterior_predictive, log_likelihood))
+    stats = {} if data is None else {"lp": _log_joint(q, z, data)}
     if log_q is not None:
         stats["log_q"] = np.asarray(log_q)
     if stats:
         groups["sample_stats"] = _dataset({k: v[None] for k, v in stats.items()}, {}, {}, sample=True)
-    covariates = None if data is None else _covariates(data, groups.get("observed_data"), site_d,
-                                                       getattr(fit, "categories", {}))
+    covariates = None if data is None else _covariates(data, groups.get("observed_data"), site_d, q.categories)
     if covariates is not None and covariates.data_vars:
         groups["constant_data"] = covariates
-    groups["optimization"] = _optimization(fit)
+    groups["optimization"] = _optimization(run)
     attrs = {"inference_library": "variational", "inference_library_version": _version(),
-             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "method": fit.method}
+             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "method": run.method}
     return arviz_compat.new_tree(groups, attrs)
 
 
-def _data_in_memory(fit: Any) -> dict | None:
-    """The fit's data columns, or None for a fit that streamed its data (its rows are not here)."""
-    from ..errors import DataError
-    from .predictive import training_data
-
-    try:
-        return training_data(fit)
-    except DataError:
-        return None
-
-
-def _draws_and_log_q(fit: Any, key: Any, n: int) -> tuple[Any, Any]:
-    """``n`` flat draws of q and their log density under q (None when q has no density)."""
-    from .diagnostics import has_density
-
-    n, fam, raw = whole_number("n", n, 1), fit.family, fit._answer_params
-    if not has_density(fam):
-        return fit._draw_flat(n, key), None
-    if fam.sample is None:   # the draws of fit.sample are sample_and_log_q's own draws
-        return fam.sample_and_log_q(raw, key, n)
-    z = fit._draw_flat(n, key)
-    return z, (fam.log_q(raw, z) if fam.log_q is not None else None)
-
-
-def _log_joint(fit: Any, z: Any, data: Mapping[str, Any]) -> np.ndarray:
+def _log_joint(q: Approximation, z: Any, data: Mapping[str, Any]) -> np.ndarray:
     """log p(x, z) of each draw on all rows (unconstrained space, as the ELBO sees it)."""
-    import jax.numpy as jnp
-
-    from .diagnostics import log_joint_fn
-
-    return np.asarray(log_joint_fn(fit.logdensity)(z, {k: jnp.asarray(v) for k, v in data.items()}))
+    return np.asarray(log_joint_fn(q.logdensity)(z, {k: jnp.asarray(v) for k, v in data.items()}))
 
 
-def _data_groups(fit: Any, z: Any, key: Any, data: Mapping[str, Any], site_d: Mapping, named: Mapping,
+def _data_groups(q: Approximation, z: Any, key: Any, data: Mapping[str, Any], site_d: Mapping, named: Mapping,
                  posterior_predictive: bool | None, log_likelihood: bool | None) -> dict:
     """observed_data, and posterior_predictive and log_likelihood of the draws ``z``.
 
@@ -101,22 +76,17 @@ def _data_groups(fit: Any, z: Any, key: Any, data: Mapping[str, Any], site_d: Ma
     default) is left out, with a warning, when it would hold more than
     :data:`MAX_PREDICTIVE_VALUES` numbers (``n`` draws of every observed value).
     """
-    import jax
-    from numpyro.infer.util import log_likelihood as pointwise
-
-    from .predictive import latent_from_flat, observed_values, predict_from_flat
-
-    obs = observed_values(fit.logdensity.model, data, fit.model_kwargs)
+    obs = observed_values(q.model, data, q.model_kwargs)
     groups = {"observed_data": _dataset(obs, site_d, named, sample=False)}
     posterior_predictive, log_likelihood = (_within_bound(g, ask, z.shape[0], obs) for g, ask in
                                             (("posterior_predictive", posterior_predictive),
                                              ("log_likelihood", log_likelihood)))
     if log_likelihood:
-        ll = pointwise(fit.logdensity.model, latent_from_flat(fit, z), parallel=True, **fit.model_kwargs, **data)
+        ll = pointwise(q.model, latent_from_flat(q, z), parallel=True, **q.model_kwargs, **data)
         groups["log_likelihood"] = _dataset({k: np.asarray(ll[k])[None] for k in obs}, site_d, named, sample=True)
     if posterior_predictive:
         try:
-            pred = predict_from_flat(fit, z, jax.random.fold_in(key, 1), None, sites=list(obs))
+            pred = predict_from_flat(q, z, jax.random.fold_in(key, 1), None, sites=list(obs))
         except Exception as e:  # the other groups are still useful without it
             warnings.warn(f"posterior_predictive left out of the ArviZ data: {e}", stacklevel=4)
         else:

@@ -2,8 +2,10 @@
 
 :class:`Fit` is a :class:`~variational.engine.run.Run` (the state, history and running of the
 optimisation) that answers questions: draws, summaries, predictions, the diagnosis, export.
-Each answer is computed by a function of this layer that takes what it needs; ``Fit`` keeps
-the caches and delegates.
+Each answer is a function of the fit's :class:`~.approximation.Approximation` (the value its
+current state stands for, ``fit.approximation``) in a module below this one; ``Fit`` (with its
+base :class:`~.summaries.FitSummaries`) keeps the caches and the counter of the keys of
+successive draws, and delegates.
 """
 
 from __future__ import annotations
@@ -11,24 +13,25 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..data import as_columns
 from ..compilation import measured
+from ..engine.schedule import status
 from ..errors import whole_number
-from ..engine.run import Run
 from ..model.threads import exclusive_methods
-from . import programs
-from .marginals import MarginalAnswers, transformed_draws
+from .diagnostics import check_draws, diagnose_fit, psis, resample
+from .elbo import full_data_elbo
+from .export import describe, summary_table, to_inference_data
+from .marginals import transformed_draws
+from .predictive import predict, sample_fn
+from .summaries import FitSummaries
 
 __all__ = ["Fit"]
 
 
 # every answer that may trace or run the model's Python code holds the model lock (model/threads.py)
-@exclusive_methods("_flat_moments", "_draw_flat", "_constrain_draws", "sample", "sample_fn", "predict", "diagnose",
-                   "_psis", "_moment_draws", "discrete_probs", "elbo", "to_arviz", "summary", "quantiles")
-class Fit(Run, MarginalAnswers):
+@exclusive_methods("sample", "sample_fn", "predict", "diagnose", "elbo", "to_arviz", "summary")
+class Fit(FitSummaries):
     """A fitted variational approximation.
 
     Created by :func:`variational.fit`; not usually constructed by hand.
@@ -63,60 +66,6 @@ class Fit(Run, MarginalAnswers):
     (1.0, 0.05)
     """
 
-    # -- unconstrained summaries ---------------------------------------------------------------
-    def _named(self, flat: jax.Array) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in self.logdensity.unravel(jnp.asarray(flat)).items()}
-
-    def _flat_moments(self) -> tuple[jax.Array, jax.Array]:
-        key = ("flat_moments", self.steps)
-        if key not in self._cache:
-            fam, p = self.family, self._answer_params
-            if fam.mean is not None and fam.std is not None:
-                m, s = fam.mean(p), fam.std(p)
-            else:
-                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
-                m, s = z.mean(0), z.std(0)
-            self._cache[key] = (m, s)
-        return self._cache[key]
-
-    @property
-    def unconstrained_mean(self) -> dict[str, np.ndarray]:
-        """Mean of q in the unconstrained space, per site."""
-        return self._named(self._flat_moments()[0])
-
-    @property
-    def unconstrained_std(self) -> dict[str, np.ndarray]:
-        """Standard deviation of q in the unconstrained space, per site."""
-        return self._named(self._flat_moments()[1])
-
-    @property
-    def cov(self) -> np.ndarray:
-        """Covariance of q in the flat unconstrained space, ``(D, D)``; see ``logdensity.layout``."""
-        if self.family.cov is not None:
-            return np.asarray(self.family.cov(self._answer_params))
-        z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
-        return np.cov(np.asarray(z), rowvar=False).reshape(self.logdensity.dim, self.logdensity.dim)
-
-    @property
-    def mcse(self) -> dict[str, np.ndarray]:
-        """Monte Carlo standard error of DADVI's means per site (see :func:`.diagnostics.mcse`)."""
-        from .diagnostics import mcse
-        return mcse(self)
-
-    # -- draws ---------------------------------------------------------------------------------
-    def _draw_flat(self, n: int, key: jax.Array) -> jax.Array:
-        return programs.draws(self, int(n), key)
-
-    def _next_key(self, seed: int | None) -> jax.Array:
-        if seed is not None:
-            return jax.random.PRNGKey(seed)
-        self._draw_counter += 1
-        return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
-
-    def _constrain_draws(self, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
-        from .discrete import constrain_draws
-        return constrain_draws(self, z, key)
-
     @measured("draws")
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
                include_transformed: bool = False) -> dict[str, np.ndarray]:
@@ -150,10 +99,10 @@ class Fit(Run, MarginalAnswers):
         >>> bool((fit.sample(100, seed=1)["s"] > 0).all())
         True
         """
-        n = whole_number("n", n, 1)
+        n, q = whole_number("n", n, 1), self.approximation
         key = None if importance else self._next_key(seed)
-        z = self._importance_draws(n, seed) if importance else self._draw_flat(n, key)
-        out = self._constrain_draws(z, None if importance else jax.random.fold_in(key, 1))
+        z = self._importance_draws(n, seed) if importance else q.draw(key, n)
+        out = q.constrain(z, None if importance else jax.random.fold_in(key, 1))
         return {**out, **transformed_draws(self.logdensity, z)} if include_transformed else out
 
     def sample_fn(self, fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None, *,
@@ -188,8 +137,8 @@ class Fit(Run, MarginalAnswers):
         >>> abs(float(x2.mean()) - 1.25) < 0.05   # E[x^2] = mean^2 + sd^2
         True
         """
-        from .predictive import sample_fn
-        return sample_fn(self, fn, n, seed, data)
+        n = whole_number("n", n, 1)
+        return sample_fn(self.approximation, fn, self._next_key(seed), n, data)
 
     def predict(self, data: Any = None, n: int = 1000, seed: int | None = None, *,
                 sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -224,8 +173,8 @@ class Fit(Run, MarginalAnswers):
         >>> fit.predict({"x": np.ones(2)}, n=10)["y"].shape
         (10, 2)
         """
-        from .predictive import predict
-        return predict(self, data, n, seed, sites)
+        n = whole_number("n", n, 1)
+        return predict(self.approximation, self._next_key(seed), data, n, sites)
 
     @measured("diagnose")
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:
@@ -243,48 +192,24 @@ class Fit(Run, MarginalAnswers):
         >>> vi.fit(model, steps=3000, progress=False).diagnose().status
         'good'
         """
-        from .diagnostics import diagnose_fit
-        return diagnose_fit(self, n, seed, data)
-
-    def _psis(self, n: int, seed: int | None, data: Any = None) -> tuple[jax.Array, np.ndarray, float]:
-        """``n`` draws of q, their smoothed log importance weights and k-hat (all rows of the data)."""
-        from .diagnostics import psis
-        from .predictive import training_data
-
-        batch = training_data(self) if data is None else as_columns(data)
-        key = jax.random.PRNGKey(seed) if seed is not None else self._next_key(None)
-        return psis(self.logdensity, self.family, self._answer_params, batch, key, n,
-                    family_key=programs.family_key(self))
+        n = check_draws(n)
+        cache_key = ("diagnosis", self.steps, n, seed)
+        if data is None and cache_key in self._cache:
+            return self._cache[cache_key]
+        q = self.approximation
+        std = self.flat_moments()[1] if q.family.factorised else None
+        out = diagnose_fit(q, self, n, self._next_key(seed), data, std, status(self.state))
+        if data is None:
+            self._cache[cache_key] = out
+        return out
 
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
-        from .diagnostics import resample
-
-        key = self._next_key(seed)
-        z, lw, khat = self._psis(max(4000, 4 * n), int(jax.random.randint(key, (), 0, 2**31 - 1)))
+        key, q = self._next_key(seed), self.approximation
+        z, lw, khat = psis(q.logdensity, q.family, q.params, q.training_data(),
+                           jax.random.PRNGKey(int(jax.random.randint(key, (), 0, 2**31 - 1))),
+                           max(4000, 4 * n), family_key=q.compile_key())
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
-
-    def _moment_draws(self) -> dict[str, np.ndarray]:
-        key = ("moment_draws", self.steps)
-        if key not in self._cache:
-            if self.family.particles is not None:  # an empirical family: its particles, exactly
-                z = self.family.particles(self._answer_params)
-            else:
-                z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**22))
-            self._cache[key] = self._constrain_draws(z)
-        return self._cache[key]
-
-    @property
-    @measured("draws")
-    def mean(self) -> dict[str, np.ndarray]:
-        """Posterior means in the constrained space (from 4000 draws), per site."""
-        return {k: v.mean(0) for k, v in self._moment_draws().items()}
-
-    @property
-    @measured("draws")
-    def std(self) -> dict[str, np.ndarray]:
-        """Posterior standard deviations in the constrained space (from 4000 draws), per site."""
-        return {k: v.std(0) for k, v in self._moment_draws().items()}
 
     def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
              seed: int | None = None, return_se: bool = False) -> float | tuple[float, float]:
@@ -313,13 +238,12 @@ class Fit(Run, MarginalAnswers):
         >>> bool(abs(fit.elbo(batch_size=30) - fit.elbo()) < 1)   # batching does not change it
         True
         """
-        from .elbo import full_data_elbo
-
-        if data is None and self._plan is not None and self._plan.feeder is not None:
-            data = self._plan.feeder.source
+        q = self.approximation
+        if data is None and q.streamed:
+            data = q.plan.feeder.source
         elif data is None:
-            data = {k: np.asarray(v) for k, v in self.data.items()}
-        est, se = full_data_elbo(self.logdensity, self.family, self._answer_params, data, self._next_key(seed),
+            data = {k: np.asarray(v) for k, v in q.data.items()}
+        est, se = full_data_elbo(q.logdensity, q.family, q.params, data, self._next_key(seed),
                                  num_draws=num_draws, batch_size=batch_size)
         return (est, se) if return_se else est
 
@@ -366,18 +290,13 @@ class Fit(Run, MarginalAnswers):
         >>> data.posterior["mu"].shape, data.log_likelihood["y"].dims
         ((1, 50), ('chain', 'draw', 'obs'))
         """
-        from .export import to_inference_data
-
-        return to_inference_data(self, n, seed, posterior_predictive, coords, dims, log_likelihood)
+        return to_inference_data(self.approximation, self, n, self._next_key(seed), posterior_predictive, coords,
+                                 dims, log_likelihood)
 
     @measured("draws")
     def summary(self, n: int = 4000) -> Any:
         """A pandas DataFrame of mean, sd and 3%/97% quantiles per scalar element."""
-        from .export import summary_table
-
         return summary_table(self._moment_draws() if n == 4000 else self.sample(n))
 
     def __repr__(self) -> str:
-        from .export import describe
-
         return describe(self)

@@ -24,7 +24,7 @@ from ..families.base import Family
 from ..model import LogDensity
 
 __all__ = ["marginal_quantiles", "marginal_cdf", "exact_marginals", "transformed_name",
-           "transformed_draws", "MarginalAnswers"]
+           "transformed_draws"]
 
 
 def _elementwise(support: Any) -> Any:
@@ -217,58 +217,3 @@ def transformed_draws(ld: LogDensity, z: jax.Array) -> dict[str, np.ndarray]:
         if t is not None:
             out[t] = np.asarray(named[n])
     return out
-
-
-class MarginalAnswers:
-    """Medians, quantiles and discrete probabilities of a fit (mixed into :class:`~variational.Fit`, which supplies
-    ``logdensity``, ``family``, its parameters and its 4000 summary draws)."""
-
-    @property
-    def median(self) -> dict[str, np.ndarray]:
-        """Marginal medians in the constrained space, per site (see :meth:`quantiles`)."""
-        return self.quantiles(0.5)
-
-    def quantiles(self, q: Any) -> dict[str, np.ndarray]:
-        """Marginal quantiles (constrained space) per site: ``{name: (len(q), *shape)}``.
-
-        Exact for Gaussian families at sites with an elementwise bijection; else from the 4000
-        summary draws (particles exactly). See :mod:`variational.posterior.marginals`.
-
-        Examples
-        --------
-        >>> import variational as vi
-        >>> def model():
-        ...     vi.Normal("x", 1.0, 0.5)
-        >>> fit = vi.fit(model, steps=3000, objective=vi.Objective(stl=True), progress=False)
-        >>> fit.quantiles([0.05, 0.95])["x"].round(1).tolist()       # 1 -/+ 1.645 * 0.5
-        [0.2, 1.8]
-        """
-        return marginal_quantiles(self.logdensity, self.family, self._answer_params, q,  # type: ignore[attr-defined]
-                                  self._moment_draws, self._cache)  # type: ignore[attr-defined]
-
-    def discrete_probs(self, n: int = 1000, seed: int | None = None, *, data: Any = None) -> dict[str, np.ndarray]:
-        """Posterior probabilities of the values of each enumerated discrete site.
-
-        The exact conditional probabilities ``p(z_i = k | x, draw)`` (one backward pass of the
-        enumeration) averaged over ``n`` draws of q (``seed``), on the training rows or
-        ``data``. Returns site name -> array ``(*site_shape, K)`` over the K values.
-
-        Examples
-        --------
-        >>> import numpy as np, numpyro, numpyro.distributions as dist
-        >>> import variational as vi
-        >>> def mixture(y):
-        ...     mu = vi.Normal("mu", 0.0, 5.0, shape=2)
-        ...     with numpyro.plate("rows", len(y)):
-        ...         z = numpyro.sample("z", dist.Categorical(np.array([0.5, 0.5])),
-        ...                            infer={"enumerate": "parallel"})
-        ...         numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
-        >>> fit = vi.fit(mixture, {"y": np.array([-3.0, -3.1, 3.0])}, steps=500,
-        ...              start={"mu": np.array([-1.0, 1.0])}, progress=False)
-        >>> fit.discrete_probs(100)["z"].round(2)
-        array([[1., 0.],
-               [1., 0.],
-               [0., 1.]], dtype=float32)
-        """
-        from .discrete import discrete_probs
-        return discrete_probs(self, n, self._next_key(seed), data)  # type: ignore[attr-defined]

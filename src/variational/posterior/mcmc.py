@@ -53,7 +53,7 @@ def _columns_and_kwargs(data: Any, model_kwargs: Mapping[str, Any] | None, init:
 def _vi_start(fit: "Fit", dense: bool) -> tuple[dict, jax.Array]:
     """Constrained start values (at the mean of q in unconstrained space) and inverse mass."""
     ld = fit.logdensity
-    mean, std = fit._flat_moments()
+    mean, std = fit.flat_moments()
     named = ld.unravel(jnp.asarray(mean))
     values = {k: biject_to(ld.supports[k])(v) for k, v in named.items()}
     inv_mass = jnp.asarray(fit.cov) if dense else jnp.asarray(std) ** 2

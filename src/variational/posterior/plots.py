@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .. import data as _data
+from .draws import as_draws, columns, is_fit
+from .predictive import observed_values
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -125,8 +129,6 @@ def marginals(
     >>> fig.axes[0].get_title()
     'x'
     """
-    from .draws import as_draws, columns
-
     a = as_draws(approx, n)
     r = as_draws(reference, n) if reference is not None else {}
     names = list(var_names) if var_names is not None else [k for k in a if (not r or k in r)]
@@ -225,12 +227,8 @@ def predictive(
     >>> predictive(fit).axes[0].get_title()
     'y'
     """
-    from .draws import is_fit
-
     if is_fit(source):
-        from .predictive import observed_values, training_data
-
-        obs = observed_values(source.model, training_data(source), source.model_kwargs)
+        obs = observed_values(source.model, source.approximation.training_data(), source.model_kwargs)
         pred = source.predict(n=n, seed=seed, sites=list(obs))
     elif hasattr(source, "posterior_predictive") and hasattr(source, "observed_data"):
         obs = {str(k): np.asarray(v.values) for k, v in source.observed_data.data_vars.items()}
@@ -306,8 +304,6 @@ def model_graph(model: Callable, data: Any = None, *, model_kwargs: Mapping[str,
             "pip install graphviz, and install Graphviz itself (apt install graphviz, "
             "brew install graphviz or conda install graphviz)") from None
     import numpyro
-
-    from .. import data as _data
 
     cols = {k: np.asarray(v) for k, v in _data.as_columns(data).items()}
     return numpyro.render_model(model, model_kwargs={**dict(model_kwargs or {}), **cols},

@@ -17,7 +17,7 @@ a second call with new data of the same shape does not recompile.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +30,11 @@ from numpyro.primitives import Messenger
 from .. import data as _data
 from ..errors import DataError, ModelError, VariationalError, whole_number
 from ..model.threads import exclusive
+from .approximation import Approximation
+from .draws import as_draws
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .fit import Fit
-
-__all__ = ["predictive", "predict", "sample_fn", "site_table"]
+__all__ = ["predictive", "predict", "sample_fn", "site_table", "latent_from_flat", "predict_from_flat",
+           "observed_values"]
 
 
 class _Unobserve(Messenger):
@@ -182,81 +182,56 @@ def _prepare_data(data: Any, model_kwargs: Mapping[str, Any], train_cols: Sequen
 # draws of a fit
 # --------------------------------------------------------------------------------------------
 
-def _fit_fns(fit: "Fit") -> dict:
-    if fit.logdensity.params:  # compiled at the fitted parameters: kept until the state changes
-        return fit._cache.setdefault("posterior_fns", {})
-    fns = getattr(fit, "_posterior_fns", None)
-    if fns is None:
-        fns = fit._posterior_fns = {}
-    return fns
-
-
-def training_data(fit: "Fit") -> dict:
-    """The fit's data columns in memory; a clear error for a fit that streamed its data."""
-    plan = getattr(fit, "_plan", None)
-    if plan is not None and getattr(plan, "feeder", None) is not None:
-        raise DataError("this fit streamed its data, so the rows are not in memory; pass the "
-                        "rows to use as data= (for example a sample of them)")
-    return dict(fit.data)
-
-
-def latent_from_flat(fit: "Fit", z: jax.Array) -> dict[str, jax.Array]:
+def latent_from_flat(q: Approximation, z: jax.Array) -> dict[str, jax.Array]:
     """Flat unconstrained draws ``(n, D)`` -> named constrained values of the latent sites."""
-    fns = _fit_fns(fit)
-    if "latent" not in fns:
-        ld = fit.logdensity
+    if "latent" not in q.programs:
+        ld = q.logdensity
 
         def one(zz: jax.Array) -> dict:
             named = ld.unravel(zz)
             return {k: biject_to(ld.supports[k])(v) for k, v in named.items()}
 
-        fns["latent"] = jax.jit(jax.vmap(one))
-    return fns["latent"](z)
+        q.programs["latent"] = jax.jit(jax.vmap(one))
+    return q.programs["latent"](z)
 
 
-def predict_from_flat(fit: "Fit", z: jax.Array, key: jax.Array, data: Any = None,
+def predict_from_flat(q: Approximation, z: jax.Array, key: jax.Array, data: Any = None,
                       sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Posterior predictive draws (observed and deterministic sites) at flat draws ``z``."""
-    latent = latent_from_flat(fit, z)
+    latent = latent_from_flat(q, z)
     if data is None:
-        arrays, static, none_cols = training_data(fit), dict(fit.model_kwargs), []
+        arrays, static, none_cols = q.training_data(), dict(q.model_kwargs), []
     else:
-        arrays, static, none_cols = _prepare_data(data, fit.model_kwargs, list(fit.data))
-    cache = _fit_fns(fit).setdefault("predictive", {})
-    sig_static = tuple(sorted(static))
-    cache = cache.setdefault(sig_static, {})
+        arrays, static, none_cols = _prepare_data(data, q.model_kwargs, list(q.data))
+    cache = q.programs.setdefault("predictive", {}).setdefault(tuple(sorted(static)), {})
     # (the model with its parameters, if any, at their fitted values; with no latent site at
     # all, n runs of the model at them)
     num = None if latent else int(z.shape[0])
-    return _run_predictive(fit.logdensity.model, key, latent or None, arrays, static, none_cols, sites,
+    return _run_predictive(q.model, key, latent or None, arrays, static, none_cols, sites,
                            num_samples=num, cache=cache)
 
 
-def predict(fit: "Fit", data: Any = None, n: int = 1000, seed: int | None = None,
+def predict(q: Approximation, key: jax.Array, data: Any = None, n: int = 1000,
             sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Posterior predictive draws of a fit; see :meth:`variational.Fit.predict`."""
-    n = whole_number("n", n, 1)
-    key = fit._next_key(seed)
-    z = fit._draw_flat(n, key)
-    return predict_from_flat(fit, z, jax.random.fold_in(key, 1), data, sites)
+    """Posterior predictive draws of ``n`` draws of q from ``key``; see :meth:`variational.Fit.predict`."""
+    z = q.draw(key, whole_number("n", n, 1))
+    return predict_from_flat(q, z, jax.random.fold_in(key, 1), data, sites)
 
 
-def sample_fn(fit: "Fit", fn: Callable[[dict], Any], n: int = 1000, seed: int | None = None,
+def sample_fn(q: Approximation, fn: Callable[[dict], Any], key: jax.Array, n: int = 1000,
               data: Any = None) -> Any:
-    """Evaluate ``fn(params)`` over ``n`` draws; see :meth:`variational.Fit.sample_fn`."""
+    """Evaluate ``fn(params)`` over ``n`` draws of q from ``key``; see :meth:`variational.Fit.sample_fn`."""
     if not callable(fn):
         raise TypeError(f"fn must be a function of the named parameters, got {type(fn).__name__}")
-    n = whole_number("n", n, 1)
-    key = fit._next_key(seed)
-    z = fit._draw_flat(n, key)
+    z = q.draw(key, whole_number("n", n, 1))
     if data is None:
-        params = {k: jnp.asarray(v) for k, v in fit._constrain_draws(z).items()}
+        params = {k: jnp.asarray(v) for k, v in q.constrain(z).items()}
     else:
-        params = {**latent_from_flat(fit, z),
-                  **{k: jnp.asarray(v) for k, v in predict_from_flat(fit, z, jax.random.fold_in(key, 1), data).items()}}
+        params = {**latent_from_flat(q, z),
+                  **{k: jnp.asarray(v) for k, v in predict_from_flat(q, z, jax.random.fold_in(key, 1), data).items()}}
     names = sorted(params)
 
-    compiled = _fit_fns(fit).setdefault("sample_fn", {})
+    compiled = q.programs.setdefault("sample_fn", {})
     if fn not in compiled:
         if len(compiled) >= 32:  # keep the most recent functions only
             compiled.pop(next(iter(compiled)))
@@ -293,7 +268,7 @@ class _NamedParams(dict):
 @exclusive
 def predictive(
     model: Callable,
-    fit: "Fit | None" = None,
+    fit: Any = None,
     *,
     data: Any = None,
     n: int | None = None,
@@ -355,7 +330,7 @@ def predictive(
             raise ValueError("model is not the model of fit=; pass the fit's model (or None)")
         if model_kwargs is not None:
             raise ValueError("model_kwargs= comes from the fit; put new covariates in data=")
-        return predict(fit, data, 1000 if n is None else n, seed, sites)
+        return fit.predict(data, 1000 if n is None else n, seed, sites=sites)
     if not callable(model):
         raise ModelError(f"the model must be a callable (a Python function), got {type(model).__name__}")
     key = jax.random.PRNGKey(0 if seed is None else int(seed))
@@ -363,8 +338,6 @@ def predictive(
     if posterior_samples is None:
         num = whole_number("n", 1000 if n is None else n, 1)
         return _run_predictive(model, key, None, arrays, static, [], sites, num_samples=num)
-    from .draws import as_draws
-
     draws = as_draws(posterior_samples)
     table = site_table(model, arrays, static)
     # latent sites with draws are substituted; the others (the predicted sites, which are

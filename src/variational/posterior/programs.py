@@ -5,10 +5,9 @@ draws in the process (keys from :meth:`variational.LogDensity.key` and the fit's
 see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`` and
 ``diagnose`` compile once per process (and, with the persistent cache, once per machine).
 
-- :func:`draws`: ``n`` draws of q in the unconstrained space;
 - :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows;
-- :func:`prepare`: these and the constrained values of draws
-  (:func:`~variational.posterior.discrete.constrain_draws`), compiled during a fit's steps.
+- :func:`prepare`: these, the draws of q and their constrained values
+  (:meth:`.approximation.Approximation.draw` and ``constrain``), compiled during a fit's steps.
 """
 
 from __future__ import annotations
@@ -23,24 +22,12 @@ import numpy as np
 
 from ..compilation import compile_ahead, compiled, freeze, signature
 from ..model.handlers import declared_only
-from .discrete import constrain_program
+from .approximation import Approximation
 
-__all__ = ["family_key", "draws", "importance_weights", "prepare"]
+__all__ = ["importance_weights", "prepare", "ahead_enabled"]
 
 #: elements of one (draws x rows) block of the log joint: 16M floats (64 MB) at a time
 _BLOCK = 1 << 24
-
-
-def family_key(fit: Any) -> Any:
-    """The key of a fit's family (set by ``fit()`` for named methods; else the object itself)."""
-    key = getattr(fit, "_family_key", None)
-    return key if key is not None else freeze(fit.family)
-
-
-def draws(fit: Any, n: int, key: jax.Array) -> jax.Array:
-    """``n`` draws of q, unconstrained, shape ``(n, D)``."""
-    where, lower, args = _draws_program(fit, n, key)
-    return compiled(where, lower)(*args)
 
 
 def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
@@ -80,34 +67,28 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
     return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
 
 
-def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
-    family, args = fit.family, (fit._answer_params, key)   # the reported approximation
-    fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
-    return ("draws", family_key(fit), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
-
-
 def ahead_enabled() -> bool:
     """Whether long fits compile their answers' programs in the background (the default; set the
     environment variable ``VARIATIONAL_COMPILE_AHEAD=0`` to turn it off, e.g. on one core)."""
     return os.environ.get("VARIATIONAL_COMPILE_AHEAD", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def prepare(fit: Any) -> int:
+def prepare(q: Approximation) -> int:
     """Start compiling, on a background thread, what ``fit.diagnose()`` and ``fit.mean`` /
-    ``fit.std`` / ``fit.sample(4000)`` will run (4000 draws each), so that it overlaps the
-    optimisation steps; returns the number of programs started. Programs in memory or on
-    disk already, and those of fits whose data is streamed, are left alone."""
-    plan = getattr(fit, "_plan", None)
-    if plan is not None and getattr(plan, "feeder", None) is not None:
+    ``fit.std`` / ``fit.sample(4000)`` will run (4000 draws each) for the approximation ``q``
+    of a fit about to run, so that it overlaps the optimisation steps; returns the number of
+    programs started. Programs in memory or on disk already, and those of fits whose data is
+    streamed, are left alone."""
+    if q.streamed:
         return 0
     started = 0
-    if fit.family.particles is None:   # (an empirical family's summaries use its particles)
-        started += compile_ahead(*_draws_program(fit, 4000, fit.key)[:2])
-        z = jax.ShapeDtypeStruct((4000, fit._logdensity.dim), fit._logdensity.dtype)
-        started += compile_ahead(*constrain_program(fit, z)[:2])
+    ld = q.raw_logdensity
+    if q.has_density:   # (an empirical family's summaries use its particles)
+        started += compile_ahead(*q.draws_program(4000, q.key)[:2])
+        started += compile_ahead(*q.constrain_program(jax.ShapeDtypeStruct((4000, ld.dim), ld.dtype))[:2])
     # a family with a density q; a model with parameters is diagnosed at their fitted values
-    if fit.family.make_loss_and_grad is None and not fit._logdensity.params:
-        where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.state.params, dict(fit.data),
-                                           fit.key, 4000, family_key(fit))
+    if q.family.make_loss_and_grad is None and not ld.params:
+        where, lower, _ = _weights_program(q.logdensity, q.family, q.params, dict(q.data), q.key, 4000,
+                                           q.compile_key())
         started += compile_ahead(where, lower)
     return int(started)

@@ -187,6 +187,7 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
     key = jax.random.PRNGKey(seed)
     truth, sims, covariates = simulate(model, data, observed, int(n_sims), key, model_kwargs)
     first = None
+    cache: dict = {}   # compiled marginals and constrain programs, kept across the simulations
     probs: dict[str, list] = {}
     for m in range(int(n_sims)):
         cols = {**covariates, **{n: v[m] for n, v in sims.items()}}
@@ -201,8 +202,8 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
             params = _rerun(fit, dev, km, steps)
         values = {n: truth[n][m] for n in fit.logdensity.names}
         cdf = marginal_cdf(fit.logdensity, fit.family, params, values,
-                           lambda: _latent_draws(fit, params, dev, jax.random.fold_in(km, 1), int(n_draws)),
-                           cache=first._cache)
+                           lambda: _latent_draws(fit, params, dev, jax.random.fold_in(km, 1), int(n_draws), cache),
+                           cache=cache)
         for n, v in cdf.items():
             probs.setdefault(n, []).append(np.asarray(v, np.float64))
     out = {n: np.stack(v) for n, v in probs.items()}
@@ -211,10 +212,12 @@ def calibrate(build: Callable[[dict], Any], model: Callable, data: Any = None, *
                 {n: truth[n] for n in out}, sims, method=first.method, steps=int(steps))
 
 
-def _latent_draws(fit: Any, params: Any, data: Mapping[str, Any], key: jax.Array, n: int) -> dict:
+def _latent_draws(fit: Any, params: Any, data: Mapping[str, Any], key: jax.Array, n: int, cache: dict) -> dict:
     ld, fam = fit.logdensity, fit.family
     z = fam.particles(params) if fam.particles is not None else fam.draw(params, key, n)
-    fn = fit._cache.get("vsbc_constrain")
+    kept = cache.get(("vsbc_constrain", id(ld)))
+    fn = kept[1] if kept is not None and kept[0] is ld else None
     if fn is None:
-        fn = fit._cache["vsbc_constrain"] = jax.jit(jax.vmap(lambda zz, d: ld.constrain(zz, d), in_axes=(0, None)))
+        fn = jax.jit(jax.vmap(lambda zz, d: ld.constrain(zz, d), in_axes=(0, None)))
+        cache[("vsbc_constrain", id(ld))] = (ld, fn)
     return {k: np.asarray(v) for k, v in fn(z, dict(data)).items() if k in ld.names}
