@@ -12,13 +12,13 @@ Functions of a fit (duck-typed, never imported).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
 from .. import data as _data
-from ..compilation import compiled, signature
+from ..compilation import run_traced
 from ..engine.model_params import MODEL
 from ..errors import ModelError
 from ..model import RNG_KEY
@@ -38,27 +38,22 @@ def _batch(fit: Any, data: Any = None) -> dict:
     return batch
 
 
-def constrain_program(fit: Any, z: Any, key: jax.Array | None = None) -> tuple[Any, Callable, tuple]:
-    """The compiled program of :func:`constrain_draws` for draws like ``z``: its key (shared by
-    the fits of one model program), a function that lowers it, and its arguments."""
+def constrain_program(fit: Any, z: Any, key: jax.Array | None = None) -> tuple[Any, ...]:
+    """The program of :func:`constrain_draws` for draws like ``z``: its name, its function and
+    its arguments (for :func:`variational.compilation.run_traced`)."""
     ld = fit._logdensity
     one = lambda zz, kk, batch: ld.constrain(zz, batch if kk is None else {**batch, RNG_KEY: kk})  # noqa: E731
     keys = None
     if ld.enumerated:
         key = jax.random.fold_in(fit.key, 2**23) if key is None else key
         keys = jax.random.split(key, z.shape[0])
-    batch = _batch(fit)
-    args = (z, keys, batch)
-    per_draw = batch if keys is None else {**batch, RNG_KEY: keys[0]}
-    return (("constrain", ld.key("constrain", per_draw), signature(args)),
-            lambda: jax.jit(jax.vmap(one, in_axes=(0, 0, None))).lower(*args), args)
+    return "constrain", jax.vmap(one, in_axes=(0, 0, None)), z, keys, _batch(fit)
 
 
 def constrain_draws(fit: Any, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
     """Draws ``z`` (n, D) -> name -> constrained values (n, ...); see the module's docstring."""
-    where, lower, args = constrain_program(fit, z, key)
     drop = () if fit._plan is None else fit._plan.per_row
-    return {k: np.asarray(v) for k, v in compiled(where, lower)(*args).items() if k not in drop}
+    return {k: np.asarray(v) for k, v in run_traced(*constrain_program(fit, z, key)).items() if k not in drop}
 
 
 def discrete_probs(fit: Any, n: int, key: jax.Array, data: Any = None) -> dict[str, np.ndarray]:

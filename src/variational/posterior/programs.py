@@ -1,9 +1,8 @@
 """The compiled programs behind a fit's answers: draws, constrained values, importance weights.
 
-Each is one compiled call, shared by every fit of the same model program, family and number of
-draws in the process (keys from :meth:`variational.LogDensity.key` and the fit's family key,
-see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`` and
-``diagnose`` compile once per process (and, with the persistent cache, once per machine).
+Each is one compiled call, found by its own trace (see :mod:`variational.compilation`) and so
+shared by every fit whose program traces alike, so ``sample``, ``mean``/``std``, ``summary``
+and ``diagnose`` compile once per process (and, with the persistent cache, once per machine).
 
 - :func:`draws`: ``n`` draws of q in the unconstrained space;
 - :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows;
@@ -15,13 +14,13 @@ from __future__ import annotations
 
 import os
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compilation import compile_ahead, compiled, freeze, signature
+from ..compilation import compile_ahead, freeze, run_traced
 from ..model.handlers import declared_only
 from .discrete import constrain_program
 
@@ -39,8 +38,7 @@ def family_key(fit: Any) -> Any:
 
 def draws(fit: Any, n: int, key: jax.Array) -> jax.Array:
     """``n`` draws of q, unconstrained, shape ``(n, D)``."""
-    where, lower, args = _draws_program(fit, n, key)
-    return compiled(where, lower)(*args)
+    return run_traced(*_draws_program(fit, n, key))
 
 
 def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
@@ -55,17 +53,14 @@ def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Arr
 
 
 def _weights_program(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
-                     n: int, fam_key: Any) -> tuple[Any, Callable, tuple]:
+                     n: int) -> tuple[Any, ...]:
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
 
     def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
         z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
         return z, _log_joint_many(ld, z, b), log_q
 
-    args = (params, key, batch)
-    fam = fam_key if fam_key is not None else freeze(family)
-    return (("importance weights", fam, ld.key("log_joint", batch), n, signature(args)),
-            lambda: jax.jit(fn).lower(*args), args)
+    return "importance weights", fn, params, key, batch
 
 
 def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
@@ -75,15 +70,13 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
 
     ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
     """
-    where, lower, args = _weights_program(ld, family, params, batch, key, n, fam_key)
-    z, log_p, log_q = compiled(where, lower)(*args)
+    z, log_p, log_q = run_traced(*_weights_program(ld, family, params, batch, key, n))
     return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
 
 
-def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
-    family, args = fit.family, (fit._answer_params, key)   # the reported approximation
-    fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
-    return ("draws", family_key(fit), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
+def _draws_program(fit: Any, n: int, key: jax.Array) -> tuple[Any, ...]:
+    family = fit.family   # the reported approximation: fit._answer_params
+    return "draws", lambda p, k: family.draw(p, k, n), fit._answer_params, key
 
 
 def ahead_enabled() -> bool:
@@ -102,12 +95,11 @@ def prepare(fit: Any) -> int:
         return 0
     started = 0
     if fit.family.particles is None:   # (an empirical family's summaries use its particles)
-        started += compile_ahead(*_draws_program(fit, 4000, fit.key)[:2])
+        started += compile_ahead(*_draws_program(fit, 4000, fit.key))
         z = jax.ShapeDtypeStruct((4000, fit._logdensity.dim), fit._logdensity.dtype)
-        started += compile_ahead(*constrain_program(fit, z)[:2])
+        started += compile_ahead(*constrain_program(fit, z))
     # a family with a density q; a model with parameters is diagnosed at their fitted values
     if fit.family.make_loss_and_grad is None and not fit._logdensity.params:
-        where, lower, _ = _weights_program(fit.logdensity, fit.family, fit.state.params, dict(fit.data),
-                                           fit.key, 4000, family_key(fit))
-        started += compile_ahead(where, lower)
+        started += compile_ahead(*_weights_program(fit.logdensity, fit.family, fit.state.params,
+                                                   dict(fit.data), fit.key, 4000))
     return int(started)
