@@ -11,29 +11,29 @@ the first time it compiles something. It never touches a cache you configured yo
 that cannot be written is left alone: programs are then compiled in each session, and
 :func:`compile_cache` says why.
 
-**One compilation per program.** :func:`compiled` keeps compiled programs in this process,
-keyed on what determines them (the caller's key, such as a fingerprint of the model's log
-density, the family and its options, the optimiser; and the shapes and dtypes of the
-arguments), so a second fit of the same model, shapes and settings compiles nothing.
-:func:`fingerprint` turns a traced program (a jaxpr) into such a key: its text, its constants
-by value and the Python functions it calls by identity; two programs with the same
-fingerprint compute the same thing.
+**One compilation per program.** :func:`program` traces a function and keeps its compiled
+program in this process under the trace's :func:`fingerprint` (the jaxpr's text, its constants
+by value, the Python functions it calls by identity, the shardings it names) and the
+structure, shapes, dtypes and shardings of its arguments: everything that decides what the
+program does decides how it is found. A second fit of the same model, shapes and settings
+compiles nothing, and no program runs for a fit it was not made for. Nothing is keyed by hand.
 
 **Counts.** :func:`stats` reports the XLA compilations of this process (programs loaded from
-the persistent cache are not compilations) and the seconds spent in them, from JAX's
+JAX's persistent cache are not compilations) and the seconds spent in them, from JAX's
 ``jax.monitoring`` events.
 
 Modules: :mod:`.cache` (the persistent cache), :mod:`.counts` (compilations and seconds),
-:mod:`.programs` (keys and the in-process cache of compiled programs).
+:mod:`.programs` (programs found by their trace, kept in this process).
 May import: jax, numpy. It is the bottom of the library, next to :mod:`variational.errors`.
 """
 
 from .cache import ENV_VAR, CompileCache, caching, compile_cache, compiling, default_cache_dir, set_compile_cache
 from .counts import CompileStats, measured, stats
 from .programs import (
-    clear_programs, code_key, compile_ahead, compiled, fingerprint, freeze, signature, run_traced,
+    Program, clear_programs, code_key, compile_ahead, fingerprint, freeze, program, signature, run_traced,
 )
 
 __all__ = ["CompileCache", "compile_cache", "set_compile_cache", "default_cache_dir", "ENV_VAR",
-           "caching", "compiling", "CompileStats", "stats", "measured", "compiled", "compile_ahead", "fingerprint",
+           "caching", "compiling", "CompileStats", "stats", "measured", "Program", "program", "compile_ahead",
+           "fingerprint",
            "freeze", "signature", "run_traced", "code_key", "clear_programs"]

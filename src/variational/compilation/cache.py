@@ -203,15 +203,14 @@ def _min_compile_time(seconds: float) -> Any:
 
 
 @contextlib.contextmanager
-def caching(write: bool = True) -> Iterator[CompileCache]:
+def caching() -> Iterator[CompileCache]:
     """Context for compiling the library's programs: the persistent cache set up, and used for
     every program whatever its compile time (JAX keeps only programs that took a second or more
-    by default; the library's take 0.1-2 s and each one saved counts). ``write=False``: JAX does
-    not keep what is compiled here (the library's store keeps it instead). A cache you configured
+    by default; the library's take 0.1-2 s and each one saved counts). A cache you configured
     in JAX is used with your own settings."""
     info = compile_cache()
     if info.source in ("variational", "set_compile_cache"):
-        with _min_compile_time(0.0 if write else float("inf")):
+        with _min_compile_time(0.0):
             yield info
     else:
         yield info

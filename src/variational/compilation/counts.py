@@ -12,7 +12,7 @@ import jax
 
 from .cache import caching
 
-__all__ = ["CompileStats", "stats", "measured", "record_load", "hits_in_this_thread"]
+__all__ = ["CompileStats", "stats", "measured"]
 
 _lock = threading.Lock()
 
@@ -24,19 +24,18 @@ class CompileStats:
     """XLA compilations of this process so far (see :func:`stats`)."""
 
     compilations: int        # programs compiled by XLA
-    cache_hits: int          # programs loaded from disk instead (JAX's cache or the library's store)
+    cache_hits: int          # programs loaded from JAX's persistent cache instead
     compile_s: float         # seconds in XLA compilation (cache loads included)
     trace_s: float           # seconds tracing Python functions into jaxprs
     lower_s: float           # seconds lowering jaxprs to XLA programs
-    stored: int = 0          # programs loaded from the library's store (neither traced nor lowered)
 
     def __sub__(self, other: "CompileStats") -> "CompileStats":
         return CompileStats(self.compilations - other.compilations, self.cache_hits - other.cache_hits,
                             self.compile_s - other.compile_s, self.trace_s - other.trace_s,
-                            self.lower_s - other.lower_s, self.stored - other.stored)
+                            self.lower_s - other.lower_s)
 
 
-_counts = {"backend": 0, "hits": 0, "compile_s": 0.0, "trace_s": 0.0, "lower_s": 0.0, "stored": 0}
+_counts = {"backend": 0, "hits": 0, "compile_s": 0.0, "trace_s": 0.0, "lower_s": 0.0}
 _listening = False
 _EVENTS = {"/jax/core/compile/backend_compile_duration": "compile_s",
            "/jax/core/compile/jaxpr_trace_duration": "trace_s",
@@ -52,27 +51,10 @@ def _on_duration(event: str, duration: float, **kwargs: Any) -> None:
                 _counts["backend"] += 1
 
 
-_thread = threading.local()
-
-
 def _on_event(event: str, **kwargs: Any) -> None:
     if event == "/jax/compilation_cache/cache_hits":
         with _lock:
             _counts["hits"] += 1
-        _thread.hits = getattr(_thread, "hits", 0) + 1
-
-
-def hits_in_this_thread() -> int:
-    """Programs this thread loaded from JAX's persistent cache so far."""
-    return getattr(_thread, "hits", 0)
-
-
-def record_load() -> None:
-    """Count a program loaded from the library's own store (a cache hit, not a compilation)."""
-    with _lock:
-        _counts["hits"] += 1
-        _counts["stored"] += 1
-        _counts["backend"] += 1
 
 
 def _listen() -> None:
@@ -102,8 +84,7 @@ def stats() -> CompileStats:
     """
     _listen()
     c = _counts
-    return CompileStats(c["backend"] - c["hits"], c["hits"], c["compile_s"], c["trace_s"], c["lower_s"],
-                        c["stored"])
+    return CompileStats(c["backend"] - c["hits"], c["hits"], c["compile_s"], c["trace_s"], c["lower_s"])
 
 
 _listen()

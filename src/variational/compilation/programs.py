@@ -1,8 +1,10 @@
-"""Keys of compiled programs and the in-process cache of compiled programs.
+"""Compiled programs found by their own trace, and kept in this process.
 
-:func:`compiled` keeps compiled programs in this process, keyed on what determines them, so a
-second fit of the same model, shapes and settings compiles nothing. :func:`fingerprint` turns a
-traced program (a jaxpr) into such a key.
+:func:`program` traces a function and keeps its compiled program under the trace's
+:func:`fingerprint` and its arguments' :func:`signature`, so a second fit of the same model,
+shapes and settings compiles nothing, and a program never runs for arguments or a trace it was
+not made for. Between sessions, JAX's persistent compilation cache finds programs by what they
+are (the lowered program, the compiler's options, the devices).
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from . import store
 from .cache import caching, jax_settings
-from .counts import hits_in_this_thread, record_load
 
-__all__ = ["compiled", "compile_ahead", "fingerprint", "freeze", "signature", "run_traced",
+__all__ = ["Program", "program", "compile_ahead", "fingerprint", "freeze", "signature", "run_traced",
            "code_key", "clear_programs"]
 
 _lock = threading.Lock()
@@ -80,19 +80,24 @@ def _is_function(item: Any) -> bool:
     return callable(item) or type(item).__name__ == "WrappedFun"
 
 
-def _functions_in(jaxpr: Any) -> Iterator[Any]:
-    """Python functions held in the equations' parameters (custom derivatives, callbacks)."""
+def _params_in(jaxpr: Any) -> Iterator[Any]:
+    """The values in the equations' parameters, nested jaxprs' equations included."""
     from jax.extend.core import ClosedJaxpr, Jaxpr
 
     for eqn in jaxpr.eqns:
         for value in eqn.params.values():
             for item in (value if isinstance(value, (tuple, list)) else (value,)):
                 if isinstance(item, ClosedJaxpr):
-                    yield from _functions_in(item.jaxpr)
+                    yield from _params_in(item.jaxpr)
                 elif isinstance(item, Jaxpr):
-                    yield from _functions_in(item)
-                elif _is_function(item):
-                    yield freeze(item)
+                    yield from _params_in(item)
+                else:
+                    yield item
+
+
+def _functions_in(jaxpr: Any) -> Iterator[Any]:
+    """Python functions held in the equations' parameters (custom derivatives, callbacks)."""
+    return (freeze(item) for item in _params_in(jaxpr) if _is_function(item))
 
 
 def fingerprint(closed_jaxpr: Any) -> tuple:
@@ -129,24 +134,114 @@ def code_key(fn: Any) -> tuple:
             tuple(cells), tuple(sorted(k for k in getattr(fn, "__dict__", {}))))
 
 
-def run_traced(kind: str, fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` compiled, keyed by its own trace: the program is traced each time (cheap for
-    a function without a model, or where the trace is needed anyway) and neither lowered nor
-    compiled again when the same program was compiled before, in this process or on disk."""
+def _shardings_in(jaxpr: Any) -> Iterator[Any]:
+    """Shardings and meshes named in the equations' parameters (a sharding constraint's mesh
+    prints by its shape, not by its devices)."""
+    kinds = (jax.sharding.Mesh, jax.sharding.Sharding)
+    return (item for item in _params_in(jaxpr) if isinstance(item, kinds))
+
+
+class Program:
+    """A compiled program with its arguments' structure: called like the traced function."""
+
+    __slots__ = ("compiled", "out_tree")
+
+    def __init__(self, compiled: Any, out_tree: Any) -> None:
+        self.compiled, self.out_tree = compiled, out_tree
+
+    def __call__(self, *args: Any) -> Any:
+        return jax.tree_util.tree_unflatten(self.out_tree, self.compiled(*jax.tree_util.tree_leaves(args)))
+
+
+def _traced(kind: str, fn: Callable, args: tuple) -> tuple[Any, Any, Callable[[], Any]]:
+    """``fn`` traced on ``args``: the key of its program, its output tree and its lowering."""
     from jax.extend.core import jaxpr_as_fun
 
     closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
     leaves, tree = jax.tree_util.tree_leaves(args), jax.tree_util.tree_structure(out)
-    key = (kind, fingerprint(closed), str(tree), signature(args))
-    program = compiled(key, lambda: jax.jit(jaxpr_as_fun(closed)).lower(*leaves))
-    return jax.tree_util.tree_unflatten(tree, program(*leaves))
+    key = (kind, fingerprint(closed), tuple(_shardings_in(closed.jaxpr)), str(tree), signature(args),
+           jax_settings())
+    return key, tree, lambda: jax.jit(jaxpr_as_fun(closed)).lower(*leaves)
+
+
+def program(kind: str, fn: Callable, *args: Any) -> Program:
+    """``fn`` compiled for arguments like ``args``, found by its own trace.
+
+    The program is traced each time (which is cheap beside lowering and compiling it) and is
+    found by everything that decides what it computes: its jaxpr (equations, shapes, dtypes,
+    literal values), its constants by value, the Python functions its equations call, the
+    shardings it names, and the structure, shapes, dtypes and shardings of its arguments. Only
+    a program traced alike in this process is reused; otherwise it is lowered and compiled
+    (through JAX's persistent compilation cache, which finds it by the lowered program itself).
+    A program :func:`compile_ahead` started is waited for. ``kind`` names it in the key.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> double = program("double", lambda x: 2 * x, np.ones(3, np.float32))
+    >>> double(np.arange(3, dtype=np.float32)).tolist()
+    [0.0, 2.0, 4.0]
+    >>> program("double", lambda x: 2 * x, np.zeros(3, np.float32)) is double   # the same program
+    True
+    """
+    key, tree, lower = _traced(kind, fn, args)
+    with _lock:
+        found = _programs.get(key)
+        if found is not None:
+            _programs.move_to_end(key)
+    if isinstance(found, _Pending):
+        try:
+            found = Program(found.future.result(), tree)
+        except Exception:
+            with _lock:
+                _programs.pop(key, None)
+            raise
+        return _keep(key, found)
+    if found is not None:
+        return found
+    return _keep(key, Program(_compile(lower()), tree))
+
+
+def run_traced(kind: str, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` compiled: :func:`program` ``(kind, fn, *args)(*args)``."""
+    return program(kind, fn, *args)(*args)
+
+
+def _default_device() -> Any:
+    device = jax.config.jax_default_device
+    if isinstance(device, str):
+        return jax.local_devices(backend=device)[0]
+    return device if device is not None else jax.local_devices()[0]
+
+
+def _placement(leaf: Any) -> Any:
+    """Where an argument lives, when that changes the program: None on the default device (or
+    for a NumPy array, a number, a shape without a sharding), else its sharding."""
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        return None
+    devices = sharding.device_set
+    if len(devices) == 1 and next(iter(devices)) == _default_device():
+        return None
+    return sharding
 
 
 def signature(tree: Any) -> tuple:
-    """The structure, shapes and dtypes of a pytree of arrays (what a compiled program takes)."""
+    """The structure, shapes, dtypes and placement of a pytree of arrays (what a compiled
+    program takes): arrays on the default device and NumPy arrays alike, a sharded array (or
+    one on another device) by its sharding.
+
+    Examples
+    --------
+    >>> import numpy as np, jax.numpy as jnp
+    >>> signature({"a": np.zeros(3, np.float32)}) == signature({"a": jnp.ones(3)})
+    True
+    >>> signature({"a": np.zeros(3, np.float32)}) == signature({"a": np.zeros(4, np.float32)})
+    False
+    """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((np.shape(a), a.dtype if hasattr(a, "dtype") else jax.numpy.result_type(a),
-                           bool(getattr(a, "weak_type", False))) for a in leaves)
+    return treedef, tuple((np.shape(a), a.dtype if hasattr(a, "dtype") else np.result_type(a),
+                           bool(getattr(a, "weak_type", False)), _placement(a)) for a in leaves)
 
 
 _MAX_PROGRAMS = 128
@@ -161,93 +256,39 @@ class _Pending:
         self.future = future
 
 
-def compiled(key: Any, lower: Callable[[], Any]) -> Any:
-    """The compiled program for ``key``: from this process, from the disk, or ``lower().compile()``.
-
-    ``key`` must determine the program: everything its trace depends on, and the signature
-    (:func:`signature`) of its arguments. A key written the same way in every session (see
-    :func:`variational.compilation.store.stable`) finds the program on disk without tracing
-    it. ``None`` compiles without keeping the result. The most recently used programs are kept
-    in memory (at most 128). A program :func:`compile_ahead` started is waited for.
-    """
-    if key is not None:
-        key = (key, jax_settings())   # a setting such as the PRNG implementation changes programs
-        with _lock:
-            found = _programs.get(key)
-            if found is not None:
-                _programs.move_to_end(key)
-        if isinstance(found, _Pending):
-            try:
-                program, fresh = found.future.result()
-            except Exception:
-                with _lock:
-                    _programs.pop(key, None)
-                raise
-            return _keep(key, program, fresh)
-        if found is not None:
-            return found
-        program = store.load(key)
-        if program is not None:
-            record_load()
-            return _keep(key, program, fresh=False)
-    lowered = lower()
-    program, fresh = _compile(lowered, store.usable(key) and _serializable(lowered))
-    return program if key is None else _keep(key, program, fresh)
-
-
-def compile_ahead(key: Any, lower: Callable[[], Any]) -> bool:
-    """Start compiling the program for ``key`` on a background thread; :func:`compiled` waits for it.
+def compile_ahead(kind: str, fn: Callable, *args: Any) -> bool:
+    """Start compiling :func:`program` ``(kind, fn, *args)`` on a background thread.
 
     The program is traced and lowered here (tracing a model is not thread-safe); only XLA's
     compilation, which holds no Python lock, runs on the other thread, so it overlaps what this
-    thread does next (running the steps of a fit, on another core). Nothing is done for a
-    program that is in memory or on disk already. Returns whether a compilation was started.
+    thread does next (running the steps of a fit, on another core); :func:`program` waits for
+    it. Nothing is done for a program in memory already. Returns whether a compilation started.
     """
     global _pool
-    full = (key, jax_settings())
+    key, _, lower = _traced(kind, fn, args)
     with _lock:
-        if full in _programs:
+        if key in _programs:
             return False
-    if store.exists(full):
-        return False
     lowered = lower()
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="variational-compile")
-        _programs[full] = _Pending(_pool.submit(_compile, lowered, store.usable(full) and _serializable(lowered)))
+        _programs[key] = _Pending(_pool.submit(_compile, lowered))
     return True
 
 
-def _serializable(lowered: Any) -> bool:
-    """Whether JAX can serialise the compiled program (no hoisted constants, no host callbacks)."""
-    lowering = getattr(lowered, "_lowering", None)
-    if lowering is None:
-        return False
-    host = (getattr(lowering, "compile_args", None) or {}).get("host_callbacks")
-    return not getattr(lowering, "const_args", None) and not host
+def _compile(lowered: Any) -> Any:
+    """Compile, through JAX's persistent cache when it is on (see :func:`caching`)."""
+    with caching():
+        return lowered.compile()
 
 
-def _compile(lowered: Any, for_store: bool) -> tuple[Any, bool]:
-    """Compile; returns the program and whether XLA made it here (not loaded from JAX's cache).
-
-    A program the library's store will keep is compiled without writing it to JAX's cache too:
-    an executable loaded from a cache cannot be serialised again (jaxlib writes an incomplete
-    copy), so the store must get one that XLA has just made.
-    """
-    hits = hits_in_this_thread()
-    with caching(write=not for_store):
-        program = lowered.compile()
-    return program, hits_in_this_thread() == hits
-
-
-def _keep(key: Any, program: Any, fresh: bool) -> Any:
+def _keep(key: Any, found: Program) -> Program:
     with _lock:
-        _programs[key] = program
+        _programs[key] = found
         while len(_programs) > _MAX_PROGRAMS:
             _programs.popitem(last=False)
-    if fresh:
-        store.save(key, program)
-    return program
+    return found
 
 
 def clear_programs() -> None:

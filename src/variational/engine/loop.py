@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..compilation import compiled, signature
+from ..compilation import program, signature
 from ..data.batching import FullBatch
 from ..errors import DataError
 from ..model.threads import MODEL_LOCK
@@ -106,12 +106,6 @@ class Engine:
     shard_batch: Callable[[Any], Any] | None = None
     # size chunks from wall-clock time (off for multi-process runs, which must agree on sizes)
     adaptive: bool = True
-    # what determines the compiled chunk besides the model and the argument shapes (the family
-    # and its options, the optimiser, ...): engines with equal keys and equal model programs
-    # share one compiled chunk (see variational.compilation); None: this engine compiles its own
-    program_key: Any = None
-    # batch (shapes) -> key of the model's log density on such batches (LogDensity.key)
-    model_key: Callable[[Any], Any] | None = None
     _compiled: Any = field(default=None, init=False, repr=False)
     _signature: Any = field(default=None, init=False, repr=False)
 
@@ -169,27 +163,20 @@ class Engine:
         return jax.lax.fori_loop(0, n, body, (state, losses))
 
     def compile(self, state: EngineState, data: Any, key: jax.Array, xs: Any = None) -> float:
-        """Compile the chunk function for these argument shapes; returns seconds spent.
+        """Compile the chunk function for these arguments; returns seconds spent.
 
-        The compiled chunk comes from the process's cache of programs when an engine with the
-        same keys compiled it already (no tracing, no compilation).
+        The chunk is found by its own trace (:func:`variational.compilation.program`): an engine
+        whose chunk traces alike (the same model, family, optimiser, settings and argument
+        shapes and shardings) compiled it already in this process, or JAX's persistent cache
+        holds it.
         """
-        sig = signature((state, data, xs))
+        sig = signature((state, data, key, xs))
         if self._compiled is not None and sig == self._signature:
             return 0.0
         t0 = time.perf_counter()
-        self._compiled = compiled(self._cache_key(state, data, key, xs, sig),
-                                  lambda: jax.jit(self._chunk).lower(state, data, key, jnp.int32(1), xs))
+        self._compiled = program("chunk", self._chunk, state, data, key, np.int32(1), xs)
         self._signature = sig
         return time.perf_counter() - t0
-
-    def _cache_key(self, state: EngineState, data: Any, key: jax.Array, xs: Any, sig: Any) -> Any:
-        if self.program_key is None or self.model_key is None:
-            return None
-        x = None if xs is None else jax.tree_util.tree_map(lambda a: a[0], xs)
-        batch = jax.eval_shape(lambda s, d, k, x: self.batcher.next(s.data_state, d, s.step, k, x)[0],
-                               state, data, key, x)
-        return ("chunk", self.program_key, self.model_key(batch), self.capacity, sig)
 
     def run_chunk(self, state: EngineState, data: Any, key: jax.Array, n: int, xs: Any = None) -> tuple[EngineState, np.ndarray]:
         """Run ``n`` (<= capacity) steps in one compiled call; returns the state and n losses."""

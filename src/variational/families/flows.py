@@ -86,6 +86,14 @@ def _numpyro_layer(d: int, net: tuple[Callable, Callable], transform: type) -> L
     return init, apply
 
 
+def _layers(flow: str, d: int, width: int, depth: int) -> list[Layer]:
+    """``depth`` autoregressive layers of kind ``flow`` for dimension ``d``."""
+    if flow == "iaf":
+        return [_iaf(d, width) for _ in range(depth)]
+    # gated residual connections between stacked BNAF layers, as NumPyro does
+    return [_bnaf(d, width, "gated" if i < depth - 1 else None) for i in range(depth)]
+
+
 FLOW_KINDS = {
     # kind: (default depth, default width(d))
     "planar": (8, lambda d: 1),
@@ -136,10 +144,8 @@ def flow(flow: str = "iaf", depth: int | None = None, width: int | None = None,
         """The autoregressive layers for dimension ``d`` (built once per dimension)."""
         if d not in built:
             w = default_width(d) if width is None else width
-            if flow == "iaf":
-                built[d] = [_iaf(d, w) for _ in range(k)]
-            else:  # gated residual connections between stacked BNAF layers, as NumPyro does
-                built[d] = [_bnaf(d, w, "gated" if i < k - 1 else None) for i in range(k)]
+            with jax.ensure_compile_time_eval():   # the masks are constants, even when first
+                built[d] = _layers(flow, d, w, k)  # built inside a trace (no leaked tracers)
         return built[d]
 
     def init(key: jax.Array, z0: jax.Array) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from ..compilation import compiled, freeze, signature
+from ..compilation import freeze, run_traced
 from ..data.plan import Plan
 from ..engine.model_params import MODEL
 from ..errors import DataError
@@ -118,16 +118,15 @@ class Approximation:
         """The family's compile key (the family object itself when the fit gave none)."""
         return self.family_key if self.family_key is not None else freeze(self.family)
 
-    def draws_program(self, n: int, key: jax.Array) -> tuple[Any, Callable, tuple]:
-        """The compiled program of :meth:`draw`: its key, a function lowering it, its arguments."""
-        family, args = self.family, (self.params, key)
-        fn = lambda p, k: family.draw(p, k, n)  # noqa: E731
-        return ("draws", self.compile_key(), n, signature(args)), lambda: jax.jit(fn).lower(*args), args
+    def draws_program(self, n: int, key: jax.Array) -> tuple[Any, ...]:
+        """The program of :meth:`draw`: its kind, its function and its arguments (for
+        :func:`variational.compilation.run_traced`, which finds it by its own trace)."""
+        family = self.family
+        return "draws", lambda p, k: family.draw(p, k, n), self.params, key
 
     def draw(self, key: jax.Array, n: int) -> jax.Array:
         """``n`` draws of q in the flat unconstrained space, shape ``(n, D)``."""
-        where, lower, args = self.draws_program(int(n), key)
-        return compiled(where, lower)(*args)
+        return run_traced(*self.draws_program(int(n), key))
 
     def log_q(self, z: jax.Array) -> jax.Array | None:
         """The log density of flat draws ``z`` under q (None when the family gives none)."""
@@ -155,20 +154,16 @@ class Approximation:
             batch[PARAMS] = self.params[MODEL]
         return batch
 
-    def constrain_program(self, z: Any, key: jax.Array | None = None) -> tuple[Any, Callable, tuple]:
-        """The compiled program of :meth:`constrain` for draws like ``z``: its key (shared by the
-        fits of one model program), a function that lowers it, and its arguments."""
+    def constrain_program(self, z: Any, key: jax.Array | None = None) -> tuple[Any, ...]:
+        """The program of :meth:`constrain` for draws like ``z``: its kind, its function and its
+        arguments (for :func:`variational.compilation.run_traced`)."""
         ld = self.raw_logdensity
         one = lambda zz, kk, batch: ld.constrain(zz, batch if kk is None else {**batch, RNG_KEY: kk})  # noqa: E731
         keys = None
         if ld.enumerated:
             key = jax.random.fold_in(self.key, 2**23) if key is None else key
             keys = jax.random.split(key, z.shape[0])
-        batch = self.model_batch()
-        args = (z, keys, batch)
-        per_draw = batch if keys is None else {**batch, RNG_KEY: keys[0]}
-        return (("constrain", ld.key("constrain", per_draw), signature(args)),
-                lambda: jax.jit(jax.vmap(one, in_axes=(0, 0, None))).lower(*args), args)
+        return "constrain", jax.vmap(one, in_axes=(0, 0, None)), z, keys, self.model_batch()
 
     def constrain(self, z: jax.Array, key: jax.Array | None = None) -> dict[str, np.ndarray]:
         """Flat draws ``(n, D)`` -> name -> values in the model's space ``(n, ...)``.
@@ -177,6 +172,5 @@ class Approximation:
         each enumerated discrete site is drawn from its exact conditional posterior given the
         draw (from ``key``). Per-row deterministic sites of a minibatch fit are left out.
         """
-        where, lower, args = self.constrain_program(z, key)
         drop = () if self.plan is None else self.plan.per_row
-        return {k: np.asarray(v) for k, v in compiled(where, lower)(*args).items() if k not in drop}
+        return {k: np.asarray(v) for k, v in run_traced(*self.constrain_program(z, key)).items() if k not in drop}

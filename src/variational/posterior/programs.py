@@ -1,9 +1,8 @@
 """The compiled programs behind a fit's answers: draws, constrained values, importance weights.
 
-Each is one compiled call, shared by every fit of the same model program, family and number of
-draws in the process (keys from :meth:`variational.LogDensity.key` and the fit's family key,
-see :mod:`variational.compilation`), so ``sample``, ``mean``/``std``, ``summary`` and
-``diagnose`` compile once per process (and, with the persistent cache, once per machine).
+Each is one compiled call, found by its own trace (see :mod:`variational.compilation`) and so
+shared by every fit whose program traces alike, so ``sample``, ``mean``/``std``, ``summary``
+and ``diagnose`` compile once per process (and, with the persistent cache, once per machine).
 
 - :func:`importance_weights`: ``n`` draws of q with ``log p(x, z) - log q(z)`` on given rows;
 - :func:`prepare`: these, the draws of q and their constrained values
@@ -14,13 +13,13 @@ from __future__ import annotations
 
 import os
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compilation import compile_ahead, compiled, freeze, signature
+from ..compilation import compile_ahead, run_traced
 from ..model.handlers import declared_only
 from .approximation import Approximation
 
@@ -42,17 +41,14 @@ def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Arr
 
 
 def _weights_program(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
-                     n: int, fam_key: Any) -> tuple[Any, Callable, tuple]:
+                     n: int) -> tuple[Any, ...]:
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
 
     def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
         z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
         return z, _log_joint_many(ld, z, b), log_q
 
-    args = (params, key, batch)
-    fam = fam_key if fam_key is not None else freeze(family)
-    return (("importance weights", fam, ld.key("log_joint", batch), n, signature(args)),
-            lambda: jax.jit(fn).lower(*args), args)
+    return "importance weights", fn, params, key, batch
 
 
 def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
@@ -62,8 +58,7 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
 
     ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
     """
-    where, lower, args = _weights_program(ld, family, params, batch, key, n, fam_key)
-    z, log_p, log_q = compiled(where, lower)(*args)
+    z, log_p, log_q = run_traced(*_weights_program(ld, family, params, batch, key, n))
     return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
 
 
@@ -84,11 +79,9 @@ def prepare(q: Approximation) -> int:
     started = 0
     ld = q.raw_logdensity
     if q.has_density:   # (an empirical family's summaries use its particles)
-        started += compile_ahead(*q.draws_program(4000, q.key)[:2])
-        started += compile_ahead(*q.constrain_program(jax.ShapeDtypeStruct((4000, ld.dim), ld.dtype))[:2])
+        started += compile_ahead(*q.draws_program(4000, q.key))
+        started += compile_ahead(*q.constrain_program(jax.ShapeDtypeStruct((4000, ld.dim), ld.dtype)))
     # a family with a density q; a model with parameters is diagnosed at their fitted values
     if q.family.make_loss_and_grad is None and not ld.params:
-        where, lower, _ = _weights_program(q.logdensity, q.family, q.params, dict(q.data), q.key, 4000,
-                                           q.compile_key())
-        started += compile_ahead(where, lower)
+        started += compile_ahead(*_weights_program(q.logdensity, q.family, q.params, dict(q.data), q.key, 4000))
     return int(started)
