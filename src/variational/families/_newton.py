@@ -11,6 +11,7 @@ lowers the objective, so the recorded trace decreases monotonically.
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -23,7 +24,13 @@ from ..errors import VariationalError
 from ._fixed import named_directions
 
 __all__ = ["Newton", "ScipyDriver", "compile_fgh", "compile_vg", "compile_batch", "minimize", "hessian",
-           "covariance_from_precision", "distance", "as_jax", "seed_of"]
+           "covariance_from_precision", "distance", "as_jax", "seed_of", "uses_linear_algebra",
+           "over_draws", "Clock", "OutOfTime", "MAX_TIME", "budget_text"]
+
+#: primitives of dense linear algebra (LAPACK calls on CPU)
+LINEAR_ALGEBRA = frozenset({"cholesky", "triangular_solve", "lu", "lu_pivots_to_permutation", "eigh", "eig",
+                            "qr", "geqrf", "geqp3", "householder_product", "orgqr", "svd", "schur",
+                            "tridiagonal", "tridiagonal_solve", "hessenberg"})
 
 
 class Newton(NamedTuple):
@@ -36,6 +43,38 @@ class Newton(NamedTuple):
     iterations: int
     calls: int           # calls of fgh (each: one gradient and one Hessian-vector product)
     message: str
+    budget: str | None = None   # "maxiter" or "max_time" when a budget ended the search
+
+
+#: the default time budget of a direct method's solver, in seconds
+MAX_TIME = 300.0
+
+
+class OutOfTime(Exception):
+    """Raised inside a solver's callbacks when its time budget is spent."""
+
+
+class Clock:
+    """A solver's time budget: ``check()`` raises :class:`OutOfTime` once ``max_time`` seconds
+    have passed since it was made (never when ``max_time`` is None)."""
+
+    def __init__(self, max_time: float | None) -> None:
+        self.max_time, self.start = max_time, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def check(self) -> None:
+        if self.max_time is not None and self.elapsed() > self.max_time:
+            raise OutOfTime
+
+
+def budget_text(budget: str | None, maxiter: int, max_time: float | None, iterations: int, seconds: float) -> str:
+    """How a search ended when a budget ended it, naming the option to raise."""
+    if budget == "maxiter":
+        return f"stopped at its iteration budget (maxiter={maxiter}) after {iterations} iteration(s)"
+    return (f"stopped at its time budget (max_time={max_time:g} s) after {iterations} iteration(s) "
+            f"in {seconds:.1f} s")
 
 
 def compile_fgh(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any) -> Callable:
@@ -67,13 +106,59 @@ def compile_vg(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, d
     return call
 
 
+def _has_linear_algebra(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in LINEAR_ALGEBRA:
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_linear_algebra(inner):
+                    return True
+    return False
+
+
+def uses_linear_algebra(fn: Callable, *args: Any) -> bool:
+    """Whether ``fn(*args)`` calls dense linear algebra (a Cholesky factor, a triangular solve...).
+
+    Such a function is mapped over draws one at a time (:func:`over_draws`): jaxlib's CPU
+    runtime can deadlock in a triangular solve batched over draws (its batch is split over the
+    intra-op threads that are already busy), observed with the Hessian of a Gaussian-process
+    log density on two cores.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> uses_linear_algebra(lambda a: jnp.linalg.cholesky(a).sum(), jnp.eye(2))
+    True
+    >>> uses_linear_algebra(lambda a: (a * a).sum(), jnp.eye(2))
+    False
+    """
+    return _has_linear_algebra(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def over_draws(fn: Callable, xs: Any, sequential: bool) -> Any:
+    """``fn`` applied to every row of ``xs`` (a pytree with leading draw axes): ``lax.map`` one
+    draw at a time when ``sequential`` (see :func:`uses_linear_algebra`), else ``vmap``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> [float(v) for v in over_draws(jnp.sum, jnp.ones((2, 3)), True)]
+    [3.0, 3.0]
+    """
+    return jax.lax.map(fn, xs) if sequential else jax.vmap(fn)(xs)
+
+
 def compile_batch(fn: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any, rows: int = 256) -> Callable:
     """``batch(xs) -> fn(x, data)`` for every row of ``xs`` (any number), one compilation.
 
-    Rows go through a compiled ``vmap`` of ``rows`` points at a time (the last block padded).
+    Rows go through a compiled ``vmap`` of ``rows`` points at a time (the last block padded),
+    or ``lax.map`` when ``fn`` calls dense linear algebra (:func:`uses_linear_algebra`).
     """
     block = jnp.zeros((rows,) + x.shape, x.dtype)
-    compiled = jax.jit(jax.vmap(fn, in_axes=(0, None))).lower(block, data).compile()
+    sequential = uses_linear_algebra(fn, x, data)
+    compiled = jax.jit(lambda xs, d: over_draws(lambda z: fn(z, d), xs, sequential)).lower(block, data).compile()
 
     def call(xs: np.ndarray) -> np.ndarray:
         xs = np.asarray(xs, x.dtype)
@@ -101,7 +186,9 @@ class ScipyDriver:
     It counts the calls of the model's gradient (:attr:`calls`), remembers the gradient at
     every point scipy asked for (so that the iterates' gradients, read in a callback, cost
     nothing more), and with ``guard`` hands scipy ``(inf, 0)`` where the value or gradient is
-    not finite, so that a line search backs off instead of failing.
+    not finite, so that a line search backs off instead of failing. A ``vg`` that raises
+    :class:`OutOfTime` (a :class:`Clock` checked inside it) ends the search: the caller
+    catches it and keeps its last accepted iterate.
 
     Examples
     --------
@@ -141,25 +228,48 @@ class ScipyDriver:
                                            callback=callback, options=options or {}, **kwargs)
 
 
-def minimize(fgh: Callable, x0: Any, *, maxiter: int, gtol: float) -> Newton:
-    """Trust-region Newton-CG (scipy) on ``fgh`` from ``x0``; records the objective per iteration."""
+def minimize(fgh: Callable, x0: Any, *, maxiter: int, gtol: float, max_time: float | None = None) -> Newton:
+    """Trust-region Newton-CG (scipy) on ``fgh`` from ``x0``; records the objective per iteration.
+
+    The search ends at the latest after ``maxiter`` iterations or ``max_time`` seconds (checked
+    at every evaluation, so one long iteration cannot overrun it by more than one call); then
+    ``budget`` says which, the message names the option, and ``x`` is the last accepted iterate.
+    """
     trace: list[float] = []
-    driver = ScipyDriver(lambda x: fgh(x)[:2])
+    clock = Clock(max_time)
+
+    def vg(x: np.ndarray) -> tuple[float, np.ndarray]:
+        clock.check()
+        return fgh(x)[:2]
+
+    driver = ScipyDriver(vg)
 
     def hessp(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        clock.check()
         driver.calls += 1
         return fgh(x, v)[2]
+
+    def accept(intermediate_result: Any) -> None:
+        trace.append(intermediate_result.fun)
+        accepted["x"] = np.array(intermediate_result.x)
 
     x0 = np.asarray(x0, np.float64)
     f0, g0 = driver.fun(x0)
     if not np.isfinite(f0) or not np.all(np.isfinite(g0)):
         raise VariationalError("the objective or its gradient is not finite at the starting point; "
                                "give init=vi.Start(values=...) inside the support (or init= a fit)")
-    res = driver.minimize(x0, method="trust-ncg", hessp=hessp, options={"maxiter": int(maxiter), "gtol": float(gtol)},
-                          callback=lambda intermediate_result: trace.append(intermediate_result.fun))
-    f, g, _ = fgh(res.x)
-    return Newton(np.asarray(res.x), f, g, np.asarray(trace, np.float64), int(res.nit), driver.calls + 1,
-                  _message(res))
+    accepted = {"x": x0}
+    try:
+        res = driver.minimize(x0, method="trust-ncg", hessp=hessp, callback=accept,
+                              options={"maxiter": int(maxiter), "gtol": float(gtol)})
+        x, nit = np.asarray(res.x), int(res.nit)
+        budget = "maxiter" if res.status == 1 else None
+        message = _message(res) if budget is None else budget_text(budget, maxiter, max_time, nit, clock.elapsed())
+    except OutOfTime:
+        x, nit, budget = accepted["x"], len(trace), "max_time"
+        message = budget_text(budget, maxiter, max_time, nit, clock.elapsed())
+    f, g, _ = fgh(x)
+    return Newton(x, f, g, np.asarray(trace, np.float64), nit, driver.calls + 1, message, budget)
 
 
 def _message(res: Any) -> str:

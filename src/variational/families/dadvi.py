@@ -53,18 +53,19 @@ def base_draws(key: jax.Array, num_draws: int, dim: int, antithetic: bool, dtype
     return jax.random.normal(key, (num_draws, dim), dtype)
 
 
-def _check(num_draws: Any, antithetic: bool, init_scale: Any, maxiter: Any, gtol: Any, lr: bool) -> dict:
+def _check(num_draws: Any, antithetic: bool, init_scale: Any, maxiter: Any, gtol: Any, lr: bool,
+           max_time: Any) -> dict:
     m = whole_number("num_draws", num_draws, minimum=2)
     if antithetic and m % 2:
         raise VariationalError(f"num_draws={m} must be even with antithetic=True (draws come in pairs "
                                f"eps, -eps); use {m + 1} or antithetic=False")
     return {"num_draws": m, "antithetic": bool(antithetic), "init_scale": positive_float("init_scale", init_scale),
             "maxiter": whole_number("maxiter", maxiter, 1), "gtol": positive_float("gtol", gtol, allow_zero=True),
-            "lr": bool(lr)}
+            "lr": bool(lr), "max_time": None if max_time is None else positive_float("max_time", max_time)}
 
 
 def dadvi(num_draws: int = 30, antithetic: bool = True, lr: bool = True, init_scale: float = 1.0,
-          maxiter: int = 1000, gtol: float = 1e-6) -> Family:
+          maxiter: int = 1000, gtol: float = 1e-6, max_time: float | None = _newton.MAX_TIME) -> Family:
     """Deterministic mean-field ADVI on fixed draws, with linear-response covariances.
 
     Parameters
@@ -83,6 +84,10 @@ def dadvi(num_draws: int = 30, antithetic: bool = True, lr: bool = True, init_sc
         below ``gtol`` (or when float precision no longer predicts a decrease);
         ``fit.converged`` then requires the optimum to be within 0.05 posterior sds by the local
         quadratic.
+    max_time : float or None
+        Time budget of the search in seconds (None: no limit). A search stopped by ``maxiter``
+        or ``max_time`` keeps its last accepted iterate, is not converged, and ``fit.message``
+        names the budget it hit.
 
     Returns
     -------
@@ -99,7 +104,7 @@ def dadvi(num_draws: int = 30, antithetic: bool = True, lr: bool = True, init_sc
     >>> round(float(fit.cov[0, 1]), 2)       # mean-field, yet the correlation is recovered
     0.9
     """
-    opts = _check(num_draws, antithetic, init_scale, maxiter, gtol, lr)
+    opts = _check(num_draws, antithetic, init_scale, maxiter, gtol, lr, max_time)
     return fixed_gaussian("dadvi", lambda problem: _solve(problem, opts), opts)
 
 
@@ -117,13 +122,14 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     scale0 = jnp.full((dim,), opts["init_scale"], dtype) if problem.scale0 is None else problem.scale0
     eta0 = jnp.concatenate([problem.z0, jnp.log(scale0).astype(dtype)])
     one = _per_draw(problem)
-    objective = lambda eta, de: jnp.mean(jax.vmap(one, in_axes=(None, 0, None))(eta, de[1], de[0]))  # noqa: E731
+    sequential = _newton.uses_linear_algebra(one, eta0, eps[0], problem.data)   # see over_draws
+    objective = lambda eta, de: jnp.mean(_newton.over_draws(lambda e: one(eta, e, de[0]), de[1], sequential))  # noqa: E731
     fgh = _newton.compile_fgh(objective, eta0, (problem.data, eps))
     for _ in range(4):   # a start whose draws leave the model's domain (an ODE that blows up): narrower
         if np.isfinite(fgh(eta0)[0]):
             break
         eta0 = eta0.at[dim:].add(-np.log(10.0))
-    res = _newton.minimize(fgh, eta0, maxiter=opts["maxiter"], gtol=opts["gtol"])
+    res = _newton.minimize(fgh, eta0, maxiter=opts["maxiter"], gtol=opts["gtol"], max_time=opts["max_time"])
     mu, sd = res.x[:dim], np.exp(res.x[dim:])
     info: dict = {"mean_field_std": sd, "objective": res.f, "num_draws": m,
                   "max_abs_grad": float(np.max(np.abs(res.g))), "linear_response": False}
@@ -139,25 +145,27 @@ def _solve(problem: Problem, opts: dict) -> Solution:
         ok = away <= 0.05
         message += f"; the optimum is {away:.2g} posterior sds away by the local quadratic"
         info.update(linear_response=True, sds_from_optimum=away,
-                    mcse=lambda: _mcse(problem, one, res.x, eps, hinv, opts["antithetic"])[:dim])
+                    mcse=lambda: _mcse(problem, one, res.x, eps, hinv, opts["antithetic"], sequential)[:dim])
     elif opts["lr"]:
         info["note"] = (f"linear-response covariance skipped: {dim} latent dimensions > {LR_MAX_DIM}; "
                         f"the sds are the mean-field ones")
     if ok is None:
         ok = float(np.linalg.norm(res.g)) <= max(opts["gtol"], 1e-3)
+    ok = ok and res.budget is None
     params = {"loc": _newton.as_jax(mu, dtype), "chol": _newton.as_jax(chol, dtype)}
     # each call evaluates, for every base draw, one gradient and one Hessian-vector product
     return Solution(params, res.trace, res.iterations, 3 * calls * m, bool(ok), message, info)
 
 
 def _mcse(problem: Problem, one: Any, eta: np.ndarray, eps: jax.Array, hinv: np.ndarray,
-          antithetic: bool) -> np.ndarray:
+          antithetic: bool, sequential: bool) -> np.ndarray:
     """Standard errors of the optimal parameters over the draw of the fixed draws (sandwich).
 
     With antithetic draws the independent units are the pairs ``(eps, -eps)``.
     """
     with jax.enable_x64(eps.dtype == jnp.float64):   # asked for later, outside the solve
-        grads = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, 0, None)))
+        grad = jax.grad(one)
+        grads = jax.jit(lambda x, es, d: _newton.over_draws(lambda e: grad(x, e, d), es, sequential))
         g = np.asarray(grads(jnp.asarray(eta, eps.dtype), eps, problem.data), np.float64)
     if antithetic:
         half = g.shape[0] // 2

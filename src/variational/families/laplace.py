@@ -50,7 +50,7 @@ def _not_a_mode(error: str, g: np.ndarray, labels: tuple[str, ...], search: str)
 
 
 def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | None = "psis",
-            importance_draws: int = 4000) -> Family:
+            importance_draws: int = 4000, max_time: float | None = _newton.MAX_TIME) -> Family:
     """Laplace approximation: ``N(mode, (-Hessian)^-1)`` in the unconstrained space.
 
     Parameters
@@ -66,6 +66,9 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | 
         used above k-hat 0.7), and report the weighted answer; None: the Gaussian as it is.
     importance_draws : int
         Size of that pool.
+    max_time : float or None
+        Time budget of the mode search in seconds (None: no limit). A search stopped by
+        ``maxiter`` or ``max_time`` is not converged, and ``fit.message`` names the budget.
 
     Returns
     -------
@@ -90,7 +93,8 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | 
         raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {_pool.CHOICES}")
     opts = {"maxiter": whole_number("maxiter", maxiter, 1), "gtol": positive_float("gtol", gtol, allow_zero=True),
             "importance_sampling": importance_sampling,
-            "importance_draws": whole_number("importance_draws", importance_draws, minimum=10)}
+            "importance_draws": whole_number("importance_draws", importance_draws, minimum=10),
+            "max_time": None if max_time is None else positive_float("max_time", max_time)}
 
     def solve(problem: Problem) -> Solution:
         dim, dtype = problem.z0.shape[0], problem.z0.dtype
@@ -100,7 +104,7 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | 
         if opts["importance_sampling"] is not None:
             prefetch()
         fgh = _newton.compile_fgh(lambda z, data: -problem.logp(z, data), problem.z0, problem.data)
-        res = _newton.minimize(fgh, problem.z0, maxiter=opts["maxiter"], gtol=opts["gtol"])
+        res = _newton.minimize(fgh, problem.z0, maxiter=opts["maxiter"], gtol=opts["gtol"], max_time=opts["max_time"])
         try:
             cov = _newton.covariance_from_precision(_newton.hessian(fgh, res.x), problem.labels,
                                                     "the Hessian of -log p at the mode")
@@ -119,7 +123,8 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | 
             info.update(khat=khat, ess=ess, logp_evals=pool.shape[0])
             message += "; " + _pool.describe(khat, ess, pool.shape[0], opts["importance_sampling"])
         # each call: one gradient and one Hessian-vector product (two gradients' worth)
-        return Solution(params, res.trace, res.iterations, 3 * (res.calls + dim), away <= 0.05, message, info)
+        ok = away <= 0.05 and res.budget is None
+        return Solution(params, res.trace, res.iterations, 3 * (res.calls + dim), ok, message, info)
 
     pooled = opts["importance_draws"] if opts["importance_sampling"] is not None else 0
     return fixed_gaussian("laplace", solve, opts, pool=pooled)

@@ -55,11 +55,19 @@ def _memory(maxcor: int | None, dim: int) -> int:
     return int(maxcor) if maxcor is not None else max(5, math.ceil(3 * math.log(max(dim, 1))))
 
 
-def _lbfgs_path(vg: Any, x0: np.ndarray, opts: dict, j: int) -> tuple[np.ndarray, np.ndarray, int, str, bool]:
-    """One L-BFGS path: the iterates and their gradients (of ``-log p``), evaluations, why it ended,
-    and whether L-BFGS converged (not stopped by ``maxiter`` or a non-finite start)."""
-    driver = _newton.ScipyDriver(vg, guard=True)
-    xs, gs = [], []
+def _lbfgs_path(vg: Any, x0: np.ndarray, opts: dict, j: int, clock: _newton.Clock
+                ) -> tuple[np.ndarray, np.ndarray, int, str, str | None]:
+    """One L-BFGS path: the iterates and their gradients (of ``-log p``), evaluations, why it
+    ended, and the budget that ended it ("maxiter", "max_time" or None)."""
+    xs: list[np.ndarray] = []
+    gs: list[np.ndarray] = []
+
+    def timed(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if len(xs) > 2:   # (a Gaussian needs two steps)
+            clock.check()
+        return vg(x)
+
+    driver = _newton.ScipyDriver(timed, guard=True)
 
     def keep(intermediate_result: Any) -> None:
         x = np.array(intermediate_result.x, np.float64)
@@ -69,13 +77,21 @@ def _lbfgs_path(vg: Any, x0: np.ndarray, opts: dict, j: int) -> tuple[np.ndarray
     f0, g0 = driver.fun(x0)
     if not np.isfinite(f0):
         empty = np.empty((0, x0.shape[0]))
-        return empty, empty, driver.calls, "log density not finite at the start", False
+        return empty, empty, driver.calls, "log density not finite at the start", None
     xs.append(np.array(x0, np.float64))
     gs.append(g0)
-    res = driver.minimize(x0, method="L-BFGS-B", callback=keep, options={
-        "maxcor": j, "maxiter": opts["maxiter"], "ftol": opts["ftol"], "gtol": opts["gtol"], "maxls": opts["maxls"]})
-    why = f"{str(res.message).lower()} after {int(res.nit)} iteration(s)"
-    return np.stack(xs), np.stack(gs), driver.calls, why, int(res.status) != 1   # status 1: maxiter reached
+    try:
+        res = driver.minimize(x0, method="L-BFGS-B", callback=keep, options={
+            "maxcor": j, "maxiter": opts["maxiter"], "ftol": opts["ftol"], "gtol": opts["gtol"], "maxls": opts["maxls"]})
+    except _newton.OutOfTime:
+        budget = "max_time"
+    else:
+        budget = "maxiter" if res.status == 1 else None   # status 1: maxiter reached
+        if budget is None:
+            why = f"{str(res.message).lower()} after {int(res.nit)} iteration(s)"
+            return np.stack(xs), np.stack(gs), driver.calls, why, None
+    why = _newton.budget_text(budget, opts["maxiter"], opts["max_time"], len(xs) - 1, clock.elapsed())
+    return np.stack(xs), np.stack(gs), driver.calls, why, budget
 
 
 def _gaussians(xs: np.ndarray, gs: np.ndarray, j: int, k: int, eps: float) -> list[Approx | None]:
@@ -116,7 +132,7 @@ def _best(gaussians: list[Approx | None], logp: Any, rng: np.random.Generator, d
 def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int | None = None,
                maxiter: int = 1000, ftol: float = 1e-9, gtol: float = 1e-8, maxls: int = 25,
                num_elbo_draws: int = 10, jitter: float = 2.0, epsilon: float = 1e-12,
-               importance_sampling: str | None = "psis") -> Family:
+               importance_sampling: str | None = "psis", max_time: float | None = _newton.MAX_TIME) -> Family:
     """Multi-path Pathfinder, with the options named as in Stan and pymc-extras.
 
     Parameters
@@ -143,6 +159,11 @@ def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int |
         (when k-hat is at most 0.7; above it the weights are unreliable and the pool is used
         unweighted, as the message says), raw importance weights, or not at all (draws of the
         mixture as they are).
+    max_time : float or None
+        Time budget of all the paths' L-BFGS searches together, in seconds (None: no limit).
+        A path stopped by ``maxiter`` or ``max_time`` keeps its iterates so far, but the fit is
+        not converged and ``fit.message`` names the budget; paths not started within the
+        budget are left out.
 
     Returns
     -------
@@ -161,7 +182,7 @@ def pathfinder(num_paths: int = 4, num_draws_per_path: int = 1000, maxcor: int |
     True
     """
     opts = _check(num_paths, num_draws_per_path, maxcor, maxiter, ftol, gtol, maxls, num_elbo_draws,
-                  jitter, epsilon, importance_sampling)
+                  jitter, epsilon, importance_sampling, max_time)
     n_pool = opts["num_paths"] * opts["num_draws_per_path"]
 
     def init(key: jax.Array, z0: jax.Array) -> Params:
@@ -200,14 +221,19 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     rng = _newton.seed_of(problem.key)
     z0 = np.asarray(problem.z0, np.float64)
     scale = 1.0 if problem.scale0 is None else np.asarray(problem.scale0, np.float64)
-    paths, best, traces = [], [], []
-    for _ in range(opts["num_paths"]):
-        xs, gs, calls, why, done = _lbfgs_path(vg, z0 + opts["jitter"] * scale * rng.uniform(-1, 1, dim), opts, j)
+    paths, best, traces, clock = [], [], [], _newton.Clock(opts["max_time"])
+    for i in range(opts["num_paths"]):
+        start = z0 + opts["jitter"] * scale * rng.uniform(-1, 1, dim)
+        if i and opts["max_time"] is not None and clock.elapsed() > opts["max_time"]:
+            break   # (the first path always runs)
+        xs, gs, calls, why, budget = _lbfgs_path(vg, start, opts, j, clock)
         elbo, it, a, elbos = _best(_gaussians(xs, gs, j, k, opts["epsilon"]), logp, rng, opts["num_elbo_draws"])
         paths.append({"elbo": elbo, "best_iteration": it, "iterations": max(len(xs) - 1, 0),
-                      "grad_evals": calls, "stopped": why, "converged": done})
+                      "grad_evals": calls, "stopped": why, "budget": budget})
         best.append(a)
         traces.append(-elbos)
+    skipped = opts["num_paths"] - len(best)
+    best += [None] * skipped   # (the parameters keep one slot per path)
     ok = np.array([a is not None for a in best])
     if not ok.any():
         raise VariationalError("no Pathfinder path found a Gaussian with a finite ELBO (the log density is "
@@ -230,13 +256,18 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     message = (f"{int(ok.sum())} of {opts['num_paths']} paths found a Gaussian; best ELBO {paths[top]['elbo']:.6g} "
                f"(path {top}, iteration {paths[top]['best_iteration']}); "
                + _pool.describe(khat, ess, pool.shape[0], opts["importance_sampling"]))
-    # converged: the best path's L-BFGS stopped by its own tolerances, not at maxiter
+    ended = [f"path {i} {p['stopped']}" for i, p in enumerate(paths) if p["budget"]]
+    if skipped:
+        ended.append(f"{skipped} path(s) not started within the time budget (max_time={opts['max_time']:g} s)")
+    if ended:
+        message += "; not converged: " + "; ".join(ended)
     return Solution(params, traces[top], paths[top]["iterations"], sum(p["grad_evals"] for p in paths),
-                    bool(paths[top]["converged"]), message, info)
+                    not ended, message, info)
 
 
 def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, ftol: Any, gtol: Any,
-           maxls: Any, num_elbo_draws: Any, jitter: Any, epsilon: Any, importance_sampling: Any) -> dict:
+           maxls: Any, num_elbo_draws: Any, jitter: Any, epsilon: Any, importance_sampling: Any,
+           max_time: Any) -> dict:
     if importance_sampling not in _pool.CHOICES:
         raise VariationalError(f"importance_sampling={importance_sampling!r} must be one of {_pool.CHOICES}")
     return {"num_paths": whole_number("num_paths", num_paths, 1),
@@ -246,7 +277,8 @@ def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, f
             "gtol": positive_float("gtol", gtol, allow_zero=True), "maxls": whole_number("maxls", maxls, 1),
             "num_elbo_draws": whole_number("num_elbo_draws", num_elbo_draws, 1),
             "jitter": positive_float("jitter", jitter, allow_zero=True),
-            "epsilon": positive_float("epsilon", epsilon, allow_zero=True), "importance_sampling": importance_sampling}
+            "epsilon": positive_float("epsilon", epsilon, allow_zero=True), "importance_sampling": importance_sampling,
+            "max_time": None if max_time is None else positive_float("max_time", max_time)}
 
 
 register_family("pathfinder", pathfinder)

@@ -130,7 +130,9 @@ def log_joint_hessian(ld: Any) -> Any:
             return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
 
         hess = jax.hessian(one)
-        fns["log_joint_hessian"] = jax.jit(lambda zs, data: jnp.mean(jax.vmap(hess, (0, None))(zs, data), 0))
+        # one draw at a time: a Hessian batched over draws of a model with a Cholesky factor
+        # deadlocks jaxlib's CPU runtime (see families._newton.over_draws); k is a handful
+        fns["log_joint_hessian"] = jax.jit(lambda zs, data: jnp.mean(jax.lax.map(lambda z: hess(z, data), zs), 0))
     return fns["log_joint_hessian"]
 
 
