@@ -58,7 +58,7 @@ def test_laplace_and_dadvi_with_linear_response_recover_the_exact_covariance(lap
         assert np.max(np.abs(mean - EXACT_MEAN) / sd) < 0.02, fit.method
         # what the fit reports (Laplace: its importance-weighted pool of 4000 draws)
         assert _relative_cov_error(fit.cov) < 0.1, fit.method
-        assert np.max(np.abs(np.asarray(fit._flat_moments()[0]) - EXACT_MEAN) / sd) < 0.1, fit.method
+        assert np.max(np.abs(np.asarray(fit.flat_moments()[0]) - EXACT_MEAN) / sd) < 0.1, fit.method
     # the mean-field sds DADVI optimised are the conditional ones, smaller than the marginal
     # sds; the linear-response covariance is what restores them
     mf = dadvi_fit.solution.info["mean_field_std"]

@@ -11,6 +11,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
@@ -21,6 +22,7 @@ from numpyro.distributions import constraints  # noqa: E402
 
 import variational as vi  # noqa: E402
 from variational.posterior import export  # noqa: E402
+from variational.posterior.diagnostics import psis  # noqa: E402
 
 Y2 = np.array([1.0, 3.0])
 PRIOR_SD = 10.0
@@ -88,7 +90,8 @@ def test_guide_fit_elbo_and_importance_weights_use_the_raw_parameters():
     fit = vi.fit(normal_model, {"y": Y2}, guide=guide, steps=0, progress=False)
     est, se = fit.elbo(num_draws=200, seed=0, return_se=True)
     assert est == pytest.approx(log_evidence(Y2), abs=1e-3) and se < 1e-3   # KL(q || p) = 0
-    _, lw, _ = fit._psis(200, 0)
+    q = fit.approximation
+    _, lw, _ = psis(q.logdensity, q.family, q.params, q.training_data(), jax.random.PRNGKey(0), 200)
     assert np.ptp(lw) < 1e-3                                                 # equal weights
 
 
