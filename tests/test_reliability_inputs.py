@@ -91,7 +91,7 @@ def test_guide_fit_elbo_and_importance_weights_use_the_raw_parameters():
     est, se = fit.elbo(num_draws=200, seed=0, return_se=True)
     assert est == pytest.approx(log_evidence(Y2), abs=1e-3) and se < 1e-3   # KL(q || p) = 0
     q = fit.approximation
-    _, lw, _ = psis(q.logdensity, q.family, q.params, q.trace_data(), jax.random.PRNGKey(0), 200)
+    _, lw, _ = psis(q.logdensity, q.family, q.params, q.training_data(), jax.random.PRNGKey(0), 200)
     assert np.ptp(lw) < 1e-3                                                 # equal weights
 
 
