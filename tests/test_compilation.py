@@ -346,3 +346,14 @@ def test_default_fits_give_the_same_numbers_in_a_new_process(tmp_path):
     methods = ["advi", "dadvi", "laplace", "pathfinder"]
     assert _worker(tmp_path, "first", methods, steps="default") == _worker(
         tmp_path, "second", methods[::-1], steps="default")
+
+
+def test_importing_the_library_leaves_arviz_matplotlib_and_pandas_alone():
+    """ArviZ, matplotlib, pandas and xarray load when a function needs them (SciPy comes with
+    NumPyro itself); counted in a new process."""
+    probe = ("import sys, variational; "
+             "print(sorted(m for m in ('arviz', 'matplotlib', 'pandas', 'xarray', 'pyarrow') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

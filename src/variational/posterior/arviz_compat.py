@@ -20,21 +20,19 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..families._psis import psislw  # noqa: F401  (the PSIS of both generations lives below this layer)
+from ..families._psis import ARVIZ_1, psislw  # noqa: F401  (PSIS of both generations lives below this layer)
 
 __all__ = ["ARVIZ_1", "arviz_version", "new_tree", "group_names", "psislw", "summary", "from_numpyro",
            "from_draws"]
 
 
 def arviz_version() -> tuple[int, int]:
-    """(major, minor) of the installed ArviZ."""
-    import arviz as az
+    """(major, minor) of the installed ArviZ (read from its metadata: ArviZ is imported only by
+    the functions that use it)."""
+    import importlib.metadata
 
-    major, minor = (int(p) for p in az.__version__.split(".")[:2])
+    major, minor = (int(p) for p in importlib.metadata.version("arviz").split(".")[:2])
     return major, minor
-
-
-ARVIZ_1 = arviz_version()[0] >= 1
 
 
 def new_tree(groups: Mapping[str, Any], attrs: Mapping[str, Any] | None = None) -> Any:
