@@ -20,7 +20,7 @@ from ..data.batching import Streamed
 from ..data.columns import to_device
 from ..data.feeder import Feeder
 from ..data.rows import RowBatches, RowNumbered
-from ..engine.local import RowAdam, make_local_loss
+from ..engine.local import RowSteps, make_local_loss
 from ..engine.loop import Engine
 from ..errors import VariationalError
 from ..families import default_method, make_family
@@ -33,8 +33,8 @@ __all__ = ["find", "fit_local", "COUPLED_MAX_GLOBALS", "LOCAL_LEARNING_RATE"]
 
 #: rows get a map from the globals (q(z_i | g)) when there are at most this many global coordinates
 COUPLED_MAX_GLOBALS = 16
-#: default step sizes of the globals and of each row's local parameters
-LOCAL_LEARNING_RATE = (0.01, 0.05)
+#: default step size of the global parameters (Adam)
+LOCAL_LEARNING_RATE = 0.05
 _GAUSSIAN = ("advi", "fullrank_advi", "lowrank_advi")
 
 
@@ -108,10 +108,9 @@ def fit_local(spec: LocalSpec, model: Callable, plan: Any, *, method: Any, metho
             f"variables; use one of {list(_GAUSSIAN)} (or 'auto')")
     gfam = make_family(name, **method_options)
     family = local_family(gfam, whole, coupled=0 < whole.dg <= COUPLED_MAX_GLOBALS)
-    lr, local_lr = LOCAL_LEARNING_RATE if learning_rate in (None, "auto") else (learning_rate, 5 * learning_rate)
+    lr = LOCAL_LEARNING_RATE if learning_rate in (None, "auto") else float(learning_rate)
     decay = max(100.0, 10.0 * spec.num_rows / spec.batch_size)
-    frozen = None if not gfam.frozen else gfam.trainable
-    opt = RowAdam(lr, local_lr, decay=decay, frozen=frozen)
+    opt = RowSteps(lr, decay=decay, frozen=gfam.trainable if gfam.frozen else None)
     loss = make_local_loss(gfam, rows, batch.logp, spec.num_rows, int(num_particles))
     if plan.feeder is not None:
         plan.feeder = Feeder(RowNumbered(plan.feeder.source), spec.batch_size, plan.capacity, seed)
@@ -121,7 +120,7 @@ def fit_local(spec: LocalSpec, model: Callable, plan: Any, *, method: Any, metho
     engine = Engine(loss, opt, batcher, capacity=plan.capacity)
     key = jax.random.PRNGKey(seed)
     state = engine.init_state(family.init(jax.random.fold_in(key, 0), full.init), key)
-    settings = dict(settings, method=family.name, learning_rate=lr, local_learning_rate=local_lr,
+    settings = dict(settings, method=family.name, learning_rate=lr,
                     schedule="constant", batch_size=spec.batch_size)
     fit = Fit(model=model, logdensity=full, family=family, engine=engine, state=state, key=key,
               data=data, model_kwargs=model_kwargs or {}, settings=settings)
