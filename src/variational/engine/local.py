@@ -26,6 +26,8 @@ __all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState
 
 #: entries of the parameter pytree that hold one row per data row
 LOCAL_KEYS = ("loc", "log_s", "coup")
+#: the reported globals average the iterates with weights growing as t**AVERAGE_POWER
+AVERAGE_POWER = 3.0
 
 
 def _row_curvature(f_z: Callable, g: jax.Array, z: jax.Array, coupled: bool) -> tuple[jax.Array, jax.Array]:
@@ -111,17 +113,19 @@ def make_local_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: i
 
 
 class RowState(NamedTuple):
-    """Adam's state of the globals and the number of times each row was updated."""
+    """Adam's state of the globals, the number of times each row was updated, the steps done."""
 
     g: Any
     count: jax.Array
+    step: jax.Array
 
 
 class RowSteps:
     """Adam on the globals; each batch row moves towards its target (:func:`row_targets`).
 
-    The global step is ``lr / (1 + t / decay)`` at step ``t`` (Robbins-Monro: the minibatch
-    noise of the globals averages out) (``frozen``: entries of the
+    The global step is ``lr / sqrt(1 + t / decay)`` at step ``t``, and the parameters keep
+    under ``g_avg`` an average of the global iterates with weights growing as ``t**AVERAGE_POWER``
+    (the later iterates count most; the minibatch noise of the globals averages out) (``frozen``: entries of the
     global family's parameters left alone). A row updated for the ``k``-th time moves the
     fraction ``max(1 / sqrt(k), min_rate)`` of the way to its target: all of it on its first
     visit (a Gaussian row is then exact given the globals), less later, so that noisy targets
@@ -131,35 +135,41 @@ class RowSteps:
     --------
     >>> import jax.numpy as jnp
     >>> opt = RowSteps(0.1)
-    >>> p = {"g": {"loc": jnp.zeros(1)}, "loc": jnp.zeros((4, 1)), "log_s": jnp.zeros((4, 1))}
+    >>> p = {"g": {"loc": jnp.zeros(1)}, "g_avg": {"loc": jnp.zeros(1)}, "loc": jnp.zeros((4, 1)), "log_s": jnp.zeros((4, 1))}
     >>> s = opt.init(p)
     >>> grads = {"g": {"loc": jnp.ones(1)}, ROWS: jnp.array([1, 3]),
     ...          "rows": {"loc": jnp.ones((2, 1)), "log_s": jnp.zeros((2, 1))}}
-    >>> p2, s2 = opt.apply(grads, s, p)
-    >>> p2["loc"][:, 0].tolist(), s2.count.tolist(), p2["g"]["loc"].round(3).tolist()
-    ([0.0, 1.0, 0.0, 1.0], [0, 1, 0, 1], [-0.1])
+    >>> p2, s2, _ = opt.apply(grads, s, p)
+    >>> p2["loc"][:, 0].tolist(), s2.count.tolist(), round(float(p2["g"]["loc"][0]), 3)
+    ([0.0, 1.0, 0.0, 1.0], [0, 1, 0, 1], -0.1)
     """
 
     def __init__(self, lr: float, decay: float = 1000.0, frozen: Callable | None = None,
                  min_rate: float = 0.05) -> None:
         self.lr, self.decay, self.min_rate = float(lr), float(decay), float(min_rate)
-        inner = optax.adam(lambda t: self.lr / (1.0 + t / self.decay))
+        inner = optax.adam(lambda t: self.lr / jnp.sqrt(1.0 + t / self.decay))
         self.glob = inner if frozen is None else optax.masked(inner, frozen)
 
     def init(self, params: Any) -> RowState:
-        return RowState(self.glob.init(params["g"]), jnp.zeros((params["loc"].shape[0],), jnp.int32))
+        return RowState(self.glob.init(params["g"]), jnp.zeros((params["loc"].shape[0],), jnp.int32),
+                        jnp.zeros((), jnp.int32))
 
     def update(self, grads: Any, state: Any, params: Any = None) -> Any:  # pragma: no cover
         raise TypeError("RowSteps updates only the rows of a batch: the engine calls apply()")
 
-    def apply(self, grads: Any, state: RowState, params: Any) -> tuple[Any, RowState]:
-        """New parameters and state after one step (only the batch's rows change)."""
+    def apply(self, grads: Any, state: RowState, params: Any) -> tuple[Any, RowState, Any]:
+        """New parameters and state after one step, and what moved (only the batch's rows)."""
         upd, gstate = self.glob.update(grads["g"], state.g, params["g"])
-        new = dict(params, g=optax.apply_updates(params["g"], upd))
+        g = optax.apply_updates(params["g"], upd)
+        step = state.step + 1
+        w = (AVERAGE_POWER + 1.0) / (step.astype(jnp.float32) + AVERAGE_POWER)
+        avg = jax.tree_util.tree_map(lambda a, b: a + (b - a) * w.astype(a.dtype), params["g_avg"], g)
+        new = dict(params, g=g, g_avg=avg)
         rows = grads[ROWS]
         t = state.count[rows] + 1
         rate = jnp.maximum(jax.lax.rsqrt(t.astype(params["loc"].dtype)), self.min_rate)
         for k, target in grads["rows"].items():
             old = params[k][rows]
             new[k] = params[k].at[rows].set(old + rate.reshape((-1,) + (1,) * (old.ndim - 1)) * (target - old))
-        return new, RowState(gstate, state.count.at[rows].set(t))
+        moved = {"g": g, "g_avg": avg, **{k: new[k][rows] for k in grads["rows"]}}
+        return new, RowState(gstate, state.count.at[rows].set(t), step), moved

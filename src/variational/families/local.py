@@ -12,6 +12,9 @@ Gaussian model (``z_i | mu`` is linear in ``mu``). Without ``C`` it is mean-fiel
 and globals. The log-determinant of the map from noise to ``z`` is ``sum log s`` whatever ``C``,
 so ``log q`` stays a sum over rows: a step reads and writes only its batch's rows.
 
+The parameters hold the optimiser's globals ``g`` and, under ``g_avg``, the average of their
+iterates that the fit reports (the answers: draws, means, sds, ``log q``).
+
 :class:`RowLayout` moves between the model's flat vector (sites in the order of
 :class:`~variational.model.LogDensity`) and the pair ``(g, z)``.
 """
@@ -26,7 +29,7 @@ import numpy as np
 
 from .base import LOG_2PI, Family
 
-__all__ = ["RowLayout", "local_family", "local_draws"]
+__all__ = ["RowLayout", "local_family", "local_draws", "reported_globals"]
 
 Params = Any
 
@@ -79,6 +82,11 @@ class RowLayout:
         return g, z
 
 
+def reported_globals(p: Params) -> Params:
+    """The global parameters a fit reports: their running average when the optimiser keeps one."""
+    return p.get("g_avg", p["g"])
+
+
 def _centre(gfam: Family, gp: Params) -> jax.Array:
     return gfam.mean(gp) if gfam.mean is not None else jnp.zeros(())
 
@@ -117,15 +125,16 @@ def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: flo
 
     def init(key: jax.Array, z0: jax.Array) -> Params:
         g0, l0 = layout.split(jnp.asarray(z0)[None])
-        p = {"g": gfam.init(key, g0[0]), "loc": l0[0], "log_s": jnp.full_like(l0[0], log_s0)}
+        gp = gfam.init(key, g0[0])
+        p = {"g": gp, "g_avg": gp, "loc": l0[0], "log_s": jnp.full_like(l0[0], log_s0)}
         if coupled:
             p["coup"] = jnp.zeros(l0[0].shape + (layout.dg,), l0.dtype)
         return p
 
     def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         kg, kl = jax.random.split(key)
-        g, lqg = gfam.sample_and_log_q(p["g"], kg, n)
-        z, lql = local_draws(gfam, p["g"], p, g, kl)
+        g, lqg = gfam.sample_and_log_q(reported_globals(p), kg, n)
+        z, lql = local_draws(gfam, reported_globals(p), p, g, kl)
         return layout.join(g, z), lqg + lql
 
     def log_q(p: Params, flat: jax.Array) -> jax.Array:
@@ -133,22 +142,23 @@ def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: flo
         g, z = layout.split(flat)
         m = p["loc"]
         if "coup" in p:
-            m = m + jnp.einsum("rld,nd->nrl", p["coup"], g - _centre(gfam, p["g"]))
+            m = m + jnp.einsum("rld,nd->nrl", p["coup"], g - _centre(gfam, reported_globals(p)))
         u = (z - m) * jnp.exp(-p["log_s"])
-        return (gfam.log_q(p["g"], g) - 0.5 * jnp.sum(u * u, (1, 2)) - jnp.sum(p["log_s"])
+        return (gfam.log_q(reported_globals(p), g) - 0.5 * jnp.sum(u * u, (1, 2)) - jnp.sum(p["log_s"])
                 - 0.5 * m.shape[-1] * m.shape[-2] * LOG_2PI)
 
     def mean(p: Params) -> jax.Array:
-        return layout.join(gfam.mean(p["g"])[None], p["loc"][None])[0]
+        return layout.join(gfam.mean(reported_globals(p))[None], p["loc"][None])[0]
 
     def std(p: Params) -> jax.Array:
         var = jnp.exp(2 * p["log_s"])
         if "coup" in p:
-            cov = gfam.cov(p["g"]) if gfam.cov is not None else jnp.diag(gfam.std(p["g"]) ** 2)
+            gp = reported_globals(p)
+            cov = gfam.cov(gp) if gfam.cov is not None else jnp.diag(gfam.std(gp) ** 2)
             var = var + jnp.einsum("rld,de,rle->rl", p["coup"], cov, p["coup"])
-        return layout.join(gfam.std(p["g"])[None], jnp.sqrt(var)[None])[0]
+        return layout.join(gfam.std(reported_globals(p))[None], jnp.sqrt(var)[None])[0]
 
-    return Family(name=f"local+{gfam.name}", init=init, sample_and_log_q=sample_and_log_q,
+    return Family(name=f"local-{gfam.name}", init=init, sample_and_log_q=sample_and_log_q,
                   log_q=log_q if gfam.log_q is not None else None,
                   mean=mean if gfam.mean is not None else None,
                   std=std if gfam.std is not None else None,
