@@ -70,7 +70,7 @@ def _check(fit, y: np.ndarray) -> None:
 def test_batch_size_fits_every_row_and_mu_exactly():
     y = _data(2000)
     fit = vi.fit(_model(2000), {"y": y}, batch_size=256, steps=3000, progress=False)
-    assert fit.method == "local-fullrank_advi"
+    assert fit.method == "fullrank_advi" and fit.local.sites == ("z",)   # the globals' family
     _check(fit, y)
     # each step updated only its batch's rows, each epoch every row once: 3000 * 256 / 2000 = 384
     # visits per row (a batch that straddles two epochs may hold a row twice: one update)

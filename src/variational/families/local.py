@@ -158,8 +158,9 @@ def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: flo
             var = var + jnp.einsum("rld,de,rle->rl", p["coup"], cov, p["coup"])
         return layout.join(gfam.std(reported_globals(p))[None], jnp.sqrt(var)[None])[0]
 
-    return Family(name=f"local-{gfam.name}", init=init, sample_and_log_q=sample_and_log_q,
+    # named as the global family (a checkpoint rebuilds it with that method); options: the global's
+    return Family(name=gfam.name, init=init, sample_and_log_q=sample_and_log_q,
                   log_q=log_q if gfam.log_q is not None else None,
                   mean=mean if gfam.mean is not None else None,
                   std=std if gfam.std is not None else None,
-                  options={"coupled": bool(coupled), "global": gfam.name}, gaussian=gfam.gaussian)
+                  options=dict(gfam.options), gaussian=gfam.gaussian)

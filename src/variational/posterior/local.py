@@ -120,8 +120,8 @@ def fit_local(spec: LocalSpec, model: Callable, plan: Any, *, method: Any, metho
     engine = Engine(loss, opt, batcher, capacity=plan.capacity)
     key = jax.random.PRNGKey(seed)
     state = engine.init_state(family.init(jax.random.fold_in(key, 0), full.init), key)
-    settings = dict(settings, method=family.name, learning_rate=lr,
-                    schedule="constant", batch_size=spec.batch_size)
+    # (the caller's schedule setting stays: the row steps have their own, see RowSteps)
+    settings = dict(settings, method=family.name, learning_rate=lr)
     fit = Fit(model=model, logdensity=full, family=family, engine=engine, state=state, key=key,
               data=data, model_kwargs=model_kwargs or {}, settings=settings)
     fit.categories = dict(plan.categories)
