@@ -137,3 +137,18 @@ def test_ten_thousand_rows(how):
     else:
         fit = vi.fit(_subsampled(n, 256), {"y": y}, steps=6000, progress=False)
     _check(fit, y)
+
+
+def test_answers_cover_every_training_row():
+    y = _data(300, seed=6)
+    fit = vi.fit(_model(300), {"y": y}, batch_size=100, steps=600, progress=False)
+    pred = fit.predict(n=200, seed=0)["y"]
+    assert pred.shape == (200, 300)
+    # y_i's posterior predictive: N(E[z_i], Var[z_i] + 0.25); its mean within 5 Monte Carlo errors
+    ez, sz = _exact(y)["z"]
+    se = np.sqrt(sz ** 2 + 0.25) / np.sqrt(200)
+    assert np.max(np.abs(pred.mean(0) - ez) / se) < 5.5
+    idata = fit.to_arviz(n=100, seed=0)
+    assert idata.posterior["z"].shape[-1] == 300
+    d = fit.diagnose(n=400)
+    assert d.khat < 0.7   # q is the exact posterior here: the importance weights are near 1
