@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from ..families.base import Family
-from ..families.local import RowLayout, local_draws
+from ..families.local import RowLayout, conditional_mean, local_draws
 from ..model.local import ROWS
 
 __all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState"]
@@ -86,7 +86,7 @@ def make_local_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: i
     def draw(gp: Any, lp: Any, key: jax.Array) -> tuple:
         kg, kl = jax.random.split(key)
         g, lqg = gfam.sample_and_log_q(gp, kg, num_particles)
-        z, lql = local_draws(gfam, gp, lp, g, kl)
+        z, lql = local_draws(lp, g, kl)
         return g, z, lqg, lql
 
     def negative_elbo(gp: Any, dz: jax.Array, lp: Any, key: jax.Array, batch: Any) -> jax.Array:
@@ -97,14 +97,13 @@ def make_local_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: i
     def loss_and_grad(params: Any, key: jax.Array, batch: Any) -> tuple[jax.Array, Any]:
         rows = batch[ROWS]
         lp = jax.lax.stop_gradient({k: params[k][rows] for k in LOCAL_KEYS if k in params})
+        if "anchor" in params:
+            lp["anchor"] = jax.lax.stop_gradient(params["anchor"])
         dz = jnp.zeros((num_particles,) + lp["loc"].shape, lp["loc"].dtype)
         loss, (gg, gz) = jax.value_and_grad(negative_elbo, argnums=(0, 1))(params["g"], dz, lp, key, batch)
         g, z, _, _ = draw(jax.lax.stop_gradient(params["g"]), lp, key)
         f_z = lambda g1, z1: jax.grad(lambda z2: logp(layout.join(g1[None], z2[None])[0], batch))(z1)  # noqa: E731
-        centre = lp["loc"]   # the mean of the local draw given g: its mirror is the antithetic draw
-        if coupled_rows(lp):
-            centre = centre + jnp.einsum("rld,d->rl", lp["coup"], g[0] - gfam.mean(jax.lax.stop_gradient(params["g"])))
-        mirrored = 2 * centre - z[0]
+        mirrored = 2 * conditional_mean(lp, g[:1])[0] - z[0]   # the antithetic draw given g
         grad = 0.5 * (-gz[0] * num_particles + f_z(g[0], mirrored))
         h_zz, h_zg = _row_curvature(f_z, g[0], z[0], coupled_rows(lp))
         return loss, {"g": gg, "rows": row_targets(lp, grad, h_zz, h_zg, scale), ROWS: rows}

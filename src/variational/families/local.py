@@ -4,11 +4,13 @@ The flat unconstrained vector of such a model holds global coordinates ``g`` (``
 any family: mean-field, full-rank, low-rank) and, for each of the N rows, ``dl`` local
 coordinates ``z_i`` (the values of the local sites at that row). The approximation is
 
-    q(g, z) = q_global(g) * prod_i N(z_i; loc_i + C_i (g - E[g]), diag(s_i^2))
+    q(g, z) = q_global(g) * prod_i N(z_i; loc_i + C_i (g - a), diag(s_i^2))
 
 with per-row parameters ``loc`` (N, dl), ``log_s`` (N, dl) and, when ``coupled``, ``C``
 (N, dl, dg): each row's values given the globals, as in the exact posterior of a hierarchical
-Gaussian model (``z_i | mu`` is linear in ``mu``). Without ``C`` it is mean-field across rows
+Gaussian model (``z_i | mu`` is linear in ``mu``). The anchor ``a`` is a fixed point (the
+globals' initial mean): a row fitted once stays right while the globals move on, as far as
+its mean is linear in them. Without ``C`` it is mean-field across rows
 and globals. The log-determinant of the map from noise to ``z`` is ``sum log s`` whatever ``C``,
 so ``log q`` stays a sum over rows: a step reads and writes only its batch's rows.
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from .base import LOG_2PI, Family
 
-__all__ = ["RowLayout", "local_family", "local_draws", "reported_globals"]
+__all__ = ["RowLayout", "local_family", "local_draws", "conditional_mean", "reported_globals"]
 
 Params = Any
 
@@ -87,20 +89,21 @@ def reported_globals(p: Params) -> Params:
     return p.get("g_avg", p["g"])
 
 
-def _centre(gfam: Family, gp: Params) -> jax.Array:
-    return gfam.mean(gp) if gfam.mean is not None else jnp.zeros(())
-
-
-def local_draws(gfam: Family, gp: Params, lp: Params, g: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def local_draws(lp: Params, g: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Local values ``z`` (n, R, dl) of the rows whose parameters are ``lp`` given global draws ``g``
     (n, dg), and their log density under q, (n,)."""
     loc, log_s = lp["loc"], lp["log_s"]
     eps = jax.random.normal(key, (g.shape[0],) + loc.shape, loc.dtype)
-    z = loc + jnp.exp(log_s) * eps
-    if "coup" in lp:
-        z = z + jnp.einsum("rld,nd->nrl", lp["coup"], g - _centre(gfam, gp))
+    z = conditional_mean(lp, g) + jnp.exp(log_s) * eps
     lq = -0.5 * jnp.sum(eps * eps, (1, 2)) - jnp.sum(log_s) - 0.5 * loc.size * LOG_2PI
     return z, lq
+
+
+def conditional_mean(lp: Params, g: jax.Array) -> jax.Array:
+    """``E[z_i | g] = loc_i + C_i (g - anchor)`` of the rows of ``lp`` at globals ``g`` (n, dg)."""
+    if "coup" not in lp:
+        return jnp.broadcast_to(lp["loc"], (g.shape[0],) + lp["loc"].shape)
+    return lp["loc"] + jnp.einsum("rld,nd->nrl", lp["coup"], g - lp["anchor"])
 
 
 def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: float = 0.1) -> Family:
@@ -127,28 +130,28 @@ def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: flo
         g0, l0 = layout.split(jnp.asarray(z0)[None])
         gp = gfam.init(key, g0[0])
         p = {"g": gp, "g_avg": gp, "loc": l0[0], "log_s": jnp.full_like(l0[0], log_s0)}
-        if coupled:
+        if coupled:   # (anchor: a fixed point of the globals' space, the initial mean)
             p["coup"] = jnp.zeros(l0[0].shape + (layout.dg,), l0.dtype)
+            p["anchor"] = gfam.mean(gp)
         return p
 
     def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         kg, kl = jax.random.split(key)
         g, lqg = gfam.sample_and_log_q(reported_globals(p), kg, n)
-        z, lql = local_draws(gfam, reported_globals(p), p, g, kl)
+        z, lql = local_draws(p, g, kl)
         return layout.join(g, z), lqg + lql
 
     def log_q(p: Params, flat: jax.Array) -> jax.Array:
         flat = jnp.atleast_2d(flat)
         g, z = layout.split(flat)
-        m = p["loc"]
-        if "coup" in p:
-            m = m + jnp.einsum("rld,nd->nrl", p["coup"], g - _centre(gfam, reported_globals(p)))
+        m = conditional_mean(p, g)
         u = (z - m) * jnp.exp(-p["log_s"])
         return (gfam.log_q(reported_globals(p), g) - 0.5 * jnp.sum(u * u, (1, 2)) - jnp.sum(p["log_s"])
                 - 0.5 * m.shape[-1] * m.shape[-2] * LOG_2PI)
 
     def mean(p: Params) -> jax.Array:
-        return layout.join(gfam.mean(reported_globals(p))[None], p["loc"][None])[0]
+        gm = gfam.mean(reported_globals(p))[None]
+        return layout.join(gm, conditional_mean(p, gm))[0]
 
     def std(p: Params) -> jax.Array:
         var = jnp.exp(2 * p["log_s"])
