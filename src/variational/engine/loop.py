@@ -128,9 +128,12 @@ class Engine:
         else:
             loss, grads = self.loss_and_grad(state.params, k_obj, batch)
         ok = jnp.isfinite(loss) & _all_finite(grads)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ok = ok & _all_finite(params)
+        if hasattr(self.optimizer, "apply"):   # updates only some rows (variational.engine.local)
+            params, opt_state, moved = self.optimizer.apply(grads, state.opt_state, state.params)
+        else:
+            updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+            params = moved = optax.apply_updates(state.params, updates)
+        ok = ok & _all_finite(moved)
         # The common step (finite, nothing for the guard to do) takes the new state as it is;
         # the rest goes through one branch that keeps the old parameters when the step was not
         # finite and then runs the guard. One branch per step, taken rarely, is much cheaper on

@@ -1,0 +1,155 @@
+"""Local latent variables at scale: accuracy against the conjugate posterior, against NumPyro
+SVI + AutoNormal at the same number of steps, and steps/s and peak memory as N grows.
+
+Model: ``mu ~ N(0, 10); z_i ~ N(mu, 1); y_i ~ N(z_i, 0.5)`` (closed-form posterior, see
+``tests/test_local.py``), batch 256.
+
+    python benchmarks/local_latents.py --rows 10000 --steps 6000        # accuracy, both libraries
+    python benchmarks/local_latents.py --scaling 10000,100000,1000000   # steps/s, peak memory
+    python benchmarks/local_latents.py --hier                           # 1e5 groups, 1e6 rows
+
+Each measurement runs in its own process (``--one``) so that peak memory (``ru_maxrss``) is
+its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def data(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(rng.normal(1.0, 1.0, n), 0.5).astype(np.float32)
+
+
+def exact(y: np.ndarray) -> dict:
+    prec = 1 / 100 + len(y) / 1.25
+    m, v = (y.sum() / 1.25) / prec, 1 / prec
+    return {"mu": (m, np.sqrt(v)), "z": ((m + 4 * y) / 5, np.sqrt(0.2 + v / 25))}
+
+
+def model_of(n: int, b: int | None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        with numpyro.plate("rows", n, subsample_size=b) as idx:
+            z = numpyro.sample("z", dist.Normal(mu, 1.0))
+            numpyro.sample("y", dist.Normal(z, 0.5), obs=y if b is None else y[idx])
+    return model
+
+
+def errors(y: np.ndarray, mean: dict, sd: dict) -> dict:
+    ex = exact(y)
+    out = {}
+    for k in ("mu", "z"):
+        out[f"{k}_max_mean_err_sd"] = float(np.max(np.abs(np.asarray(mean[k]) - ex[k][0]) / ex[k][1]))
+        out[f"{k}_max_sd_err"] = float(np.max(np.abs(np.asarray(sd[k]) / ex[k][1] - 1)))
+    return out
+
+
+def run_variational(n: int, steps: int, b: int = 256) -> dict:
+    import variational as vi
+    y = data(n)
+    t = time.perf_counter()
+    fit = vi.fit(model_of(n, None), {"y": y}, batch_size=b, steps=steps, progress=False)
+    wall = time.perf_counter() - t
+    res = errors(y, fit.unconstrained_mean, fit.unconstrained_std)
+    return {"lib": "variational", "rows": n, "steps": steps, "wall_s": wall,
+            "steps_per_s": steps / max(fit.timings["run_s"], 1e-9), **res}
+
+
+def run_numpyro(n: int, steps: int, b: int = 256) -> dict:
+    import jax
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    y = data(n)
+    model = model_of(n, b)
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, optax.adam(0.01), Trace_ELBO())
+    t = time.perf_counter()
+    res = svi.run(jax.random.PRNGKey(0), steps, jax.numpy.asarray(y), progress_bar=False)
+    wall = time.perf_counter() - t
+    p = res.params
+    mean = {"mu": p["mu_auto_loc"], "z": p["z_auto_loc"]}
+    sd = {"mu": p["mu_auto_scale"], "z": p["z_auto_scale"]}
+    return {"lib": "numpyro AutoNormal", "rows": n, "steps": steps, "wall_s": wall,
+            "steps_per_s": steps / wall, **errors(y, mean, sd)}
+
+
+def run_hier(groups: int = 100_000, rows: int = 1_000_000, steps: int = 2000) -> dict:
+    """Hierarchical logistic regression: a global intercept/slope, one effect per group (global,
+    10^5 of them), one latent per row (local noise), Bernoulli rows, batch 256."""
+    import numpyro
+    import numpyro.distributions as dist
+    import variational as vi
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, groups, rows).astype(np.int32)
+    x = rng.normal(size=rows).astype(np.float32)
+    eff = rng.normal(0, 0.5, groups)
+    yb = (rng.random(rows) < 1 / (1 + np.exp(-(0.3 + 0.8 * x + eff[g])))).astype(np.float32)
+
+    def model(g, x, y):
+        a = numpyro.sample("a", dist.Normal(0, 2))
+        b = numpyro.sample("b", dist.Normal(0, 2))
+        tau = numpyro.sample("tau", dist.HalfNormal(1))
+        with numpyro.plate("groups", groups):
+            u = numpyro.sample("u", dist.Normal(0, 1))
+        with numpyro.plate("rows", rows):
+            e = numpyro.sample("e", dist.Normal(0, 0.3))
+            numpyro.sample("y", dist.Bernoulli(logits=a + b * x + tau * u[g] + e), obs=y)
+
+    t = time.perf_counter()
+    fit = vi.fit(model, {"g": g, "x": x, "y": yb}, batch_size=256, steps=steps, method="advi",
+                 progress=False)
+    return {"lib": "variational", "model": "hier logistic", "groups": groups, "rows": rows,
+            "steps": steps, "wall_s": time.perf_counter() - t,
+            "steps_per_s": steps / max(fit.timings["run_s"], 1e-9),
+            "a": float(fit.unconstrained_mean["a"]), "b": float(fit.unconstrained_mean["b"])}
+
+
+def one(kind: str, n: int, steps: int) -> None:
+    res = {"variational": run_variational, "numpyro": run_numpyro}[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(res))
+
+
+def spawn(kind: str, n: int, steps: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", kind, str(n), str(steps)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one", nargs=3)
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--scaling", default="")
+    ap.add_argument("--hier", action="store_true")
+    a = ap.parse_args()
+    if a.one:
+        one(a.one[0], int(a.one[1]), int(a.one[2]))
+        return
+    if a.hier:
+        print(json.dumps(spawn("hier", 0, a.steps)))
+        return
+    if a.scaling:
+        for n in [int(v) for v in a.scaling.split(",")]:
+            print(json.dumps(spawn("variational", n, a.steps)))
+        return
+    for kind in ("variational", "numpyro"):
+        print(json.dumps(spawn(kind, a.rows, a.steps)))
+
+
+if __name__ == "__main__":
+    main()

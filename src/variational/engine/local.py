@@ -1,0 +1,174 @@
+"""Stochastic VI with local latent variables (Hoffman et al. 2013): the step and its optimiser.
+
+Each step draws the globals from their family and the batch's local values from the batch's
+rows of the per-row parameters (:mod:`variational.families.local`), evaluates the model on the
+batch's rows only (:class:`~variational.model.local.RowPlate`: likelihood and local priors
+scaled by N/B) and subtracts ``log q`` with the local part scaled by N/B too: an unbiased
+estimate of the ELBO of all N rows. The gradient of the local parameters is taken with respect
+to the batch's rows (B of them), and :class:`RowAdam` updates only those rows: Adam with a
+count per row, so a row's step does not depend on how long ago it was last visited, and no
+step touches the other N - B rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..families.base import Family
+from ..families.local import RowLayout, conditional_mean, local_draws
+from ..model.local import ROWS
+
+__all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState"]
+
+#: entries of the parameter pytree that hold one row per data row
+LOCAL_KEYS = ("loc", "log_s", "coup")
+#: the reported globals average the iterates with weights growing as t**AVERAGE_POWER
+AVERAGE_POWER = 3.0
+
+
+def _row_curvature(f_z: Callable, g: jax.Array, z: jax.Array, coupled: bool) -> tuple[jax.Array, jax.Array]:
+    """Per-row Hessian blocks of the batch's log joint: ``H_zz`` (B, dl, dl) and ``H_zg``
+    (B, dl, dg), from ``dl`` (+ ``dg``) forward derivatives of its gradient ``f_z(g, z)``.
+
+    Rows share no factor of the model except through the globals, so the derivative of every
+    row's gradient along the direction "coordinate j of every row" is column j of its block.
+    """
+    dl, dg = z.shape[1], g.shape[0]
+    dz = jnp.broadcast_to(jnp.eye(dl, dtype=z.dtype)[:, None, :], (dl,) + z.shape)
+    col = lambda vg, vz: jax.jvp(f_z, (g, z), (vg, vz))[1]  # noqa: E731
+    h_zz = jnp.moveaxis(jax.vmap(col)(jnp.zeros((dl, dg), g.dtype), dz), 0, -1)
+    if not coupled:
+        return h_zz, jnp.zeros(z.shape + (0,), z.dtype)
+    h_zg = jax.vmap(col)(jnp.eye(dg, dtype=g.dtype), jnp.zeros((dg,) + z.shape, z.dtype))
+    return h_zz, jnp.moveaxis(h_zg, 0, -1)
+
+
+def row_targets(lp: Any, grad: jax.Array, h_zz: jax.Array, h_zg: jax.Array, scale: float) -> dict:
+    """Where each row's parameters should go: the fixed point of Gaussian VI for that row.
+
+    With the precision ``P = -H_zz`` of the row (``grad`` and the Hessians are expectations under
+    q, of the log joint with its N/B scale ``scale``): the mean takes a Newton step
+    ``loc + P^-1 grad``, each local sd is ``1 / sqrt(P_jj / scale)`` (mean-field within the row),
+    and the map from the globals is ``C = P^-1 H_zg`` (the exact ``E[z_i | g]`` of a Gaussian
+    row). A row whose precision is not positive keeps its parameters.
+    """
+    prec = -h_zz
+    diag = jnp.diagonal(prec, axis1=-2, axis2=-1)
+    ok = jnp.all(diag > 0, -1) & jnp.all(jnp.isfinite(prec), (-2, -1))
+    safe = jnp.where(ok[:, None, None], prec, jnp.eye(prec.shape[-1], dtype=prec.dtype))
+    chol = jnp.linalg.cholesky(safe)
+    ok = ok & jnp.all(jnp.isfinite(chol), (-2, -1))
+    chol = jnp.where(ok[:, None, None], chol, jnp.eye(prec.shape[-1], dtype=prec.dtype))
+    solve = jax.vmap(lambda c, b: jax.scipy.linalg.cho_solve((c, True), b))
+    out = {"loc": lp["loc"] + solve(chol, grad[..., None])[..., 0],
+           "log_s": 0.5 * (jnp.log(scale) - jnp.log(jnp.where(diag > 0, diag, 1.0)))}
+    if "coup" in lp:
+        out["coup"] = solve(chol, h_zg)
+    return {k: jnp.where(ok.reshape((-1,) + (1,) * (v.ndim - 1)), v, lp[k]) for k, v in out.items()}
+
+
+def make_local_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: int,
+                    num_particles: int = 1) -> Callable:
+    """``f(params, key, batch) -> (loss, grads)``: the negative ELBO of all rows, estimated on
+    the batch's rows ``batch[ROWS]``, the gradient of the global parameters, and for the batch's
+    rows their targets (:func:`row_targets`, under ``grads["rows"]``) and numbers (``grads[ROWS]``).
+
+    The row targets average the gradient over an antithetic pair of local draws (``z = m +- s
+    eps``: exact for a Gaussian row whatever the draw) and take the Hessian blocks at the first.
+    """
+    scale = float(num_rows) / layout.rows
+    coupled_rows = lambda lp: "coup" in lp  # noqa: E731
+
+    def draw(gp: Any, lp: Any, key: jax.Array) -> tuple:
+        kg, kl = jax.random.split(key)
+        g, lqg = gfam.sample_and_log_q(gp, kg, num_particles)
+        z, lql = local_draws(lp, g, kl)
+        return g, z, lqg, lql
+
+    def negative_elbo(gp: Any, dz: jax.Array, lp: Any, key: jax.Array, batch: Any) -> jax.Array:
+        g, z, lqg, lql = draw(gp, lp, key)
+        lp_ = jax.vmap(logp, in_axes=(0, None))(layout.join(g, z + dz), batch)
+        return -jnp.mean(lp_ - lqg - scale * lql)
+
+    def loss_and_grad(params: Any, key: jax.Array, batch: Any) -> tuple[jax.Array, Any]:
+        rows = batch[ROWS]
+        lp = jax.lax.stop_gradient({k: params[k][rows] for k in LOCAL_KEYS if k in params})
+        if "anchor" in params:
+            lp["anchor"] = jax.lax.stop_gradient(params["anchor"])
+        dz = jnp.zeros((num_particles,) + lp["loc"].shape, lp["loc"].dtype)
+        loss, (gg, gz) = jax.value_and_grad(negative_elbo, argnums=(0, 1))(params["g"], dz, lp, key, batch)
+        g, z, _, _ = draw(jax.lax.stop_gradient(params["g"]), lp, key)
+        f_z = lambda g1, z1: jax.grad(lambda z2: logp(layout.join(g1[None], z2[None])[0], batch))(z1)  # noqa: E731
+        mirrored = 2 * conditional_mean(lp, g[:1])[0] - z[0]   # the antithetic draw given g
+        grad = 0.5 * (-gz[0] * num_particles + f_z(g[0], mirrored))
+        h_zz, h_zg = _row_curvature(f_z, g[0], z[0], coupled_rows(lp))
+        return loss, {"g": gg, "rows": row_targets(lp, grad, h_zz, h_zg, scale), ROWS: rows}
+
+    return loss_and_grad
+
+
+class RowState(NamedTuple):
+    """Adam's state of the globals, the number of times each row was updated, the steps done."""
+
+    g: Any
+    count: jax.Array
+    step: jax.Array
+
+
+class RowSteps:
+    """Adam on the globals; each batch row moves towards its target (:func:`row_targets`).
+
+    The global step is ``lr / sqrt(1 + t / decay)`` at step ``t``, and the parameters keep
+    under ``g_avg`` an average of the global iterates with weights growing as ``t**AVERAGE_POWER``
+    (the later iterates count most; the minibatch noise of the globals averages out) (``frozen``: entries of the
+    global family's parameters left alone). A row updated for the ``k``-th time moves the
+    fraction ``max(1 / sqrt(k), min_rate)`` of the way to its target: all of it on its first
+    visit (a Gaussian row is then exact given the globals), less later, so that noisy targets
+    average out while the globals move.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> opt = RowSteps(0.1)
+    >>> p = {"g": {"loc": jnp.zeros(1)}, "g_avg": {"loc": jnp.zeros(1)}, "loc": jnp.zeros((4, 1)), "log_s": jnp.zeros((4, 1))}
+    >>> s = opt.init(p)
+    >>> grads = {"g": {"loc": jnp.ones(1)}, ROWS: jnp.array([1, 3]),
+    ...          "rows": {"loc": jnp.ones((2, 1)), "log_s": jnp.zeros((2, 1))}}
+    >>> p2, s2, _ = opt.apply(grads, s, p)
+    >>> p2["loc"][:, 0].tolist(), s2.count.tolist(), round(float(p2["g"]["loc"][0]), 3)
+    ([0.0, 1.0, 0.0, 1.0], [0, 1, 0, 1], -0.1)
+    """
+
+    def __init__(self, lr: float, decay: float = 1000.0, frozen: Callable | None = None,
+                 min_rate: float = 0.05) -> None:
+        self.lr, self.decay, self.min_rate = float(lr), float(decay), float(min_rate)
+        inner = optax.adam(lambda t: self.lr / jnp.sqrt(1.0 + t / self.decay))
+        self.glob = inner if frozen is None else optax.masked(inner, frozen)
+
+    def init(self, params: Any) -> RowState:
+        return RowState(self.glob.init(params["g"]), jnp.zeros((params["loc"].shape[0],), jnp.int32),
+                        jnp.zeros((), jnp.int32))
+
+    def update(self, grads: Any, state: Any, params: Any = None) -> Any:  # pragma: no cover
+        raise TypeError("RowSteps updates only the rows of a batch: the engine calls apply()")
+
+    def apply(self, grads: Any, state: RowState, params: Any) -> tuple[Any, RowState, Any]:
+        """New parameters and state after one step, and what moved (only the batch's rows)."""
+        upd, gstate = self.glob.update(grads["g"], state.g, params["g"])
+        g = optax.apply_updates(params["g"], upd)
+        step = state.step + 1
+        w = (AVERAGE_POWER + 1.0) / (step.astype(jnp.float32) + AVERAGE_POWER)
+        avg = jax.tree_util.tree_map(lambda a, b: a + (b - a) * w.astype(a.dtype), params["g_avg"], g)
+        new = dict(params, g=g, g_avg=avg)
+        rows = grads[ROWS]
+        t = state.count[rows] + 1
+        rate = jnp.maximum(jax.lax.rsqrt(t.astype(params["loc"].dtype)), self.min_rate)
+        for k, target in grads["rows"].items():
+            old = params[k][rows]
+            new[k] = params[k].at[rows].set(old + rate.reshape((-1,) + (1,) * (old.ndim - 1)) * (target - old))
+        moved = {"g": g, "g_avg": avg, **{k: new[k][rows] for k in grads["rows"]}}
+        return new, RowState(gstate, state.count.at[rows].set(t), step), moved
