@@ -13,13 +13,13 @@ May import: numpy, :mod:`variational.data`, :mod:`variational.families`, :mod:`.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
 from ..data import plan as _plan
 from ..errors import VariationalError
+from ..model.checks import closest
 from ..families import default_method, guide_family, make_family
 from ..families.base import Family, method_options
 from . import devices as _devices
@@ -88,8 +88,8 @@ def check_method_options(method: Any, guide: Any, options: Mapping[str, Any], ar
         return  # an unknown method: make_family lists the known ones
     unknown = [k for k in options if k not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(set(arguments) | known), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = closest(unknown[0], sorted(set(arguments) | known), cutoff=0.6)
+        hint = f" (did you mean {close!r}?)" if close else ""
         name = method.name if isinstance(method, Family) else method
         raise TypeError(f"vi.fit() got an unexpected keyword argument {unknown[0]!r}{hint}; method "
                         f"{name!r} takes the options {sorted(known) if known else 'none'}")

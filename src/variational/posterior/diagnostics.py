@@ -26,6 +26,7 @@ import numpy as np
 from numpyro.infer.util import potential_energy
 
 from ..engine.schedule import describe, status
+from ..errors import user_stacklevel
 from ..families._psis import psis_log_weights
 from ..model.handlers import declared_only
 from .programs import importance_weights
@@ -36,6 +37,7 @@ __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "re
            "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "diagnose_fit",
            "KHAT_GOOD", "KHAT_BAD", "POINT", "MIN_PSIS_DRAWS"]
 
+CENTRED_MAX_DIM = 20_000   # the search for centred hierarchies differentiates each scale
 MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
 
 
@@ -129,9 +131,11 @@ def log_joint_hessian(ld: Any) -> Any:
 
 
 def verdict_checks(fit: Any, z: jax.Array, lw: np.ndarray, khat: float, data: Any) -> dict:
-    """The verdict's moment check of ``fit``, and for a mean-field fit with a high k-hat its
-    curvature check (see :mod:`variational.posterior.verdict`), from :func:`psis`'s output."""
+    """The verdict's checks of ``fit`` (see :mod:`variational.posterior.verdict`) from
+    :func:`psis`'s output: the moment check; for a Gaussian fit with a high k-hat the curvature
+    check; the model's centred hierarchies; for a direct method what it reports of itself."""
     from ..data import as_columns
+    from .hierarchy import centred_sites
     from .predictive import training_data
     from .verdict import CURVATURE_DRAWS, coordinate_names, curvature_check, moment_check
 
@@ -139,12 +143,20 @@ def verdict_checks(fit: Any, z: jax.Array, lw: np.ndarray, khat: float, data: An
         return {}
     names = coordinate_names(fit.logdensity.layout)
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
-    if khat >= KHAT_GOOD and fit.family.name == "advi":
-        batch = training_data(fit) if data is None else as_columns(data)
-        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    batch = training_data(fit) if data is None else as_columns(data)
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    mean, sd = (np.asarray(a) for a in fit._flat_moments())
+    if khat >= KHAT_GOOD and fit.family.name in ("advi", "fullrank_advi"):
         hess = log_joint_hessian(fit.logdensity)
-        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
-                                           np.asarray(fit._flat_moments()[1]), names)
+        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], sd, names)
+    if fit.logdensity.dim <= CENTRED_MAX_DIM:
+        out["centred"] = centred_sites(fit.logdensity, mean, sd, batch)
+    info = {} if fit.solution is None else fit.solution.info
+    if fit.method in ("laplace", "pathfinder"):
+        out["direct"] = {"weighted": fit.family.options.get("importance_sampling") is not None
+                         and info.get("khat", np.inf) <= KHAT_BAD}
+    elif fit.method == "dadvi" and "mcse" in info:
+        out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(fit)) / sd))}
     return out
 
 
@@ -198,7 +210,7 @@ def resample(z: jax.Array, lw: np.ndarray, khat: float, key: jax.Array, n: int) 
     if khat > KHAT_BAD:
         warnings.warn(f"Pareto k-hat is {khat:.2f} > {KHAT_BAD}: the importance weights have a "
                       f"heavy tail and the resampled draws cannot correct this approximation; "
-                      f"use a richer family or vi.nuts", stacklevel=4)
+                      f"use a richer family or vi.nuts", stacklevel=user_stacklevel())
     p = np.exp(lw - lw.max())
     p /= p.sum()
     idx = np.asarray(jax.random.choice(key, z.shape[0], (int(n),), replace=True, p=jnp.asarray(p)))
@@ -261,7 +273,8 @@ class Diagnosis:
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
              method: str, window: int | None = None, tol: float = 1e-3, *,
              moments: MomentCheck | None = None, curvature: CurvatureCheck | None = None,
-             answer: dict | None = None, solver_converged: bool | None = None) -> Diagnosis:
+             answer: dict | None = None, solver_converged: bool | None = None, centred: Sequence[Any] = (),
+             direct: dict | None = None) -> Diagnosis:
     """The diagnosis of a fit; see :meth:`Fit.diagnose` and :mod:`variational.posterior.verdict`.
 
     ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density),
@@ -281,7 +294,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
         is_conv = bool(solver_converged)
         text = "the solver did not converge: see fit.solution"
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
-    status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature)
+    status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature,
+                                   centred, direct)
     return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=verdict_text,
                      status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel,
                      shift=float("nan") if moments is None else moments.shift,
@@ -346,13 +360,8 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     return arviz_compat.summary(idata, var_names, kind, hdi_prob)
 
 
-def mcse(fit: Any) -> dict[str, np.ndarray]:
-    """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
-
-    DADVI's answer depends on its fixed base draws; this is the standard deviation of its means
-    over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the unconstrained space
-    (the model's own space for real-valued sites). Computed when first asked for.
-    """
+def mcse_flat(fit: Any) -> np.ndarray:
+    """DADVI's Monte Carlo standard errors of the flat unconstrained means (computed once)."""
     info = {} if fit.solution is None else fit.solution.info
     if callable(info.get("mcse")):
         info["mcse"] = np.asarray(info["mcse"]())
@@ -361,7 +370,17 @@ def mcse(fit: Any) -> dict[str, np.ndarray]:
 
         raise VariationalError(f"method {fit.method!r} reports no Monte Carlo standard error of its "
                                f"means (method='dadvi' with lr=True does)")
-    return fit._named(jnp.asarray(info["mcse"]))
+    return info["mcse"]
+
+
+def mcse(fit: Any) -> dict[str, np.ndarray]:
+    """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
+
+    DADVI's answer depends on its fixed base draws; this is the standard deviation of its means
+    over a fresh choice of them (Giordano, Ingram and Broderick 2024), in the unconstrained space
+    (the model's own space for real-valued sites). Computed when first asked for.
+    """
+    return fit._named(jnp.asarray(mcse_flat(fit)))
 
 
 def diagnose_fit(fit: Any, n: Any, seed: int | None, data: Any) -> Diagnosis:
