@@ -206,3 +206,52 @@ def test_a_runs_warning_points_at_the_users_line(logistic_data):
     with pytest.warns(RuntimeWarning, match="did not converge") as record:
         vi.fit(_logistic, logistic_data, method="laplace", maxiter=1, progress=False)
     assert [w.filename for w in record if "did not converge" in str(w.message)] == [__file__]
+
+
+def test_a_hard_boundary_fits_with_the_default_step_size():
+    """Draws beyond a boundary (a Potential of -inf) skip a step: that is not divergence."""
+    def bounded(y):
+        mu = vi.Normal("mu", 0.0, 1.0)
+        vi.Potential("w", jnp.where(mu > 0.5, -jnp.inf, 0.0))
+        vi.Normal("y", mu, 1.0, observed=y)
+
+    y = np.full(10, 0.3, np.float32)
+    fit = vi.fit(bounded, {"y": y}, progress=False)
+    # the posterior is N(3/11, 1/11) truncated above at 0.5: its mean, in closed form
+    from scipy.stats import truncnorm
+
+    m, s = 3.0 / 11.0, (1.0 / 11.0) ** 0.5
+    exact = truncnorm(-np.inf, (0.5 - m) / s, loc=m, scale=s)
+    # a Gaussian q cannot reach the boundary (every draw beyond it is skipped), so it sits
+    # inside it: within an sd of the truth, not closer
+    assert float(fit.mean["mu"]) < 0.5
+    assert abs(float(fit.mean["mu"]) - exact.mean()) < exact.std()
+    assert fit.skipped_steps > 0 and "skipped" in fit.diagnose().verdict
+
+
+def test_convergence_message_names_both_thresholds_and_the_failing_test():
+    from variational.engine.schedule import describe
+
+    text = describe({"stage": 5, "change": 0.382, "allowed": 0.4, "mcse": 0.111, "done": False})
+    assert "(allowed 0.4: passed)" in text and "(allowed 0.05: failed)" in text
+    assert text.endswith("the Monte Carlo error test failed")
+    both = describe({"stage": 3, "change": 0.5, "allowed": 0.1, "mcse": 0.2, "done": False})
+    assert both.endswith("the change and the Monte Carlo error tests failed")
+
+
+def test_refine_says_why_it_clears_converged():
+    data = {"X": np.ones((20, 2), np.float32), "y": np.ones(20, np.float32)}
+    fit = vi.fit(_linreg, data, steps=400, learning_rate=0.01, schedule="adaptive", progress=False)
+    fit.converged = True            # as after a run that converged; the next stages have not
+    with pytest.warns(RuntimeWarning, match=r"fit.refine\(100\) cleared converged") as record:
+        fit.refine(100)
+    assert not fit.converged
+    assert [w.filename for w in record if "cleared" in str(w.message)] == [__file__]
+
+
+def test_progress_bar_ends_at_100_percent_when_the_fit_converges_early(capsys):
+    fit = vi.fit(_linreg, {"X": np.ones((20, 2), np.float32), "y": np.ones(20, np.float32)},
+                 learning_rate=0.05, progress=True)
+    assert fit.converged and fit.steps < fit.settings.get("max_steps", 10**9)
+    err = capsys.readouterr().err
+    assert "100%" in err.split("\r")[-1] or "100%" in err.splitlines()[-1]
