@@ -104,3 +104,154 @@ def test_pathfinder_reports_its_budgets(logistic_data):
     assert "2 path(s) not started" in timed.message
     done = vi.fit(_logistic, logistic_data, method="pathfinder", num_paths=2, progress=False)
     assert done.converged and "budget" not in done.message
+
+
+# -- 3. verdicts -----------------------------------------------------------------------------------
+
+_J, _N = 50, 5
+
+
+def _varying_intercepts(y, g):
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    with numpyro.plate("groups", _J):
+        a = numpyro.sample("a", dist.Normal(mu, tau))
+    numpyro.sample("y", dist.Normal(a[g], 1.0), obs=y)
+
+
+@pytest.fixture(scope="module")
+def intercepts():
+    """50 groups of 5 rows, true group sd 0.1 (weak data per group), and NUTS's posterior."""
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(_J), _N)
+    y = (1.0 + 0.1 * rng.normal(size=_J)[g] + rng.normal(size=_J * _N)).astype(np.float32)
+    data = {"y": y, "g": g}
+    mcmc = MCMC(NUTS(_varying_intercepts, target_accept_prob=0.95), num_warmup=1000, num_samples=4000,
+                progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), **data)
+    draws = mcmc.get_samples()
+    return data, {k: (float(np.mean(draws[k])), float(np.std(draws[k]))) for k in ("mu", "tau")}
+
+
+@pytest.mark.slow
+def test_centred_hierarchy_is_named_and_non_centring_fixes_it(intercepts):
+    import numpyro
+    from numpyro.infer.reparam import LocScaleReparam
+
+    data, nuts = intercepts
+    fit = vi.fit(_varying_intercepts, data, progress=False)
+    d = fit.diagnose()
+    assert d.status == "bad"
+    assert "tau" in d.verdict and "LocScaleReparam" in d.verdict and '"a"' in d.verdict
+    assert float(fit.std["tau"]) < 0.5 * nuts["tau"][1]    # what the verdict warns of
+    non_centred = numpyro.handlers.reparam(_varying_intercepts, config={"a": LocScaleReparam(0)})
+    refit = vi.fit(non_centred, data, progress=False)
+    assert "LocScaleReparam" not in refit.diagnose().verdict
+    draws = refit.sample(2000, importance=True)             # the summary the verdict recommends
+    for name, (m, s) in nuts.items():
+        assert abs(float(np.mean(draws[name])) - m) < 0.3 * s, name
+
+
+# -- 4. messages and mistakes ----------------------------------------------------------------------
+
+def _linreg(X, y=None):
+    b = vi.Normal("b", 0.0, 1.0, shape=(2,))
+    vi.Normal("y", X @ b, 1.0, observed=y)
+
+
+def test_a_missing_observed_argument_is_named_at_the_users_line():
+    X = np.ones((20, 2), np.float32)
+    with pytest.warns(UserWarning, match="argument 'y' was not given, so site 'y' is latent") as record:
+        vi.fit(_linreg, {"X": X}, steps=20, learning_rate=0.01, progress=False)
+    hit = [w for w in record if "argument 'y'" in str(w.message)]
+    assert hit[0].filename == __file__
+
+
+def test_did_you_mean_ignores_case():
+    X, y = np.ones((20, 2), np.float32), np.ones(20, np.float32)
+    with pytest.raises(vi.ModelError, match=r"'x' is not an argument of the model \(did you mean 'X'\?\)"):
+        vi.fit(_linreg, {"x": X, "y": y}, steps=20, progress=False)
+    with pytest.raises(vi.ModelError, match=r"'Y' is not an argument of the model \(did you mean 'y'\?\)"):
+        vi.fit(_linreg, {"X": X, "Y": y}, steps=20, progress=False)
+
+
+def test_numpyro_spellings_logits_and_probs(logistic_data):
+    def with_logits(x, y):
+        b = vi.Normal("b", 0.0, 5.0, shape=(3,))
+        vi.Bernoulli("y", logits=x @ b, observed=y)
+
+    a = vi.fit(_logistic, logistic_data, method="laplace", progress=False)
+    b = vi.fit(with_logits, logistic_data, method="laplace", progress=False)
+    np.testing.assert_allclose(np.asarray(b.mean["b"]), np.asarray(a.mean["b"]), rtol=1e-5)
+
+    def both(y):
+        vi.Bernoulli("y", probs=0.5, logits=0.0, observed=y)
+
+    with pytest.raises(vi.ModelError, match=r"site 'y': give exactly one of .*got probs=, logits="):
+        vi.fit(both, {"y": np.ones(3)}, progress=False)
+
+
+def test_a_ragged_column_is_named():
+    with pytest.raises(vi.DataError, match=r"column 'y' is ragged: its rows have different lengths \(1, 2\)"):
+        vi.as_columns({"y": [[1.0, 2.0], [3.0]]})
+
+
+def test_a_runs_warning_points_at_the_users_line(logistic_data):
+    with pytest.warns(RuntimeWarning, match="did not converge") as record:
+        vi.fit(_logistic, logistic_data, method="laplace", maxiter=1, progress=False)
+    assert [w.filename for w in record if "did not converge" in str(w.message)] == [__file__]
+
+
+def test_a_hard_boundary_fits_with_the_default_step_size():
+    """Draws beyond a boundary (a Potential of -inf) skip a step: that is not divergence."""
+    def bounded(y):
+        mu = vi.Normal("mu", 0.0, 1.0)
+        vi.Potential("w", jnp.where(mu > 0.5, -jnp.inf, 0.0))
+        vi.Normal("y", mu, 1.0, observed=y)
+
+    y = np.full(10, 0.3, np.float32)
+    fit = vi.fit(bounded, {"y": y}, progress=False)
+    # the posterior is N(3/11, 1/11) truncated above at 0.5: its mean, in closed form
+    from scipy.stats import truncnorm
+
+    m, s = 3.0 / 11.0, (1.0 / 11.0) ** 0.5
+    exact = truncnorm(-np.inf, (0.5 - m) / s, loc=m, scale=s)
+    # a Gaussian q cannot reach the boundary (every draw beyond it is skipped), so it sits
+    # inside it: within an sd of the truth, not closer
+    assert float(fit.mean["mu"]) < 0.5
+    assert abs(float(fit.mean["mu"]) - exact.mean()) < exact.std()
+    assert fit.skipped_steps > 0 and "skipped" in fit.diagnose().verdict
+
+
+def test_convergence_message_names_both_thresholds_and_the_failing_test():
+    from variational.engine.schedule import describe
+
+    text = describe({"stage": 5, "change": 0.382, "allowed": 0.4, "mcse": 0.111, "done": False})
+    assert "(allowed 0.4: passed)" in text and "(allowed 0.05: failed)" in text
+    assert text.endswith("the Monte Carlo error test failed")
+    both = describe({"stage": 3, "change": 0.5, "allowed": 0.1, "mcse": 0.2, "done": False})
+    assert both.endswith("the change and the Monte Carlo error tests failed")
+
+
+def test_refine_says_why_it_clears_converged():
+    data = {"X": np.ones((20, 2), np.float32), "y": np.ones(20, np.float32)}
+    fit = vi.fit(_linreg, data, steps=400, learning_rate=0.01, schedule="adaptive", progress=False)
+    fit.converged = True            # as after a run that converged; the next stages have not
+    with pytest.warns(RuntimeWarning, match=r"fit.refine\(100\) cleared converged") as record:
+        fit.refine(100)
+    assert not fit.converged
+    assert [w.filename for w in record if "cleared" in str(w.message)] == [__file__]
+
+
+def test_progress_bar_ends_at_100_percent_when_the_fit_converges_early(capsys):
+    fit = vi.fit(_linreg, {"X": np.ones((20, 2), np.float32), "y": np.ones(20, np.float32)},
+                 learning_rate=0.05, progress=True)
+    assert fit.converged and fit.steps < fit.settings.get("max_steps", 10**9)
+    err = capsys.readouterr().err
+    assert "100%" in err.split("\r")[-1] or "100%" in err.splitlines()[-1]

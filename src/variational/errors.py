@@ -7,6 +7,10 @@ They subclass :class:`ValueError` so that generic handlers keep working.
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 class VariationalError(ValueError):
@@ -49,3 +53,22 @@ def whole_number(name: str, value: object, minimum: int = 0) -> int:
         raise VariationalError(f"{name}={value!r} must be a whole number >= {minimum}"
                                + (", or None to run until convergence" if name == "steps" else ""))
     return int(value)  # type: ignore[call-overload]
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for ``warnings.warn`` in the calling function that points at the first
+    frame outside this package: the line of the user's code that led to the warning.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("here", stacklevel=user_stacklevel())
+    >>> w[0].filename.endswith("errors.py")
+    False
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

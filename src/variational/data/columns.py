@@ -69,6 +69,13 @@ def _refuse_pandas_na(name: str, col: Any) -> None:
                         f"impute those rows before fitting")
 
 
+def _ragged(name: str, col: Any) -> str:
+    lengths = sorted({len(v) if hasattr(v, "__len__") else 1 for v in col})
+    return (f"column '{name}' is ragged: its rows have different lengths ({', '.join(map(str, lengths[:5]))}); "
+            f"give one value per row (a long format with a group column), or pad the rows to one "
+            f"length and mask the padding")
+
+
 def as_columns(data: Any) -> dict[str, np.ndarray]:
     """Normalise ``data`` into a dict of NumPy arrays (see :func:`read_columns` for the inputs).
 
@@ -126,7 +133,12 @@ def read_columns(data: Any) -> tuple[dict[str, np.ndarray], dict[str, list]]:
         if _is_pandas_categorical(col):
             col = _pandas_codes(name, col, categories)
         _refuse_pandas_na(name, col)
-        a = np.asarray(col)
+        try:
+            a = np.asarray(col)
+        except ValueError as e:   # rows of different lengths
+            raise DataError(_ragged(name, col)) from e
+        if a.dtype == object and len(a) and all(np.ndim(v) for v in a.ravel()):
+            raise DataError(_ragged(name, col))
         if a.dtype.kind not in "biuf":
             dtype = getattr(col, "dtype", a.dtype)
             raise DataError(f"column '{name}' has dtype {dtype}, which is not numeric; encode it "

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from ..errors import user_stacklevel
 from .. import data as _data
 from ..data.sources import Source
 from ..errors import CheckpointError
@@ -222,7 +223,7 @@ class Checkpointer(Callback):
                 msg = (f"checkpoint at step {i} could not be written to '{self.path}' "
                        f"({type(e).__name__}: {e.strerror or e}); the fit continues")
                 getattr(fit, "notes", []).append(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                warnings.warn(msg, RuntimeWarning, stacklevel=user_stacklevel())
 
 
 # -- loading -----------------------------------------------------------------------------------

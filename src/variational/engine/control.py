@@ -227,6 +227,10 @@ def _evaluate(engine: Any, state: EngineState, start: EngineState, data: Any, ke
     return np.asarray(report.losses, dtype=np.float64)
 
 
+#: the fraction of a trial's steps (and of its evaluation draws) that may be non-finite
+NONFINITE_OK = 0.25
+
+
 def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID, steps: int = LR_TRIAL_STEPS,
                          eval_steps: int = LR_EVAL_STEPS) -> tuple[float, dict[float, float]]:
     """Step-size search: a trial per learning rate, scored by the ELBO where the trial ended.
@@ -276,11 +280,15 @@ def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID, steps: int =
         state, report = engine.run(with_learning_rate(start, lr), fit.data, key, int(steps))
         if report.stopped_by == "interrupt":
             raise KeyboardInterrupt
-        bad = int(state.skipped) > int(start.skipped) or not np.all(np.isfinite(report.losses))
+        # a few skipped steps are a boundary of the support (a draw of q beyond it has no
+        # density), not divergence: a trial fails when more than NONFINITE_OK of its steps, or
+        # of its evaluation draws, are not finite; it is scored on its finite draws
+        skipped = int(state.skipped) - int(start.skipped)
+        bad = skipped > NONFINITE_OK * int(steps) or not np.any(np.isfinite(report.losses))
         if not bad:
             ev = _evaluate(engine, state, start, fit.data, key_eval, eval_steps)
-            bad = not np.all(np.isfinite(ev))
-        table[lr] = np.inf if bad else float(ev.mean())
+            bad = float(np.mean(np.isfinite(ev))) < 1.0 - NONFINITE_OK
+        table[lr] = np.inf if bad else float(ev[np.isfinite(ev)].mean())
         if bad:
             continue
         losses[lr] = ev
@@ -288,8 +296,9 @@ def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID, steps: int =
         if top != lr and table[lr] - table[top] > 2.0 * _paired_se(losses[lr], losses[top]):
             break  # clearly worse than the best: smaller rates will only be slower
     if not losses:
-        raise ValueError(f"every learning rate tried ({sorted(table)}) gave non-finite steps; "
-                         f"check the model's initial point, or pass a smaller learning_rate")
+        raise ValueError(f"every learning rate tried ({sorted(table)}) gave non-finite values in more "
+                         f"than {NONFINITE_OK:.0%} of its steps or draws; check the model's initial "
+                         f"point, or pass a smaller learning_rate")
     top = min(losses, key=lambda k: table[k])
     near = [lr for lr in losses if table[lr] - table[top] <= 2.0 * _paired_se(losses[lr], losses[top])]
     return min(near), table
@@ -297,4 +306,5 @@ def search_learning_rate(fit: Any, grid: Sequence[float] = LR_GRID, steps: int =
 
 def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
     d = a - b
+    d = d[np.isfinite(d)]
     return float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0

@@ -7,11 +7,11 @@ May import: :mod:`variational.objectives`, :mod:`.checkpoint`, tqdm.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from typing import Any
 
+from ..errors import user_stacklevel
 from ..objectives import RENYI_MINIBATCH
 from .checkpoint import save
 
@@ -31,7 +31,7 @@ def note(fit: Any, message: str, warn: bool = True) -> None:
         fit.notes = []
     fit.notes.append(message)
     if warn:
-        warnings.warn(message, RuntimeWarning, stacklevel=_user_stacklevel())
+        warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
         return
     logger.info(message)
     if fit.settings.get("progress", True) and not logger.isEnabledFor(logging.INFO):
@@ -40,12 +40,6 @@ def note(fit: Any, message: str, warn: bool = True) -> None:
         tqdm.write(message, file=sys.stderr)
 
 
-def _user_stacklevel() -> int:
-    """``stacklevel`` of the first frame outside this package (warnings point at user code)."""
-    here, frame, level = os.path.dirname(__file__), sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(here):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def save_or_warn(fit: Any, path: Any) -> bool:

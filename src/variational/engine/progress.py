@@ -25,5 +25,9 @@ class Progress:
             self.bar.set_postfix_str(f"Average Loss = {finite.mean():,.5g}", refresh=False)
         self.bar.update(n)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Close the bar; a ``finished`` run that stopped early (it converged) ends at 100%."""
+        if finished and self.bar.n < (self.bar.total or 0):
+            self.bar.total = self.bar.n
+            self.bar.refresh()
         self.bar.close()

@@ -124,6 +124,7 @@ class Run:
         feeder = None if self._plan is None else self._plan.feeder
         if feeder is not None:
             feeder.extend(self.steps + steps)  # read ahead no further than this run goes
+        report = None
         try:
             state, report = self.engine.run(
                 self._state, self.data, self.key, steps, callbacks=wrapped,
@@ -131,8 +132,8 @@ class Run:
                 feed=feed if feed is not None or self._plan is None else self._plan.feed,
                 max_seconds=max_seconds, history=self.hist)
         finally:
-            for bar in bars:
-                bar.close()
+            for bar in bars:   # a run that stopped because it was done ends at 100%
+                bar.close(finished=report is not None and report.stopped_by in (None, "callback"))
             if feeder is not None:
                 feeder.close()  # stops the prefetch thread; the stream resumes at the next step
         self._absorb(state, report)
@@ -203,9 +204,14 @@ class Run:
         >>> len(fit.hist)
         200
         """
+        was = bool(getattr(self, "converged", False))
         self._run(steps, callbacks=callbacks, progress=progress)
         if self.schedule is not None and not self.interrupted and self.steps > 0:
             report_schedule(self)
+            if was and not self.converged:
+                note(self, f"fit.refine({steps}) cleared converged: the answer had converged, but the "
+                           f"stages run since compared it again at a lower learning rate and "
+                           f"{self.message.split(': ', 1)[-1]}; refine further, or use a fit saved before")
         return self
 
     def save(self, path: Any) -> Any:

@@ -200,11 +200,26 @@ def status(state: Any) -> dict[str, Any] | None:
             "windows_per_half": int(s.half_len)}
 
 
-def describe(st: dict[str, Any]) -> str:
-    """The last comparison of two stage answers, in words."""
+def describe(st: dict[str, Any], tol_se: float = ScheduleSpec.tol_se) -> str:
+    """The last comparison of two stage answers, in words: both tests with their thresholds,
+    and which of them failed.
+
+    Examples
+    --------
+    >>> describe({"stage": 5, "change": 0.382, "allowed": 0.4, "mcse": 0.111, "done": False})
+    'the answer moved by 0.382 q-sd between the last two learning rates (allowed 0.4: passed), Monte Carlo error 0.111 q-sd (allowed 0.05: failed), 5 stages; the Monte Carlo error test failed'
+    """
     if st["stage"] < 2:
         return (f"{st['stage']} stage done; two are needed to compare answers" if st["stage"]
                 else "the iterates have not yet become stationary")
-    return (f"the answer moved by {st['change']:.3g} q-sd between the last two learning rates "
-            f"(allowed {st['allowed']:.3g}), Monte Carlo error {st['mcse']:.3g} q-sd, "
+    moved, precise = st["change"] <= st["allowed"], st["mcse"] <= tol_se
+    text = (f"the answer moved by {st['change']:.3g} q-sd between the last two learning rates "
+            f"(allowed {st['allowed']:.3g}: {'passed' if moved else 'failed'}), Monte Carlo error "
+            f"{st['mcse']:.3g} q-sd (allowed {tol_se:.3g}: {'passed' if precise else 'failed'}), "
             f"{st['stage']} stages")
+    if st.get("done", True):
+        return text
+    failed = [name for name, ok in (("change", moved), ("Monte Carlo error", precise)) if not ok]
+    if failed:
+        return text + f"; the {' and the '.join(failed)} test{'s' if len(failed) > 1 else ''} failed"
+    return text + "; both passed, but at an unchanged learning rate (the next stage lowers it and compares again)"

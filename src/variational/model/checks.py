@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 from numpyro import distributions as dist
 
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, user_stacklevel
 
 __all__ = ["base_distribution", "refuse_delta", "DiscreteObserved", "check_finite_observed", "refuse_nonfinite",
-           "argument_hint"]
+           "argument_hint", "closest", "warn_missing_observed"]
 
 
 def _is_concrete(x: Any) -> bool:
@@ -126,6 +127,49 @@ def refuse_nonfinite(values: Any, label: str) -> None:
                          f"impute those rows before fitting")
 
 
+def closest(word: str, options: Any, cutoff: float = 0.5) -> str | None:
+    """The option closest to ``word``, ignoring case (``"x"`` finds ``"X"``), or None.
+
+    Examples
+    --------
+    >>> closest("Y", ["y", "x_train"]), closest("alhpa", ["alpha", "beta"]), closest("q", ["alpha"])
+    ('y', 'alpha', None)
+    """
+    options = [str(o) for o in options]
+    lower = {o.lower(): o for o in reversed(options)}
+    if word.lower() in lower:
+        return lower[word.lower()]
+    close = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=cutoff)
+    return lower[close[0]] if close else None
+
+
+def warn_missing_observed(model: Callable, given: Any, latent: Mapping[str, dict]) -> None:
+    """Warn when a latent site has the name of a model argument that was not given: data meant as
+    observed values that, left out, made the site latent (``vi.fit(linreg, {"X": X})`` with
+    ``linreg(X, y=None)``).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> def model(X, y=None):
+    ...     pass
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn_missing_observed(model, ["X"], {"y": {"value": np.zeros(200)}})
+    >>> print(str(w[0].message)[:60])
+    the model's argument 'y' was not given, so site 'y' is laten
+    """
+    try:
+        params = inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        return
+    for name in (n for n in params if n in latent and n not in given):
+        size = int(np.size(latent[name]["value"]))
+        warnings.warn(f"the model's argument '{name}' was not given, so site '{name}' is latent "
+                      f"({size} value(s) to infer) instead of observed; if it is data, pass it: "
+                      f"vi.fit(model, {{..., '{name}': values}})", UserWarning, stacklevel=user_stacklevel())
+
+
 def argument_hint(model: Callable, given: list[str]) -> str:
     """'did you mean' hints for keyword arguments the model does not take or misses.
 
@@ -146,9 +190,9 @@ def argument_hint(model: Callable, given: list[str]) -> str:
     required = [n for n in names if params[n].default is inspect.Parameter.empty and n not in given]
     hints = []
     for g in (g for g in given if g not in names):
-        close = difflib.get_close_matches(g, required or names, n=1, cutoff=0.5)
-        hints.append(f"'{g}' is not an argument of the model" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        close = closest(g, required or names)
+        hints.append(f"'{g}' is not an argument of the model" + (f" (did you mean '{close}'?)" if close else ""))
     for r in required:
-        close = difflib.get_close_matches(r, [g for g in given if g not in names], n=1, cutoff=0.5)
-        hints.append(f"the model's argument '{r}' is not given" + (f" (is it the column '{close[0]}'?)" if close else ""))
+        close = closest(r, [g for g in given if g not in names])
+        hints.append(f"the model's argument '{r}' is not given" + (f" (is it the column '{close}'?)" if close else ""))
     return ("; " + "; ".join(hints)) if hints else ""

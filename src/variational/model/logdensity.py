@@ -25,7 +25,7 @@ from numpyro.infer.initialization import init_to_uniform
 
 from ..compilation import fingerprint, run_traced, signature
 from ..errors import ModelError
-from .checks import DiscreteObserved, argument_hint, check_finite_observed, refuse_delta
+from .checks import DiscreteObserved, argument_hint, check_finite_observed, refuse_delta, warn_missing_observed
 from .enumerate import (
     enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
     sample_discrete,
@@ -119,6 +119,7 @@ class LogDensity:
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
                   and not (s.get("infer") or {}).get("is_auxiliary")}
         refuse_delta(latent)
+        warn_missing_observed(self.model, {**self.model_kwargs, **data}, latent)
         psites = param_sites(trace)
         self.enumerated = enumerated_sites(trace)
         # shape and number of values of each enumerated site

@@ -268,13 +268,24 @@ def Laplace(name: str, mu: Any = 0.0, b: Any = 1.0, **kw: Any) -> jnp.ndarray:
     return _make(name, dist.Laplace, (mu, b), kw)
 
 
+def _probs_or_logits(name: str, p: Any, logit_p: Any, kw: dict) -> tuple[Any, Any]:
+    """``(p, logit_p)`` with NumPyro's spellings ``probs=`` / ``logits=`` taken out of ``kw``."""
+    probs, logits = kw.pop("probs", None), kw.pop("logits", None)
+    given = [f"{k}=" for k, v in (("p", p), ("probs", probs), ("logit_p", logit_p), ("logits", logits))
+             if v is not None]
+    if len(given) != 1:
+        raise ModelError(f"site '{name}': give exactly one of p= (or probs=) and logit_p= (or logits=); "
+                         f"got {', '.join(given) if given else 'neither'}")
+    return (p if probs is None else probs), (logit_p if logits is None else logits)
+
+
 def Bernoulli(name: str, p: Any = None, *, logit_p: Any = None, **kw: Any) -> jnp.ndarray:
-    """Bernoulli site with probability ``p`` or ``logit_p``. Observed use only for latents.
+    """Bernoulli site with probability ``p`` or log-odds ``logit_p`` (NumPyro's ``probs=`` and
+    ``logits=`` are accepted too).
 
     Example: ``vi.Bernoulli("y", logit_p=eta, observed=y)``.
     """
-    if (p is None) == (logit_p is None):
-        raise ModelError(f"site '{name}': give exactly one of p= or logit_p=")
+    p, logit_p = _probs_or_logits(name, p, logit_p, kw)
     if p is not None:
         return _make(name, lambda p, validate_args=None: dist.Bernoulli(probs=p, validate_args=validate_args), (p,), kw)
     return _make(name, lambda lg, validate_args=None: dist.Bernoulli(logits=lg, validate_args=validate_args), (logit_p,), kw)
@@ -293,10 +304,10 @@ def Poisson(name: str, mu: Any, **kw: Any) -> jnp.ndarray:
 def Categorical(name: str, p: Any = None, *, logit_p: Any = None, **kw: Any) -> jnp.ndarray:
     """Categorical site over the last axis of ``p`` (or ``logit_p``).
 
-    Example: ``vi.Categorical("y", logit_p=scores, observed=labels)``.
+    Example: ``vi.Categorical("y", logit_p=scores, observed=labels)`` (NumPyro's ``probs=`` and
+    ``logits=`` are accepted too).
     """
-    if (p is None) == (logit_p is None):
-        raise ModelError(f"site '{name}': give exactly one of p= or logit_p=")
+    p, logit_p = _probs_or_logits(name, p, logit_p, kw)
     if p is not None:
         return _make(name, lambda p, validate_args=None: dist.Categorical(probs=p, validate_args=validate_args), (p,), kw)
     return _make(name, lambda lg, validate_args=None: dist.Categorical(logits=lg, validate_args=validate_args), (logit_p,), kw)

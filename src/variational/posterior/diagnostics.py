@@ -27,12 +27,13 @@ from numpyro.infer.util import potential_energy
 
 from ..data import as_columns
 from ..engine.schedule import describe
-from ..errors import VariationalError
+from ..errors import VariationalError, user_stacklevel
 from ..families._psis import psis_log_weights
 from ..model.handlers import declared_only
 from . import arviz_compat
 from .approximation import Approximation
 from .draws import is_fit
+from .hierarchy import centred_sites
 from .programs import importance_weights
 from .verdict import (
     CURVATURE_DRAWS, KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, coordinate_names, curvature_check,
@@ -44,6 +45,7 @@ __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "re
            "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "diagnose_fit", "check_draws",
            "KHAT_GOOD", "KHAT_BAD", "POINT", "MIN_PSIS_DRAWS"]
 
+CENTRED_MAX_DIM = 20_000   # the search for centred hierarchies differentiates each scale
 MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
 
 
@@ -137,20 +139,29 @@ def log_joint_hessian(ld: Any) -> Any:
 
 
 def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, data: Any,
-                   std: Any = None) -> dict:
-    """The verdict's moment check of ``q``, and for a mean-field q with a high k-hat its
-    curvature check (see :mod:`variational.posterior.verdict`), from :func:`psis`'s output;
-    ``std`` is q's standard deviation per flat coordinate."""
+                   moments: Any = None, solution: Any = None) -> dict:
+    """The verdict's checks of ``q`` (see :mod:`variational.posterior.verdict`) from :func:`psis`'s
+    output: the moment check; for a Gaussian variational fit with a high k-hat the curvature
+    check; the model's centred hierarchies; for a direct method (``solution``, its record) what
+    it reports of itself. ``moments`` is q's (mean, sd) per flat coordinate."""
     if not np.isfinite(khat):
         return {}
     names = coordinate_names(q.logdensity.layout)
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
-    if khat >= KHAT_GOOD and q.family.factorised:
-        batch = q.training_data() if data is None else as_columns(data)
-        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    batch = q.training_data() if data is None else as_columns(data)
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    mean, sd = (np.asarray(a) for a in moments)
+    if khat >= KHAT_GOOD and q.family.gaussian and q.family.solve is None:
         hess = log_joint_hessian(q.logdensity)
-        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS],
-                                           np.asarray(std), names)
+        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], sd, names)
+    if q.logdensity.dim <= CENTRED_MAX_DIM:
+        out["centred"] = centred_sites(q.logdensity, mean, sd, batch)
+    info = {} if solution is None else solution.info
+    if solution is not None and "importance_sampling" in q.family.options:   # Laplace, Pathfinder
+        out["direct"] = {"weighted": q.family.options.get("importance_sampling") is not None
+                         and info.get("khat", np.inf) <= KHAT_BAD}
+    elif solution is not None and "mcse" in info:                             # DADVI
+        out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(solution)) / sd))}
     return out
 
 
@@ -204,7 +215,7 @@ def resample(z: jax.Array, lw: np.ndarray, khat: float, key: jax.Array, n: int) 
     if khat > KHAT_BAD:
         warnings.warn(f"Pareto k-hat is {khat:.2f} > {KHAT_BAD}: the importance weights have a "
                       f"heavy tail and the resampled draws cannot correct this approximation; "
-                      f"use a richer family or vi.nuts", stacklevel=4)
+                      f"use a richer family or vi.nuts", stacklevel=user_stacklevel())
     p = np.exp(lw - lw.max())
     p /= p.sum()
     idx = np.asarray(jax.random.choice(key, z.shape[0], (int(n),), replace=True, p=jnp.asarray(p)))
@@ -267,7 +278,8 @@ class Diagnosis:
 def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps: int, steps: int,
              method: str, window: int | None = None, tol: float = 1e-3, *,
              moments: MomentCheck | None = None, curvature: CurvatureCheck | None = None,
-             answer: dict | None = None, solver_converged: bool | None = None) -> Diagnosis:
+             answer: dict | None = None, solver_converged: bool | None = None, centred: Sequence[Any] = (),
+             direct: dict | None = None) -> Diagnosis:
     """The diagnosis of a fit; see :meth:`Fit.diagnose` and :mod:`variational.posterior.verdict`.
 
     ``lw`` and ``khat`` come from :func:`psis` (``None`` and ``nan`` when q has no density),
@@ -287,7 +299,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
         is_conv = bool(solver_converged)
         text = "the solver did not converge: see fit.solution"
     ess = float("nan") if lw is None else (float(1.0 / np.sum(np.exp(2 * lw))) if np.isfinite(khat) else 0.0)
-    status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature)
+    status, verdict_text = verdict(khat, is_conv, text, skipped_steps, steps, method, moments, curvature,
+                                   centred, direct)
     return Diagnosis(khat=khat, converged=is_conv, skipped_steps=skipped_steps, verdict=verdict_text,
                      status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel,
                      shift=float("nan") if moments is None else moments.shift,
@@ -349,6 +362,17 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     return arviz_compat.summary(idata, var_names, kind, hdi_prob)
 
 
+def mcse_flat(solution: Any) -> np.ndarray:
+    """DADVI's Monte Carlo standard errors of the flat unconstrained means (computed once)."""
+    info = {} if solution is None else solution.info
+    if callable(info.get("mcse")):
+        info["mcse"] = np.asarray(info["mcse"]())
+    if "mcse" not in info:
+        raise VariationalError("this method reports no Monte Carlo standard error of its means "
+                               "(method='dadvi' with lr=True does)")
+    return info["mcse"]
+
+
 def mcse(q: Approximation, solution: Any) -> dict[str, np.ndarray]:
     """``fit.mcse``: Monte Carlo standard error of the posterior means, per site (``method="dadvi"``).
 
@@ -357,13 +381,11 @@ def mcse(q: Approximation, solution: Any) -> dict[str, np.ndarray]:
     (the model's own space for real-valued sites). Computed when first asked for; ``solution``
     is the direct method's record (``fit.solution``).
     """
-    info = {} if solution is None else solution.info
-    if callable(info.get("mcse")):
-        info["mcse"] = np.asarray(info["mcse"]())
-    if "mcse" not in info:
-        raise VariationalError(f"method {q.family.name!r} reports no Monte Carlo standard error of its "
-                               f"means (method='dadvi' with lr=True does)")
-    return q.named(jnp.asarray(info["mcse"]))
+    try:
+        flat = mcse_flat(solution)
+    except VariationalError as e:
+        raise VariationalError(f"method {q.family.name!r}: {e}") from None
+    return q.named(jnp.asarray(flat))
 
 
 def check_draws(n: Any) -> int:
@@ -374,18 +396,18 @@ def check_draws(n: Any) -> int:
     return int(n)
 
 
-def diagnose_fit(q: Approximation, run: Any, n: int, key: jax.Array, data: Any, std: Any,
+def diagnose_fit(q: Approximation, run: Any, n: int, key: jax.Array, data: Any, moments: Any,
                  answer: dict | None) -> Diagnosis:
     """``fit.diagnose``: importance weights of ``n`` draws of ``q`` from ``key`` on ``data`` (all
     training rows when None), read with the history of ``run`` (the fit: its public ``hist``,
-    ``skipped_steps``, ``steps``, ``method`` and ``solution``); ``std`` is q's standard
-    deviation per flat coordinate, ``answer`` the adaptive schedule's status."""
+    ``skipped_steps``, ``steps``, ``method`` and ``solution``); ``moments`` is q's mean and
+    standard deviation per flat coordinate, ``answer`` the adaptive schedule's status."""
     lw, khat, checks, method = None, float("nan"), {}, run.method
     if q.logdensity.dim == 0:
         method = POINT  # only the model's parameters: nothing for importance weights to check
     elif q.has_density:
         batch = q.training_data() if data is None else as_columns(data)
         z, lw, khat = psis(q.logdensity, q.family, q.params, batch, key, n, family_key=q.compile_key())
-        checks = verdict_checks(q, z, lw, khat, data, std)
+        checks = verdict_checks(q, z, lw, khat, data, moments, run.solution)
     return diagnose(run.hist, lw, khat, run.skipped_steps, run.steps, method, answer=answer, **checks,
                     solver_converged=None if run.solution is None else run.solution.converged)

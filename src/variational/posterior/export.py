@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.infer.util import log_likelihood as pointwise
 
-from ..errors import whole_number
+from ..errors import user_stacklevel, whole_number
 from . import arviz_compat
 from .approximation import Approximation
 from .diagnostics import log_joint_fn
@@ -88,7 +88,7 @@ def _data_groups(q: Approximation, z: Any, key: Any, data: Mapping[str, Any], si
         try:
             pred = predict_from_flat(q, z, jax.random.fold_in(key, 1), None, sites=list(obs))
         except Exception as e:  # the other groups are still useful without it
-            warnings.warn(f"posterior_predictive left out of the ArviZ data: {e}", stacklevel=4)
+            warnings.warn(f"posterior_predictive left out of the ArviZ data: {e}", stacklevel=user_stacklevel())
         else:
             groups["posterior_predictive"] = _dataset({k: v[None] for k, v in pred.items()}, site_d, named,
                                                       sample=True)
@@ -105,7 +105,7 @@ def _within_bound(group: str, ask: bool | None, n: int, obs: Mapping[str, Any]) 
         return True
     warnings.warn(f"{group} left out of the ArviZ data: {n} draws of the {size // n:,} observed values "
                   f"would hold {size:,} numbers (more than {MAX_PREDICTIVE_VALUES:,}); ask for it with "
-                  f"to_arviz(n=..., {group}=True), or use fit.predict on the rows you need", stacklevel=5)
+                  f"to_arviz(n=..., {group}=True), or use fit.predict on the rows you need", stacklevel=user_stacklevel())
     return False
 
 

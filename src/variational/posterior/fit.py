@@ -197,8 +197,7 @@ class Fit(FitSummaries):
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
         q = self.approximation
-        std = self.flat_moments()[1] if q.family.factorised else None
-        out = diagnose_fit(q, self, n, self._next_key(seed), data, std, status(self.state))
+        out = diagnose_fit(q, self, n, self._next_key(seed), data, self.flat_moments(), status(self.state))
         if data is None:
             self._cache[cache_key] = out
         return out
@@ -206,9 +205,12 @@ class Fit(FitSummaries):
     def _importance_draws(self, n: int, seed: int | None) -> jax.Array:
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
         key, q = self._next_key(seed), self.approximation
-        z, lw, khat = psis(q.logdensity, q.family, q.params, q.training_data(),
-                           jax.random.PRNGKey(int(jax.random.randint(key, (), 0, 2**31 - 1))),
-                           max(4000, 4 * n), family_key=q.compile_key())
+        batch = q.training_data()
+        pool = max(4000, 4 * n)   # the draws of diagnose() when n <= 1000: one k-hat per fit
+        first = jax.random.PRNGKey(0)   # diagnose()'s default seed
+        z, lw, khat = psis(q.logdensity, q.family, q.params, batch, first, pool, family_key=q.compile_key())
+        if pool != 4000:
+            khat = psis(q.logdensity, q.family, q.params, batch, first, 4000, family_key=q.compile_key())[2]
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
 
     def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,

@@ -23,7 +23,7 @@ from numpyro.infer.util import constrain_fn, log_density
 
 from ..model.threads import exclusive
 from .. import data as _data
-from ..errors import ModelError
+from ..errors import ModelError, user_stacklevel
 from ..model import LogDensity
 from . import arviz_compat
 from .draws import is_fit
@@ -258,6 +258,6 @@ def find_map(
                          "often a hierarchical scale going to zero); use vi.fit instead")
     if float(gnorm) > max(1e-3, 100 * tol):
         warnings.warn(f"find_map stopped after {max_steps} steps with gradient norm {float(gnorm):.3g}; "
-                      f"raise max_steps", stacklevel=2)
+                      f"raise max_steps", stacklevel=user_stacklevel())
     out = constrain_fn(model, (), kwargs, ld.unravel(z), return_deterministic=True)
     return {k: np.asarray(v) for k, v in out.items()}

@@ -44,6 +44,9 @@ SD_GOOD = (0.8, 1.25)   # ratio of the importance-weighted (or curvature) sd to 
 SD_BAD = (0.5, 2.0)
 CURVATURE_MAX_DIM = 2000  # the curvature check forms a dense D x D Hessian
 CURVATURE_DRAWS = 8       # draws of q its Hessian is averaged over
+MEDIAN_SD = 1.3           # "good" needs the median weighted sd / q sd within 1/1.3 - 1.3
+SHIFT_OFF = 1.0           # "ok" is refused when a weighted mean is this many q sds off
+MCSE_GOOD = 0.1           # DADVI: largest Monte Carlo error of a mean, in sds, for "good"
 
 
 @dataclass(frozen=True)
@@ -195,8 +198,15 @@ def curvature_check(hessian: Any, z: Any, q_sd: np.ndarray, names: Sequence[str]
 
 
 def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps: int, method: str,
-            moments: MomentCheck | None, curvature: CurvatureCheck | None) -> tuple[str, str]:
-    """``(status, text)``: "good", "ok" (usable with care) or "bad", and why in plain words."""
+            moments: MomentCheck | None, curvature: CurvatureCheck | None, centred: Sequence[Any] = (),
+            direct: dict | None = None) -> tuple[str, str]:
+    """``(status, text)``: "good", "ok" (usable with care) or "bad", and why in plain words.
+
+    ``centred``: the model's centred hierarchies (:func:`variational.posterior.hierarchy.centred_sites`);
+    ``direct``: what a direct method reports of itself (``{"weighted": bool, "mcse": float}``:
+    whether its answer is importance-weighted, and DADVI's largest Monte Carlo error of a mean
+    in sds).
+    """
     if not np.isfinite(khat):
         if method == POINT:
             status, parts = "good", ["the model has no latent variables, only parameters: the fit is their "
@@ -205,6 +215,8 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
             status, parts = "ok", [f"k-hat is not available for method '{method}' (no density q); check against vi.nuts"]
         else:
             status, parts = "bad", ["no draw of q has a finite log density under the model: the fit failed"]
+    elif direct is not None and (direct.get("weighted") and khat < KHAT_BAD or "mcse" in direct):
+        status, parts = _direct(khat, moments, direct)
     elif khat < KHAT_BAD:
         status, parts = _low_khat(khat, moments)
         if curvature is not None and curvature.ratio < SD_BAD[0]:  # q far too narrow somewhere
@@ -212,6 +224,7 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
             parts.append(_narrow(curvature))
     else:
         status, parts = _high_khat(khat, method, moments, curvature)
+    status = _width_and_funnel(status, parts, khat, moments, centred)
     if not converged:
         status = "bad" if status == "bad" else "ok"
         parts.append(convergence)
@@ -222,6 +235,53 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
         parts.append(f"{skipped} step(s) ({100 * frac:.1f}%) were skipped for non-finite values; "
                      f"a lower learning rate may help")
     return status, "; ".join(parts) + "."
+
+
+def _width_and_funnel(status: str, parts: list, khat: float, c: MomentCheck | None, centred: Sequence[Any]
+                      ) -> str:
+    """Refuse "good" to sds too wide or narrow overall, "ok" to a mean more than 1 sd off, and
+    both to a centred hierarchy in its funnel regime (naming the sites to non-centre)."""
+    if c is not None and status == "good" and not 1 / MEDIAN_SD <= c.median_sd_ratio <= MEDIAN_SD:
+        status = "ok"
+        side = "wider" if c.median_sd_ratio < 1 else "narrower"
+        parts.append(f"but q's sds are {side} than the importance-weighted ones (median weighted sd / "
+                     f"q sd {c.median_sd_ratio:.2f}, allowed {1 / MEDIAN_SD:.2f}-{MEDIAN_SD}): fit.std "
+                     f"is off by that much; fit.sample(n, importance=True) corrects it")
+    if c is not None and status == "ok" and c.shift > SHIFT_OFF:
+        status = "bad"
+        parts.append(f"the importance weights move the mean of {c.shift_at} by {c.shift:.2f} q-sd (more "
+                     f"than {SHIFT_OFF:g}): its mean is not usable")
+    funnel = [x for x in centred if x.funnel]
+    if funnel:
+        from .hierarchy import reparam_hint
+
+        if khat >= KHAT_GOOD or status != "good":
+            status = "bad"
+        parts.append(reparam_hint(funnel))
+    return status
+
+
+def _direct(khat: float, c: MomentCheck | None, direct: dict) -> tuple[str, list[str]]:
+    """A direct method judged by what it reports: Laplace's and Pathfinder's importance-weighted
+    answer (reliable below k-hat 0.7), DADVI's Monte Carlo error (its k-hat says little: its
+    fixed draws make the weights nearly constant)."""
+    if "mcse" in direct:
+        err = direct["mcse"]
+        text = (f"DADVI's Monte Carlo error of the means is at most {err:.2f} sd (allowed "
+                f"{MCSE_GOOD}) over a new choice of its fixed draws")
+        if err > MCSE_GOOD:
+            return "ok", [text + "; more draws (num_draws=) make the answer precise"]
+        if khat < KHAT_BAD and c is not None and c.far:
+            return "bad", [text, f"but importance weighting (k-hat {khat:.2f}) {_moved(c)}: the "
+                                 f"linear-response Gaussian is off by that much; check with vi.nuts"]
+        return "good", [text + f", and the linear-response covariance is exact on a Gaussian posterior "
+                               f"(k-hat {khat:.2f} is not a test of DADVI: its weights vary little)"]
+    text = (f"the reported answer is importance-weighted, and the weights are reliable (k-hat "
+            f"{khat:.2f} < {KHAT_BAD})")
+    if c is not None and c.far:
+        return "ok", [text + f", but they move q far ({_moved(c)}): the corrected answer rests on "
+                             f"few draws; check important quantities with vi.nuts"]
+    return "good", [text + ": fit.mean, fit.std and fit.sample are close to the posterior"]
 
 
 def _low_khat(khat: float, c: MomentCheck | None) -> tuple[str, list[str]]:
@@ -268,7 +328,9 @@ def _high_khat(khat: float, method: str, c: MomentCheck | None, curv: CurvatureC
                ) -> tuple[str, list[str]]:
     head = (f"k-hat {khat:.2f} >= {KHAT_BAD}: q differs from the posterior in its joint shape, and "
             f"importance weighting cannot correct it")
-    if curv is not None:  # a mean-field family: compare with the curvature around q
+    if curv is not None and curv.ratio < SD_BAD[0]:
+        return "bad", [head, _narrow(curv)]
+    if curv is not None and method == "advi":  # a mean-field family: compare with the curvature around q
         tally = (f"the posterior's curvature around q puts {curv.close} of {curv.n} sds within "
                  f"{SD_GOOD[0]}-{SD_GOOD[1]} of q's")
         if curv.ratio < SD_BAD[0]:
