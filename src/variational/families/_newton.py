@@ -254,7 +254,8 @@ def minimize(fgh: Callable, x0: Any, *, maxiter: int, gtol: float, max_time: flo
         accepted["x"] = np.array(intermediate_result.x)
 
     x0 = np.asarray(x0, np.float64)
-    f0, g0 = driver.fun(x0)
+    driver.calls += 1
+    f0, g0, _ = fgh(x0)   # (the start is evaluated whatever the time budget)
     if not np.isfinite(f0) or not np.all(np.isfinite(g0)):
         raise VariationalError("the objective or its gradient is not finite at the starting point; "
                                "give init=vi.Start(values=...) inside the support (or init= a fit)")
