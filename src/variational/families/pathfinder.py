@@ -249,4 +249,4 @@ def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, f
             "epsilon": positive_float("epsilon", epsilon, allow_zero=True), "importance_sampling": importance_sampling}
 
 
-register_family("pathfinder", pathfinder)
+register_family("pathfinder", pathfinder, direct=True)
