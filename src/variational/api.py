@@ -33,7 +33,8 @@ from .engine import run as _run
 from .errors import CheckpointError, DataError
 from .compilation import compiling, stats
 from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
-from .families import FAMILIES, Family, make_family
+from .families import FAMILIES, Family
+from .families.base import is_direct
 from .model import LogDensity
 from .model.threads import exclusive
 from .objectives import make_loss_and_grad, make_objective
@@ -222,8 +223,7 @@ def _fit(
     _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
     started, compiled_before = time.perf_counter(), stats()
     method = "advi" if method == "auto" and objective == "meanfield_elbo" else method
-    direct = guide is None and method != "auto" and make_family(
-        method, **_arguments.family_options(method, method_options, steps)).solve is not None
+    direct = guide is None and is_direct(method)
     if direct:
         _direct.check_arguments(method, resume=resume, checkpoint=checkpoint, callbacks=callbacks,
                                 devices=devices, batch_size=batch_size, num_particles=num_particles,
@@ -317,8 +317,8 @@ def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: 
 def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: Any, seed: int,
               progress: bool) -> Fit:
     """``init="pathfinder"`` (or another direct method): its fit on all rows, to start from."""
-    if name not in FAMILIES or make_family(name).solve is None:
-        known = [k for k in ("dadvi", "laplace", "pathfinder") if k in FAMILIES]
+    if not is_direct(name):
+        known = sorted(k for k in FAMILIES if is_direct(k))
         raise ValueError(f"init={name!r}: a method name given to init= must be a direct method, one "
                          f"of {known}; pass a Fit to start from another method's answer")
     if isinstance(data, Source):

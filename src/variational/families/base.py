@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from ..errors import VariationalError
 
-__all__ = ["Family", "FAMILIES", "register_family", "make_family", "method_options", "default_method",
+__all__ = ["Family", "FAMILIES", "register_family", "is_direct", "make_family", "method_options", "default_method",
            "softplus_inv", "LOG_2PI", "FULLRANK_MAX_DIM", "Problem", "Solution", "with_init_params"]
 
 Params = Any
@@ -142,11 +142,30 @@ def softplus_inv(y: float) -> float:
 
 # name -> builder(**options) -> Family. Other modules register more (SVGD, low-rank, flows...).
 FAMILIES: dict[str, Callable[..., Family]] = {}
+# the registered names whose families are direct methods (they carry ``solve``)
+_DIRECT: set[str] = set()
 
 
-def register_family(name: str, builder: Callable[..., Family]) -> None:
-    """Make ``method=name`` available to :func:`variational.fit`."""
+def register_family(name: str, builder: Callable[..., Family], *, direct: bool = False) -> None:
+    """Make ``method=name`` available to :func:`variational.fit`; ``direct``: its families solve
+    for their parameters (``Family.solve``) instead of running the stochastic loop."""
     FAMILIES[name] = builder
+    (_DIRECT.add if direct else _DIRECT.discard)(name)
+
+
+def is_direct(method: Any) -> bool:
+    """Whether ``method`` (a registered name or a :class:`Family`) is a direct method, known
+    without building its family.
+
+    Examples
+    --------
+    >>> import variational.families
+    >>> is_direct("laplace"), is_direct("advi"), is_direct("no such method")
+    (True, False, False)
+    """
+    if isinstance(method, Family):
+        return method.solve is not None
+    return method in _DIRECT
 
 
 def make_family(method: str | Family, **options: Any) -> Family:

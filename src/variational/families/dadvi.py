@@ -176,4 +176,4 @@ def _mcse(problem: Problem, one: Any, eta: np.ndarray, eps: jax.Array, hinv: np.
     return np.sqrt(np.maximum(np.diag(cov), 0.0))
 
 
-register_family("dadvi", dadvi)
+register_family("dadvi", dadvi, direct=True)

@@ -140,4 +140,4 @@ def _weighed_pool(problem: Problem, mode: np.ndarray, chol: np.ndarray, opts: di
     return pool, lw, khat, ess
 
 
-register_family("laplace", laplace)
+register_family("laplace", laplace, direct=True)

@@ -281,4 +281,4 @@ def _check(num_paths: Any, num_draws_per_path: Any, maxcor: Any, maxiter: Any, f
             "max_time": None if max_time is None else positive_float("max_time", max_time)}
 
 
-register_family("pathfinder", pathfinder)
+register_family("pathfinder", pathfinder, direct=True)
