@@ -6,7 +6,8 @@ Model: ``mu ~ N(0, 10); z_i ~ N(mu, 1); y_i ~ N(z_i, 0.5)`` (closed-form posteri
 
     python benchmarks/local_latents.py --rows 10000 --steps 6000        # accuracy, both libraries
     python benchmarks/local_latents.py --scaling 10000,100000,1000000   # steps/s, peak memory
-    python benchmarks/local_latents.py --hier                           # 1e5 groups, 1e6 rows
+    python benchmarks/local_latents.py --hier --steps 2000              # 1e5 groups, 1e6 rows
+    python benchmarks/local_latents.py --regression 10000000 --steps 3000   # global-only, 1e7 rows
 
 Each measurement runs in its own process (``--one``) so that peak memory (``ru_maxrss``) is
 its own.
@@ -117,8 +118,29 @@ def run_hier(groups: int = 100_000, rows: int = 1_000_000, steps: int = 2000) ->
             "a": float(fit.unconstrained_mean["a"]), "b": float(fit.unconstrained_mean["b"])}
 
 
+def run_regression(n: int, steps: int, b: int = 256) -> dict:
+    """Global-only linear regression (no local sites) on ``n`` rows: steps/s and memory."""
+    import numpyro
+    import numpyro.distributions as dist
+    import variational as vi
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=n).astype(np.float32)
+    y = (0.5 + 2.0 * x + rng.normal(size=n)).astype(np.float32)
+
+    def model(x, y):
+        a = numpyro.sample("a", dist.Normal(0, 5))
+        w = numpyro.sample("w", dist.Normal(0, 5))
+        numpyro.sample("y", dist.Normal(a + w * x, 1.0), obs=y)
+
+    t = time.perf_counter()
+    fit = vi.fit(model, {"x": x, "y": y}, batch_size=b, steps=steps, learning_rate=0.01, progress=False)
+    return {"lib": "variational", "model": "global-only regression", "rows": n, "steps": steps,
+            "wall_s": time.perf_counter() - t, "steps_per_s": steps / max(fit.timings["run_s"], 1e-9)}
+
+
 def one(kind: str, n: int, steps: int) -> None:
-    res = {"variational": run_variational, "numpyro": run_numpyro}[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
+    runs = {"variational": run_variational, "numpyro": run_numpyro, "regression": run_regression}
+    res = runs[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res))
 
@@ -136,12 +158,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--scaling", default="")
     ap.add_argument("--hier", action="store_true")
+    ap.add_argument("--regression", default="", help="rows of global-only regressions, comma-separated")
     a = ap.parse_args()
     if a.one:
         one(a.one[0], int(a.one[1]), int(a.one[2]))
         return
     if a.hier:
         print(json.dumps(spawn("hier", 0, a.steps)))
+        return
+    if a.regression:
+        for n in [int(v) for v in a.regression.split(",")]:
+            print(json.dumps(spawn("regression", n, a.steps)))
         return
     if a.scaling:
         for n in [int(v) for v in a.scaling.split(",")]:

@@ -78,37 +78,48 @@ def make_local_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: i
     rows their targets (:func:`row_targets`, under ``grads["rows"]``) and numbers (``grads[ROWS]``).
 
     The row targets average the gradient over an antithetic pair of local draws (``z = m +- s
-    eps``: exact for a Gaussian row whatever the draw) and take the Hessian blocks at the first.
+    eps``: exact for a Gaussian row whatever the draw) and take the Hessian blocks at the first;
+    the loss and the globals' gradient are those of the ELBO with the batch's rows at their
+    targets (first the local step, then the global one, as in Hoffman et al.'s SVI).
     """
     scale = float(num_rows) / layout.rows
-    coupled_rows = lambda lp: "coup" in lp  # noqa: E731
 
-    def draw(gp: Any, lp: Any, key: jax.Array) -> tuple:
+    def negative_elbo(gp: Any, lp: Any, key: jax.Array, batch: Any) -> jax.Array:
         kg, kl = jax.random.split(key)
         g, lqg = gfam.sample_and_log_q(gp, kg, num_particles)
         z, lql = local_draws(lp, g, kl)
-        return g, z, lqg, lql
-
-    def negative_elbo(gp: Any, dz: jax.Array, lp: Any, key: jax.Array, batch: Any) -> jax.Array:
-        g, z, lqg, lql = draw(gp, lp, key)
-        lp_ = jax.vmap(logp, in_axes=(0, None))(layout.join(g, z + dz), batch)
+        lp_ = jax.vmap(logp, in_axes=(0, None))(layout.join(g, z), batch)
         return -jnp.mean(lp_ - lqg - scale * lql)
+
+    def targets(gp: Any, lp: Any, key: jax.Array, batch: Any) -> dict:
+        kg, kl = jax.random.split(key)
+        g = gfam.sample_and_log_q(gp, kg, 1)[0]
+        z = local_draws(lp, g, kl)[0]
+        f_z = lambda g1, z1: jax.grad(lambda z2: logp(layout.join(g1[None], z2[None])[0], batch))(z1)  # noqa: E731
+        mirrored = 2 * conditional_mean(lp, g)[0] - z[0]   # the antithetic draw given g
+        grad = 0.5 * (f_z(g[0], z[0]) + f_z(g[0], mirrored))
+        h_zz, h_zg = _row_curvature(f_z, g[0], z[0], "coup" in lp)
+        return row_targets(lp, grad, h_zz, h_zg, scale)
 
     def loss_and_grad(params: Any, key: jax.Array, batch: Any) -> tuple[jax.Array, Any]:
         rows = batch[ROWS]
         lp = jax.lax.stop_gradient({k: params[k][rows] for k in LOCAL_KEYS if k in params})
         if "anchor" in params:
             lp["anchor"] = jax.lax.stop_gradient(params["anchor"])
-        dz = jnp.zeros((num_particles,) + lp["loc"].shape, lp["loc"].dtype)
-        loss, (gg, gz) = jax.value_and_grad(negative_elbo, argnums=(0, 1))(params["g"], dz, lp, key, batch)
-        g, z, _, _ = draw(jax.lax.stop_gradient(params["g"]), lp, key)
-        f_z = lambda g1, z1: jax.grad(lambda z2: logp(layout.join(g1[None], z2[None])[0], batch))(z1)  # noqa: E731
-        mirrored = 2 * conditional_mean(lp, g[:1])[0] - z[0]   # the antithetic draw given g
-        grad = 0.5 * (-gz[0] * num_particles + f_z(g[0], mirrored))
-        h_zz, h_zg = _row_curvature(f_z, g[0], z[0], coupled_rows(lp))
-        return loss, {"g": gg, "rows": row_targets(lp, grad, h_zz, h_zg, scale), ROWS: rows}
+        k_rows, k_elbo = jax.random.split(key)
+        moved = targets(jax.lax.stop_gradient(params["g"]), lp, k_rows, batch)
+        # the globals' gradient sees the batch's rows where this step puts them (a row seen for
+        # the first time would otherwise pull the globals towards its initial values)
+        loss, gg = jax.value_and_grad(negative_elbo)(params["g"], {**lp, **moved}, k_elbo, batch)
+        return loss, {"g": gg, "rows": moved, ROWS: rows}
 
     return loss_and_grad
+
+
+def _finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 class RowState(NamedTuple):
@@ -156,19 +167,23 @@ class RowSteps:
     def update(self, grads: Any, state: Any, params: Any = None) -> Any:  # pragma: no cover
         raise TypeError("RowSteps updates only the rows of a batch: the engine calls apply()")
 
-    def apply(self, grads: Any, state: RowState, params: Any) -> tuple[Any, RowState, Any]:
-        """New parameters and state after one step, and what moved (only the batch's rows)."""
+    def apply(self, grads: Any, state: RowState, params: Any, ok: Any = True) -> tuple[Any, RowState, jax.Array]:
+        """New parameters and state after one step (only the batch's rows change), and whether the
+        step was applied: with ``ok`` false, or a non-finite new value, everything stays as it was."""
         upd, gstate = self.glob.update(grads["g"], state.g, params["g"])
         g = optax.apply_updates(params["g"], upd)
         step = state.step + 1
         w = (AVERAGE_POWER + 1.0) / (step.astype(jnp.float32) + AVERAGE_POWER)
         avg = jax.tree_util.tree_map(lambda a, b: a + (b - a) * w.astype(a.dtype), params["g_avg"], g)
-        new = dict(params, g=g, g_avg=avg)
         rows = grads[ROWS]
         t = state.count[rows] + 1
         rate = jnp.maximum(jax.lax.rsqrt(t.astype(params["loc"].dtype)), self.min_rate)
-        for k, target in grads["rows"].items():
-            old = params[k][rows]
-            new[k] = params[k].at[rows].set(old + rate.reshape((-1,) + (1,) * (old.ndim - 1)) * (target - old))
-        moved = {"g": g, "g_avg": avg, **{k: new[k][rows] for k in grads["rows"]}}
-        return new, RowState(gstate, state.count.at[rows].set(t), step), moved
+        old = {k: params[k][rows] for k in grads["rows"]}
+        rowvals = {k: v + rate.reshape((-1,) + (1,) * (v.ndim - 1)) * (grads["rows"][k] - v) for k, v in old.items()}
+        ok = jnp.asarray(ok) & _finite((g, avg, rowvals))
+        pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        new = dict(params, g=pick(g, params["g"]), g_avg=pick(avg, params["g_avg"]))
+        for k, v in pick(rowvals, old).items():
+            new[k] = params[k].at[rows].set(v)
+        count = state.count.at[rows].set(jnp.where(ok, t, t - 1))
+        return new, RowState(pick(gstate, state.g), count, jnp.where(ok, step, state.step)), ok

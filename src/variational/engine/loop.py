@@ -129,11 +129,14 @@ class Engine:
             loss, grads = self.loss_and_grad(state.params, k_obj, batch)
         ok = jnp.isfinite(loss) & _all_finite(grads)
         if hasattr(self.optimizer, "apply"):   # updates only some rows (variational.engine.local)
-            params, opt_state, moved = self.optimizer.apply(grads, state.opt_state, state.params)
-        else:
-            updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-            params = moved = optax.apply_updates(state.params, updates)
-        ok = ok & _all_finite(moved)
+            # it keeps the old values itself when ok is false (no pass over all rows, no branch)
+            params, opt_state, ok = self.optimizer.apply(grads, state.opt_state, state.params, ok)
+            bad = jnp.where(ok, 0, 1).astype(state.skipped.dtype)
+            return EngineState(params, opt_state, data_state, state.step + 1, state.skipped + bad,
+                               jnp.where(ok, 0, state.bad_run + 1).astype(state.bad_run.dtype)), loss
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ok = ok & _all_finite(params)
         # The common step (finite, nothing for the guard to do) takes the new state as it is;
         # the rest goes through one branch that keeps the old parameters when the step was not
         # finite and then runs the guard. One branch per step, taken rarely, is much cheaper on
