@@ -255,3 +255,43 @@ def test_progress_bar_ends_at_100_percent_when_the_fit_converges_early(capsys):
     assert fit.converged and fit.steps < fit.settings.get("max_steps", 10**9)
     err = capsys.readouterr().err
     assert "100%" in err.split("\r")[-1] or "100%" in err.splitlines()[-1]
+
+
+# -- 5. the pages for users coming from NumPyro and PyMC run as written ---------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["coming_from_numpyro.md", "coming_from_pymc.md"])
+def test_migration_pages_run(page):
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, page, "exec"), namespace)
+    assert namespace["fit"].converged
+    assert namespace["fit"].diagnose().status in ("good", "ok")
+
+
+@pytest.mark.slow
+def test_minibatch_stopping_converges_on_a_200k_row_regression():
+    rng = np.random.default_rng(0)
+    n, p = 200_000, 6
+    X = rng.normal(size=(n, p)).astype(np.float32)
+    y = (X @ rng.normal(size=p) + 0.5 + rng.normal(size=n)).astype(np.float32)
+
+    def regression(X, y):
+        a = vi.Normal("a", 0.0, 5.0)
+        b = vi.Normal("b", 0.0, 5.0, shape=(p,))
+        s = vi.HalfNormal("s", 2.0)
+        vi.Normal("y", a + X @ b, s, observed=y)
+
+    fit = vi.fit(regression, {"X": X, "y": y}, batch_size=512, progress=False, max_steps=100_000)
+    assert fit.converged, fit.message
+    design = np.c_[np.ones(n), X]
+    ls = np.linalg.lstsq(design, y, rcond=None)[0]            # the posterior mean, to 1/N
+    se = np.sqrt(np.diag(np.linalg.inv(design.T @ design))) * np.std(y - design @ ls)
+    z = (np.r_[fit.mean["a"], fit.mean["b"]] - ls) / se
+    assert np.max(np.abs(z)) < 0.3, z

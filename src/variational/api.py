@@ -270,7 +270,9 @@ def _fit(
     if direct:
         settings["method"] = family.name
         return _direct.solve(model, ld, family, plan, init, key, model_kwargs, settings, steps)
-    opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule)
+    fraction = 1.0 if plan.batch_size is None else min(1.0, plan.batch_size / max(plan.num_rows, 1))
+    opt, guard, spec = _control.build_optimizer(optimizer, learning_rate, family=family, schedule=schedule,
+                                                batch_fraction=fraction)
     base, name = family, family.name if method == "auto" else method
     family, loss_and_grad = _model_params.attach(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))

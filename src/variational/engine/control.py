@@ -138,7 +138,8 @@ def make_guard(optimizer: optax.GradientTransformation, after: int = BACKOFF_AFT
 
 
 def build_optimizer(optimizer: Any, learning_rate: Any, *, family: Any = None,
-                    schedule: str = "constant") -> tuple[optax.GradientTransformation, Any, Any]:
+                    schedule: str = "constant", batch_fraction: float = 1.0
+                    ) -> tuple[optax.GradientTransformation, Any, Any]:
     """The optimiser of a fit (``optimizer`` wrapped by :func:`scaled`), its guard and schedule.
 
     A named optimiser gets learning rate 1 and ``scale=learning_rate`` (``"auto"``: 1 until
@@ -167,7 +168,10 @@ def build_optimizer(optimizer: Any, learning_rate: Any, *, family: Any = None,
     inner = make_optimizer(optimizer, 1.0)
     if family is not None and family.frozen:
         inner = optax.masked(inner, family.trainable)
-    spec = make_spec(family, inner.init) if family is not None and schedule == "adaptive" else None
+    # minibatch gradients are noisier by about sqrt(N / B): the smallest learning rate is lower by
+    # as much, so that the averaged answer can become as precise as a full-batch one
+    floor = {} if batch_fraction >= 1.0 else {"min_lr": ScheduleSpec.min_lr * float(np.sqrt(batch_fraction))}
+    spec = make_spec(family, inner.init, **floor) if family is not None and schedule == "adaptive" else None
     steps = None if family is None else family.step_scale
     return scaled(inner, scale, spec, steps), make_guard(inner, spec=spec), spec
 

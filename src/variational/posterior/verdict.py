@@ -344,5 +344,6 @@ def _high_khat(khat: float, method: str, c: MomentCheck | None, curv: CurvatureC
     hint = ""
     if c is not None and c.far:
         hint = f" (the weights, unreliable as they are, {_moved(c)})"
-    return "bad", [head + hint, "do not trust its sds or tails; try a richer family "
-                   "(method='fullrank_advi', 'flow') or check with vi.nuts"]
+    richer = "method='flow'" if method == "fullrank_advi" else "method='fullrank_advi', 'flow'"
+    return "bad", [head + hint, f"do not trust its sds or tails; try a richer family ({richer}) or "
+                                f"check with vi.nuts"]
