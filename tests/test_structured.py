@@ -142,3 +142,14 @@ def test_a_bad_structured_default_tries_full_rank_and_says_so():
     assert fit.alternative.method == "structured"
     sd = np.asarray(fit.std["x"])
     assert np.all(np.abs(sd - 1.0) < 0.1) and np.max(np.abs(np.asarray(fit.mean["x"]))) < 0.1
+
+
+@pytest.mark.slow
+def test_default_fit_of_a_random_walk_of_1000_steps_is_close_to_the_kalman_smoother():
+    # measured (benchmarks/long_series.py, the same data and seed): 0.055 sd, sd ratios 0.947-1.032;
+    # the smallest ratio is where the stopping rule's tolerance (0.1 q-sd of movement) leaves it
+    y = random_walk_data(1000, STEP_SD, NOISE_SD, seed=0)
+    fit = vi.fit(_walk, {"y": y}, progress=False)
+    err, lo, hi = _kalman_errors(fit, y)
+    assert fit.method == "structured"
+    assert err <= 0.1 and 0.93 <= lo and hi <= 1.05, (err, lo, hi)
