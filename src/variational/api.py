@@ -22,6 +22,7 @@ import optax
 
 from .data.sources import Source
 from .engine import arguments as _arguments
+from .engine import auto as _auto
 from .engine import checkpoint as _checkpoint
 from .engine import control as _control
 from .engine import devices as _devices
@@ -88,8 +89,11 @@ def fit(
         source from ``vi.data.parquet`` / ``vi.data.npy`` / ``vi.data.iterable`` (needs
         ``batch_size``).
     method : str or Family
-        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions, ``"advi"`` (mean-field)
-        above (:func:`variational.families.default_method`); or another registered family.
+        ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions; above, ``"structured"``
+        (Markov along the model's long vector sites) or ``"lowrank_advi"``
+        (:func:`variational.families.default_family`); a fit whose verdict is "bad" is followed by
+        the richer family's within the budget, and the message says which was kept; or another
+        registered family.
         The direct methods ``"laplace"``, ``"dadvi"`` and ``"pathfinder"`` are not run by the
         stochastic loop: each solves its own deterministic problem on all rows of the data
         (``steps``, ``optimizer`` and ``learning_rate`` are not used; ``steps=0`` builds the
@@ -219,6 +223,7 @@ def _fit(
     **method_options: Any,
 ) -> Fit:
     """:func:`fit` with every setting as its own keyword (as a checkpoint stores them)."""
+    call = dict(locals())   # (method="auto" may fit a richer family with the same arguments)
     steps, num_particles = _arguments.check_arguments(steps, num_particles, checkpoint, checkpoint_every, max_steps)
     _arguments.check_method_options(method, guide, method_options, _FIT_ARGUMENTS)
     started, compiled_before = time.perf_counter(), stats()
@@ -263,6 +268,8 @@ def _fit(
                     score_function=bool(score_function))
     family = _arguments.build_family(method, guide, method_options, stl, ld, plan, seed,
                                      bool(score_function), steps)
+    if method == "auto":   # what it chose, in the settings (a reload rebuilds it)
+        method_options, stl = _arguments.auto_settings(family, method_options, settings, stl, obj.name)
     plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
     key = jax.random.PRNGKey(seed)
     if isinstance(init, str):
@@ -295,7 +302,8 @@ def _fit(
     result.timings["compilations"] += (stats() - compiled_before).compilations
     if _answers.ahead_enabled() and (steps is None or int(steps) >= AHEAD_STEPS):  # diagnose()'s, draws'
         _answers.prepare(result.approximation)       # compile on another core during the steps
-    return _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
+    result = _run.run(result, steps, **run_args)  # (an "auto" step size is chosen on the first run)
+    return _auto.settle(result, _fit, call, started, method == "auto" and plan.feeder is None and place is None)
 
 
 # -- the steps of fit -------------------------------------------------------------------------

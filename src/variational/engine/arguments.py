@@ -18,14 +18,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..data import plan as _plan
 from ..errors import VariationalError, whole_number
-from ..families import default_method, guide_family, make_family
+from ..families import default_family, find_chains, guide_family, make_family
 from ..families.base import Family, method_options
 from . import devices as _devices
 from .checkpoint import check_target
 from .options import unknown_keyword
 
 __all__ = ["whole_number", "check_arguments", "check_method_options", "family_options", "plan_data",
-           "build_family"]
+           "build_family", "auto_options", "auto_stl", "auto_settings"]
 
 
 def check_arguments(steps: Any, num_particles: Any, checkpoint: Any, checkpoint_every: Any,
@@ -100,16 +100,58 @@ def plan_data(model: Callable, data: Any, batch_size: Any, replace: bool, model_
 
 def build_family(method: Any, guide: Any, options: dict, stl: bool, ld: Any, plan: Any,
                  seed: int, score_function: bool = False, steps: Any = None) -> Family:
-    """The family of a fit: ``method``'s (``"auto"`` by the model's dimension) or ``guide``'s."""
+    """The family of a fit: ``method``'s (``"auto"``: :func:`~variational.families.default_family`
+    of the model's layout; ``"structured"`` along the model's series) or ``guide``'s."""
     if guide is None:
         if score_function:
             raise VariationalError(
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
-        return make_family(default_method(ld.dim) if method == "auto" else method,
-                           **family_options(method, options, steps))
+        if method == "auto":
+            name, chosen = default_family(ld.dim, ld.layout)
+            return make_family(name, **{**chosen, **options})
+        if method == "structured" and "chains" not in options:
+            options = {**options, "chains": find_chains(ld.layout)}   # the model's series
+        return make_family(method, **family_options(method, options, steps))
     if method not in ("auto", "advi", "guide") or options or stl:
         raise VariationalError(
             f"guide= replaces method= (got {method!r}), method options (got {sorted(options)}) "
             f"and stl=; give either a guide or a method")
     return guide_family(guide, ld, plan.trace_data, seed=seed, score_function=score_function)
+
+
+def auto_options(family: Family) -> dict:
+    """The options ``method="auto"`` chose for ``family`` that the model does not determine (a
+    saved fit rebuilds its family from them; the model's series are found again from the model).
+
+    Examples
+    --------
+    >>> from variational.families import low_rank
+    >>> auto_options(low_rank(rank=8))
+    {'rank': 8}
+    """
+    return {"rank": family.options["rank"]} if family.name == "lowrank_advi" else {}
+
+
+def auto_stl(family: Family, objective: str) -> bool:
+    """Whether ``method="auto"`` draws its ELBO gradients with sticking-the-landing for ``family``.
+
+    The structured family holds the exact posterior of a linear Gaussian state-space model;
+    there the sticking-the-landing gradient vanishes, so a long series converges in a few
+    thousand steps to sds within a few percent (``docs/families.md``), where the plain gradient
+    leaves Monte Carlo noise of several percent in some of them.
+
+    Examples
+    --------
+    >>> from variational.families import structured, full_rank
+    >>> auto_stl(structured(), "elbo"), auto_stl(full_rank(), "elbo")
+    (True, False)
+    """
+    return family.name == "structured" and objective == "elbo"
+
+
+def auto_settings(family: Family, options: dict, settings: dict, stl: bool, objective: str) -> tuple[dict, bool]:
+    """``(options, stl)`` of a fit whose family ``method="auto"`` chose; its choices go into
+    ``settings`` too (a saved fit rebuilds the same family from them)."""
+    settings.update(auto_options(family))
+    return {**options, **auto_options(family)}, bool(stl) or auto_stl(family, objective)

@@ -91,6 +91,7 @@ class Run:
         self.solution: Any = None   # a direct method's record (families.base.Solution)
         self.init_grad_evals = 0    # spent by the fit this one started from (init=)
         self.categories: dict[str, list] = {}   # categorical data column -> its categories
+        self.alternative: Any = None   # method="auto": the fit of the other family it tried
 
     # -- running -----------------------------------------------------------------------------
     def _run(self, steps: int, *, callbacks: Sequence[Callable] = (), progress: bool | None = None,

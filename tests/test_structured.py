@@ -1,0 +1,155 @@
+"""The structured Gaussian (Markov along the model's series) and the default family's choice.
+
+Truths: the dense Gaussian the family's parameters define (its log density and covariance by
+linear algebra), and the exact posterior of a random walk observed with noise from a Kalman
+smoother written in NumPy (``tests/_kalman.py``).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import variational as vi
+from variational.families import default_family, find_chains, structured
+from variational.model import LogDensity
+
+from _kalman import random_walk_data, smoother
+
+STEP_SD, NOISE_SD = 0.3, 0.5
+
+
+def _perturbed(fam, d, seed=0):
+    p = fam.init(jax.random.PRNGKey(seed), jnp.zeros(d))
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), 6)
+    p = {**p, **{n: p[n] + 0.3 * jax.random.normal(k, p[n].shape) for n, k in zip(["loc", "rho", "L", "B", "a"], keys)}}
+    return {**p, "pre_loc": jax.random.normal(keys[5], (d,)), "pre_scale": jnp.linspace(0.5, 2.0, d)}
+
+
+# two globals (0, 1), a series of 5 steps, two globals (7, 8)... and a (2, 3) site read along its axis of 3
+CHAINS = ((2, (5,)), (9, (2, 3)))
+
+
+def test_draws_log_q_and_moments_are_those_of_the_dense_gaussian():
+    fam = structured(chains=CHAINS)
+    p = _perturbed(fam, 15)
+    mean, cov = fam.mean(p), fam.cov(p)
+    z, lq = jax.jit(fam.sample_and_log_q, static_argnums=2)(p, jax.random.PRNGKey(2), 40_000)
+    exact = dist.MultivariateNormal(mean, cov).log_prob(z[:50])
+    assert np.max(np.abs(np.asarray(lq[:50] - exact))) < 1e-3
+    assert np.max(np.abs(np.asarray(jax.jit(fam.log_q)(p, z[:50]) - exact))) < 1e-3
+    assert np.allclose(fam.std(p), np.sqrt(np.diag(cov)), rtol=1e-5)
+    sd = np.sqrt(np.diag(cov))
+    corr_err = (np.cov(np.asarray(z).T) - np.asarray(cov)) / np.outer(sd, sd)
+    assert np.max(np.abs(corr_err)) < 0.04          # ~5 Monte Carlo errors at 40,000 draws
+    assert np.max(np.abs(np.asarray(z.mean(0) - mean) / sd)) < 0.03
+
+
+def test_precision_is_tridiagonal_along_each_series_and_dense_elsewhere():
+    fam = structured(chains=((1, (6,)),))
+    prec = np.linalg.inv(np.asarray(fam.cov(_perturbed(fam, 7))))
+    series = prec[1:, 1:]
+    far = np.abs(np.triu(series, 2)).max()
+    assert far < 1e-4 * np.abs(series).max()
+    assert np.abs(prec[0, 1:]).min() > 1e-3           # every step depends on the global
+
+
+def test_rewhitening_and_from_gaussian_keep_the_distribution():
+    fam = structured(chains=CHAINS)
+    p = _perturbed(fam, 15, seed=3)
+    q = fam.rewhiten(p)
+    assert np.allclose(fam.cov(q), fam.cov(p), atol=1e-5) and np.allclose(fam.mean(q), fam.mean(p), atol=1e-6)
+    assert np.allclose(fam.std(q), q["pre_scale"], rtol=1e-5)   # unit scale in the new coordinates
+    r = fam.from_gaussian(fam.mean(p), fam.cov(p))                # a member is its own closest member
+    assert np.allclose(fam.cov(r), fam.cov(p), atol=1e-4)
+
+
+def test_chains_are_the_long_sites_along_their_longest_axis():
+    def model():
+        numpyro.sample("sigma", dist.HalfNormal(1.0))
+        numpyro.sample("x", dist.GaussianRandomWalk(1.0, num_steps=40))
+        numpyro.sample("w", dist.Normal(0, 1).expand([3, 20]).to_event(2))
+        numpyro.sample("b", dist.Normal(0, 1).expand([5]))
+
+    ld = LogDensity(model)
+    assert find_chains(ld.layout) == ((6, (3, 20)), (66, (40,)))   # b, sigma first (sorted names)
+    assert default_family(ld.dim, ld.layout) == ("structured", {"chains": ((6, (3, 20)), (66, (40,)))})
+    fam = structured(chains=find_chains(ld.layout))
+    p = fam.init(jax.random.PRNGKey(0), ld.init)
+    assert p["B"].shape == (100, 6) and p["a"].shape == (100,)     # linear in the series' length
+    assert default_family(30, ld.layout)[0] == "fullrank_advi"
+    assert default_family(500)[0] == "lowrank_advi"
+
+
+def _walk(y):
+    x = numpyro.sample("x", dist.GaussianRandomWalk(STEP_SD, num_steps=len(y)))
+    numpyro.sample("y", dist.Normal(x, NOISE_SD), obs=y)
+
+
+def _kalman_errors(fit, y):
+    m, s = smoother(y, STEP_SD, NOISE_SD)
+    mu, sd = np.asarray(fit.mean["x"]), np.asarray(fit.std["x"])
+    return np.max(np.abs(mu - m) / s), (sd / s).min(), (sd / s).max()
+
+
+@pytest.fixture(scope="module")
+def walk100():
+    y = random_walk_data(100, STEP_SD, NOISE_SD, seed=0)
+    return y, vi.fit(_walk, {"y": y}, progress=False, seed=0)
+
+
+def test_default_fit_of_a_noisy_random_walk_is_the_kalman_smoother(walk100):
+    y, fit = walk100
+    assert fit.method == "structured"
+    err, lo, hi = _kalman_errors(fit, y)
+    assert err <= 0.1 and 0.95 <= lo and hi <= 1.05, (err, lo, hi)
+
+
+def test_a_saved_structured_fit_reloads(walk100, tmp_path):
+    y, fit = walk100
+    path = fit.save(tmp_path / "walk.npz")
+    again = vi.load(path, _walk, {"y": y})
+    assert again.method == "structured"
+    assert np.allclose(np.asarray(again.mean["x"]), np.asarray(fit.mean["x"]))
+
+
+@pytest.mark.slow
+def test_default_fit_of_a_random_walk_of_1000_steps_is_the_kalman_smoother():
+    y = random_walk_data(1000, STEP_SD, NOISE_SD, seed=1)
+    fit = vi.fit(_walk, {"y": y}, progress=False, seed=0)
+    err, lo, hi = _kalman_errors(fit, y)
+    assert fit.method == "structured"
+    assert err <= 0.1 and 0.95 <= lo and hi <= 1.05, (err, lo, hi)
+
+
+def _correlated(dim, rho):
+    # a Gaussian posterior whose correlations are dense: every pair rho (a Markov chain cannot hold it)
+    return rho * np.ones((dim, dim)) + (1 - rho) * np.eye(dim)
+
+
+@pytest.mark.slow
+def test_a_bad_structured_default_tries_full_rank_and_says_so():
+    cov = _correlated(80, 0.5)
+
+    def model():
+        numpyro.sample("x", dist.MultivariateNormal(jnp.zeros(80), jnp.asarray(cov)))
+
+    fit = vi.fit(model, progress=False, seed=0, max_steps=20_000)
+    assert fit.method == "fullrank_advi", fit.message
+    assert "fitted 'structured' (verdict " in fit.message
+    assert fit.alternative.method == "structured"
+    sd = np.asarray(fit.std["x"])
+    assert np.all(np.abs(sd - 1.0) < 0.1) and np.max(np.abs(np.asarray(fit.mean["x"]))) < 0.1
+
+
+@pytest.mark.slow
+def test_default_fit_of_a_random_walk_of_1000_steps_is_close_to_the_kalman_smoother():
+    # measured (benchmarks/long_series.py, the same data and seed): 0.055 sd, sd ratios 0.947-1.032;
+    # the smallest ratio is where the stopping rule's tolerance (0.1 q-sd of movement) leaves it
+    y = random_walk_data(1000, STEP_SD, NOISE_SD, seed=0)
+    fit = vi.fit(_walk, {"y": y}, progress=False)
+    err, lo, hi = _kalman_errors(fit, y)
+    assert fit.method == "structured"
+    assert err <= 0.1 and 0.93 <= lo and hi <= 1.05, (err, lo, hi)
