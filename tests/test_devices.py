@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 WORKER = str(Path(__file__).with_name("_devices_worker.py"))
+# several processes, each paying the JAX import and its compilations: the slow run has them
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -292,6 +292,18 @@ def test_bad_arguments_are_clear_errors():
 # demo and command line
 # ------------------------------------------------------------------------------------------
 
+def test_demo_at_a_few_thousand_steps_finds_the_residual_scale(tmp_path):
+    """The demo's fit, short and without NUTS (the fast suite's version of the test below)."""
+    from variational.cli.demo import run
+
+    res = run(out=tmp_path, steps=3000, progress=False, nuts_draws=0)
+    assert res["png"].exists() and res["png"].stat().st_size > 10_000
+    got = {k: (m, s) for k, _, m, s, _ in res["recovery"]}
+    assert abs(got["eps"][0] - res["data"].truth["eps"]) < 0.1
+    assert "nuts" not in res
+
+
+@pytest.mark.slow
 def test_demo_recovers_known_parameters(tmp_path):
     from variational.cli.demo import run
 
