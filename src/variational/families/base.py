@@ -200,7 +200,7 @@ def with_init_params(family: Family, params: Params, values: Any) -> Params:
     >>> from variational.families import mean_field
     >>> fam = mean_field()
     >>> p = with_init_params(fam, fam.init(jax.random.PRNGKey(0), jnp.zeros(2)), {"loc": [1.0, 2.0]})
-    >>> p["loc"].tolist()
+    >>> fam.user_params(p)["loc"].tolist()      # (the family stores it whitened)
     [1.0, 2.0]
     """
     from ..errors import VariationalError
