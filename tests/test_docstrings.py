@@ -41,15 +41,25 @@ def _modules_with_examples() -> list[str]:
 
 
 MODULES = _modules_with_examples()
+# modules whose examples fit several models (about 4 s or more of CPU each, 110 s together):
+# the slow run has them, the fast suite the others (about 40 s together)
+SLOW_MODULES = {
+    "variational.api", "variational.calibration", "variational.data.batching",
+    "variational.engine.callbacks", "variational.engine.run", "variational.families.dadvi",
+    "variational.families.guides", "variational.families.svgd", "variational.posterior.fit",
+    "variational.posterior.marginals", "variational.posterior.mcmc",
+}
 
 
 def test_the_package_has_examples_to_run():
     """Guards the discovery itself: a broken walk would make every test below vanish."""
     assert len(MODULES) >= 40
     assert "variational.api" in MODULES and "variational.posterior.fit" in MODULES
+    assert SLOW_MODULES <= set(MODULES)
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", [pytest.param(m, marks=[pytest.mark.slow] if m in SLOW_MODULES else [])
+                                  for m in MODULES])
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)

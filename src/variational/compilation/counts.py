@@ -75,7 +75,7 @@ def stats() -> CompileStats:
     >>> from variational.compilation import stats
     >>> before = stats()
     >>> def model():
-    ...     vi.Normal("x", 0, 1)
+    ...     vi.Normal("height", 170.0, 10.0)
     >>> _ = vi.fit(model, steps=10, progress=False)
     >>> _ = vi.fit(model, steps=10, progress=False, seed=1)   # the same program again
     >>> after = stats()

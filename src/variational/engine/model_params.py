@@ -60,7 +60,7 @@ def attach(family: Family, ld: LogDensity, loss_and_grad: Callable) -> tuple[Fam
     >>> fam, lg = attach(mean_field(), ld, make_loss_and_grad(mean_field(), ld.logp))
     >>> p = fam.init(jax.random.PRNGKey(0), ld.init)
     >>> sorted(p), float(fam.user_params(p)["model"]["s"])
-    (['loc', 'model', 'rho'], 1.0)
+    (['loc', 'model', 'pre_loc', 'pre_scale', 'rho'], 1.0)
     """
     if not ld.params:
         return family, loss_and_grad

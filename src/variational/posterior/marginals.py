@@ -129,7 +129,7 @@ def marginal_quantiles(ld: LogDensity, family: Family, params: Any, q: Any,
     >>> import variational as vi
     >>> def model():
     ...     vi.LogNormal("s", 0.0, 1.0)
-    >>> fit = vi.fit(model, steps=0, progress=False, init_params={"loc": [0.0], "rho": [0.5413]})
+    >>> fit = vi.fit(model, method="advi", steps=0, progress=False, init_params={"loc": [0.0], "rho": [0.5413]})
     >>> round(float(fit.quantiles(0.5)["s"]), 4)      # exp(0): the median of LogNormal(0, 1)
     1.0
     """
