@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data import as_columns
-from ..compilation import measured
+from ..compilation import measured, run_traced
 from ..engine.run import Run
 from ..model.threads import exclusive_methods
 from . import programs
@@ -70,7 +70,7 @@ class Fit(Run, MarginalAnswers):
         if key not in self._cache:
             fam, p = self.family, self._answer_params
             if fam.mean is not None and fam.std is not None:
-                m, s = fam.mean(p), fam.std(p)
+                m, s = run_traced("moments", lambda q: (fam.mean(q), fam.std(q)), p)   # (one program)
             else:
                 z = self._draw_flat(4000, jax.random.fold_in(self.key, 2**20))
                 m, s = z.mean(0), z.std(0)
