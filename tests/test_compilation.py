@@ -357,3 +357,29 @@ def test_importing_the_library_leaves_arviz_matplotlib_and_pandas_alone():
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_first_default_fit_compiles_few_programs(tmp_path):
+    """A first default fit of a small radon-like regression (step-size search, adaptive schedule,
+    full-rank family), diagnose() and 1000 draws, counted from JAX's compile log in a new
+    process: 57 compilations before, most of them single operations run eagerly between chunks.
+    Now the schedule's host work runs two small compiled programs and the step-size trials run
+    the chunk; what is left eager is the model's set-up (the seed, the data's conversion of a key,
+    the flat initial point) and the step-size search's keys."""
+    out = tmp_path / "counts.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("XLA_FLAGS", None)
+    worker = str(Path(__file__).with_name("_count_worker.py"))
+    done = subprocess.run([sys.executable, worker, str(out)], env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(out.read_text())
+    every = counts["fit"] + counts["diagnose"] + counts["draws"]
+    programs = [n for n in every if n == "jit(jaxpr_as_fun)"]   # the library's own programs
+    eager = sorted(n for n in every if n != "jit(jaxpr_as_fun)")
+    # initial point, first state, chunk, schedule summaries, schedule stage; importance weights;
+    # draws and their constrained values
+    assert len(programs) == 8, every
+    assert eager == sorted(["jit(stage)", "jit(_threefry_seed)", "jit(reshape)", "jit(concatenate)",
+                            "jit(convert_element_type)", "jit(_threefry_fold_in)"]), eager
+    assert len(every) == 14

@@ -142,26 +142,25 @@ def _shardings_in(jaxpr: Any) -> Iterator[Any]:
 
 
 class Program:
-    """A compiled program with its arguments' structure: called like the traced function."""
+    """A compiled program, called like the function it was traced from (JAX checks that the
+    arguments' structure, shapes and dtypes are the ones it was compiled for)."""
 
-    __slots__ = ("compiled", "out_tree")
+    __slots__ = ("compiled",)
 
-    def __init__(self, compiled: Any, out_tree: Any) -> None:
-        self.compiled, self.out_tree = compiled, out_tree
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
 
     def __call__(self, *args: Any) -> Any:
-        return jax.tree_util.tree_unflatten(self.out_tree, self.compiled(*jax.tree_util.tree_leaves(args)))
+        return self.compiled(*args)
 
 
-def _traced(kind: str, fn: Callable, args: tuple) -> tuple[Any, Any, Callable[[], Any]]:
-    """``fn`` traced on ``args``: the key of its program, its output tree and its lowering."""
-    from jax.extend.core import jaxpr_as_fun
-
-    closed, out = jax.make_jaxpr(fn, return_shape=True)(*args)
-    leaves, tree = jax.tree_util.tree_leaves(args), jax.tree_util.tree_structure(out)
-    key = (kind, fingerprint(closed), tuple(_shardings_in(closed.jaxpr)), str(tree), signature(args),
-           jax_settings())
-    return key, tree, lambda: jax.jit(jaxpr_as_fun(closed)).lower(*leaves)
+def _traced(kind: str, fn: Callable, args: tuple) -> tuple[Any, Callable[[], Any]]:
+    """``fn`` traced on ``args``: the key of its program and its lowering (of this very trace)."""
+    traced = jax.jit(fn).trace(*args)
+    closed = traced.jaxpr
+    key = (kind, fingerprint(closed), tuple(_shardings_in(closed.jaxpr)),
+           str(jax.tree_util.tree_structure(traced.out_info)), signature(args), jax_settings())
+    return key, traced.lower
 
 
 def program(kind: str, fn: Callable, *args: Any) -> Program:
@@ -184,14 +183,14 @@ def program(kind: str, fn: Callable, *args: Any) -> Program:
     >>> program("double", lambda x: 2 * x, np.zeros(3, np.float32)) is double   # the same program
     True
     """
-    key, tree, lower = _traced(kind, fn, args)
+    key, lower = _traced(kind, fn, args)
     with _lock:
         found = _programs.get(key)
         if found is not None:
             _programs.move_to_end(key)
     if isinstance(found, _Pending):
         try:
-            found = Program(found.future.result(), tree)
+            found = Program(found.future.result())
         except Exception:
             with _lock:
                 _programs.pop(key, None)
@@ -199,7 +198,7 @@ def program(kind: str, fn: Callable, *args: Any) -> Program:
         return _keep(key, found)
     if found is not None:
         return found
-    return _keep(key, Program(_compile(lower()), tree))
+    return _keep(key, Program(_compile(lower())))
 
 
 def run_traced(kind: str, fn: Callable, *args: Any) -> Any:
@@ -265,7 +264,7 @@ def compile_ahead(kind: str, fn: Callable, *args: Any) -> bool:
     it. Nothing is done for a program in memory already. Returns whether a compilation started.
     """
     global _pool
-    key, _, lower = _traced(kind, fn, args)
+    key, lower = _traced(kind, fn, args)
     with _lock:
         if key in _programs:
             return False

@@ -229,7 +229,9 @@ def num_rows(cols: Mapping[str, np.ndarray]) -> int:
 
 def to_device(cols: Mapping[str, np.ndarray]) -> dict[str, jnp.ndarray]:
     """Put the columns on the default device (float64 becomes the default float dtype)."""
-    return {n: jnp.asarray(a) for n, a in cols.items()}
+    # converted on the host and transferred: no operation to compile per column dtype
+    return {n: jax.device_put(np.asarray(a, jax.dtypes.canonicalize_dtype(np.asarray(a).dtype)))
+            for n, a in cols.items()}
 
 
 def check_finite(cols: Mapping[str, np.ndarray], where: str = "") -> None:

@@ -203,10 +203,16 @@ def resolve_step_size(optimizer: Any, learning_rate: Any, schedule: Any) -> tupl
     return learning_rate, schedule
 
 
+def _put(value: Any, like: jax.Array) -> jax.Array:
+    """``value`` as an array with the dtype and placement of ``like`` (a transfer, no operation
+    to compile)."""
+    return jax.device_put(np.asarray(value, like.dtype), like.sharding)
+
+
 def with_learning_rate(state: EngineState, lr: float) -> EngineState:
     """``state`` with its learning rate (the optimiser's ``scale``) set to ``lr``."""
     opt = state.opt_state
-    return state._replace(opt_state=opt._replace(scale=jnp.asarray(lr, opt.scale.dtype)))
+    return state._replace(opt_state=opt._replace(scale=_put(lr, opt.scale)))
 
 
 def learning_rate(state: EngineState) -> float | None:
@@ -224,7 +230,8 @@ def _evaluate(engine: Any, state: EngineState, start: EngineState, data: Any, ke
               steps: int) -> np.ndarray:
     """Losses of ``steps`` draws at ``state``'s parameters (learning rate 0), with the same
     random numbers and batches for every state evaluated from the same ``start``."""
-    frozen = with_learning_rate(state, 0.0)._replace(step=jnp.int32(LR_EVAL_STEP0), data_state=start.data_state)
+    frozen = with_learning_rate(state, 0.0)._replace(step=_put(LR_EVAL_STEP0, state.step),
+                                                     data_state=start.data_state)
     _, report = engine.run(frozen, data, key, int(steps))
     if report.stopped_by == "interrupt":
         raise KeyboardInterrupt

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..compilation import run_traced
 from .callbacks import Callback, Converged
 from .schedule import BLOCK, WINDOW, Schedule, ScheduleSpec, describe, status
 
@@ -31,11 +32,29 @@ class Controller(Callback):
 
     def __init__(self, spec: ScheduleSpec) -> None:
         self.spec = spec
-        # run op by op (not compiled): a few small array operations every 400 steps, and
-        # nothing to compile again for the next fit of the same model
-        self._summaries = jax.vmap(spec.summary)
-        self._summary = spec.summary
         self._rewhiten = spec.rewhiten
+
+    def _summaries(self, buf: Any) -> Any:
+        """The summaries of a buffer of window averages: one small compiled program (found by
+        its trace, so the next fit of the same model compiles nothing), no eager operations."""
+        return run_traced("schedule summaries", jax.vmap(self.spec.summary), buf)
+
+    def _summary(self, a: Any, buf: Any) -> np.ndarray:
+        """The summary of the parameters ``a``, through the buffer's program (``a`` in every slot)."""
+        full = _tree(lambda b, x: np.broadcast_to(np.asarray(x, b.dtype), b.shape), buf, a)
+        return np.asarray(self._summaries(full), np.float64)[0]
+
+    def _start(self, start: Any, whiten: bool) -> tuple[Any, Any]:
+        """A new stage's parameters (rewhitened when ``whiten``) and its fresh optimiser state,
+        in one compiled program for both cases."""
+        rewhiten, reset = self._rewhiten, self.spec.reset
+
+        def stage(p: Any, flag: Any) -> tuple[Any, Any]:
+            if rewhiten is not None:
+                p = _tree(lambda w, x: jnp.where(flag, w, x), rewhiten(p), p)
+            return p, reset(p)
+
+        return run_traced("schedule stage", stage, start, np.bool_(whiten))
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
         new = advance(self, fit.state)
@@ -56,7 +75,7 @@ def advance(ctl: Controller, state: Any) -> Any:
         return state
     ys = np.asarray(ctl._summaries(s.buf), dtype=np.float64)[:n]
     h = _host(s)
-    buf = h.pop("buf")
+    buf = h["buf"]
     params, scale, inner = None, None, None
     for j in range(n):
         w = _tree(lambda b: b[j].astype(np.float64), buf)
@@ -111,7 +130,7 @@ def _half_end(ctl: Controller, h: dict, state: Any, scale: float) -> tuple | Non
         return None
     a = half
     _, se = _window_stats(h)
-    ya = np.asarray(ctl._summary(_tree(jnp.asarray, a)), np.float64)
+    ya = ctl._summary(a, h["buf"])
     ratio, change, allowed, mcse = _compare(spec, ya, se, h)
     agree = ratio <= spec.stationary   # stationary at this learning rate
     # the first stationary answer rewhitens the family (when it can): from then on a step is a
@@ -141,9 +160,9 @@ def _half_end(ctl: Controller, h: dict, state: Any, scale: float) -> tuple | Non
         h["done_at"] = int(state.step)
     # a stationary stage starts the next from its answer; a moving one from the iterate (the
     # average lags behind it)
-    start = _tree(lambda x, r: jnp.asarray(x, jnp.result_type(r)), a, state.params) if agree else state.params
-    params = ctl._rewhiten(start) if whiten else start
-    return params, new_scale, spec.reset(params)
+    start = _tree(lambda x, r: _like(x, r), a, state.params) if agree else state.params
+    params, inner = ctl._start(start, whiten)
+    return params, new_scale, inner
 
 
 def _compare(spec: ScheduleSpec, ya: np.ndarray, se: np.ndarray, h: dict) -> tuple:

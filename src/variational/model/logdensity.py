@@ -113,7 +113,9 @@ class LogDensity:
         self._scaled = self._wrap(model)
         self.params = ModelParams()
 
-        data = {k: jnp.asarray(v) for k, v in data.items()}
+        # NumPy columns are converted on the host and transferred (no operation to compile)
+        data = {k: jax.device_put(np.asarray(v, jax.dtypes.canonicalize_dtype(v.dtype)))
+                if isinstance(v, np.ndarray) else jnp.asarray(v) for k, v in data.items()}
         trace, data_of_site = self._trace(key, data)
         self.trace_sites = {k: v for k, v in trace.items()}
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]

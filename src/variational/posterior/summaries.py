@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from ..compilation import measured
+from ..compilation import measured, run_traced
 from ..engine.run import Run
 from ..model.threads import exclusive_methods
 from .approximation import Approximation
@@ -61,7 +61,7 @@ class FitSummaries(Run):
             q = self.approximation
             fam, p = q.family, q.params
             if fam.mean is not None and fam.std is not None:
-                m, s = fam.mean(p), fam.std(p)
+                m, s = run_traced("moments", lambda q: (fam.mean(q), fam.std(q)), p)   # (one program)
             else:
                 z = q.draw(jax.random.fold_in(self.key, 2**20), 4000)
                 m, s = z.mean(0), z.std(0)
