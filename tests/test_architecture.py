@@ -11,9 +11,14 @@ and no module reads another module's (or object's) private names, except those l
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
+
+import variational as vi
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "variational"
 
@@ -223,3 +228,18 @@ def test_units_stay_small(path):
                 body = body[1:]  # the docstring does not count
             length = node.end_lineno - body[0].lineno + 1
             assert length <= MAX_FUNCTION_LINES, f"{path.name}: {node.name} has {length} lines of code"
+
+
+def test_the_approximation_is_a_value():
+    """Draws are a pure function of the key (the fit's draw counter plays no part), the value
+    cannot be changed, and fit.sample(seed=s) is its draws from PRNGKey(s)."""
+    fit = vi.fit(lambda: vi.HalfNormal("s", 1.0), steps=200, learning_rate=0.05, progress=False)
+    q = fit.approximation
+    fit.sample(10)                                   # moves the fit's key counter
+    z1, z2 = q.draw(jax.random.PRNGKey(5), 50), q.draw(jax.random.PRNGKey(5), 50)
+    np.testing.assert_array_equal(np.asarray(z1), np.asarray(z2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        q.params = None
+    expected = q.constrain(q.draw(jax.random.PRNGKey(3), 40), jax.random.fold_in(jax.random.PRNGKey(3), 1))
+    np.testing.assert_array_equal(fit.sample(40, seed=3)["s"], expected["s"])
+    assert (expected["s"] > 0).all() and fit.approximation is q   # same state: the same value
