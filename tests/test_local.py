@@ -152,3 +152,10 @@ def test_answers_cover_every_training_row():
     assert idata.posterior["z"].shape[-1] == 300
     d = fit.diagnose(n=400)
     assert d.khat < 0.7   # q is the exact posterior here: the importance weights are near 1
+
+
+def test_the_default_call_stops_on_its_own_and_is_right():
+    y = _data(1000, seed=7)
+    fit = vi.fit(_model(1000), {"y": y}, batch_size=256, progress=False)
+    assert fit.converged and fit.steps < 20_000
+    _check(fit, y)

@@ -128,6 +128,7 @@ class RowState(NamedTuple):
     g: Any
     count: jax.Array
     step: jax.Array
+    since: jax.Array     # steps since the globals were last rewhitened (the average's window)
 
 
 class RowSteps:
@@ -135,8 +136,11 @@ class RowSteps:
 
     The global step is ``lr / sqrt(1 + t / decay)`` at step ``t``, and the parameters keep
     under ``g_avg`` an average of the global iterates with weights growing as ``t**AVERAGE_POWER``
-    (the later iterates count most; the minibatch noise of the globals averages out) (``frozen``: entries of the
-    global family's parameters left alone). A row updated for the ``k``-th time moves the
+    (the later iterates count most; the minibatch noise of the globals averages out);
+    ``frozen``: entries of the global family's parameters left alone. With ``rewhiten`` (the
+    global family's), at steps 64, 128, 256, ... the globals restart from their average,
+    reparameterised so that a step is measured in q's own sds (a global whose posterior sd is
+    0.001 is not moved by steps of 0.05), with a fresh Adam and a fresh average. A row updated for the ``k``-th time moves the
     fraction ``max(1 / sqrt(k), min_rate)`` of the way to its target: all of it on its first
     visit (a Gaussian row is then exact given the globals), less later, so that noisy targets
     average out while the globals move.
@@ -155,14 +159,15 @@ class RowSteps:
     """
 
     def __init__(self, lr: float, decay: float = 1000.0, frozen: Callable | None = None,
-                 min_rate: float = 0.05) -> None:
+                 min_rate: float = 0.05, rewhiten: Callable | None = None) -> None:
         self.lr, self.decay, self.min_rate = float(lr), float(decay), float(min_rate)
+        self.rewhiten = rewhiten
         inner = optax.adam(lambda t: self.lr / jnp.sqrt(1.0 + t / self.decay))
         self.glob = inner if frozen is None else optax.masked(inner, frozen)
 
     def init(self, params: Any) -> RowState:
-        return RowState(self.glob.init(params["g"]), jnp.zeros((params["loc"].shape[0],), jnp.int32),
-                        jnp.zeros((), jnp.int32))
+        zero = jnp.zeros((), jnp.int32)
+        return RowState(self.glob.init(params["g"]), jnp.zeros((params["loc"].shape[0],), jnp.int32), zero, zero)
 
     def update(self, grads: Any, state: Any, params: Any = None) -> Any:  # pragma: no cover
         raise TypeError("RowSteps updates only the rows of a batch: the engine calls apply()")
@@ -172,9 +177,12 @@ class RowSteps:
         step was applied: with ``ok`` false, or a non-finite new value, everything stays as it was."""
         upd, gstate = self.glob.update(grads["g"], state.g, params["g"])
         g = optax.apply_updates(params["g"], upd)
-        step = state.step + 1
-        w = (AVERAGE_POWER + 1.0) / (step.astype(jnp.float32) + AVERAGE_POWER)
+        step, since = state.step + 1, state.since + 1
+        w = (AVERAGE_POWER + 1.0) / (since.astype(jnp.float32) + AVERAGE_POWER)
         avg = jax.tree_util.tree_map(lambda a, b: a + (b - a) * w.astype(a.dtype), params["g_avg"], g)
+        if self.rewhiten is not None:
+            redo = (step >= 64) & ((step & (step - 1)) == 0)
+            g, avg, gstate, since = jax.lax.cond(redo, self._restart, lambda *a: a, g, avg, gstate, since)
         rows = grads[ROWS]
         t = state.count[rows] + 1
         rate = jnp.maximum(jax.lax.rsqrt(t.astype(params["loc"].dtype)), self.min_rate)
@@ -186,4 +194,9 @@ class RowSteps:
         for k, v in pick(rowvals, old).items():
             new[k] = params[k].at[rows].set(v)
         count = state.count.at[rows].set(jnp.where(ok, t, t - 1))
-        return new, RowState(pick(gstate, state.g), count, jnp.where(ok, step, state.step)), ok
+        return new, RowState(pick(gstate, state.g), count, jnp.where(ok, step, state.step),
+                             jnp.where(ok, since, state.since)), ok
+
+    def _restart(self, g: Any, avg: Any, gstate: Any, since: jax.Array) -> tuple:
+        start = self.rewhiten(avg)
+        return start, start, self.glob.init(start), jnp.zeros_like(since)

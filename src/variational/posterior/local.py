@@ -110,7 +110,7 @@ def fit_local(spec: LocalSpec, model: Callable, plan: Any, *, method: Any, metho
     family = local_family(gfam, whole, coupled=0 < whole.dg <= COUPLED_MAX_GLOBALS)
     lr = LOCAL_LEARNING_RATE if learning_rate in (None, "auto") else float(learning_rate)
     decay = max(100.0, 10.0 * spec.num_rows / spec.batch_size)
-    opt = RowSteps(lr, decay=decay, frozen=gfam.trainable if gfam.frozen else None)
+    opt = RowSteps(lr, decay=decay, frozen=gfam.trainable if gfam.frozen else None, rewhiten=gfam.rewhiten)
     loss = make_local_loss(gfam, rows, batch.logp, spec.num_rows, int(num_particles))
     if plan.feeder is not None:
         plan.feeder = Feeder(RowNumbered(plan.feeder.source), spec.batch_size, plan.capacity, seed)
