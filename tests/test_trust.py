@@ -295,3 +295,21 @@ def test_minibatch_stopping_converges_on_a_200k_row_regression():
     se = np.sqrt(np.diag(np.linalg.inv(design.T @ design))) * np.std(y - design @ ls)
     z = (np.r_[fit.mean["a"], fit.mean["b"]] - ls) / se
     assert np.max(np.abs(z)) < 0.3, z
+
+
+def test_plots_of_vector_sites_and_discrete_outcomes():
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    fig = vi.plots.marginals({"alpha": rng.normal(size=(400, 50)), "tau": rng.gamma(2.0, size=400)},
+                             {"alpha": rng.normal(size=(400, 50)), "tau": rng.gamma(2.0, size=400)},
+                             max_elements=50)
+    forest = {ax.get_title(): ax for ax in fig.axes}["alpha"]
+    assert len(forest.get_yticklabels()) == 50 and len(forest.collections) == 2   # VI and reference rows
+    data = type("Draws", (), {})()
+    y = (rng.random(100) < 0.3).astype(int)
+    data.observed_data = xr.Dataset({"y": ("n", y)})
+    data.posterior_predictive = xr.Dataset({"y": (("chain", "draw", "n"), (rng.random((1, 200, 100)) < 0.3) * 1)})
+    ax = vi.plots.predictive(data).axes[0]
+    assert [round(p.get_height(), 2) for p in ax.patches] == [round(1 - y.mean(), 2), round(y.mean(), 2)]
+    assert not ax.lines or all(len(line.get_xdata()) <= 2 for line in ax.lines)   # no line across 0..1
