@@ -79,8 +79,9 @@ def centred_sites(ld: Any, z: np.ndarray, q_sd: np.ndarray, batch: Mapping[str, 
     >>> def model():
     ...     tau = vi.HalfNormal("tau", 1.0)
     ...     vi.Normal("alpha", 0.0, tau, shape=(8,))
+    ...     vi.Normal("beta", 0, 5, shape=(3,))            # a fixed scale: not a hierarchy
     >>> ld = vi.LogDensity(model)
-    >>> [(c.site, c.scales) for c in centred_sites(ld, np.zeros(9), np.ones(9), {})]
+    >>> [(c.site, c.scales) for c in centred_sites(ld, np.zeros(12), np.ones(12), {})]
     [('alpha', ('tau',))]
     """
     z = jnp.asarray(z, ld.dtype)
@@ -92,7 +93,7 @@ def centred_sites(ld: Any, z: np.ndarray, q_sd: np.ndarray, batch: Mapping[str, 
 
     def scales(x: jax.Array) -> dict:
         tr = ld.log_terms(x, batch)[1]
-        return {n: jnp.broadcast_to(_loc_scale(tr[n]["fn"]), real[n].shape) for n in sites}
+        return {n: jnp.broadcast_to(jnp.asarray(_loc_scale(tr[n]["fn"]), x.dtype), real[n].shape) for n in sites}
 
     value = jax.jit(scales)(z)
     jac = jax.jit(jax.jacobian(scales))(z)
