@@ -145,18 +145,18 @@ def verdict_checks(fit: Any, z: jax.Array, lw: np.ndarray, khat: float, data: An
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
     batch = training_data(fit) if data is None else as_columns(data)
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    mean, sd = (np.asarray(a) for a in fit._flat_moments())
+    moments = lambda: tuple(np.asarray(a) for a in fit._flat_moments())  # noqa: E731
     if khat >= KHAT_GOOD and fit.family.name in ("advi", "fullrank_advi"):
         hess = log_joint_hessian(fit.logdensity)
-        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], sd, names)
+        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], moments()[1], names)
     if fit.logdensity.dim <= CENTRED_MAX_DIM:
-        out["centred"] = centred_sites(fit.logdensity, mean, sd, batch)
+        out["centred"] = centred_sites(fit.logdensity, moments, batch)
     info = {} if fit.solution is None else fit.solution.info
     if fit.method in ("laplace", "pathfinder"):
         out["direct"] = {"weighted": fit.family.options.get("importance_sampling") is not None
                          and info.get("khat", np.inf) <= KHAT_BAD}
     elif fit.method == "dadvi" and "mcse" in info:
-        out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(fit)) / sd))}
+        out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(fit)) / moments()[1]))}
     return out
 
 
