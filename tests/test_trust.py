@@ -336,3 +336,15 @@ def test_direct_methods_are_judged_by_what_they_report(method):
     assert d.status == "good", d.verdict
     reason = "Monte Carlo error" if method == "dadvi" else "importance-weighted"
     assert reason in d.verdict
+
+
+def test_timings_include_the_step_size_search():
+    import time
+
+    started = time.perf_counter()
+    fit = vi.fit(_linreg, {"X": np.ones((20, 2), np.float32), "y": np.ones(20, np.float32)}, progress=False)
+    wall = time.perf_counter() - started
+    t = fit.timings
+    assert t["step_size_s"] > 0
+    accounted = t["setup_s"] + t["step_size_s"] + t["compile_s"] + t["run_s"] + t["control_s"]
+    assert 0.8 * wall < accounted <= wall * 1.01
