@@ -295,3 +295,56 @@ def test_minibatch_stopping_converges_on_a_200k_row_regression():
     se = np.sqrt(np.diag(np.linalg.inv(design.T @ design))) * np.std(y - design @ ls)
     z = (np.r_[fit.mean["a"], fit.mean["b"]] - ls) / se
     assert np.max(np.abs(z)) < 0.3, z
+
+
+def test_plots_of_vector_sites_and_discrete_outcomes():
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    fig = vi.plots.marginals({"alpha": rng.normal(size=(400, 50)), "tau": rng.gamma(2.0, size=400)},
+                             {"alpha": rng.normal(size=(400, 50)), "tau": rng.gamma(2.0, size=400)},
+                             max_elements=50)
+    forest = {ax.get_title(): ax for ax in fig.axes}["alpha"]
+    assert len(forest.get_yticklabels()) == 50 and len(forest.collections) == 2   # VI and reference rows
+    data = type("Draws", (), {})()
+    y = (rng.random(100) < 0.3).astype(int)
+    data.observed_data = xr.Dataset({"y": ("n", y)})
+    data.posterior_predictive = xr.Dataset({"y": (("chain", "draw", "n"), (rng.random((1, 200, 100)) < 0.3) * 1)})
+    ax = vi.plots.predictive(data).axes[0]
+    assert [round(p.get_height(), 2) for p in ax.patches] == [round(1 - y.mean(), 2), round(y.mean(), 2)]
+    assert not ax.lines or all(len(line.get_xdata()) <= 2 for line in ax.lines)   # no line across 0..1
+
+
+@pytest.mark.parametrize("method", ["laplace", "pathfinder", "dadvi"])
+def test_direct_methods_are_judged_by_what_they_report(method):
+    """A near-Gaussian regression (integer prior scales): each direct method is accurate, and
+    its verdict says so for its own reason, not k-hat's."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 3)).astype(np.float32)
+    y = (X @ np.array([1.0, -0.5, 0.2]) + 0.5 * rng.normal(size=100)).astype(np.float32)
+
+    def regression(X, y):
+        b = vi.Normal("b", 0, 5, shape=(3,))
+        s = vi.HalfNormal("s", 2.0)
+        vi.Normal("y", X @ b, s, observed=y)
+
+    fit = vi.fit(regression, {"X": X, "y": y}, method=method, progress=False)
+    d = fit.diagnose()
+    ls, res = np.linalg.lstsq(X, y, rcond=None)[:2]
+    se = np.sqrt(np.diag(np.linalg.inv(X.T @ X)) * res[0] / (100 - 3))
+    assert np.max(np.abs((np.asarray(fit.mean["b"]) - ls) / se)) < 0.2
+    assert d.status == "good", d.verdict
+    reason = "Monte Carlo error" if method == "dadvi" else "importance-weighted"
+    assert reason in d.verdict
+
+
+def test_timings_include_the_step_size_search():
+    import time
+
+    started = time.perf_counter()
+    fit = vi.fit(_linreg, {"X": np.ones((20, 2), np.float32), "y": np.ones(20, np.float32)}, progress=False)
+    wall = time.perf_counter() - started
+    t = fit.timings
+    assert t["step_size_s"] > 0
+    accounted = t["setup_s"] + t["step_size_s"] + t["compile_s"] + t["run_s"] + t["control_s"]
+    assert 0.8 * wall < accounted <= wall * 1.01

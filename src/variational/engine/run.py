@@ -9,6 +9,7 @@ questions about the approximation.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Mapping, Self, Sequence
 
 import jax
@@ -83,7 +84,8 @@ class Run:
         # where the time went: building the fit (tracing, initial point), compiling and running
         # the steps, drawing (sample, mean, std, summary), diagnosing; and XLA compilations
         self.timings: dict[str, float] = {"setup_s": 0.0, "compile_s": 0.0, "run_s": 0.0, "steps": 0,
-                                          "draws_s": 0.0, "diagnose_s": 0.0, "compilations": 0}
+                                          "draws_s": 0.0, "diagnose_s": 0.0, "step_size_s": 0.0, "control_s": 0.0,
+                                          "compilations": 0}
         self._draw_counter = 0
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
@@ -125,7 +127,7 @@ class Run:
         feeder = None if self._plan is None else self._plan.feeder
         if feeder is not None:
             feeder.extend(self.steps + steps)  # read ahead no further than this run goes
-        report = None
+        report, started = None, time.perf_counter()
         try:
             state, report = self.engine.run(
                 self._state, self.data, self.key, steps, callbacks=wrapped,
@@ -138,6 +140,9 @@ class Run:
             if feeder is not None:
                 feeder.close()  # stops the prefetch thread; the stream resumes at the next step
         self._absorb(state, report)
+        # the rest of the run's time: the callbacks' and the schedule's host work (and compiling it)
+        self.timings["control_s"] = self.timings.get("control_s", 0.0) + max(
+            time.perf_counter() - started - report.compile_s - report.run_s, 0.0)
         self.timings["compilations"] += (stats() - compiled_before).compilations
         after_run(self, callbacks, before, report.stopped_by)
         if report.error is not None:
@@ -402,11 +407,14 @@ def choose_learning_rate(fit: Any) -> bool:
 
     Returns False when Ctrl-C interrupted the search (the fit is then marked interrupted).
     """
+    started = time.perf_counter()
     try:
         lr, table = search_learning_rate(fit)
     except KeyboardInterrupt:
         fit.interrupted, fit.message = True, "interrupted during the learning-rate search, at step 0"
         return False
+    finally:   # the trials' time (with their compilation), so that the timings add up
+        fit.timings["step_size_s"] = fit.timings.get("step_size_s", 0.0) + time.perf_counter() - started
     fit._set_state(with_learning_rate(fit.state, lr))
     fit.settings["learning_rate"] = lr
     fit.lr_search = table

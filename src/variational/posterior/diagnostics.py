@@ -143,25 +143,25 @@ def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, 
     """The verdict's checks of ``q`` (see :mod:`variational.posterior.verdict`) from :func:`psis`'s
     output: the moment check; for a Gaussian variational fit with a high k-hat the curvature
     check; the model's centred hierarchies; for a direct method (``solution``, its record) what
-    it reports of itself. ``moments`` is q's (mean, sd) per flat coordinate."""
+    it reports of itself. ``moments()`` gives q's (mean, sd) per flat coordinate."""
     if not np.isfinite(khat):
         return {}
     names = coordinate_names(q.logdensity.layout)
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
     batch = q.training_data() if data is None else as_columns(data)
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    mean, sd = (np.asarray(a) for a in moments)
+    flat = lambda: tuple(np.asarray(a) for a in moments())  # noqa: E731  (computed when a check needs them)
     if khat >= KHAT_GOOD and q.family.gaussian and q.family.solve is None:
         hess = log_joint_hessian(q.logdensity)
-        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], sd, names)
+        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], flat()[1], names)
     if q.logdensity.dim <= CENTRED_MAX_DIM:
-        out["centred"] = centred_sites(q.logdensity, mean, sd, batch)
+        out["centred"] = centred_sites(q.logdensity, flat, batch)
     info = {} if solution is None else solution.info
     if solution is not None and "importance_sampling" in q.family.options:   # Laplace, Pathfinder
         out["direct"] = {"weighted": q.family.options.get("importance_sampling") is not None
                          and info.get("khat", np.inf) <= KHAT_BAD}
     elif solution is not None and "mcse" in info:                             # DADVI
-        out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(solution)) / sd))}
+        out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(solution)) / flat()[1]))}
     return out
 
 
@@ -400,8 +400,8 @@ def diagnose_fit(q: Approximation, run: Any, n: int, key: jax.Array, data: Any, 
                  answer: dict | None) -> Diagnosis:
     """``fit.diagnose``: importance weights of ``n`` draws of ``q`` from ``key`` on ``data`` (all
     training rows when None), read with the history of ``run`` (the fit: its public ``hist``,
-    ``skipped_steps``, ``steps``, ``method`` and ``solution``); ``moments`` is q's mean and
-    standard deviation per flat coordinate, ``answer`` the adaptive schedule's status."""
+    ``skipped_steps``, ``steps``, ``method`` and ``solution``); ``moments()`` gives q's mean
+    and standard deviation per flat coordinate, ``answer`` the adaptive schedule's status."""
     lw, khat, checks, method = None, float("nan"), {}, run.method
     if q.logdensity.dim == 0:
         method = POINT  # only the model's parameters: nothing for importance weights to check

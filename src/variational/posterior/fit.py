@@ -197,7 +197,7 @@ class Fit(FitSummaries):
         if data is None and cache_key in self._cache:
             return self._cache[cache_key]
         q = self.approximation
-        out = diagnose_fit(q, self, n, self._next_key(seed), data, self.flat_moments(), status(self.state))
+        out = diagnose_fit(q, self, n, self._next_key(seed), data, self.flat_moments, status(self.state))
         if data is None:
             self._cache[cache_key] = out
         return out

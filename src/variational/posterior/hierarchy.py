@@ -19,7 +19,7 @@ group down and the centred form is the better one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -66,11 +66,12 @@ def _loc_scale(fn: Any) -> Any:
     return None
 
 
-def centred_sites(ld: Any, z: np.ndarray, q_sd: np.ndarray, batch: Mapping[str, Any]) -> list[Centred]:
-    """The centred loc-scale sites of ``ld``'s model around the point ``z`` (flat, unconstrained).
+def centred_sites(ld: Any, moments: Callable[[], tuple], batch: Mapping[str, Any]) -> list[Centred]:
+    """The centred loc-scale sites of ``ld``'s model around q's mean.
 
-    ``q_sd`` are q's sds of the flat coordinates. A site counts when it has more than one
-    element, a real support, and a scale that changes with another latent site.
+    ``moments()`` gives q's mean and sds of the flat unconstrained coordinates (asked for only
+    when the model has a candidate site). A site counts when it has more than one element, a
+    real support, and a scale that changes with another latent site.
 
     Examples
     --------
@@ -79,23 +80,32 @@ def centred_sites(ld: Any, z: np.ndarray, q_sd: np.ndarray, batch: Mapping[str, 
     >>> def model():
     ...     tau = vi.HalfNormal("tau", 1.0)
     ...     vi.Normal("alpha", 0.0, tau, shape=(8,))
+    ...     vi.Normal("beta", 0, 5, shape=(3,))            # a fixed scale: not a hierarchy
     >>> ld = vi.LogDensity(model)
-    >>> [(c.site, c.scales) for c in centred_sites(ld, np.zeros(9), np.ones(9), {})]
+    >>> [(c.site, c.scales) for c in centred_sites(ld, lambda: (np.zeros(12), np.ones(12)), {})]
     [('alpha', ('tau',))]
     """
-    z = jnp.asarray(z, ld.dtype)
-    _, trace = ld.log_terms(z, batch)
     real = {s.name: s for s in ld.layout if s.size > 1 and tuple(s.shape) == tuple(s.unconstrained_shape)}
-    sites = [n for n in real if n in trace and _loc_scale(trace[n]["fn"]) is not None]
+    if not real:
+        return []
+    sites: list[str] = []
+
+    def probe(x: jax.Array) -> jax.Array:   # traced, never compiled: which scales depend on x
+        tr = ld.log_terms(x, batch)[1]
+        sites.extend(n for n in real if n in tr and isinstance(_loc_scale(tr[n]["fn"]), jax.core.Tracer))
+        return jnp.zeros((), x.dtype)
+
+    jax.eval_shape(probe, jax.ShapeDtypeStruct((ld.dim,), ld.dtype))
     if not sites:
         return []
+    mean, q_sd = moments()
+    z = jnp.asarray(mean, ld.dtype)
 
     def scales(x: jax.Array) -> dict:
         tr = ld.log_terms(x, batch)[1]
-        return {n: jnp.broadcast_to(_loc_scale(tr[n]["fn"]), real[n].shape) for n in sites}
+        return {n: jnp.broadcast_to(jnp.asarray(_loc_scale(tr[n]["fn"]), x.dtype), real[n].shape) for n in sites}
 
-    value = jax.jit(scales)(z)
-    jac = jax.jit(jax.jacobian(scales))(z)
+    value, jac = jax.jit(lambda x: (scales(x), jax.jacobian(scales)(x)))(z)   # one compilation
     owner = np.repeat([s.name for s in ld.layout], [s.size for s in ld.layout])
     out = []
     for n in sites:

@@ -100,9 +100,10 @@ def marginals(
 ) -> "Figure":
     """Posterior marginals of the approximation, overlaid on reference draws.
 
-    One panel per parameter; for vector parameters the first ``max_elements`` elements share
-    the panel, one colour each (the seeds' ADVI-versus-NUTS figures). The approximation is
-    drawn as lines, the reference as filled histograms.
+    One panel per parameter. Scalars and vectors of up to three elements are histograms (the
+    approximation as lines, the reference filled, one colour and legend entry per element);
+    longer vectors are a forest: one row per element (the first ``max_elements``), each with
+    its median and central 94% interval.
 
     Parameters
     ----------
@@ -128,6 +129,9 @@ def marginals(
     >>> fig = marginals({"x": rng.normal(size=(500, 2))}, {"x": rng.normal(size=(500, 2))})
     >>> fig.axes[0].get_title()
     'x'
+    >>> forest = marginals({"alpha": rng.normal(size=(500, 30))}, max_elements=30)
+    >>> len(forest.axes[0].get_yticklabels())                  # a row per group
+    30
     """
     a = as_draws(approx, n)
     r = as_draws(reference, n) if reference is not None else {}
@@ -137,21 +141,45 @@ def marginals(
         raise KeyError(f"var_names {unknown} are not in the draws (available: {sorted(a)})")
     fig, axes = _figure(len(names), ncols=2 if len(names) > 3 else 1)
     for ax, name in zip(axes, names):
-        cols_a = columns(name, np.asarray(a[name], dtype=float))[:max_elements]
-        cols_r = columns(name, np.asarray(r[name], dtype=float))[:max_elements] if name in r else []
-        for j, (label, ca) in enumerate(cols_a):
-            color = f"C{j % 10}"
-            both = np.concatenate([ca] + ([cols_r[j][1]] if cols_r else []))
-            edges = np.histogram_bin_edges(both[np.isfinite(both)], bins=bins)
-            if cols_r:
-                ax.hist(cols_r[j][1], bins=edges, density=True, color=color, alpha=0.25,
-                        label=labels[1] if j == 0 else None)
-            ax.hist(ca, bins=edges, density=True, histtype="step", lw=1.4, color=color,
-                    label=labels[0] if j == 0 else None)
+        cols_a = columns(name, np.asarray(a[name], dtype=float))
+        cols_r = columns(name, np.asarray(r[name], dtype=float)) if name in r else []
+        if len(cols_a) > OVERLAID:
+            _forest(ax, cols_a[:max_elements], cols_r[:max_elements], labels)
+        else:
+            _histograms(ax, cols_a, cols_r, labels, bins)
         ax.set_title(name)
-        ax.set_yticks([])
         ax.legend(loc="upper right", fontsize="small")
     return fig
+
+
+#: vector sites with more elements than this are drawn as a forest (one row per element)
+OVERLAID = 3
+
+
+def _histograms(ax: Any, cols_a: list, cols_r: list, labels: tuple[str, str], bins: int) -> None:
+    for j, (label, ca) in enumerate(cols_a):
+        color = f"C{j % 10}"
+        both = np.concatenate([ca] + ([cols_r[j][1]] if cols_r else []))
+        edges = np.histogram_bin_edges(both[np.isfinite(both)], bins=bins)
+        suffix = f" {label}" if len(cols_a) > 1 else ""
+        if cols_r:
+            ax.hist(cols_r[j][1], bins=edges, density=True, color=color, alpha=0.25, label=labels[1] + suffix)
+        ax.hist(ca, bins=edges, density=True, histtype="step", lw=1.4, color=color, label=labels[0] + suffix)
+    ax.set_yticks([])
+
+
+def _forest(ax: Any, cols_a: list, cols_r: list, labels: tuple[str, str]) -> None:
+    """One row per element: the mean and the central 94% interval of each set of draws."""
+    rows = np.arange(len(cols_a))[::-1]
+    for k, (cols, offset, color) in enumerate(((cols_a, 0.15, "C0"), (cols_r, -0.15, "C1"))):
+        if not cols:
+            continue
+        shift = offset if cols_r else 0.0
+        lo, mid, hi = np.array([np.nanquantile(c, [0.03, 0.5, 0.97]) for _, c in cols]).T
+        ax.hlines(rows + shift, lo, hi, color=color, lw=1.4)
+        ax.plot(mid, rows + shift, "o", color=color, ms=3, label=labels[k])
+    ax.set_yticks(rows)
+    ax.set_yticklabels([label for label, _ in cols_a], fontsize="small")
 
 
 def tracker(values: Mapping[str, Sequence[Any]], names: Sequence[str] | None = None, *,
@@ -226,6 +254,12 @@ def predictive(
     >>> fit = vi.fit(model, {"y": np.random.default_rng(0).normal(size=50)}, steps=500, progress=False)
     >>> predictive(fit).axes[0].get_title()
     'y'
+    >>> idata = type("Draws", (), {})()                  # 0/1 outcomes: proportions, not a line
+    >>> import xarray as xr
+    >>> idata.observed_data = xr.Dataset({"y": ("n", np.array([0, 1, 1, 0]))})
+    >>> idata.posterior_predictive = xr.Dataset({"y": (("chain", "draw", "n"), np.ones((1, 10, 4)))})
+    >>> [t.get_text() for t in predictive(idata).axes[0].get_xticklabels()]
+    ['0', '1']
     """
     if is_fit(source):
         obs = observed_values(source.model, source.approximation.training_data(), source.model_kwargs)
@@ -245,6 +279,11 @@ def predictive(
     for ax, k in zip(axes, keys):
         y = np.asarray(obs[k], dtype=float).ravel()
         rep = np.asarray(pred[k], dtype=float).reshape(len(pred[k]), -1)
+        ax.set_title(k)
+        values = np.unique(np.concatenate([y, rep[: min(len(rep), 50)].ravel()]))
+        if len(values) <= MAX_DISCRETE and np.all(values == np.round(values)):
+            _discrete(ax, y, rep, values)
+            continue
         edges = np.histogram_bin_edges(np.concatenate([y, rep[: min(len(rep), 50)].ravel()]), bins=bins)
         centres = 0.5 * (edges[1:] + edges[:-1])
         for i, row in enumerate(rng.choice(len(rep), min(n_lines, len(rep)), replace=False)):
@@ -253,10 +292,27 @@ def predictive(
         h, _ = np.histogram(rep.ravel(), bins=edges, density=True)
         ax.plot(centres, h, color="C0", lw=1.6, label="predictive (pooled)")
         ax.hist(y, bins=edges, density=True, color="k", alpha=0.3, label="observed")
-        ax.set_title(k)
         ax.set_yticks([])
         ax.legend(loc="upper right", fontsize="small")
     return fig
+
+
+#: outcomes with at most this many whole-number values are drawn as proportions per value
+MAX_DISCRETE = 20
+
+
+def _discrete(ax: Any, y: np.ndarray, rep: np.ndarray, values: np.ndarray) -> None:
+    """Observed proportion of each value (bars) against the replicated data sets' proportions
+    (median and central 94% interval)."""
+    observed = np.array([np.mean(y == v) for v in values])
+    replicated = np.stack([np.mean(rep == v, axis=1) for v in values], axis=1)
+    lo, mid, hi = np.quantile(replicated, [0.03, 0.5, 0.97], axis=0)
+    ax.bar(values, observed, width=0.6, color="k", alpha=0.3, label="observed")
+    ax.errorbar(values, mid, yerr=[mid - lo, hi - mid], fmt="o", color="C0", ms=4, capsize=3,
+                label="predictive (94%)")
+    ax.set_xticks(values)
+    ax.set_ylabel("proportion")
+    ax.legend(loc="upper right", fontsize="small")
 
 
 def model_graph(model: Callable, data: Any = None, *, model_kwargs: Mapping[str, Any] | None = None,
