@@ -24,3 +24,17 @@ def shared_data_dir():
 
     p = find_shared_data("radon.csv")
     return None if p is None else p.parent
+
+
+# With `--dist loadgroup` (pyproject's addopts) the tests of one module run on one worker, so a
+# module's shared fits (scope="module" fixtures) are computed once, not once per worker; the
+# modules of many independent cases (each example script, each module's docstrings, each docs
+# page) are spread over the workers instead.
+_SPREAD = {"test_examples.py", "test_docstrings.py", "test_docs_examples.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name not in _SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
