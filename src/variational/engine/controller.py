@@ -49,12 +49,12 @@ class Controller(Callback):
         in one compiled program for both cases."""
         rewhiten, reset = self._rewhiten, self.spec.reset
 
-        def stage(p: Any, flag: Any) -> tuple[Any, Any]:
+        def new_stage(p: Any, flag: Any) -> tuple[Any, Any]:
             if rewhiten is not None:
                 p = _tree(lambda w, x: jnp.where(flag, w, x), rewhiten(p), p)
             return p, reset(p)
 
-        return run_traced("schedule stage", stage, start, np.bool_(whiten))
+        return run_traced("schedule stage", new_stage, start, np.bool_(whiten))
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
         new = advance(self, fit.state)
