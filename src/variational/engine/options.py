@@ -126,8 +126,7 @@ class Batches:
     devices: Any = None
 
     def __post_init__(self) -> None:
-        if self.size is not None:
-            object.__setattr__(self, "size", whole_number("batch_size", self.size, 1))
+        # (the size is checked against the rows of the data when the fit plans them)
         object.__setattr__(self, "replace", bool(self.replace))
         if isinstance(self.devices, list):
             object.__setattr__(self, "devices", tuple(self.devices))
