@@ -251,14 +251,14 @@ def _fit(
         if found is not None:
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
-    plan = _arguments.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
-    spec = None if guide is not None or direct else _local.find(model, plan, model_kwargs)
-    if spec is not None:   # latent sites in a plate over the data rows (docs/local_latents.md)
+    found = None if guide is not None or direct else _local.find(model, data, batch_size, model_kwargs, seed)
+    if found is not None:   # latent sites in a plate over the data rows (docs/local_latents.md)
         return _run.run(_local.fit_local(
-            spec, model, plan, method=method, method_options=method_options, settings=settings,
+            *found, model, method=method, method_options=method_options, settings=settings,
             model_kwargs=model_kwargs, start=start, seed=seed, num_particles=num_particles,
             learning_rate=None if chosen else learning_rate, others=dict(
                 stl=stl, replace=replace, devices=devices, init=init, init_params=init_params)), steps, **run_args)
+    plan = _arguments.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
         # a stream cannot replay trials; processes agree on every step (a fixed, constant step)
         learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..data.batching import Streamed
-from ..data.columns import to_device
+from ..data.columns import check_finite, num_rows, read_columns, to_device
+from ..data.plan import Plan
+from ..data.sources import Source
 from ..data.feeder import Feeder
 from ..data.rows import RowBatches, RowNumbered
 from ..engine.local import RowSteps, make_local_loss
@@ -38,14 +40,41 @@ LOCAL_LEARNING_RATE = 0.05
 _GAUSSIAN = ("advi", "fullrank_advi", "lowrank_advi")
 
 
-def find(model: Callable, plan: Any, model_kwargs: Mapping[str, Any] | None = None) -> LocalSpec | None:
-    """The row plate and local sites of ``model`` under the data plan ``plan`` (None: none)."""
-    if plan.batch_size is None:
-        cols = plan.trace_data
+def find(model: Callable, data: Any, batch_size: Any, model_kwargs: Mapping[str, Any] | None = None,
+         seed: int = 0) -> tuple[LocalSpec, Plan] | None:
+    """The row plate and local sites of ``model`` on ``data``, and the data plan of their fit
+    (None when the model has none: the fit is planned as any other)."""
+    if data is None or (isinstance(data, Source) and batch_size is None):
+        return None
+    if isinstance(data, Source):
+        n, b = data.num_rows, batch_size
+        if not isinstance(n, int) or isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= n:
+            return None   # (the plan explains)
+        cols, categories = data.head(b), {}
+    else:
+        cols, categories = read_columns(data)
         if not cols:
             return None
-        return find_local(model, cols, len(next(iter(cols.values()))), None, model_kwargs)
-    return find_local(model, plan.trace_data, plan.num_rows, plan.batch_size, model_kwargs)
+        n = num_rows(cols)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or not 1 <= batch_size <= n):
+            return None
+    try:
+        spec = find_local(model, cols, n, batch_size, model_kwargs)
+    except Exception:
+        return None   # the model's own error: explained by the plan and the log density
+    if spec is None:
+        return None
+    if isinstance(data, Source):
+        row_bytes = sum(a[:1].nbytes for a in cols.values())
+        capacity = int(np.clip((16 << 20) // max(1, b * row_bytes), 4, 4096))
+        feeder = Feeder(RowNumbered(data), b, capacity, seed)
+        return spec, Plan(cols, {}, n, b, False, spec.scale, [], feeder, capacity)
+    check_finite(cols)
+    if spec.subsampled:
+        return spec, Plan(cols, {}, None, None, categories=categories)
+    return spec, Plan({k: v[:batch_size] for k, v in cols.items()}, {}, n, batch_size, False, spec.scale,
+                      categories=categories, columns=cols)
 
 
 def _refuse(settings: Mapping[str, Any], given: Mapping[str, Any]) -> None:
@@ -90,7 +119,7 @@ def _logdensities(model: Callable, spec: LocalSpec, plan: Any, model_kwargs: Any
     return full, batch, data
 
 
-def fit_local(spec: LocalSpec, model: Callable, plan: Any, *, method: Any, method_options: dict,
+def fit_local(spec: LocalSpec, plan: Plan, model: Callable, *, method: Any, method_options: dict,
               settings: dict, model_kwargs: Any, start: Any, seed: int, num_particles: int,
               learning_rate: Any, others: Mapping[str, Any]) -> Fit:
     """Build the fit of a model with local latent variables (not yet run).
@@ -113,7 +142,6 @@ def fit_local(spec: LocalSpec, model: Callable, plan: Any, *, method: Any, metho
     opt = RowSteps(lr, decay=decay, frozen=gfam.trainable if gfam.frozen else None, rewhiten=gfam.rewhiten)
     loss = make_local_loss(gfam, rows, batch.logp, spec.num_rows, int(num_particles))
     if plan.feeder is not None:
-        plan.feeder = Feeder(RowNumbered(plan.feeder.source), spec.batch_size, plan.capacity, seed)
         batcher: Any = Streamed(spec.num_rows, spec.batch_size)
     else:
         batcher = RowBatches(spec.num_rows, spec.batch_size, gather=not spec.subsampled)
