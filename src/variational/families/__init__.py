@@ -11,11 +11,11 @@ parameters instead of running the engine's loop: :mod:`.laplace`, :mod:`.dadvi`,
 May import: :mod:`variational.model`, :mod:`variational.errors`, numpyro, jax.
 """
 
-from .base import (FAMILIES, FULLRANK_MAX_DIM, Family, default_family, default_method, make_family, register_family,
-                   with_init_params)
+from .base import FAMILIES, Family, make_family, register_family, with_init_params
 from .gaussian import full_rank, mean_field
 from .lowrank import low_rank
 from .structured import find_chains, structured
+from .choice import FULLRANK_MAX_DIM, default_family, default_method
 from .flows import flow
 from . import kernels
 from .svgd import amortized_svgd, asvgd, particle_family, svgd

@@ -21,6 +21,7 @@ length of the series (the recursions run as parallel prefix scans).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import jax
@@ -90,6 +91,123 @@ def _recurrence(a: jax.Array, b: jax.Array) -> jax.Array:
     return jax.lax.associative_scan(combine, (a, b), axis=b.ndim - 1)[1]
 
 
+@dataclass(frozen=True)
+class _Markov:
+    """The functions of :func:`structured` for the series ``chains`` (see the module's docstring)."""
+
+    chains: Chains | None
+    rho0: float
+
+    def parts(self, p: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        perm, inv, link = _index(self.chains, int(p["loc"].shape[0]))
+        return perm, inv, link, int(len(perm) - len(link))
+
+    def init(self, key: jax.Array, z0: jax.Array) -> Params:
+        z0 = jnp.asarray(z0)
+        _, _, link, g = self.parts({"loc": z0})
+        t = len(link)
+        return {"loc": jnp.zeros_like(z0), "rho": jnp.full_like(z0, self.rho0),
+                "L": jnp.zeros((g, g), z0.dtype), "B": jnp.zeros((t, g), z0.dtype),
+                "a": jnp.zeros((t,), z0.dtype), "pre_loc": z0, "pre_scale": jnp.ones_like(z0)}
+
+    def pre(self, p: Params) -> tuple[jax.Array, jax.Array]:
+        return jax.lax.stop_gradient(p["pre_loc"]), jax.lax.stop_gradient(p["pre_scale"])
+
+    def factors(self, p: Params) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+        """In the order globals, chain: ``(u, S_g, sigma, a, B)``."""
+        perm, _, link, g = self.parts(p)
+        u, sd = p["loc"][perm], jax.nn.softplus(p["rho"][perm])
+        s_g = sd[:g, None] * (jnp.tril(p["L"], -1) + jnp.eye(g, dtype=sd.dtype))
+        return u, s_g, sd[g:], p["a"] * jnp.asarray(link, sd.dtype), p["B"]
+
+    def logdet(self, p: Params) -> jax.Array:
+        return jnp.sum(jnp.log(jax.nn.softplus(p["rho"]))) + jnp.sum(jnp.log(self.pre(p)[1]))
+
+    def sample_and_log_q(self, p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        _, inv, _, g = self.parts(p)
+        u, s_g, sig, a, b = self.factors(p)
+        eps = jax.random.normal(key, (n,) + p["loc"].shape, p["loc"].dtype)
+        dg = eps[:, :g] @ s_g.T
+        wc = u[g:] + dg @ b.T + _recurrence(a, sig * eps[:, g:])
+        c, s = self.pre(p)
+        z = c + s * jnp.concatenate([u[:g] + dg, wc], axis=1)[:, inv]
+        lq = -0.5 * jnp.sum(eps * eps, -1) - self.logdet(p) - 0.5 * z.shape[-1] * LOG_2PI
+        return z, lq
+
+    def log_q(self, p: Params, z: jax.Array) -> jax.Array:
+        perm, _, _, g = self.parts(p)
+        u, s_g, sig, a, b = self.factors(p)
+        c, s = self.pre(p)
+        w = ((z - c) / s)[..., perm] - u
+        eg = solve_triangular(s_g, w[..., :g].T, lower=True).T if g else w[..., :0]
+        r = w[..., g:] - w[..., :g] @ b.T
+        prev = jnp.concatenate([jnp.zeros_like(r[..., :1]), r[..., :-1]], axis=-1)
+        ec = (r - a * prev) / sig
+        return (-0.5 * (jnp.sum(eg * eg, -1) + jnp.sum(ec * ec, -1)) - self.logdet(p)
+                - 0.5 * z.shape[-1] * LOG_2PI)
+
+    def mean(self, p: Params) -> jax.Array:
+        c, s = self.pre(p)
+        return c + s * p["loc"]
+
+    def whitened_sd(self, p: Params) -> jax.Array:
+        """Marginal sds of ``w`` in the order globals, chain."""
+        _, s_g, sig, a, b = self.factors(p)
+        var_c = jnp.sum((b @ s_g) ** 2, axis=1) + _recurrence(a * a, sig * sig)
+        return jnp.sqrt(jnp.concatenate([jnp.sum(s_g * s_g, axis=1), var_c]))
+
+    def std(self, p: Params) -> jax.Array:
+        return self.pre(p)[1] * self.whitened_sd(p)[self.parts(p)[1]]
+
+    def cov(self, p: Params) -> jax.Array:
+        _, inv, _, g = self.parts(p)
+        _, s_g, sig, a, b = self.factors(p)
+        t = sig.shape[0]
+        # x = A^{-1} diag(sigma) eps with A unit lower bidiagonal (-a below the diagonal)
+        amat = jnp.eye(t, dtype=sig.dtype) - jnp.diag(a[1:], -1) if t else jnp.zeros((0, 0))
+        fx = solve_triangular(amat, jnp.diag(sig), lower=True) if t else amat
+        top = jnp.concatenate([s_g, jnp.zeros((g, t), s_g.dtype)], axis=1)
+        bottom = jnp.concatenate([b @ s_g, fx], axis=1)
+        f = jnp.concatenate([top, bottom], axis=0)[inv] * self.pre(p)[1][:, None]
+        return f @ f.T
+
+    def rewhiten(self, p: Params) -> Params:
+        # the same q in coordinates centred at its mean and scaled by its marginal sds
+        perm, inv, _, g = self.parts(p)
+        d = self.whitened_sd(p)
+        dg, dc = d[:g], d[g:]
+        rho = softplus_inverse(jax.nn.softplus(p["rho"][perm]) / d)[inv]
+        a = p["a"] * jnp.concatenate([jnp.ones_like(dc[:1]), dc[:-1]]) / dc
+        return {**p, "loc": jnp.zeros_like(p["loc"]), "rho": rho, "a": a,
+                "B": p["B"] * dg[None, :] / dc[:, None],
+                "pre_loc": self.mean(p), "pre_scale": self.pre(p)[1] * d[inv]}
+
+    def from_gaussian(self, m: jax.Array, cmat: jax.Array) -> Params:
+        # the member with the same marginals, global block, regression of the chain on the
+        # globals, and lag-one covariances of the chain given the globals (the Markov chain
+        # closest to the Gaussian's conditional, in KL from it)
+        m, cmat = jnp.asarray(m), jnp.asarray(cmat, jnp.asarray(m).dtype)
+        perm, inv, link, g = self.parts({"loc": m})
+        s = jnp.sqrt(jnp.diag(cmat))
+        r = (cmat / s[:, None] / s[None, :])[perm][:, perm]
+        chol = jnp.linalg.cholesky(r[:g, :g]) if g else jnp.zeros((0, 0), m.dtype)
+        b = jnp.linalg.solve(r[:g, :g], r[:g, g:]).T if g else jnp.zeros((len(link), 0), m.dtype)
+        rc = r[g:, g:] - b @ r[:g, g:]
+        lag = jnp.concatenate([jnp.zeros(1, m.dtype), jnp.diagonal(rc, -1)]) * link
+        var_prev = jnp.concatenate([jnp.ones(1, m.dtype), jnp.diag(rc)[:-1]])
+        a = lag / var_prev
+        sig = jnp.sqrt(jnp.maximum(jnp.diag(rc) - a * lag, 1e-12))
+        dg = jnp.diag(chol) if g else jnp.zeros(0, m.dtype)
+        return {"loc": jnp.zeros_like(m), "rho": softplus_inverse(jnp.concatenate([dg, sig]))[inv],
+                "L": chol / dg[:, None] if g else chol, "B": b, "a": a, "pre_loc": m, "pre_scale": s}
+
+    def step_scale(self, p: Params) -> Params:
+        # as full-rank's: a row of L or of B moves a marginal sd by about one learning rate
+        g = p["L"].shape[0]
+        f = {"L": 1.0 / float(np.sqrt(max(g - 1, 1))), "B": 1.0 / float(np.sqrt(max(g, 1)))}
+        return {k: jax.tree_util.tree_map(lambda _, x=f.get(k, 1.0): x, v) for k, v in p.items()}
+
+
 def structured(chains: Chains | None = None, init_scale: float = 0.1) -> Family:
     """Gaussian whose precision is tridiagonal along the model's latent series (``method="structured"``).
 
@@ -118,119 +236,10 @@ def structured(chains: Chains | None = None, init_scale: float = 0.1) -> Family:
     rho0 = softplus_inv(positive_float("init_scale", init_scale))
     if chains is not None:
         chains = tuple((int(o), tuple(int(n) for n in s)) for o, s in chains)
-
-    def parts(p: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        perm, inv, link = _index(chains, int(p["loc"].shape[0]))
-        return perm, inv, link, int(len(perm) - len(link))
-
-    def init(key: jax.Array, z0: jax.Array) -> Params:
-        z0 = jnp.asarray(z0)
-        _, _, link, g = parts({"loc": z0})
-        t = len(link)
-        return {"loc": jnp.zeros_like(z0), "rho": jnp.full_like(z0, rho0),
-                "L": jnp.zeros((g, g), z0.dtype), "B": jnp.zeros((t, g), z0.dtype),
-                "a": jnp.zeros((t,), z0.dtype), "pre_loc": z0, "pre_scale": jnp.ones_like(z0)}
-
-    def pre(p: Params) -> tuple[jax.Array, jax.Array]:
-        return jax.lax.stop_gradient(p["pre_loc"]), jax.lax.stop_gradient(p["pre_scale"])
-
-    def factors(p: Params) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-        """In the order globals, chain: ``(u, S_g, sigma, a, B)``."""
-        perm, _, link, g = parts(p)
-        u, sd = p["loc"][perm], jax.nn.softplus(p["rho"][perm])
-        s_g = sd[:g, None] * (jnp.tril(p["L"], -1) + jnp.eye(g, dtype=sd.dtype))
-        return u, s_g, sd[g:], p["a"] * jnp.asarray(link, sd.dtype), p["B"]
-
-    def logdet(p: Params) -> jax.Array:
-        return jnp.sum(jnp.log(jax.nn.softplus(p["rho"]))) + jnp.sum(jnp.log(pre(p)[1]))
-
-    def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-        _, inv, _, g = parts(p)
-        u, s_g, sig, a, b = factors(p)
-        eps = jax.random.normal(key, (n,) + p["loc"].shape, p["loc"].dtype)
-        dg = eps[:, :g] @ s_g.T
-        wc = u[g:] + dg @ b.T + _recurrence(a, sig * eps[:, g:])
-        c, s = pre(p)
-        z = c + s * jnp.concatenate([u[:g] + dg, wc], axis=1)[:, inv]
-        lq = -0.5 * jnp.sum(eps * eps, -1) - logdet(p) - 0.5 * z.shape[-1] * LOG_2PI
-        return z, lq
-
-    def log_q(p: Params, z: jax.Array) -> jax.Array:
-        perm, _, _, g = parts(p)
-        u, s_g, sig, a, b = factors(p)
-        c, s = pre(p)
-        w = ((z - c) / s)[..., perm] - u
-        eg = solve_triangular(s_g, w[..., :g].T, lower=True).T if g else w[..., :0]
-        r = w[..., g:] - w[..., :g] @ b.T
-        prev = jnp.concatenate([jnp.zeros_like(r[..., :1]), r[..., :-1]], axis=-1)
-        ec = (r - a * prev) / sig
-        return (-0.5 * (jnp.sum(eg * eg, -1) + jnp.sum(ec * ec, -1)) - logdet(p)
-                - 0.5 * z.shape[-1] * LOG_2PI)
-
-    def mean(p: Params) -> jax.Array:
-        c, s = pre(p)
-        return c + s * p["loc"]
-
-    def whitened_sd(p: Params) -> jax.Array:
-        """Marginal sds of ``w`` in the order globals, chain."""
-        _, s_g, sig, a, b = factors(p)
-        var_c = jnp.sum((b @ s_g) ** 2, axis=1) + _recurrence(a * a, sig * sig)
-        return jnp.sqrt(jnp.concatenate([jnp.sum(s_g * s_g, axis=1), var_c]))
-
-    def std(p: Params) -> jax.Array:
-        return pre(p)[1] * whitened_sd(p)[parts(p)[1]]
-
-    def cov(p: Params) -> jax.Array:
-        _, inv, _, g = parts(p)
-        _, s_g, sig, a, b = factors(p)
-        t = sig.shape[0]
-        # x = A^{-1} diag(sigma) eps with A unit lower bidiagonal (-a below the diagonal)
-        amat = jnp.eye(t, dtype=sig.dtype) - jnp.diag(a[1:], -1) if t else jnp.zeros((0, 0))
-        fx = solve_triangular(amat, jnp.diag(sig), lower=True) if t else amat
-        top = jnp.concatenate([s_g, jnp.zeros((g, t), s_g.dtype)], axis=1)
-        bottom = jnp.concatenate([b @ s_g, fx], axis=1)
-        f = jnp.concatenate([top, bottom], axis=0)[inv] * pre(p)[1][:, None]
-        return f @ f.T
-
-    def rewhiten(p: Params) -> Params:
-        # the same q in coordinates centred at its mean and scaled by its marginal sds
-        perm, inv, _, g = parts(p)
-        d = whitened_sd(p)
-        dg, dc = d[:g], d[g:]
-        rho = softplus_inverse(jax.nn.softplus(p["rho"][perm]) / d)[inv]
-        a = p["a"] * jnp.concatenate([jnp.ones_like(dc[:1]), dc[:-1]]) / dc
-        return {**p, "loc": jnp.zeros_like(p["loc"]), "rho": rho, "a": a,
-                "B": p["B"] * dg[None, :] / dc[:, None],
-                "pre_loc": mean(p), "pre_scale": pre(p)[1] * d[inv]}
-
-    def from_gaussian(m: jax.Array, cmat: jax.Array) -> Params:
-        # the member with the same marginals, global block, regression of the chain on the
-        # globals, and lag-one covariances of the chain given the globals (the Markov chain
-        # closest to the Gaussian's conditional, in KL from it)
-        m, cmat = jnp.asarray(m), jnp.asarray(cmat, jnp.asarray(m).dtype)
-        perm, inv, link, g = parts({"loc": m})
-        s = jnp.sqrt(jnp.diag(cmat))
-        r = (cmat / s[:, None] / s[None, :])[perm][:, perm]
-        chol = jnp.linalg.cholesky(r[:g, :g]) if g else jnp.zeros((0, 0), m.dtype)
-        b = jnp.linalg.solve(r[:g, :g], r[:g, g:]).T if g else jnp.zeros((len(link), 0), m.dtype)
-        rc = r[g:, g:] - b @ r[:g, g:]
-        lag = jnp.concatenate([jnp.zeros(1, m.dtype), jnp.diagonal(rc, -1)]) * link
-        var_prev = jnp.concatenate([jnp.ones(1, m.dtype), jnp.diag(rc)[:-1]])
-        a = lag / var_prev
-        sig = jnp.sqrt(jnp.maximum(jnp.diag(rc) - a * lag, 1e-12))
-        dg = jnp.diag(chol) if g else jnp.zeros(0, m.dtype)
-        return {"loc": jnp.zeros_like(m), "rho": softplus_inverse(jnp.concatenate([dg, sig]))[inv],
-                "L": chol / dg[:, None] if g else chol, "B": b, "a": a, "pre_loc": m, "pre_scale": s}
-
-    def step_scale(p: Params) -> Params:
-        # as full-rank's: a row of L or of B moves a marginal sd by about one learning rate
-        g = p["L"].shape[0]
-        f = {"L": 1.0 / float(np.sqrt(max(g - 1, 1))), "B": 1.0 / float(np.sqrt(max(g, 1)))}
-        return {k: jax.tree_util.tree_map(lambda _, x=f.get(k, 1.0): x, v) for k, v in p.items()}
-
-    return Family("structured", init, sample_and_log_q, log_q, mean=mean, std=std, cov=cov,
+    f = _Markov(chains, rho0)
+    return Family("structured", f.init, f.sample_and_log_q, f.log_q, mean=f.mean, std=f.std, cov=f.cov,
                   options={"init_scale": init_scale}, frozen=_FROZEN,   # (chains: found from the model)
-                  rewhiten=rewhiten, step_scale=step_scale, from_gaussian=from_gaussian, gaussian=True)
+                  rewhiten=f.rewhiten, step_scale=f.step_scale, from_gaussian=f.from_gaussian, gaussian=True)
 
 
 register_family("structured", structured)
