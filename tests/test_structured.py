@@ -115,6 +115,18 @@ def test_a_saved_structured_fit_reloads(walk100, tmp_path):
     assert np.allclose(np.asarray(again.mean["x"]), np.asarray(fit.mean["x"]))
 
 
+def test_without_a_series_the_default_is_low_rank_and_reloads_with_its_rank(tmp_path):
+    def model():   # 75 dimensions in five sites of 15: none is a series
+        for k in range(5):
+            numpyro.sample(f"x{k}", dist.Normal(0.0, 1.0).expand([15]).to_event(1))
+
+    fit = vi.fit(model, steps=50, learning_rate=0.01, progress=False)
+    assert fit.method == "lowrank_advi" and fit.state.params["W"].shape == (75, 8)
+    again = vi.load(fit.save(tmp_path / "lr.npz"), model)
+    assert again.state.params["W"].shape == (75, 8)
+    assert np.allclose(np.asarray(again.mean["x3"]), np.asarray(fit.mean["x3"]))
+
+
 def _correlated(dim, rho):
     # a Gaussian posterior whose correlations are dense: every pair rho (a Markov chain cannot hold it)
     return rho * np.ones((dim, dim)) + (1 - rho) * np.eye(dim)
