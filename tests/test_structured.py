@@ -115,15 +115,6 @@ def test_a_saved_structured_fit_reloads(walk100, tmp_path):
     assert np.allclose(np.asarray(again.mean["x"]), np.asarray(fit.mean["x"]))
 
 
-@pytest.mark.slow
-def test_default_fit_of_a_random_walk_of_1000_steps_is_the_kalman_smoother():
-    y = random_walk_data(1000, STEP_SD, NOISE_SD, seed=1)
-    fit = vi.fit(_walk, {"y": y}, progress=False, seed=0)
-    err, lo, hi = _kalman_errors(fit, y)
-    assert fit.method == "structured"
-    assert err <= 0.1 and 0.95 <= lo and hi <= 1.05, (err, lo, hi)
-
-
 def test_without_a_series_the_default_is_low_rank_and_reloads_with_its_rank(tmp_path):
     def model():   # 75 dimensions in five sites of 15: none is a series
         for k in range(5):
