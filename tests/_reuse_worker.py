@@ -2,7 +2,7 @@
 
 ``python _reuse_worker.py OUT METHODS DEVICES STEPS``: fits every method of the comma-separated
 ``METHODS``, in that order, each on a model with data and on one without; with ``DEVICES=4``
-(four forced host devices) each fit runs on one device and then on all four. ``STEPS`` is a
+(four forced host devices) each fit of a stepped method runs on one device and then on all four. ``STEPS`` is a
 number of steps (at a learning rate of 0.01; ``Nauto``: N steps after the step-size search),
 or ``default`` (every default). Writes ``{"method/model[/4]": [the posterior means]}`` as JSON.
 The compile cache is the one ``VARIATIONAL_COMPILE_CACHE`` names.
@@ -49,7 +49,7 @@ out = {}
 for method in METHODS:
     for name, model, data in (("data", with_data, {"y": Y}), ("none", no_data, None)):
         out[f"{method}/{name}"] = means(method, model, data)
-        if DEVICES > 1:
+        if DEVICES > 1 and method in STEPPED:   # (the direct methods take no devices=)
             out[f"{method}/{name}/{DEVICES}"] = means(method, model, data, devices=jax.devices())
 with open(OUT, "w") as f:
     json.dump(out, f)
