@@ -260,10 +260,8 @@ class Fit(Run, MarginalAnswers):
         from .diagnostics import resample
 
         key = self._next_key(seed)
-        pool = max(4000, 4 * n)   # the draws of diagnose() when n <= 1000: one k-hat per fit
-        z, lw, khat = self._psis(pool, 0)
-        if pool != 4000:
-            khat = self._psis(4000, 0)[2]
+        z, lw, _ = self._psis(max(4000, 4 * n), int(jax.random.randint(key, (), 0, 2**31 - 1)))
+        khat = self._psis(4000, 0)[2]   # diagnose()'s draws: one k-hat per fit, whatever n
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
 
     def _moment_draws(self) -> dict[str, np.ndarray]:
