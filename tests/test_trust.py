@@ -348,3 +348,26 @@ def test_timings_include_the_step_size_search():
     assert t["step_size_s"] > 0
     accounted = t["setup_s"] + t["step_size_s"] + t["compile_s"] + t["run_s"] + t["control_s"]
     assert 0.8 * wall < accounted <= wall * 1.01
+
+
+def test_one_khat_per_fit():
+    def gamma():
+        vi.Gamma("x", 2.0, 1.0)
+
+    fit = vi.fit(gamma, steps=300, learning_rate=0.05, progress=False, method="advi")
+    khat = fit.diagnose().khat
+    with pytest.warns(UserWarning, match=f"Pareto k-hat is {khat:.2f}") if khat > 0.7 else warnings_none():
+        fit.sample(2000, importance=True)
+
+
+def warnings_none():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def none():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            yield
+
+    return none()

@@ -81,11 +81,10 @@ class Run:
         self.converged: bool | None = None   # set when a convergence rule was watching
         self.notes: list[str] = []           # what the fit reported (step size, skipped steps...)
         self.message = ""
-        # where the time went: building the fit (tracing, initial point), compiling and running
-        # the steps, drawing (sample, mean, std, summary), diagnosing; and XLA compilations
-        self.timings: dict[str, float] = {"setup_s": 0.0, "compile_s": 0.0, "run_s": 0.0, "steps": 0,
-                                          "draws_s": 0.0, "diagnose_s": 0.0, "step_size_s": 0.0, "control_s": 0.0,
-                                          "compilations": 0}
+        # where the time went (docs/speed.md), and the XLA compilations
+        self.timings: dict[str, float] = {k: 0.0 for k in ("setup_s", "step_size_s", "compile_s", "run_s", "control_s",
+                                                            "draws_s", "diagnose_s")}
+        self.timings.update(steps=0, compilations=0)
         self._draw_counter = 0
         self._cache: dict[Any, Any] = {}
         self._plan: Any = None   # minibatch plan (variational.data.plan.Plan) when batch_size was given
@@ -141,8 +140,7 @@ class Run:
                 feeder.close()  # stops the prefetch thread; the stream resumes at the next step
         self._absorb(state, report)
         # the rest of the run's time: the callbacks' and the schedule's host work (and compiling it)
-        self.timings["control_s"] = self.timings.get("control_s", 0.0) + max(
-            time.perf_counter() - started - report.compile_s - report.run_s, 0.0)
+        self.timings["control_s"] += max(time.perf_counter() - started - report.compile_s - report.run_s, 0.0)
         self.timings["compilations"] += (stats() - compiled_before).compilations
         after_run(self, callbacks, before, report.stopped_by)
         if report.error is not None:
@@ -214,10 +212,9 @@ class Run:
         self._run(steps, callbacks=callbacks, progress=progress)
         if self.schedule is not None and not self.interrupted and self.steps > 0:
             report_schedule(self)
-            if was and not self.converged:
-                note(self, f"fit.refine({steps}) cleared converged: the answer had converged, but the "
-                           f"stages run since compared it again at a lower learning rate and "
-                           f"{self.message.split(': ', 1)[-1]}; refine further, or use a fit saved before")
+            if was and not self.converged:   # say why
+                note(self, f"fit.refine({steps}) cleared converged: the answer had converged, but the stages "
+                           f"since compared it again at a lower learning rate and {self.message.split(': ', 1)[-1]}")
         return self
 
     def save(self, path: Any) -> Any:
@@ -414,7 +411,7 @@ def choose_learning_rate(fit: Any) -> bool:
         fit.interrupted, fit.message = True, "interrupted during the learning-rate search, at step 0"
         return False
     finally:   # the trials' time (with their compilation), so that the timings add up
-        fit.timings["step_size_s"] = fit.timings.get("step_size_s", 0.0) + time.perf_counter() - started
+        fit.timings["step_size_s"] += time.perf_counter() - started
     fit._set_state(with_learning_rate(fit.state, lr))
     fit.settings["learning_rate"] = lr
     fit.lr_search = table

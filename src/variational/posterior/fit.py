@@ -206,11 +206,12 @@ class Fit(FitSummaries):
         """PSIS resampling: ``n`` of ``max(4000, 4 n)`` draws of q, resampled by their weights."""
         key, q = self._next_key(seed), self.approximation
         batch = q.training_data()
-        pool = max(4000, 4 * n)   # the draws of diagnose() when n <= 1000: one k-hat per fit
-        first = jax.random.PRNGKey(0)   # diagnose()'s default seed
-        z, lw, khat = psis(q.logdensity, q.family, q.params, batch, first, pool, family_key=q.compile_key())
-        if pool != 4000:
-            khat = psis(q.logdensity, q.family, q.params, batch, first, 4000, family_key=q.compile_key())[2]
+        seed_of_pool = jax.random.PRNGKey(int(jax.random.randint(key, (), 0, 2**31 - 1)))
+        z, lw, _ = psis(q.logdensity, q.family, q.params, batch, seed_of_pool, max(4000, 4 * n),
+                        family_key=q.compile_key())
+        # diagnose()'s draws (its default seed 0): one k-hat per fit, whatever n
+        khat = psis(q.logdensity, q.family, q.params, batch, jax.random.PRNGKey(0), 4000,
+                    family_key=q.compile_key())[2]
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
 
     def elbo(self, data: Any = None, *, num_draws: int = 100, batch_size: int | None = None,
