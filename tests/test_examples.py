@@ -48,7 +48,12 @@ def test_missing_examples_folder_is_a_clear_error(monkeypatch, tmp_path):
 _CLAIM = re.compile(r"^\| (.+?) \| (.+?) \| (yes|\*\*no\*\*) \|$", re.M)
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
+# smoke runs that still cost 40-190 s of CPU (many models compiled, NUTS): slow, with --quick
+SLOW_SMOKE = {"gaussian_mixture", "gaussian_mixture_minibatch", "iris_bnn", "numpyro_svi"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_SMOKE else [])
+                                  for n in EXAMPLES])
 def test_example_smoke_in_process(name, tmp_path, capsys):
     """Every example runs end to end in this process at a couple of hundred steps per fit.
 
