@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from numpyro.infer import Predictive  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, moments, nuts, parse_args, plt, sd_ratio, z_diff  # noqa: E402
+from _common import Report, budget, moments, nuts, parse_args, plt, sd_ratio, z_diff  # noqa: E402
 
 COV = np.array([[1.0, 0.8], [0.8, 1.0]])
 
@@ -63,7 +63,7 @@ def grid_posterior(y: np.ndarray, n: int = 600) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args("advi_explained", __doc__, argv)
     rep = Report("advi_explained", "ADVI explained (Normal model; mean-field vs full-rank)", a.out, a.quick)
-    steps = 8_000 if a.quick else 50_000
+    steps = budget(8_000 if a.quick else 50_000)
 
     # ---- part 1: a Normal with unknown mean and sd -----------------------------------------
     y = np.random.default_rng(42).normal(size=100)
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.savefig(fig, "normal_model.png")
 
     # ---- part 2: correlated 2-D Gaussian ---------------------------------------------------
-    steps2 = 5_000 if a.quick else 40_000
+    steps2 = budget(5_000 if a.quick else 40_000)
     if a.quick:  # the target is known exactly: draw from it instead of running NUTS
         ref2 = np.random.default_rng(3).multivariate_normal(np.zeros(2), COV, size=4000)
         ref_label = "exact"

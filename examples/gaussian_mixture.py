@@ -34,7 +34,7 @@ import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, nuts, parse_args, plt, sd_ratio, z_diff  # noqa: E402
+from _common import Report, budget, nuts, parse_args, plt, sd_ratio, z_diff  # noqa: E402
 
 MS = np.array([[-1.0, -1.5], [1.0, 1.0]])
 PS = np.array([0.2, 0.8])
@@ -78,7 +78,7 @@ def responsibilities(draws: dict, x: np.ndarray) -> np.ndarray:
 
 def compare_enumerated(rep: Report, data: np.ndarray, hand: "vi.Fit", ref: dict) -> None:
     """Fit the mixture with enumerated labels; compare its ELBO and label probabilities."""
-    fit = vi.fit(enumerated_model, {"x": data}, method="advi", steps=5000, optimizer="adagrad",
+    fit = vi.fit(enumerated_model, {"x": data}, method="advi", steps=budget(5000), optimizer="adagrad",
                  learning_rate=0.1, seed=0, progress=False)
     e_enum, se_enum = fit.elbo(num_draws=2000, seed=5, return_se=True)
     e_hand, se_hand = hand.elbo(num_draws=2000, seed=5, return_se=True)
@@ -110,7 +110,7 @@ def find_map(model, steps: int, **kwargs) -> dict:
     from numpyro.optim import Adam
 
     guide = AutoDelta(model)
-    res = SVI(model, guide, Adam(0.05), Trace_ELBO()).run(jax.random.PRNGKey(0), steps, progress_bar=False, **kwargs)
+    res = SVI(model, guide, Adam(0.05), Trace_ELBO()).run(jax.random.PRNGKey(0), budget(steps), progress_bar=False, **kwargs)
     return {k: np.asarray(v) for k, v in guide.median(res.params).items()}
 
 
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref = nuts(mixture_model, seed=1, warmup=300 if a.quick else 1000, samples=1000 if a.quick else 4000,
                init_values=start, x=data)
     t_nuts = time.perf_counter() - t0
-    steps = 5000
+    steps = budget(5000)
     fit = vi.fit(mixture_model, {"x": data}, method="advi", steps=steps, optimizer="adagrad",
                  learning_rate=0.1, seed=0, progress=False)
     draws = align(fit.sample(4000, seed=1), ref)
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ---- 100,000 points, minibatch 200 -----------------------------------------------------
     n_big = 20_000 if a.quick else 100_000  # --quick: fewer rows so that NUTS on all of them stays short
     big = make_data(n_big, rng)
-    steps_big = 5000
+    steps_big = budget(5000)
     t0 = time.perf_counter()
     fit_big = vi.fit(mixture_model, {"x": big}, model_kwargs={"prior_tau": 0.1}, method="advi",
                      steps=steps_big, optimizer="adagrad", learning_rate=0.1, batch_size=200, seed=0,

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, parse_args, plt  # noqa: E402
+from _common import Report, budget, parse_args, plt  # noqa: E402
 
 MS = np.array([[-1.0, -1.5], [1.0, 1.0]])
 PS = np.array([0.2, 0.8])
@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args("gaussian_mixture_minibatch", __doc__, argv)
     rep = Report("gaussian_mixture_minibatch", "Gaussian mixture, minibatch ADVI", a.out, a.quick)
     n, steps = (20_000, 2000) if a.quick else (100_000, 3000)
+    steps = budget(steps)
     x = make_data(n)
     opt = optax.adam(optax.cosine_decay_schedule(0.05, steps))
     common = dict(steps=steps, optimizer=opt, objective=vi.Objective(num_particles=4), progress=False, seed=1,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import Report, parse_args, plt  # noqa: E402
+from _common import Report, budget, parse_args, plt  # noqa: E402
 
 HIDDEN = 8
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     X, y = load_iris()
     order = np.random.default_rng(0).permutation(len(y))
     test, train = order[:30], order[30:]
-    steps = 1500 if a.quick else 10_000
+    steps = budget(1500 if a.quick else 10_000)
     fit = vi.fit(bnn, {"X": X[train], "y": y[train]}, batch_size=32, steps=steps, learning_rate=0.01,
                  seed=0, progress=False)
     ml = vi.fit(point_net, {"X": X[train], "y": y[train]}, batch_size=32, steps=steps, learning_rate=0.01,

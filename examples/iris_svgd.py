@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import Report, plt  # noqa: E402
+from _common import Report, budget, parse_args, plt  # noqa: E402
 
 
 def load_iris() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -69,14 +69,12 @@ def accuracy(draws: dict, X: np.ndarray, y: np.ndarray) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit, track, plot, and check the claim; returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
-    ap.add_argument("--out", default="out/iris_svgd", help="folder for the PNGs and summary.md")
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps (default 3000, quick 1500)")
     ap.add_argument("--particles", type=int, default=500)
     ap.add_argument("--every", type=int, default=10, help="track accuracy every this many steps")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    steps = args.steps or (1500 if args.quick else 3000)
+    args = parse_args("iris_svgd", None, argv, parser=ap)
+    steps = budget(args.steps or (1500 if args.quick else 3000))
     rep = Report("iris_svgd", "Iris multinomial logistic regression with SVGD", args.out, args.quick)
 
     import variational as vi

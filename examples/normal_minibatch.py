@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, parse_args, plt  # noqa: E402
+from _common import Report, budget, parse_args, plt  # noqa: E402
 
 
 def normal_model(data):
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args("normal_minibatch", __doc__, argv)
     rep = Report("normal_minibatch", "Normal model, 100 columns, minibatch 500 against full batch", a.out, a.quick)
     rows, steps = (8_000, 3000) if a.quick else (40_000, 10_000)
+    steps = budget(steps)
     rng = np.random.default_rng(0)
     data = rng.random((rows, 100)) * rng.integers(1, 10, size=100) + rng.random(100) * 10
     col_mean, col_sd = data.mean(0), data.std(0)

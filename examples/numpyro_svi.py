@@ -34,7 +34,7 @@ from numpyro.infer.autoguide import (  # noqa: E402
 )
 
 import variational as vi  # noqa: E402
-from _common import Report, nuts, parse_args, plt, z_diff  # noqa: E402
+from _common import Report, budget, nuts, parse_args, plt, z_diff  # noqa: E402
 
 # ------------------------------------------------------------------------------------------
 # 1. coin flips
@@ -219,13 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ---- 1. coin flips ---------------------------------------------------------------------
     coin = {"data": FLIPS}
     fb = vi.fit(model_headstails, coin, guide=guide_beta, optimizer="adam", learning_rate=5e-4,
-                steps=10_000, **kw)
+                steps=budget(10_000), **kw)
     al, be = float(fb.params["alpha_q"]), float(fb.params["beta_q"])
     post = dist.Beta(A_TRUE + 1.0, B_TRUE + 1.0)
     true_mean, true_sd = float(post.mean), float(jnp.sqrt(post.variance))
     q_mean, q_sd = al / (al + be), float(np.sqrt(al * be / (al + be) ** 2 / (al + be + 1)))
     fn = vi.fit(model_headstails, coin, guide=guide_normal, optimizer="adam", learning_rate=5e-4,
-                steps=10_000 if q else 50_000, **kw)
+                steps=budget(10_000 if q else 50_000), **kw)
     rep.say("## 1. Coin flips: 12 heads, 8 tails, Uniform(0, 1) prior; exact posterior Beta(13, 9)\n")
     rep.table(["guide", "parameters", "mean", "sd"],
               [("exact", "Beta(13, 9)", true_mean, true_sd),
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               max(abs(heads_b - true_mean), abs(heads_c - true_mean)),
               max(abs(heads_b - true_mean), abs(heads_c - true_mean)) < 0.02)
     f32 = vi.fit(model_headstails, coin, guide=guide_beta, optimizer="adam", learning_rate=5e-4,
-                 steps=10_000, objective=vi.Objective(num_particles=32), **kw)
+                 steps=budget(10_000), objective=vi.Objective(num_particles=32), **kw)
     noise1, noise32 = float(np.std(fb.hist[-2000:])), float(np.std(f32.hist[-2000:]))
     rep.check("32 ELBO particles: sd of the loss over the last 2000 steps below 1/3 of one particle's",
               noise32 / noise1, noise32 / noise1 < 1 / 3)
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- 2. multimodal target, rotated Gaussian --------------------------------------------
     fm = vi.fit(model_multimodal, guide=guide_multimodal, optimizer="adam", learning_rate=5e-4,
-                steps=10_000, objective=vi.Objective(num_particles=16), **kw)
+                steps=budget(10_000), objective=vi.Objective(num_particles=16), **kw)
     pm_ = {k: float(v) for k, v in fm.params.items()}
     rep.say("## 2. Multimodal target with a mixture guide (auxiliary sites u1, u2)\n")
     rep.table(["parameter", "recovered", "target"],
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               abs(np.rad2deg(pm_["theta"]) - 45) < 5)
     mm = fm.sample(4000, seed=3)
     fr = vi.fit(model_rotated, guide=AutoMultivariateNormal(model_rotated), optimizer="adam",
-                learning_rate=1e-2 if q else 5e-4, steps=5000 if q else 50_000, **kw)
+                learning_rate=1e-2 if q else 5e-4, steps=budget(5000 if q else 50_000), **kw)
     rs = fr.sample(4000, seed=4)
     cov = np.cov(np.stack([rs["x"], rs["y"]]))
     evals, evecs = np.linalg.eigh(cov)
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, guide in (("manual", manual_guide), ("AutoNormal", AutoNormal(linear_mixture_model)),
                          ("AutoMultivariateNormal", AutoMultivariateNormal(linear_mixture_model))):
         lin[label] = (guide, vi.fit(linear_mixture_model, d, guide=guide, optimizer="adam",
-                                    learning_rate=1e-2 if q else 1e-3, steps=steps3,
+                                    learning_rate=1e-2 if q else 1e-3, steps=budget(steps3),
                                     objective=vi.Objective(num_particles=8), **kw))
     rep.say("## 3. Linear regression with outliers (mixture likelihood)\n")
     rows = []

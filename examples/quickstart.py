@@ -26,7 +26,7 @@ import optax  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, nuts, parse_args, plt  # noqa: E402
+from _common import Report, budget, nuts, parse_args, plt  # noqa: E402
 
 W = np.array([0.2, 0.8])
 MU = np.array([-0.3, 0.5])
@@ -66,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ---- 1. NormalMixture: NUTS, ADVI, SVGD ------------------------------------------------
     ref = nuts(mixture_model, seed=0, warmup=300 if q else 1000, samples=500 if q else 12_500, chains=4)["x"]
-    advi = vi.fit(mixture_model, method="advi", steps=10_000, learning_rate=1e-2, **kw)
+    advi = vi.fit(mixture_model, method="advi", steps=budget(10_000), learning_rate=1e-2, **kw)
     svgd = vi.fit(mixture_model, method="svgd", n_particles=1000, optimizer="sgd", learning_rate=0.01,
-                  steps=300, **kw)
+                  steps=budget(300), **kw)
     xa = advi.sample(4000, seed=1)["x"]
     xs = svgd.sample(4000, seed=1)["x"]
     rep.say("## 1. NormalMixture: w = 0.2/0.8, mu = -0.3/0.5, sd = 0.1\n")
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for diff in ("relative", "absolute"):
         # the last iterate of a constant-step fit moves by about 1% per 100 steps: 1e-3 would never stop it
         cb = vi.callbacks.CheckParametersConvergence(diff=diff, every=100, tolerance=1e-2)
-        f = vi.fit(mixture_model, method="advi", steps=50_000, callbacks=[cb], learning_rate=1e-2, **kw)
+        f = vi.fit(mixture_model, method="advi", steps=budget(50_000), callbacks=[cb], learning_rate=1e-2, **kw)
         stops[diff] = f
         rep.say(f"- diff={diff!r}: stopped after {f.steps} of at most 50,000 steps ({f.message})")
         rep.check(f"CheckParametersConvergence(diff={diff!r}) stops the fit before 50,000 steps", f.steps, f.steps < 50_000)
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ---- 3. Tracker + refine ---------------------------------------------------------------
     tracker = vi.callbacks.Tracker(every=100, mean=lambda fit: float(fit.unconstrained_mean["x"]),
                                    std=lambda fit: float(fit.unconstrained_std["x"]))
-    steps3, more = (5000, 2000) if q else (20_000, 100_000)
+    steps3, more = map(budget, (5000, 2000) if q else (20_000, 100_000))
     tf = vi.fit(mixture_model, method="advi", steps=steps3, callbacks=[tracker], learning_rate=1e-2, **kw)
     n_first = len(tracker["mean"])
     tf.refine(more, callbacks=[tracker])
@@ -169,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if i == 100:
             raise StopIteration("stopping after 100 steps")
 
-    full = vi.fit(normal_model, {"data": data}, steps=10_000, callbacks=[stop_after_100], learning_rate=1e-2, **kw)
+    full = vi.fit(normal_model, {"data": data}, steps=budget(10_000), callbacks=[stop_after_100], learning_rate=1e-2, **kw)
     rep.say(f"## 6. The 40,000 x 100 Normal model\n\nfull batch with a stopping callback: {full.steps} steps "
             f"({full.message})\n")
     rep.check("the callback stops the full-batch fit after 100 steps", full.steps, full.steps == 100)
     # the column means lie 5 to 15 from the start: adam from 0.1, decayed to 1e-3, gets there in 5000 steps
     steps6 = 5000 if q else 10_000
     opt = optax.adam(optax.cosine_decay_schedule(0.1, steps6, alpha=0.01))
-    mb = vi.fit(normal_model, {"data": data}, batch_size=500, steps=steps6, optimizer=opt, **kw)
+    mb = vi.fit(normal_model, {"data": data}, batch_size=500, steps=budget(steps6), optimizer=opt, **kw)
     col_mean, col_sd = data.mean(0), data.std(0)
     err_mu = float(np.max(np.abs(mb.mean["mu"] - col_mean) / col_sd))
     err_sd = float(np.max(np.abs(mb.mean["sd"] / col_sd - 1)))

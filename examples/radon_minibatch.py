@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import variational as vi  # noqa: E402
-from _common import Report, parse_args, plt, shared_data  # noqa: E402
+from _common import Report, budget, parse_args, plt, shared_data  # noqa: E402
 from variational.data.datasets import load_radon, make_radon, radon_model  # noqa: E402
 
 HYPER = ["mu_alpha", "sigma_alpha", "mu_beta", "sigma_beta", "eps"]
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = Report("radon_minibatch", "Radon regression, minibatch ADVI (batch 100)", args.out, args.quick)
     path = shared_data("radon.csv")
     d = load_radon(path) if path is not None else make_radon()
-    full, mb = fit_both(d, 30_000 if args.quick else 40_000)   # the seed ran 40,000
+    full, mb = fit_both(d, budget(30_000 if args.quick else 40_000))   # the seed ran 40,000
     z = {k: abs(float(mb.mean[k]) - float(full.mean[k])) / float(full.std[k]) for k in HYPER}
     r_alpha = float(np.corrcoef(mb.mean["alpha"], full.mean["alpha"])[0, 1])
 

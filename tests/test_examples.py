@@ -45,6 +45,31 @@ def test_missing_examples_folder_is_a_clear_error(monkeypatch, tmp_path):
         examples_dir()
 
 
+_CLAIM = re.compile(r"^\| (.+?) \| (.+?) \| (yes|\*\*no\*\*) \|$", re.M)
+
+
+# smoke runs that still cost 40-190 s of CPU (many models compiled, NUTS): slow, with --quick
+SLOW_SMOKE = {"gaussian_mixture", "gaussian_mixture_minibatch", "iris_bnn", "numpyro_svi"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW_SMOKE else [])
+                                  for n in EXAMPLES])
+def test_example_smoke_in_process(name, tmp_path, capsys):
+    """Every example runs end to end in this process at a couple of hundred steps per fit.
+
+    ``--smoke`` cuts every fit and every NUTS run to ``examples/_common.SMOKE_STEPS`` steps:
+    too few for the claims to hold (they are enforced by ``test_example_quick``, in the slow
+    run), enough to catch a script that no longer runs against the library. The summary and the
+    figures are written, and the claims are measured and recorded all the same.
+    """
+    out = tmp_path / name
+    assert cli_main(["examples", name, "--smoke", "--out", str(out)]) == 0, capsys.readouterr().err[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert "mode: --smoke" in summary
+    assert len(_CLAIM.findall(summary)) >= 2, f"{name}: fewer than two claims in summary.md"
+    assert list(out.glob("*.png"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_quick(name, tmp_path):
@@ -58,7 +83,7 @@ def test_example_quick(name, tmp_path):
     summary = (out / "summary.md").read_text()
     assert len(summary) > 100
     assert "## Claims" in summary, f"{name}: summary.md has no claims table (examples/_common.Report)"
-    claims = re.findall(r"^\| (.+?) \| (.+?) \| (yes|\*\*no\*\*) \|$", summary, re.M)
+    claims = _CLAIM.findall(summary)
     assert len(claims) >= 2, f"{name}: fewer than two checked claims in summary.md"
     assert all(ok == "yes" for _, _, ok in claims)
     pngs = list(out.glob("*.png"))
