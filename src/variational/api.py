@@ -260,7 +260,6 @@ def _fit(
                 stl=stl, replace=replace, devices=devices, init=init, init_params=init_params)), steps, **run_args)
     plan = _arguments.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
-        # a stream cannot replay trials; processes agree on every step (a fixed, constant step)
         learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE
         if place is not None and place.multiprocess:
             schedule = settings["schedule"] = "constant"
@@ -283,7 +282,6 @@ def _fit(
     base, name = family, family.name if method == "auto" else method
     family, loss_and_grad = _model_params.attach(
         family, ld, make_loss_and_grad(family, ld.logp, int(num_particles), bool(stl), obj, ld))
-    # (a family with the model's parameters is keyed by identity; the schedule is in the program)
     opts = _arguments.family_options(name, method_options, steps)
     fam_key = (_keys.family_key(name if family is base else None, opts, family), ("schedule", schedule))
     engine = _keys.keyed_engine(loss_and_grad, opt, plan.batcher(ld), plan.capacity, ld, guard,
@@ -306,7 +304,6 @@ def _fit(
     return _auto.settle(result, _fit, call, started, method == "auto" and plan.feeder is None and place is None)
 
 
-# -- the steps of fit -------------------------------------------------------------------------
 def _resume(resume: Any, checkpoint: Any, model: Callable, data: Any, settings: dict,
             model_kwargs: Any, optimizer: Any, method: Any, guide: Any) -> Fit | None:
     """The checkpointed fit to continue (checked against this call's settings), or None."""
@@ -338,7 +335,6 @@ def _init_fit(name: str, model: Callable, data: Any, model_kwargs: Any, start: A
                 start=start)
 
 
-# -- load -------------------------------------------------------------------------------------
 @exclusive
 def load(
     path: str | os.PathLike,

@@ -170,7 +170,6 @@ class Run:
         self.interrupted = report.stopped_by in ("callback", "interrupt")
         self.message = report.message
 
-    # -- the run's data --------------------------------------------------------------------------
     def _use_plan(self, plan: Any) -> None:
         self._plan = plan
         if plan.per_row:

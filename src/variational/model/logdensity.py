@@ -168,7 +168,6 @@ class LogDensity:
         self.layout = layout
         self.names = [s.name for s in layout]
 
-    # -- construction helpers ----------------------------------------------------------------
     def _wrap(self, model: Callable) -> Callable:
         # always wrapped: without obs_scale, sites declared with total_size= are still scaled
         return ScaleObserved(model, self.obs_scale)

@@ -151,8 +151,6 @@ def fit_local(spec: LocalSpec, plan: Plan, model: Callable, *, method: Any, meth
     # (the caller's schedule setting stays: the row steps have their own, see RowSteps)
     settings = dict(settings, method=family.name, learning_rate=lr)
     fit = Fit(model=model, logdensity=full, family=family, engine=engine, state=state, key=key,
-              data=data, model_kwargs=model_kwargs or {}, settings=settings)
-    fit.categories = dict(plan.categories)
-    fit._plan = plan
+              data=data, model_kwargs=model_kwargs or {}, settings=settings, categories=plan.categories, plan=plan)
     fit.local = spec
     return fit

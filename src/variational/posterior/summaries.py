@@ -140,7 +140,7 @@ class FitSummaries(Run):
         >>> def model():
         ...     vi.Normal("x", 1.0, 0.5)
         >>> fit = vi.fit(model, steps=3000, objective=vi.Objective(stl=True), progress=False)
-        >>> fit.quantiles([0.05, 0.95])["x"].round(1).tolist()       # 1 -/+ 1.645 * 0.5
+        >>> [round(float(v), 1) for v in fit.quantiles([0.05, 0.95])["x"]]       # 1 -/+ 1.645 * 0.5
         [0.2, 1.8]
         """
         a = self.approximation

@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from .hierarchy import reparam_hint
+
 __all__ = ["MomentCheck", "moment_check", "CurvatureCheck", "curvature_check", "coordinate_names", "verdict",
            "SHIFT_GOOD", "SHIFT_BAD", "SD_GOOD", "SD_BAD", "KHAT_GOOD", "KHAT_BAD", "CURVATURE_DRAWS",
            "POINT"]
@@ -253,8 +255,6 @@ def _width_and_funnel(status: str, parts: list, khat: float, c: MomentCheck | No
                      f"than {SHIFT_OFF:g}): its mean is not usable")
     funnel = [x for x in centred if x.funnel]
     if funnel:
-        from .hierarchy import reparam_hint
-
         if khat >= KHAT_GOOD or status != "good":
             status = "bad"
         parts.append(reparam_hint(funnel))
