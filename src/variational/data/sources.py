@@ -113,7 +113,19 @@ class Source:
                                 f"hold rows of the same shape and dtype")
 
     def head(self, n: int) -> dict[str, np.ndarray]:
-        """The first ``n`` rows (file order), used to trace the model's shapes."""
+        """The first ``n`` rows (file order), used to trace the model's shapes.
+
+        Read once per source and ``n``: a fit looks for local latent sites and plans its batches
+        with the same rows, so a stream is read no further than its steps ask.
+        """
+        last = self.__dict__.get("_head")
+        if last is not None and last[0] == n:
+            return dict(last[1])
+        cols = self._read_head(n)
+        self._head = (n, cols)
+        return dict(cols)
+
+    def _read_head(self, n: int) -> dict[str, np.ndarray]:
         got: list[dict[str, np.ndarray]] = []
         have = 0
         for chunk in self.checked_chunks(None):

@@ -117,6 +117,7 @@ def _record(model: Callable, cols: Mapping[str, Any], rows: int | None, num_rows
         box.append({name: dict(type=s["type"], args=s.get("args"),
                                shape=tuple(jnp.shape(s["value"])) if s["type"] != "plate" else (),
                                observed=bool(s.get("is_observed")),
+                               discrete=_discrete(s.get("fn")),
                                total_size=(s.get("infer") or {}).get("total_size"),
                                frames=tuple(f.name for f in s.get("cond_indep_stack") or ()))
                     for name, s in tr.items()})
@@ -126,9 +127,15 @@ def _record(model: Callable, cols: Mapping[str, Any], rows: int | None, num_rows
     return box[0]
 
 
+def _discrete(fn: Any) -> bool:
+    return bool(getattr(getattr(fn, "support", None), "is_discrete", False))
+
+
 def _latent_in(sites: Mapping[str, dict], plate: str) -> list[str]:
+    """The continuous latent sites inside ``plate``: discrete ones are no local latents (an
+    enumerated site is summed out by the log density; an unmarked one is explained by the fit)."""
     return sorted(n for n, s in sites.items() if s["type"] == "sample" and not s["observed"]
-                  and plate in s["frames"])
+                  and not s.get("discrete") and plate in s["frames"])
 
 
 def _check_leading(sites: Mapping[str, dict], names: list[str], plate: str, rows: int) -> None:

@@ -33,8 +33,8 @@ from ..model.handlers import declared_only
 from . import arviz_compat
 from .approximation import Approximation
 from .draws import is_fit
-from .hierarchy import centred_sites
-from .programs import importance_weights
+from .hierarchy import candidate_sites, centred_sites
+from .programs import CENTRED_MAX_DIM, importance_weights, verdict_programs, wants_curvature
 from .verdict import (
     CURVATURE_DRAWS, KHAT_BAD, KHAT_GOOD, POINT, CurvatureCheck, MomentCheck, coordinate_names, curvature_check,
     moment_check, verdict,
@@ -42,10 +42,9 @@ from .verdict import (
 
 
 __all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
-           "log_joint_fn", "log_joint_hessian", "has_density", "verdict_checks", "mcse", "diagnose_fit", "check_draws",
+           "log_joint_fn", "has_density", "verdict_checks", "mcse", "diagnose_fit", "check_draws",
            "KHAT_GOOD", "KHAT_BAD", "POINT", "MIN_PSIS_DRAWS"]
 
-CENTRED_MAX_DIM = 20_000   # the search for centred hierarchies differentiates each scale
 MIN_PSIS_DRAWS = 100   # fewer draws leave too few in the tail to fit a Pareto shape
 
 
@@ -122,40 +121,35 @@ def log_joint_fn(ld: Any) -> Any:
     return fns["log_joint"]
 
 
-def log_joint_hessian(ld: Any) -> Any:
-    """Compiled ``(z (k, D), data) -> (D, D)``: the mean Hessian of the log joint on ``data`` (no
-    minibatch scaling) over the ``k`` points, kept on the LogDensity like :func:`log_joint_fn`."""
-    fns = ld.__dict__.setdefault("_compiled", {})
-    if "log_joint_hessian" not in fns:
-
-        def one(z: jax.Array, data: Any) -> jax.Array:
-            return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
-
-        hess = jax.hessian(one)
-        # one draw at a time: a Hessian batched over draws of a model with a Cholesky factor
-        # deadlocks jaxlib's CPU runtime (see families._newton.over_draws); k is a handful
-        fns["log_joint_hessian"] = jax.jit(lambda zs, data: jnp.mean(jax.lax.map(lambda z: hess(z, data), zs), 0))
-    return fns["log_joint_hessian"]
-
-
 def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, data: Any,
-                   moments: Any = None, solution: Any = None) -> dict:
+                   moments: Any = None, solution: Any = None, key: Any = None, own: tuple = ()) -> dict:
     """The verdict's checks of ``q`` (see :mod:`variational.posterior.verdict`) from :func:`psis`'s
-    output: the moment check; for a Gaussian variational fit with a high k-hat the curvature
-    check; the model's centred hierarchies; for a direct method (``solution``, its record) what
-    it reports of itself. ``moments()`` gives q's (mean, sd) per flat coordinate."""
+    output (its draws ``z`` from ``key``): the moment check; for a Gaussian variational fit with
+    a high k-hat the curvature check; the model's centred hierarchies; for a direct method
+    (``solution``, its record) what it reports of itself. ``own`` is q's (mean, sd) per flat
+    coordinate from the importance-weights program, when the family gives them, else
+    ``moments()`` gives them. The Hessian and the scales run in that same program (see
+    :func:`variational.posterior.programs.verdict_programs`)."""
     if not np.isfinite(khat):
         return {}
     names = coordinate_names(q.logdensity.layout)
     out: dict[str, Any] = {"moments": moment_check(z, lw, names)}
     batch = q.training_data() if data is None else as_columns(data)
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    flat = lambda: tuple(np.asarray(a) for a in moments())  # noqa: E731  (computed when a check needs them)
-    if khat >= KHAT_GOOD and q.family.gaussian and q.family.solve is None:
-        hess = log_joint_hessian(q.logdensity)
-        out["curvature"] = curvature_check(lambda zs: hess(zs, batch), z[:CURVATURE_DRAWS], flat()[1], names)
+    if len(own) == 2:      # q's moments, from the importance-weights program
+        flat = lambda: tuple(np.asarray(a) for a in own)  # noqa: E731
+    else:
+        flat = lambda: tuple(np.asarray(a) for a in moments())  # noqa: E731  (computed when a check needs them)
+    curvature = khat >= KHAT_GOOD and wants_curvature(q.logdensity, q.family)
+    zs = np.asarray(z)[:CURVATURE_DRAWS]     # (sliced on the host: no program)
+    key = jax.random.PRNGKey(0) if key is None else key    # (the checks' branch draws nothing)
+    run = lambda x, hess: verdict_programs(q.logdensity, q.family, q.params, batch, key,  # noqa: E731
+                                           int(np.shape(z)[0]), zs, x, hess)
+    if curvature:
+        centred, hessian = run(flat()[0] if candidate_sites(q.logdensity, batch) else None, True)
+        out["curvature"] = curvature_check(lambda _: hessian, zs, flat()[1], names)
     if q.logdensity.dim <= CENTRED_MAX_DIM:
-        out["centred"] = centred_sites(q.logdensity, flat, batch)
+        out["centred"] = centred_sites(q.logdensity, flat, batch,
+                                       lambda x: centred if curvature else run(x, False)[0])
     info = {} if solution is None else solution.info
     if solution is not None and "importance_sampling" in q.family.options:   # Laplace, Pathfinder
         out["direct"] = {"weighted": q.family.options.get("importance_sampling") is not None
@@ -202,7 +196,7 @@ def psis(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.A
     if not has_density(family):
         raise ValueError(f"method '{family.name}' has no density q(z), so there are no importance "
                          f"weights p/q; compare against vi.nuts instead")
-    z, log_w = importance_weights(ld, family, params, batch, key, int(n), family_key)
+    z, log_w, _ = importance_weights(ld, family, params, batch, key, int(n), family_key)
     lw, khat = psis_log_weights(log_w)
     return z, lw, khat
 
@@ -407,7 +401,9 @@ def diagnose_fit(q: Approximation, run: Any, n: int, key: jax.Array, data: Any, 
         method = POINT  # only the model's parameters: nothing for importance weights to check
     elif q.has_density:
         batch = q.training_data() if data is None else as_columns(data)
-        z, lw, khat = psis(q.logdensity, q.family, q.params, batch, key, n, family_key=q.compile_key())
-        checks = verdict_checks(q, z, lw, khat, data, moments, run.solution)
+        z, log_w, own = importance_weights(q.logdensity, q.family, q.params, batch, key, n, q.compile_key())
+        lw, khat = psis_log_weights(log_w)
+        z = np.asarray(z)
+        checks = verdict_checks(q, z, lw, khat, data, moments, run.solution, key, own)
     return diagnose(run.hist, lw, khat, run.skipped_steps, run.steps, method, answer=answer, **checks,
                     solver_converged=None if run.solution is None else run.solution.converged)

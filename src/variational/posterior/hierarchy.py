@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Centred", "centred_sites", "FUNNEL", "reparam_hint"]
+__all__ = ["Centred", "centred_sites", "candidate_sites", "scales_and_jacobian", "FUNNEL", "reparam_hint"]
 
 #: q's sd of the group effects over their scale above which the prior dominates them
 FUNNEL = 0.5
@@ -66,12 +66,47 @@ def _loc_scale(fn: Any) -> Any:
     return None
 
 
-def centred_sites(ld: Any, moments: Callable[[], tuple], batch: Mapping[str, Any]) -> list[Centred]:
+def _real_sites(ld: Any) -> dict:
+    return {s.name: s for s in ld.layout if s.size > 1 and tuple(s.shape) == tuple(s.unconstrained_shape)}
+
+
+def candidate_sites(ld: Any, batch: Mapping[str, Any]) -> list[str]:
+    """The sites of ``ld``'s model with more than one element, a real support and a scale that
+    is traced from the latent point (found in an abstract trace: nothing is compiled)."""
+    real = _real_sites(ld)
+    if not real:
+        return []
+    sites: list[str] = []
+
+    def probe(x: jax.Array) -> jax.Array:   # traced, never compiled: which scales depend on x
+        tr = ld.log_terms(x, batch)[1]
+        sites.extend(n for n in real if n in tr and isinstance(_loc_scale(tr[n]["fn"]), jax.core.Tracer))
+        return jnp.zeros((), x.dtype)
+
+    jax.eval_shape(probe, jax.ShapeDtypeStruct((ld.dim,), ld.dtype))
+    return sites
+
+
+def scales_and_jacobian(ld: Any, batch: Mapping[str, Any], sites: list[str]) -> Callable:
+    """``x -> (scales, jacobians)``: the scales of ``sites`` at the flat point ``x`` and their
+    Jacobians with respect to ``x`` (traceable, to be compiled by the caller)."""
+    real = _real_sites(ld)
+
+    def scales(x: jax.Array) -> dict:
+        tr = ld.log_terms(x, batch)[1]
+        return {n: jnp.broadcast_to(jnp.asarray(_loc_scale(tr[n]["fn"]), x.dtype), real[n].shape) for n in sites}
+
+    return lambda x: (scales(x), jax.jacobian(scales)(x))
+
+
+def centred_sites(ld: Any, moments: Callable[[], tuple], batch: Mapping[str, Any],
+                  evaluate: Callable | None = None) -> list[Centred]:
     """The centred loc-scale sites of ``ld``'s model around q's mean.
 
     ``moments()`` gives q's mean and sds of the flat unconstrained coordinates (asked for only
     when the model has a candidate site). A site counts when it has more than one element, a
-    real support, and a scale that changes with another latent site.
+    real support, and a scale that changes with another latent site. ``evaluate(x)``, when
+    given, is :func:`scales_and_jacobian` already compiled by the caller.
 
     Examples
     --------
@@ -85,27 +120,15 @@ def centred_sites(ld: Any, moments: Callable[[], tuple], batch: Mapping[str, Any
     >>> [(c.site, c.scales) for c in centred_sites(ld, lambda: (np.zeros(12), np.ones(12)), {})]
     [('alpha', ('tau',))]
     """
-    real = {s.name: s for s in ld.layout if s.size > 1 and tuple(s.shape) == tuple(s.unconstrained_shape)}
-    if not real:
-        return []
-    sites: list[str] = []
-
-    def probe(x: jax.Array) -> jax.Array:   # traced, never compiled: which scales depend on x
-        tr = ld.log_terms(x, batch)[1]
-        sites.extend(n for n in real if n in tr and isinstance(_loc_scale(tr[n]["fn"]), jax.core.Tracer))
-        return jnp.zeros((), x.dtype)
-
-    jax.eval_shape(probe, jax.ShapeDtypeStruct((ld.dim,), ld.dtype))
+    real = _real_sites(ld)
+    sites = candidate_sites(ld, batch)
     if not sites:
         return []
     mean, q_sd = moments()
     z = jnp.asarray(mean, ld.dtype)
-
-    def scales(x: jax.Array) -> dict:
-        tr = ld.log_terms(x, batch)[1]
-        return {n: jnp.broadcast_to(jnp.asarray(_loc_scale(tr[n]["fn"]), x.dtype), real[n].shape) for n in sites}
-
-    value, jac = jax.jit(lambda x: (scales(x), jax.jacobian(scales)(x)))(z)   # one compilation
+    if evaluate is None:
+        evaluate = jax.jit(scales_and_jacobian(ld, batch, sites))   # one compilation
+    value, jac = evaluate(z)
     owner = np.repeat([s.name for s in ld.layout], [s.size for s in ld.layout])
     out = []
     for n in sites:

@@ -20,10 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..compilation import compile_ahead, run_traced
+from numpyro.infer.util import potential_energy
+
 from ..model.handlers import declared_only
 from .approximation import Approximation
+from .hierarchy import candidate_sites, scales_and_jacobian
+from .verdict import CURVATURE_DRAWS, CURVATURE_MAX_DIM
 
-__all__ = ["importance_weights", "prepare", "ahead_enabled"]
+__all__ = ["importance_weights", "verdict_programs", "wants_curvature", "prepare", "ahead_enabled"]
+
+#: the search for centred hierarchies differentiates each scale
+CENTRED_MAX_DIM = 20_000
+#: the branches of the importance-weights program (see :func:`_weights_program`)
+WEIGHTS, CENTRED, CURVATURE = 0, 1, 2
 
 #: elements of one (draws x rows) block of the log joint: 16M floats (64 MB) at a time
 _BLOCK = 1 << 24
@@ -40,26 +49,78 @@ def _log_joint_many(ld: Any, zs: jax.Array, batch: Mapping[str, Any]) -> jax.Arr
     return jax.lax.map(one, zs, batch_size=per)
 
 
+def _hessian(ld: Any) -> Any:
+    """``(zs (k, D), data) -> (D, D)``: the mean Hessian of the log joint on ``data`` (no
+    minibatch scaling) over the ``k`` points (traceable)."""
+
+    def one(z: jax.Array, data: Any) -> jax.Array:
+        return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
+
+    hess = jax.hessian(one)
+    # one draw at a time: a Hessian batched over draws of a model with a Cholesky factor
+    # deadlocks jaxlib's CPU runtime (see families._newton.over_draws); k is a handful
+    return lambda zs, data: jnp.mean(jax.lax.map(lambda z: hess(z, data), zs), 0)
+
+
+def wants_curvature(ld: Any, family: Any) -> bool:
+    """Whether the verdict may check q's sds against the curvature of the log joint: a Gaussian
+    variational family of a model of at most ``CURVATURE_MAX_DIM`` coordinates."""
+    return bool(family.gaussian and family.solve is None and ld.dim <= CURVATURE_MAX_DIM)
+
+
 def _weights_program(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
-                     n: int) -> tuple[Any, ...]:
+                     n: int, mode: int = WEIGHTS, zs: Any = None, at: Any = None) -> tuple[Any, ...]:
+    """The program of the importance weights, which also runs the verdict's checks: one compiled
+    program per model and family whatever k-hat turns out to be (so a second fit compiles
+    nothing), its branch picked at run time by ``mode``: :data:`WEIGHTS` (the draws, their log
+    joint and log q, q's moments when the family gives them), :data:`CENTRED` (the scales of the
+    centred-hierarchy candidates and their Jacobian at ``at``) or :data:`CURVATURE` (these and
+    the mean Hessian of the log joint over the draws ``zs (CURVATURE_DRAWS, D)``)."""
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    sites = candidate_sites(ld, batch) if ld.dim <= CENTRED_MAX_DIM else []
+    curvature = wants_curvature(ld, family)
+    moments = family.mean is not None and family.std is not None
+    zs = np.zeros((CURVATURE_DRAWS, ld.dim), ld.dtype) if zs is None else np.asarray(zs)
+    at = np.zeros((ld.dim,), ld.dtype) if at is None else np.asarray(at, ld.dtype)
 
-    def fn(p: Any, k: jax.Array, b: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def weights(p: Any, k: jax.Array, b: dict) -> tuple:
         z, log_q = family.sample_and_log_q(p, jax.random.fold_in(k, 3), n)
-        return z, _log_joint_many(ld, z, b), log_q
+        m = (family.mean(p), family.std(p)) if moments else ()
+        return z, _log_joint_many(ld, z, b), log_q, m
 
-    return "importance weights", fn, params, key, batch
+    def checks(p: Any, b: dict, zs: jax.Array, at: jax.Array, hessian: bool) -> tuple:
+        centred = scales_and_jacobian(ld, b, sites)(at) if sites else ()
+        return centred, (_hessian(ld)(zs, b) if curvature and hessian else ())
+
+    def fn(p: Any, k: jax.Array, b: dict, zs: jax.Array, at: jax.Array, mode: jax.Array) -> tuple:
+        shapes = [jax.eval_shape(weights, p, k, b), jax.eval_shape(lambda *a: checks(*a, True), p, b, zs, at)]
+        zeros = [jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), s) for s in shapes]
+        hess_zeros = jax.tree_util.tree_map(jnp.zeros_like, zeros[1][1])
+        return jax.lax.switch(mode, [lambda: (weights(p, k, b), zeros[1]),
+                                     lambda: (zeros[0], (checks(p, b, zs, at, False)[0], hess_zeros)),
+                                     lambda: (zeros[0], checks(p, b, zs, at, True))])
+
+    return "importance weights", fn, params, key, batch, zs, at, np.asarray(mode, np.int32)
 
 
 def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
-                       n: int, fam_key: Any = None) -> tuple[jax.Array, np.ndarray]:
-    """``n`` draws of q (from ``fold_in(key, 3)``) and their raw log weights ``log p - log q``
-    (the difference taken in float64).
+                       n: int, fam_key: Any = None) -> tuple[jax.Array, np.ndarray, tuple]:
+    """``n`` draws of q (from ``fold_in(key, 3)``), their raw log weights ``log p - log q``
+    (the difference taken in float64) and q's (mean, sd) per flat coordinate (``()`` when the
+    family does not give them).
 
     ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
     """
-    z, log_p, log_q = run_traced(*_weights_program(ld, family, params, batch, key, n))
-    return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
+    (z, log_p, log_q, moments), _ = run_traced(*_weights_program(ld, family, params, batch, key, n))
+    return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64), moments
+
+
+def verdict_programs(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
+                     n: int, zs: Any, at: Any, curvature: bool) -> tuple[Any, Any]:
+    """The checks' branch of the importance-weights program: the centred candidates' (scales,
+    Jacobians) at ``at`` and, when ``curvature``, the mean Hessian of the log joint over ``zs``."""
+    mode = CURVATURE if curvature else CENTRED
+    return run_traced(*_weights_program(ld, family, params, batch, key, n, mode, zs, at))[1]
 
 
 def ahead_enabled() -> bool:

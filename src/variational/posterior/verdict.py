@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
 from .hierarchy import reparam_hint
@@ -184,7 +183,7 @@ def curvature_check(hessian: Any, z: Any, q_sd: np.ndarray, names: Sequence[str]
     d = int(np.shape(z)[-1])
     if d > CURVATURE_MAX_DIM:
         return None
-    h = -np.asarray(hessian(jnp.asarray(z)), np.float64)
+    h = -np.asarray(hessian(z), np.float64)
     h = 0.5 * (h + h.T)
     try:
         chol = np.linalg.cholesky(h)
