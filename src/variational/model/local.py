@@ -167,6 +167,14 @@ def _batch_scale(a: Mapping[str, dict], b: Mapping[str, dict], plate: str, num_r
     return rule
 
 
+def _one_plate(plates: list, what: str) -> str | None:
+    """The one plate over the data rows among ``plates`` (None when there is none)."""
+    if len(plates) > 1:
+        raise ModelError(f"plates {plates} all {what} and hold latent sites; a fit supports one plate "
+                         f"over the data rows")
+    return plates[0] if plates else None
+
+
 def find_local(model: Callable, cols: Mapping[str, Any], num_rows: int, batch_size: int | None,
                model_kwargs: Mapping[str, Any] | None = None) -> LocalSpec | None:
     """The row plate and local sites of ``model`` on the columns ``cols`` (None when it has none).
@@ -192,12 +200,9 @@ def find_local(model: Callable, cols: Mapping[str, Any], num_rows: int, batch_si
         sites = _record(model, cols, None, num_rows, kw)
         plates = [n for n, s in sites.items() if s["type"] == "plate" and s["args"][1] is not None
                   and s["args"][1] < s["args"][0] and _latent_in(sites, n)]
-        if not plates:
+        p = _one_plate(plates, "subsample")
+        if p is None:
             return None
-        if len(plates) > 1:
-            raise ModelError(f"plates {plates} both subsample and hold latent sites; a fit supports "
-                             f"one plate over the data rows")
-        p = plates[0]
         size, b = int(sites[p]["args"][0]), int(sites[p]["args"][1])
         names = _latent_in(sites, p)
         _check_leading(sites, names, p, b)
@@ -206,12 +211,9 @@ def find_local(model: Callable, cols: Mapping[str, Any], num_rows: int, batch_si
     b = _record(model, cols, batch_size + 1, num_rows, kw)
     plates = [n for n, s in a.items() if s["type"] == "plate" and _latent_in(a, n) and (
         s["args"][0] == num_rows or (s["args"][0] == batch_size and b[n]["args"][0] == batch_size + 1))]
-    if not plates:
+    p = _one_plate(plates, "follow the data rows")
+    if p is None:
         return None
-    if len(plates) > 1:
-        raise ModelError(f"plates {plates} all follow the data rows and hold latent sites; a fit "
-                         f"supports one plate over the data rows")
-    p = plates[0]
     names = _latent_in(a, p)
     _check_leading(a, names, p, batch_size)
     return LocalSpec(p, int(num_rows), int(batch_size), tuple(names),
