@@ -43,3 +43,38 @@ def test_a_mean_field_fit_keeps_its_own_rule():
     conditional = _gaussian_curvature(lambda c: 1 / np.sqrt(np.diag(np.linalg.inv(c))))
     assert abs(conditional.ratio - np.sqrt(0.64 / 1.36)) < 1e-6
     assert _verdict("advi", conditional)[0] == "ok"
+
+
+class _Fit:
+    """What ``settle`` reads of a fit: its family, dimension, convergence and diagnosis."""
+
+    def __init__(self, name, diagnosis):
+        self.family = type("F", (), {"name": name})()
+        self.logdensity = type("L", (), {"dim": 175})()
+        self.converged, self.interrupted, self.message, self.notes = True, False, "", []
+        self._d = diagnosis
+
+    def diagnose(self):
+        return self._d
+
+
+def _diagnosis(status, funnel=()):
+    from variational.posterior.diagnostics import Diagnosis
+    return Diagnosis(khat=0.92, converged=True, skipped_steps=0, verdict="", status=status, ess=10.0,
+                     n_draws=4000, rel_change=0.0, funnel=funnel)
+
+
+def test_a_funnel_is_not_refitted_full_rank_and_a_bad_fit_without_one_is():
+    from variational.engine.auto import settle
+    refits = []
+
+    def fit_again(**kw):
+        refits.append(kw["method"])
+        return _Fit(kw["method"], _diagnosis("ok"))
+
+    call = {"method": "auto", "steps": None}
+    fit = _Fit("lowrank_advi", _diagnosis("bad", funnel=("alpha", "beta")))
+    assert settle(fit, fit_again, call, 0.0, True) is fit and refits == []
+    assert "alpha, beta is a funnel" in fit.message and "non-centre" in fit.message
+    chosen = settle(_Fit("lowrank_advi", _diagnosis("bad")), fit_again, call, 0.0, True)
+    assert refits == ["fullrank_advi"] and chosen.family.name == "fullrank_advi"
