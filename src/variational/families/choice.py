@@ -46,9 +46,10 @@ def default_family(dim: int, layout: Any = None, logp: Any = None, at: Any = Non
     if dim <= FULLRANK_MAX_DIM:
         return "fullrank_advi", {}
     chains = find_chains(layout or ())
-    if chains and logp is not None:   # exchangeable group effects are no series
-        chains = coupled_chains(chains, logp, at, data)
-    if chains and dim - sum(int(np.prod(s)) for _, s in chains) <= FULLRANK_MAX_DIM:
+    others = lambda c: dim - sum(int(np.prod(s)) for _, s in c)  # noqa: E731
+    if chains and others(chains) <= FULLRANK_MAX_DIM and logp is not None:
+        chains = coupled_chains(chains, logp, at, data)   # exchangeable group effects are no series
+    if chains and others(chains) <= FULLRANK_MAX_DIM:
         return "structured", {"chains": chains}
     return "lowrank_advi", {"rank": min(LOWRANK_AUTO_RANK, dim)}
 
