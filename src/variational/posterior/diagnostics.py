@@ -152,8 +152,10 @@ def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, 
                                        lambda x: centred if curvature else run(x, False)[0])
     info = {} if solution is None else solution.info
     if solution is not None and "importance_sampling" in q.family.options:   # Laplace, Pathfinder
-        out["direct"] = {"weighted": q.family.options.get("importance_sampling") is not None
-                         and info.get("khat", np.inf) <= KHAT_BAD}
+        sampled = q.family.options.get("importance_sampling") is not None
+        out["direct"] = {"weighted": sampled and info.get("khat", np.inf) <= KHAT_BAD}
+        if sampled and np.isfinite(info.get("khat", np.nan)):
+            out["direct"]["khat"] = float(info["khat"])     # its own importance sampling's k-hat
     elif solution is not None and "mcse" in info:                             # DADVI
         out["direct"] = {"mcse": float(np.max(np.asarray(mcse_flat(solution)) / flat()[1]))}
     return out
