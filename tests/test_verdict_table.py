@@ -5,17 +5,23 @@ import numpy as np
 import pytest
 
 import variational as vi
-from variational.posterior.verdict import KHAT_BAD, verdict
+from variational.posterior.verdict import MomentCheck, verdict
 
 
-def test_a_direct_method_whose_own_weights_failed_is_bad_whatever_a_second_khat_says():
-    """Pathfinder on a dollar-scale regression found k-hat 0.89 over its own 4000 draws (so it
-    reported q's unweighted draws, sds 20x too small), and diagnose()'s fresh draws 0.70: one
-    k-hat under 0.7 by chance must not turn that into "ok"."""
-    status, text = verdict(0.69, True, "", 0, 10, "pathfinder", None, None, (),
+def test_a_direct_method_whose_own_weights_failed_needs_a_second_look_that_agrees():
+    """Laplace and Pathfinder report q's unweighted draws when their own importance sampling
+    finds k-hat >= 0.7. Pathfinder on earnings-earn_height: own k-hat 0.89, diagnose()'s 0.70
+    with weights that move q (sds 0.06 of the reference): "bad", not "ok". Laplace on
+    gp_pois_regr: own 0.74, diagnose()'s 0.54 with weights that leave q in place (max z 0.08,
+    sd ratios 1.02-1.06 against the reference): "ok", not "bad"."""
+    moved = MomentCheck(0.36, "beta[0]", 1.29, "beta[0]", 1.1)
+    status, text = verdict(0.6997, True, "", 0, 10, "pathfinder", moved, None, (),
                            {"weighted": False, "khat": 0.89})
-    assert status == "bad" and "0.89" in text
-    status, _ = verdict(0.3, True, "", 0, 10, "pathfinder", None, None, (), {"weighted": True, "khat": 0.3})
+    assert status == "bad" and "0.89" in text and "beta[0]" in text
+    close = MomentCheck(0.04, "rho", 0.97, "rho", 1.0)
+    status, text = verdict(0.54, True, "", 0, 10, "laplace", close, None, (), {"weighted": False, "khat": 0.74})
+    assert status == "ok" and "0.74" in text
+    status, _ = verdict(0.3, True, "", 0, 10, "pathfinder", close, None, (), {"weighted": True, "khat": 0.3})
     assert status == "good"
 
 
