@@ -5,6 +5,8 @@ linear algebra), and the exact posterior of a random walk observed with noise fr
 smoother written in NumPy (``tests/_kalman.py``).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +83,32 @@ def test_chains_are_the_long_sites_along_their_longest_axis():
     assert p["B"].shape == (100, 6) and p["a"].shape == (100,)     # linear in the series' length
     assert default_family(30, ld.layout)[0] == "fullrank_advi"
     assert default_family(500)[0] == "lowrank_advi"
+    # the log density couples neighbours along x only: w's independent coordinates are no series
+    assert find_chains(ld.layout, logp=ld.logp, at=ld.init, data={}) == ((66, (40,)),)
+
+
+def _groups_and_walk(y, group, groups=30, walk=True):
+    # exchangeable group effects (radon's form) beside a random walk of 60 steps
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    alpha = numpyro.sample("alpha", dist.Normal(mu, tau).expand([groups]).to_event(1))
+    x = numpyro.sample("x", dist.GaussianRandomWalk(STEP_SD, num_steps=60))[group % 60] if walk else 0.0
+    numpyro.sample("y", dist.Normal(alpha[group] + x, 1.0), obs=y)
+
+
+def test_group_effects_are_no_series_and_a_random_walk_is():
+    group = np.arange(120) % 30
+    data = {"y": np.random.default_rng(0).normal(size=120).astype(np.float32), "group": group}
+    ld = LogDensity(_groups_and_walk, data)
+    (_, a_shape), (x_off, x_shape) = find_chains(ld.layout)       # candidates by size: both
+    assert (a_shape, x_shape, ld.dim) == ((30,), (60,), 92)
+    # the Hessian couples x[t] with x[t +- 1], never alpha[j] with alpha[j +- 1] (the data tie
+    # alpha[j] to x[j % 60], an even step to an even step): the series is x, the 32 others global
+    assert default_family(ld.dim, ld.layout, ld.logp, ld.init, data) == ("structured", {"chains": ((x_off, (60,)),)})
+    # without the walk (and with 70 groups: 72 dimensions) no site is a series
+    data["group"] = np.arange(120) % 70
+    ld = LogDensity(functools.partial(_groups_and_walk, groups=70, walk=False), data)
+    assert ld.dim == 72 and default_family(ld.dim, ld.layout, ld.logp, ld.init, data) == ("lowrank_advi", {"rank": 8})
 
 
 def _walk(y):

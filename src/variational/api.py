@@ -90,7 +90,7 @@ def fit(
         ``batch_size``).
     method : str or Family
         ``"auto"`` (default): ``"fullrank_advi"`` up to 64 latent dimensions; above, ``"structured"``
-        (Markov along the model's long vector sites) or ``"lowrank_advi"``
+        (Markov along the model's series: long vector sites coupled along their axis) or ``"lowrank_advi"``
         (:func:`variational.families.default_family`); a fit whose verdict is "bad" is followed by
         the richer family's within the budget, and the message says which was kept; or another
         registered family.

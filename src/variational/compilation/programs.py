@@ -183,7 +183,12 @@ def program(kind: str, fn: Callable, *args: Any) -> Program:
     >>> program("double", lambda x: 2 * x, np.zeros(3, np.float32)) is double   # the same program
     True
     """
-    key, lower = _traced(kind, fn, args)
+    return _resolve(*_traced(kind, fn, args))
+
+
+def _resolve(key: Any, lower: Callable[[], Any]) -> Program:
+    """The program of the trace ``key``: kept in this process, being compiled ahead (waited
+    for), or compiled now from ``lower``."""
     with _lock:
         found = _programs.get(key)
         if found is not None:
@@ -263,8 +268,46 @@ def compile_ahead(kind: str, fn: Callable, *args: Any) -> bool:
     thread does next (running the steps of a fit, on another core); :func:`program` waits for
     it. Nothing is done for a program in memory already. Returns whether a compilation started.
     """
-    global _pool
+    return _start_ahead(*_traced(kind, fn, args))
+
+
+class Handle:
+    """A program traced once, for calls with arguments like those it was traced on (see
+    :func:`handle`); the first call finds or compiles it (waiting for a compilation started
+    ahead)."""
+
+    __slots__ = ("key", "_lower", "_program", "started")
+
+    def __init__(self, key: Any, lower: Callable[[], Any], started: bool = False) -> None:
+        self.key, self._lower, self._program = key, lower, None
+        self.started = started   # whether a compilation ahead started for it
+
+    def __call__(self, *args: Any) -> Any:
+        if self._program is None:
+            self._program = _resolve(self.key, self._lower)
+        return self._program(*args)
+
+
+def handle(kind: str, fn: Callable, *args: Any, ahead: bool = False) -> Handle:
+    """``fn`` traced once on ``args`` (as :func:`program` does), its program found or compiled
+    at the first call; with ``ahead`` its compilation starts now on the background thread
+    (as :func:`compile_ahead`). For a caller that calls the same program several times with
+    arguments of the same signature and keeps the handle for exactly those (a diagnosis runs
+    its program once per check): tracing a large program again costs about as much as its run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h = handle("double", lambda x: 2 * x, np.ones(3, np.float32))
+    >>> h(np.arange(3, dtype=np.float32)).tolist(), h(np.ones(3, np.float32)).tolist()
+    ([0.0, 2.0, 4.0], [2.0, 2.0, 2.0])
+    """
     key, lower = _traced(kind, fn, args)
+    return Handle(key, lower, bool(ahead) and _start_ahead(key, lower))
+
+
+def _start_ahead(key: Any, lower: Callable[[], Any]) -> bool:
+    global _pool
     with _lock:
         if key in _programs:
             return False

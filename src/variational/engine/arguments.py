@@ -108,10 +108,10 @@ def build_family(method: Any, guide: Any, options: dict, stl: bool, ld: Any, pla
                 "score_function=True needs guide=: a guide supplies the distribution of the "
                 "discrete sites (the families of method= are continuous)")
         if method == "auto":
-            name, chosen = default_family(ld.dim, ld.layout)
+            name, chosen = default_family(ld.dim, ld.layout, ld.logp, ld.init, plan.trace_data)
             return make_family(name, **{**chosen, **options})
-        if method == "structured" and "chains" not in options:
-            options = {**options, "chains": find_chains(ld.layout)}   # the model's series
+        if method == "structured" and "chains" not in options:   # the model's series
+            options = {**options, "chains": find_chains(ld.layout, logp=ld.logp, at=ld.init, data=plan.trace_data)}
         return make_family(method, **family_options(method, options, steps))
     if method not in ("auto", "advi", "guide") or options or stl:
         raise VariationalError(

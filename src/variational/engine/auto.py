@@ -3,7 +3,9 @@
 The default call fits the family :func:`~variational.families.default_family` chose. When
 that is not full-rank, its verdict is "bad" (or "ok" but the fit ran out of steps) and full-rank
 is affordable (at most
-``RICHER_MAX_DIM`` dimensions), the call fits full-rank too, within what is left of its time
+``RICHER_MAX_DIM`` dimensions), the call fits full-rank too (unless the verdict names a
+centred hierarchy in its funnel regime: no Gaussian follows a funnel, and on the radon survey
+the full-rank refit took twice the first fit's time to be "bad" as well), within what is left of its time
 budget, and returns the fit with the better verdict (lower k-hat between equals), saying in
 ``fit.message`` what it tried. A default fit so never ends far from the answer with a "bad"
 verdict while the richer Gaussian of the library would have been right, without saying so.
@@ -62,6 +64,13 @@ def settle(fit: Any, fit_again: Callable[..., Any], call: dict, started: float, 
     first = fit.diagnose()
     if first.status == "good" or (first.status == "ok" and fit.converged is not False):
         return fit   # (an "ok" that ran out of steps is tried again as well)
+    if first.funnel:   # no Gaussian follows a funnel: full-rank would be "bad" too (radon: k-hat 1.06)
+        said = (f"method='auto' did not try {richer!r} after the verdict {first.status!r}: the posterior of "
+                f"{', '.join(first.funnel)} is a funnel that no Gaussian family can follow; non-centre "
+                f"them (fit.diagnose() says how)")
+        fit.message = f"{said}; {fit.message}" if fit.message else said
+        fit.notes.append(said)
+        return fit
     budget = call.get("max_seconds")
     left = None if budget is None else float(budget) - (time.perf_counter() - started)
     if left is not None and left <= 0:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compilation import run_traced
+from ..compilation import program, signature
 from .callbacks import Callback, Converged
 from .schedule import BLOCK, WINDOW, Schedule, ScheduleSpec, describe, status
 
@@ -33,11 +33,24 @@ class Controller(Callback):
     def __init__(self, spec: ScheduleSpec) -> None:
         self.spec = spec
         self._rewhiten = spec.rewhiten
+        self._programs: dict[tuple, Any] = {}
+
+    def _program(self, kind: str, fn: Any, *args: Any) -> Any:
+        """``fn``'s program for arguments like ``args``: found by its trace the first time
+        (:func:`~variational.compilation.program`, so the next fit of the same model compiles
+        nothing), then kept by this controller for arguments of the same signature. ``fn`` is
+        made of this controller's own fixed functions, so the same signature is the same
+        program; tracing it at every block cost more than the block's host arithmetic."""
+        key = (kind, signature(args))
+        found = self._programs.get(key)
+        if found is None:
+            found = self._programs[key] = program(kind, fn, *args)
+        return found
 
     def _summaries(self, buf: Any) -> Any:
-        """The summaries of a buffer of window averages: one small compiled program (found by
-        its trace, so the next fit of the same model compiles nothing), no eager operations."""
-        return run_traced("schedule summaries", jax.vmap(self.spec.summary), buf)
+        """The summaries of a buffer of window averages: one small compiled program, no eager
+        operations."""
+        return self._program("schedule summaries", jax.vmap(self.spec.summary), buf)(buf)
 
     def _summary(self, a: Any, buf: Any) -> np.ndarray:
         """The summary of the parameters ``a``, through the buffer's program (``a`` in every slot)."""
@@ -54,7 +67,8 @@ class Controller(Callback):
                 p = _tree(lambda w, x: jnp.where(flag, w, x), rewhiten(p), p)
             return p, reset(p)
 
-        return run_traced("schedule stage", new_stage, start, np.bool_(whiten))
+        flag = np.bool_(whiten)
+        return self._program("schedule stage", new_stage, start, flag)(start, flag)
 
     def __call__(self, fit: Any, losses: np.ndarray, i: int) -> None:
         new = advance(self, fit.state)
@@ -93,7 +107,8 @@ def advance(ctl: Controller, state: Any) -> Any:
 
 def _host(s: Schedule) -> dict[str, Any]:
     """The schedule's state as NumPy values (float64 statistics)."""
-    h = {k: jax.device_get(v) for k, v in s._asdict().items()}
+    h = jax.device_get(s._asdict())    # (one transfer)
+    h["_fetched"] = {k: _tree(np.array, v) for k, v in h.items() if k not in _READ_ONLY}  # what the host changes
     for k, v in h.items():
         if isinstance(v, np.ndarray) and v.ndim == 0:
             h[k] = v.item()  # Python scalars (device_get's are read-only arrays)
@@ -182,12 +197,21 @@ def _compare(spec: ScheduleSpec, ya: np.ndarray, se: np.ndarray, h: dict) -> tup
     return float(change[worst] / allowed[worst]), float(change[worst]), float(allowed[worst]), mcse
 
 
+#: the fields of the schedule that the host only reads: written back as they are on the device
+_READ_ONLY = ("win_sum", "win_n", "buf")
+
+
 def _write(state: Any, h: dict, buf: Any, params: Any, scale: float | None, inner: Any) -> Any:
     """``state`` with the host's schedule (and a new stage's parameters) written back, each array
-    with the dtype and placement of the one it replaces."""
+    with the dtype and placement of the one it replaces: only the fields whose values the host
+    changed are transferred, in one call (a transfer per field cost more than the decisions)."""
     old = state.opt_state.sched
     h["buf"] = buf
-    new = Schedule(**{k: _like(h[k], getattr(old, k)) for k in Schedule._fields})
+    fetched = h.pop("_fetched")
+    changed = {k: h[k] for k in Schedule._fields
+               if k not in _READ_ONLY and not _same(h[k], fetched[k])}
+    moved = _like(changed, {k: getattr(old, k) for k in changed})
+    new = old._replace(**moved)
     opt = state.opt_state._replace(sched=new)
     if params is None:
         return state._replace(opt_state=opt)
@@ -196,9 +220,25 @@ def _write(state: Any, h: dict, buf: Any, params: Any, scale: float | None, inne
     return state._replace(params=_tree(_like, params, state.params), opt_state=opt)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two host values (pytrees of NumPy arrays and scalars) are equal, NaNs included."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.shape(x) == np.shape(y) and np.array_equal(x, y, equal_nan=True)
+                                      for x, y in zip(la, lb))
+
+
 def _like(value: Any, ref: Any) -> Any:
-    return _tree(lambda v, r: jax.device_put(np.asarray(v, dtype=r.dtype), r.sharding)
-                 if isinstance(r, jax.Array) else v, value, ref)
+    """``value`` with the dtypes and placement of ``ref``'s arrays, transferred in one call."""
+    leaves, tree = jax.tree_util.tree_flatten(ref)
+    vals = tree.flatten_up_to(value)
+    out = list(vals)
+    at = [i for i, r in enumerate(leaves) if isinstance(r, jax.Array)]
+    if at:
+        moved = jax.device_put([np.asarray(vals[i], dtype=leaves[i].dtype) for i in at],
+                               [leaves[i].sharding for i in at])
+        for i, m in zip(at, moved):
+            out[i] = m
+    return jax.tree_util.tree_unflatten(tree, out)
 
 
 class AnswerConvergence(Callback):

@@ -14,7 +14,7 @@ May import: :mod:`variational.model`, :mod:`variational.errors`, numpyro, jax.
 from .base import FAMILIES, Family, make_family, register_family, with_init_params
 from .gaussian import full_rank, mean_field
 from .lowrank import low_rank
-from .structured import find_chains, structured
+from .structured import coupled_chains, find_chains, structured
 from .choice import FULLRANK_MAX_DIM, default_family, default_method
 from .flows import flow
 from . import kernels
@@ -25,5 +25,5 @@ from .dadvi import dadvi
 from .pathfinder import pathfinder
 
 __all__ = ["Family", "FAMILIES", "make_family", "register_family", "default_method", "default_family", "FULLRANK_MAX_DIM", "mean_field", "full_rank",
-           "low_rank", "structured", "find_chains", "flow", "svgd", "asvgd", "amortized_svgd", "kernels", "particle_family",
+           "low_rank", "structured", "find_chains", "coupled_chains", "flow", "svgd", "asvgd", "amortized_svgd", "kernels", "particle_family",
            "guide_family", "with_init_params", "laplace", "dadvi", "pathfinder"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .structured import find_chains
+from .structured import coupled_chains, find_chains
 
 __all__ = ["FULLRANK_MAX_DIM", "LOWRANK_AUTO_RANK", "default_family", "default_method"]
 
@@ -21,12 +21,15 @@ LOWRANK_AUTO_RANK = 8
 ``FULLRANK_MAX_DIM`` dimensions."""
 
 
-def default_family(dim: int, layout: Any = None) -> tuple[str, dict]:
+def default_family(dim: int, layout: Any = None, logp: Any = None, at: Any = None, data: Any = None
+                   ) -> tuple[str, dict]:
     """The family ``method="auto"`` chooses, and its options, for a model's flat ``layout``.
 
     Full-rank while it is affordable (``dim <= FULLRANK_MAX_DIM``): it is exact on a Gaussian
-    posterior whatever its correlations. Above, a model with long vector sites (the series of
-    :func:`~variational.families.find_chains`) and at most ``FULLRANK_MAX_DIM`` other
+    posterior whatever its correlations. Above, a model with series (long vector sites along
+    which the log density ``logp(z, data)`` couples neighbouring coordinates at the point
+    ``at``: :func:`~variational.families.coupled_chains`; without ``logp`` every long site
+    counts) and at most ``FULLRANK_MAX_DIM`` other
     dimensions gets ``"structured"`` (full-rank over the others, Markov along each series,
     every series step regressed on the others: linear cost in the length of the series);
     any other model a low-rank plus diagonal Gaussian of rank ``LOWRANK_AUTO_RANK``.
@@ -43,6 +46,8 @@ def default_family(dim: int, layout: Any = None) -> tuple[str, dict]:
     if dim <= FULLRANK_MAX_DIM:
         return "fullrank_advi", {}
     chains = find_chains(layout or ())
+    if chains and logp is not None:   # exchangeable group effects are no series
+        chains = coupled_chains(chains, logp, at, data)
     if chains and dim - sum(int(np.prod(s)) for _, s in chains) <= FULLRANK_MAX_DIM:
         return "structured", {"chains": chains}
     return "lowrank_advi", {"rank": min(LOWRANK_AUTO_RANK, dim)}

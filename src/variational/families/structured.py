@@ -34,20 +34,25 @@ from ._checks import positive_float
 from .base import LOG_2PI, Family, Params, register_family, softplus_inv
 from .gaussian import _ONE, softplus_inverse
 
-__all__ = ["structured", "find_chains", "CHAIN_MIN_SIZE", "Chains"]
+__all__ = ["structured", "find_chains", "coupled_chains", "CHAIN_MIN_SIZE", "Chains"]
 
 CHAIN_MIN_SIZE = 16
-"""A latent site with at least this many unconstrained coordinates is read as a series (a chain)."""
+"""A latent site with at least this many unconstrained coordinates is a candidate series (a chain)."""
 
 Chains = tuple[tuple[int, tuple[int, ...]], ...]
 _FROZEN = ("pre_loc", "pre_scale")
 
 
-def find_chains(layout: Sequence[Any], min_size: int = CHAIN_MIN_SIZE) -> Chains:
-    """The chains of a model's flat layout: ``(offset, unconstrained shape)`` of each long site.
+def find_chains(layout: Sequence[Any], min_size: int = CHAIN_MIN_SIZE, logp: Any = None,
+                at: Any = None, data: Any = None) -> Chains:
+    """The chains of a model's flat layout: ``(offset, unconstrained shape)`` of each series.
 
-    Every latent site with at least ``min_size`` unconstrained coordinates is a series along
-    its longest axis (the last of equals), one chain per index of its other axes.
+    Every latent site with at least ``min_size`` unconstrained coordinates is a candidate,
+    read along its longest axis (the last of equals), one chain per index of its other axes.
+    Given the model's log density ``logp(z, data)`` of the flat vector and a point ``at``, a candidate
+    is a series only where the log density couples neighbours along that axis (see
+    :func:`coupled_chains`): exchangeable group effects are not a series, a random walk is. When
+    no candidate is coupled, all candidates are returned (``method="structured"`` asked for).
 
     Examples
     --------
@@ -55,8 +60,54 @@ def find_chains(layout: Sequence[Any], min_size: int = CHAIN_MIN_SIZE) -> Chains
     >>> find_chains([SiteLayout("s", (), (), 0, 1), SiteLayout("x", (100,), (100,), 1, 100)])
     ((1, (100,)),)
     """
-    return tuple((int(s.offset), tuple(int(n) for n in s.unconstrained_shape)) for s in layout
-                 if len(s.unconstrained_shape) >= 1 and int(s.size) >= int(min_size))
+    chains = tuple((int(s.offset), tuple(int(n) for n in s.unconstrained_shape)) for s in layout
+                   if len(s.unconstrained_shape) >= 1 and int(s.size) >= int(min_size))
+    if logp is None or not chains:
+        return chains
+    return coupled_chains(chains, logp, at, data) or chains
+
+
+def _series_axis(shape: tuple[int, ...]) -> int:
+    """The axis a chain runs along: the longest, the last of equals."""
+    return len(shape) - 1 - int(np.argmax(np.asarray(shape)[::-1]))
+
+
+def _probe_hvp(logp: Any, z: jax.Array, v: jax.Array, data: Any) -> jax.Array:
+    return jax.jvp(jax.grad(lambda x: logp(x, data)), (z,), (v,))[1]
+
+
+def coupled_chains(chains: Chains, logp: Any, at: Any, data: Any = None, tol: float = 1e-6) -> Chains:
+    """The chains along which ``logp`` couples step ``t`` with its neighbours, from one
+    Hessian-vector product at the point ``at``.
+
+    The probe vector is 1 at the even steps of every chain and 0 elsewhere, so the product at an
+    odd step sums the Hessian's entries between it and even steps: exactly zero for exchangeable
+    coordinates (group effects given their hyperparameters), not for a random walk, an
+    autoregression or a state-space path. A chain couples when its largest such entry exceeds
+    ``tol`` times the largest entry at the even steps. ``logp(z, data)`` is a traceable function
+    of the flat vector and the data; the product is one compiled program
+    (:func:`variational.compilation.run_traced`).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> walk = lambda z, data: -0.5 * jnp.sum(jnp.diff(z[:20]) ** 2) - 0.5 * jnp.sum(z[20:] ** 2)
+    >>> coupled_chains(((0, (20,)), (20, (20,))), walk, jnp.zeros(40))
+    ((0, (20,)),)
+    """
+    from ..compilation import run_traced
+
+    at = np.asarray(at)
+    probe, sites = np.zeros(at.shape, at.dtype), []
+    for offset, shape in chains:
+        idx = offset + np.arange(int(np.prod(shape))).reshape(shape)
+        even = np.indices(shape)[_series_axis(shape)] % 2 == 0
+        probe[idx[even]] = 1.0
+        sites.append((idx[even], idx[~even]))
+    hv = np.abs(np.asarray(run_traced("series probe", functools.partial(_probe_hvp, logp), at, probe,
+                                      {} if data is None else data)))
+    return tuple(c for c, (even, odd) in zip(chains, sites)
+                 if odd.size and np.max(hv[odd]) > tol * np.max(hv[even]) and np.isfinite(hv[odd]).all())
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,7 +121,7 @@ def _index(chains: Chains | None, d: int) -> tuple[np.ndarray, np.ndarray, np.nd
         if offset < 0 or offset + int(np.prod(shape)) > d:
             raise VariationalError(f"chains={chains!r} do not fit in the model's {d} latent dimensions")
         idx = offset + np.arange(int(np.prod(shape))).reshape(shape)
-        axis = len(shape) - 1 - int(np.argmax(np.asarray(shape)[::-1]))   # longest, last of equals
+        axis = _series_axis(shape)
         series = np.moveaxis(idx, axis, -1).reshape(-1, shape[axis])
         steps.append(series.ravel())
         link.append(np.tile(np.r_[0.0, np.ones(shape[axis] - 1)], series.shape[0]))

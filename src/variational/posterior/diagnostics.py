@@ -252,6 +252,9 @@ class Diagnosis:
     curvature : float
         For a mean-field fit with a high k-hat: the smallest q sd over the sd of the Laplace
         approximation at q's mean (``nan`` when not computed).
+    funnel : tuple of str
+        The centred group effects whose posterior is a funnel no Gaussian q can follow (the
+        verdict says to non-centre them).
     """
 
     khat: float
@@ -265,6 +268,7 @@ class Diagnosis:
     shift: float = float("nan")
     sd_ratio: float = float("nan")
     curvature: float = float("nan")
+    funnel: tuple = ()
 
     def __repr__(self) -> str:
         return (f"Diagnosis({self.status}: k-hat={self.khat:.2f}, converged={self.converged}, "
@@ -301,7 +305,8 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
                      status=status, ess=ess, n_draws=0 if lw is None else int(lw.shape[0]), rel_change=rel,
                      shift=float("nan") if moments is None else moments.shift,
                      sd_ratio=float("nan") if moments is None else moments.sd_ratio,
-                     curvature=float("nan") if curvature is None else curvature.ratio)
+                     curvature=float("nan") if curvature is None else curvature.ratio,
+                     funnel=tuple(c.site for c in centred if c.funnel))
 
 
 # --------------------------------------------------------------------------------------------

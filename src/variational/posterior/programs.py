@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..compilation import compile_ahead, run_traced
+from ..compilation import compile_ahead, handle, run_traced, signature
 from numpyro.infer.util import potential_energy
 
 from ..model.handlers import declared_only
@@ -103,6 +103,22 @@ def _weights_program(ld: Any, family: Any, params: Any, batch: Mapping[str, Any]
     return "importance weights", fn, params, key, batch, zs, at, np.asarray(mode, np.int32)
 
 
+def _weights_handle(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array, n: int,
+                    mode: int = WEIGHTS, zs: Any = None, at: Any = None, ahead: bool = False) -> tuple[Any, tuple]:
+    """The importance-weights program of ``ld`` and ``family`` and its arguments, traced once per
+    (family, ``n``, signature of the arguments) and kept on ``ld``: a diagnosis runs it once for
+    the weights and once for the checks, and the fit compiled it ahead (each trace of it, with
+    the model's Hessian, cost seconds on the radon survey)."""
+    kind, fn, *args = _weights_program(ld, family, params, batch, key, n, mode, zs, at)
+    memo = ld.__dict__.setdefault("_weights_handles", {})
+    sig = (int(n), signature(args))
+    hit = memo.get(sig)
+    if hit is None or hit[0] is not family:   # (the same family object: the same program)
+        memo[sig] = (family, handle(kind, fn, *args, ahead=ahead))
+        return memo[sig][1], tuple(args)
+    return hit[1], tuple(args)
+
+
 def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, Any], key: jax.Array,
                        n: int, fam_key: Any = None) -> tuple[jax.Array, np.ndarray, tuple]:
     """``n`` draws of q (from ``fold_in(key, 3)``), their raw log weights ``log p - log q``
@@ -111,7 +127,8 @@ def importance_weights(ld: Any, family: Any, params: Any, batch: Mapping[str, An
 
     ``log p`` is the model's log joint on all rows of ``batch``, without minibatch scaling.
     """
-    (z, log_p, log_q, moments), _ = run_traced(*_weights_program(ld, family, params, batch, key, n))
+    prog, args = _weights_handle(ld, family, params, batch, key, n)
+    (z, log_p, log_q, moments), _ = prog(*args)
     return z, np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64), moments
 
 
@@ -119,8 +136,8 @@ def verdict_programs(ld: Any, family: Any, params: Any, batch: Mapping[str, Any]
                      n: int, zs: Any, at: Any, curvature: bool) -> tuple[Any, Any]:
     """The checks' branch of the importance-weights program: the centred candidates' (scales,
     Jacobians) at ``at`` and, when ``curvature``, the mean Hessian of the log joint over ``zs``."""
-    mode = CURVATURE if curvature else CENTRED
-    return run_traced(*_weights_program(ld, family, params, batch, key, n, mode, zs, at))[1]
+    prog, args = _weights_handle(ld, family, params, batch, key, n, CURVATURE if curvature else CENTRED, zs, at)
+    return prog(*args)[1]
 
 
 def ahead_enabled() -> bool:
@@ -144,5 +161,8 @@ def prepare(q: Approximation) -> int:
         started += compile_ahead(*q.constrain_program(jax.ShapeDtypeStruct((4000, ld.dim), ld.dtype)))
     # a family with a density q; a model with parameters is diagnosed at their fitted values
     if q.family.make_loss_and_grad is None and not ld.params:
-        started += compile_ahead(*_weights_program(q.logdensity, q.family, q.params, dict(q.data), q.key, 4000))
+        memo = q.logdensity.__dict__.get("_weights_handles", {})
+        before = {id(h) for _, h in memo.values()}
+        made = _weights_handle(q.logdensity, q.family, q.params, dict(q.data), q.key, 4000, ahead=True)[0]
+        started += id(made) not in before and made.started
     return int(started)
