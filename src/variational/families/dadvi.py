@@ -27,6 +27,7 @@ Gaussian posterior the means and the linear-response covariance are then exact).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -178,7 +179,8 @@ def _mcse(problem: Problem, eta: np.ndarray, eps: np.ndarray, hinv: np.ndarray,
 
     With antithetic draws the independent units are the pairs ``(eps, -eps)``.
     """
-    with jax.enable_x64(eps.dtype == np.float64):   # asked for later, outside the solve
+    mode = _newton.float64() if eps.dtype == np.float64 else contextlib.nullcontext()
+    with mode:   # asked for later, outside the solve
         grad = jax.grad(_per_draw(problem))
         grads = jax.jit(lambda x, es, d: _newton.over_draws(lambda e: grad(x, e, d), es, sequential))
         g = np.asarray(grads(jnp.asarray(eta, eps.dtype), eps, problem.data), np.float64)
