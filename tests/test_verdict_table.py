@@ -45,3 +45,40 @@ def test_direct_methods_on_a_heavy_tailed_posterior_are_not_good(method):
         chol = np.asarray(fit.approximation.params["chol"])
         assert abs(float(chol[0, 0]) - np.sqrt(0.75)) < 0.01      # q: the Gaussian at the mode
     assert d.status in ("ok", "bad"), d.verdict
+
+
+_M = np.array([0.0, np.log(5.0)])
+_C = np.array([[1.0, -0.98 * 0.2], [-0.98 * 0.2, 0.04]])
+
+
+def _ordered_pair():
+    """An ordered pair whose posterior is exactly N(_M, _C) in the unconstrained space
+    u = (x[0], log(x[1] - x[0])) (the factor divides out the transform's Jacobian)."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    x = numpyro.sample("x", dist.ImproperUniform(constraints.ordered_vector, (), (2,)))
+    gap = x[1] - x[0]
+    numpyro.factor("u", dist.MultivariateNormal(_M, _C).log_prob(jnp.stack([x[0], jnp.log(gap)])) - jnp.log(gap))
+
+
+@pytest.mark.slow
+def test_the_moment_check_reads_the_values_the_fit_reports():
+    """x[1] = x[0] + exp(u[1]): its posterior mean is exp(_M[1] + _C[1,1]/2) and its variance
+    1 + E^2 (exp(_C[1,1]) - 1) + 2 _C[0,1] E (E that mean; Stein's lemma), sd 0.25, while u[1]'s
+    sd is 0.2 and carries x[0]'s. A q 0.03 off in u[1] (0.15 of its sd: "in place" for a check
+    of the unconstrained coordinates) has x[1]'s mean 0.6 posterior sd off; the verdict names it."""
+    e = np.exp(_M[1] + _C[1, 1] / 2)
+    sd = np.sqrt(1.0 + e**2 * np.expm1(_C[1, 1]) + 2 * _C[0, 1] * e)
+    chol = np.linalg.cholesky(_C)
+    exact = vi.fit(_ordered_pair, method="fullrank_advi", init_params={"loc": _M, "scale_tril": chol},
+                   steps=0, progress=False)
+    assert exact.diagnose().shift < 0.2                          # q is the posterior
+    off = vi.fit(_ordered_pair, method="fullrank_advi", init_params={"loc": _M + [0.0, 0.03], "scale_tril": chol},
+                 steps=0, progress=False)
+    x1 = np.asarray(off.sample(20_000, seed=3)["x"])[:, 1]
+    assert abs(x1.mean() - e) / sd > 0.5                         # the reported mean is off
+    d = off.diagnose()
+    assert d.status == "bad" and "x[1]" in d.verdict, d.verdict
