@@ -178,7 +178,7 @@ def _constrained_check(q: Approximation, z: Any, lw: np.ndarray) -> MomentCheck 
     real = [isinstance(biject_to(ld.supports[n]), IdentityTransform) for n in ld.names]
     if all(real) or ld.dim > CONSTRAINED_MAX_DIM or ld.enumerated:
         return None
-    values = q.constrain(jnp.asarray(z))
+    values = q.constrain(np.asarray(z))       # (a host array: no transfer of its own)
     cols, names = [], []
     for n in (n for n in ld.names if n in values):
         v = np.asarray(values[n], np.float64).reshape(np.shape(z)[0], -1)
