@@ -304,11 +304,13 @@ def merge(docs: list[dict]) -> tuple[dict, list[Result]]:
     return meta, results
 
 
-def render(json_paths: list[Path], md: Path) -> None:
+def render(json_paths: list[Path], md: Path, contradictions_note: str = "") -> None:
     """Write the page again from the ``--json`` files of earlier runs (no fitting); see :func:`merge`."""
     from accuracy_page import write_page
 
     meta, results = merge([json.loads(p.read_text()) for p in json_paths])
+    if contradictions_note:
+        meta["contradictions_note"] = contradictions_note
     write_page(md, meta, results, per_runner(results, _near_gaussian_names()))
 
 
@@ -324,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     ap.add_argument("--md", type=Path, default=None, help="write the markdown page here (docs/accuracy.md)")
     ap.add_argument("--note", default="", help="a line for the page (machine load, what was measured)")
+    ap.add_argument("--contradictions-note", default="",
+                    help="a paragraph under the page's list of contradicting verdicts (their cause)")
     ap.add_argument("--from-json", default=None,
                     help="only write --md from these earlier --json files (comma-separated; a later file's "
                          "fit of the same posterior, runner and seed replaces an earlier one)")
@@ -331,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.from_json is not None:
         if a.md is None:
             ap.error("--from-json needs --md, the page to write")
-        render([Path(p) for p in a.from_json.split(",")], a.md)
+        render([Path(p) for p in a.from_json.split(",")], a.md, a.contradictions_note)
         return
 
     names = a.posteriors.split(",") if a.posteriors else (QUICK_POSTERIORS if a.quick else list(POSTERIORS))
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = dict(date=started, load_average_at_start=load_avg, steps=steps, seeds=seeds, posteriors=names,
                 runners={k: table[k].label for k in chosen}, versions=versions(), commit=source_commit(vi.__file__),
                 command="python benchmarks/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                note=a.note)
+                note=a.note, contradictions_note=a.contradictions_note)
     summary = per_runner(results, _near_gaussian_names())
     for k, v in summary.items():
         print(f"{k:16s} ok {v['ok']}/{v['fits']}  max z<=0.3: {v['z_le_0_3']}  <=0.5: {v['z_le_0_5']}  "

@@ -152,6 +152,19 @@ def _full_table(results: list) -> list[str]:
     return lines
 
 
+def _contradictions(results: list) -> list[str]:
+    """Every fit whose verdict contradicts the measured error, with its numbers."""
+    flagged = [r for r in results if r.flag]
+    if not flagged:
+        return ["None: no verdict contradicts the measured error."]
+    lines = ["| posterior | runner | seed | verdict | k-hat | max z (parameter) | sd ratio median | sd ratio min | "
+             "contradiction |", "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for r in flagged:
+        lines.append(f"| {r.posterior} | {r.runner} | {r.seed} | {r.verdict} | {_f(r.khat)} | {_f(r.max_z)} ({r.worst}) | "
+                     f"{_f(r.median_sd_ratio)} | {_f(r.min_sd_ratio)} | {r.flag} |")
+    return lines
+
+
 def write_page(path: Path, meta: dict, results: list, summary: dict) -> None:
     reference = read_reference()
     v = meta["versions"]
@@ -171,6 +184,8 @@ def write_page(path: Path, meta: dict, results: list, summary: dict) -> None:
            "## Results per runner", "", *_summary_table(meta, summary), "",
            *(["Against NumPyro's matching autoguide at the same budget:", "", *_versus_numpyro(results), ""]
              if _versus_numpyro(results) else []),
+           "## Verdicts that contradict the error", "", *_contradictions(results), "",
+           *([meta["contradictions_note"], ""] if meta.get("contradictions_note") else []),
            "## max z per posterior and runner", "",
            "The largest max z over the seeds; **bold with !**: a verdict that contradicts the error.", "",
            *_matrix(results, reference), "", "## Every fit", "", *_full_table(results), ""]
