@@ -48,7 +48,7 @@ def unknown_method(e: Exception) -> bool:
 def shown_command(command: str) -> str:
     """A benchmark's command line without the options that only name output files or add a note."""
     head, *opts = command.split(" --")
-    keep = [o for o in opts if o.split(" ", 1)[0] not in ("json", "md", "note", "from-json")]
+    keep = [o for o in opts if o.split(" ", 1)[0] not in ("json", "md", "note", "from-json", "contradictions-note")]
     return " --".join([head, *keep])
 
 

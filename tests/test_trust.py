@@ -371,3 +371,38 @@ def warnings_none():
             yield
 
     return none()
+
+
+@pytest.mark.parametrize("method", ["dadvi", pytest.param("laplace", marks=pytest.mark.slow),
+                                    pytest.param("pathfinder", marks=pytest.mark.slow)])
+def test_direct_methods_on_a_model_that_closes_over_float64_constants(method):
+    """The direct methods solve in float64; a model that closes over float64 NumPy arrays is
+    also traced in float32 before (a program kept alive: the solve failed with "lax.mul requires
+    arguments to have the same dtypes, got float64, float32") and after (DADVI's diagnosis
+    failed to lower with "broadcast_in_dim f64 -> f32"). The posterior is Gaussian: its mean
+    and sds are known."""
+    import jax
+
+    x = np.linspace(-1.0, 1.0, 20)                         # float64, closed over
+    y = 0.5 + 2.0 * x + 0.3 * np.sin(7.0 * np.arange(20.0))
+    held = jax.jit(lambda b: b * x)                        # a float32 program of x, kept alive
+    assert held(jnp.float32(1.0)).dtype == jnp.float32
+
+    def line():
+        a = vi.Normal("a", 0.0, 10.0)
+        b = vi.Normal("b", 0.0, 10.0)
+        vi.Normal("y", a + b * x, 0.5, observed=y)
+
+    fit = vi.fit(line, method=method, progress=False, seed=0)
+    d = fit.diagnose()
+    design = np.stack([np.ones_like(x), x], 1)
+    cov = np.linalg.inv(design.T @ design / 0.25 + np.eye(2) / 100.0)
+    mean = cov @ design.T @ y / 0.25
+    sd = np.sqrt(np.diag(cov))
+    got = np.array([float(fit.mean["a"]), float(fit.mean["b"])])
+    assert np.max(np.abs(got - mean) / sd) < 0.1
+    assert np.allclose([float(fit.std["a"]), float(fit.std["b"])], sd, rtol=0.1)
+    assert d.status == "good", d.verdict
+    ld = vi.LogDensity(line, {})                           # a new float32 program of the model
+    assert jax.jit(ld.logp)(jnp.zeros(2, jnp.float32)).dtype == jnp.float32
+    assert held(jnp.float32(1.0)).dtype == jnp.float32

@@ -11,9 +11,12 @@ lowers the objective, so the recorded trace decreases monotonically.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import warnings
-from typing import Any, Callable, NamedTuple
+import weakref
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +28,7 @@ from ._fixed import named_directions
 
 __all__ = ["Newton", "ScipyDriver", "compile_fgh", "compile_vg", "compile_batch", "minimize", "hessian",
            "covariance_from_precision", "distance", "as_jax", "seed_of", "uses_linear_algebra",
-           "over_draws", "Clock", "OutOfTime", "MAX_TIME", "budget_text"]
+           "over_draws", "Clock", "OutOfTime", "MAX_TIME", "budget_text", "float64"]
 
 #: primitives of dense linear algebra (LAPACK calls on CPU)
 LINEAR_ALGEBRA = frozenset({"cholesky", "triangular_solve", "lu", "lu_pivots_to_permutation", "eigh", "eig",
@@ -44,6 +47,64 @@ class Newton(NamedTuple):
     calls: int           # calls of fgh (each: one gradient and one Hessian-vector product)
     message: str
     budget: str | None = None   # "maxiter" or "max_time" when a budget ended the search
+
+
+_constants: dict[tuple[int, str], tuple[Any, Any]] = {}   # (id, dtype) -> weak refs (array, its copy)
+_constants_lock = threading.Lock()
+_installed: list[bool] = []
+
+
+def _canonical_array(x: np.ndarray) -> Any:
+    """A NumPy array as JAX takes it into a trace: in the dtype of the current mode (float64
+    becomes float32 outside 64-bit mode), one copy per array and dtype while a trace holds it."""
+    from jax._src import dtypes, literals
+
+    dtype = np.dtype(dtypes.canonicalize_dtype(x.dtype))
+    if dtype == x.dtype:
+        return literals.TypedNdArray(x)        # a view: nothing to convert or keep
+    key = (id(x), dtype.str)
+    with _constants_lock:
+        refs = _constants.get(key)
+        if refs is not None and refs[0]() is x and refs[1]() is not None:
+            return refs[1]()
+        value = literals.TypedNdArray(np.asarray(x, dtype))
+        if len(_constants) > 4096:   # forget arrays that are gone
+            for k in [k for k, (a, v) in _constants.items() if a() is None or v() is None]:
+                del _constants[k]
+        try:
+            _constants[key] = (weakref.ref(x), weakref.ref(value))
+        except TypeError:
+            pass
+        return value
+
+
+@contextlib.contextmanager
+def float64() -> Iterator[None]:
+    """JAX's 64-bit mode for a direct method's solve, safe for models that close over NumPy arrays.
+
+    JAX 0.10 (jaxlib 0.10.2) keeps one converted copy of each NumPy array a traced function
+    closes over, while any trace holds it, whatever the mode it was made in: a float32 copy
+    from an earlier fit's program then enters a float64 trace (``lax.mul requires arguments to
+    have the same dtypes, got float64, float32``), and a float64 copy from the solve enters the
+    float32 programs of the fit's diagnosis (``broadcast_in_dim f64 -> f32`` at lowering). The
+    first use installs a conversion of NumPy arrays that keeps one copy per array *and dtype*
+    (JAX's own, less the mix-up), for the rest of the process.
+
+    Examples
+    --------
+    >>> x = np.linspace(0.0, 1.0, 3)
+    >>> with float64():
+    ...     a = jax.jit(lambda b: b * x)(1.0)
+    >>> str(a.dtype), str(jax.jit(lambda b: b * x)(jnp.float32(1.0)).dtype)
+    ('float64', 'float32')
+    """
+    if not _installed:
+        from jax._src import dtypes
+
+        dtypes.register_canonicalize_value_handler(np.ndarray, _canonical_array)
+        _installed.append(True)
+    with jax.enable_x64(True):
+        yield
 
 
 #: the default time budget of a direct method's solver, in seconds

@@ -27,6 +27,7 @@ Gaussian posterior the means and the linear-response covariance are then exact).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
@@ -145,7 +146,7 @@ def _solve(problem: Problem, opts: dict) -> Solution:
         ok = away <= 0.05
         message += f"; the optimum is {away:.2g} posterior sds away by the local quadratic"
         info.update(linear_response=True, sds_from_optimum=away,
-                    mcse=lambda: _mcse(problem, one, res.x, eps, hinv, opts["antithetic"], sequential)[:dim])
+                    mcse=_later_mcse(problem, res.x, eps, hinv, opts["antithetic"], sequential))
     elif opts["lr"]:
         info["note"] = (f"linear-response covariance skipped: {dim} latent dimensions > {LR_MAX_DIM}; "
                         f"the sds are the mean-field ones")
@@ -157,14 +158,30 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     return Solution(params, res.trace, res.iterations, 3 * calls * m, bool(ok), message, info)
 
 
-def _mcse(problem: Problem, one: Any, eta: np.ndarray, eps: jax.Array, hinv: np.ndarray,
+def _later_mcse(problem: Problem, eta: np.ndarray, eps: jax.Array, hinv: np.ndarray, antithetic: bool,
+                sequential: bool) -> Any:
+    """``fit.mcse`` when first asked for: the standard errors of the means (:func:`_mcse`).
+
+    It keeps the problem and plain arrays, never a function traced during the solve: JAX
+    (0.10) keeps one canonical copy of each NumPy constant a model closes over while a trace
+    of it lives, in the dtype of the mode it was traced in, so a float64 trace kept alive here
+    made every later float32 program of the model mix float64 constants into float32 code
+    (``fit.diagnose()`` failed to lower).
+    """
+    dim = eta.shape[0] // 2
+    eps = np.asarray(eps)
+    return lambda: _mcse(problem, eta, eps, hinv, antithetic, sequential)[:dim]
+
+
+def _mcse(problem: Problem, eta: np.ndarray, eps: np.ndarray, hinv: np.ndarray,
           antithetic: bool, sequential: bool) -> np.ndarray:
     """Standard errors of the optimal parameters over the draw of the fixed draws (sandwich).
 
     With antithetic draws the independent units are the pairs ``(eps, -eps)``.
     """
-    with jax.enable_x64(eps.dtype == jnp.float64):   # asked for later, outside the solve
-        grad = jax.grad(one)
+    mode = _newton.float64() if eps.dtype == np.float64 else contextlib.nullcontext()
+    with mode:   # asked for later, outside the solve
+        grad = jax.grad(_per_draw(problem))
         grads = jax.jit(lambda x, es, d: _newton.over_draws(lambda e: grad(x, e, d), es, sequential))
         g = np.asarray(grads(jnp.asarray(eta, eps.dtype), eps, problem.data), np.float64)
     if antithetic:

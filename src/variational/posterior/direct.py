@@ -25,6 +25,7 @@ from ..engine.loop import Engine, EngineState
 from ..engine.run import note
 from ..errors import DataError, VariationalError
 from ..families import with_init_params
+from ..families._newton import float64
 from ..families.base import Family, Problem, Solution
 from ..model import LogDensity
 from .draws import is_fit
@@ -121,7 +122,7 @@ def direct_fit(*, model: Callable, ld: LogDensity, family: Family, data: Mapping
     # regression on the dollar scale stopped 6 sds from the answer in float32). The solvers'
     # host side is many tiny linear-algebra calls, for which a threaded BLAS only adds
     # hand-offs (L-BFGS-B was 30x slower under load): one thread.
-    with threadpool_limits(limits=1, user_api="blas"), jax.enable_x64(True):
+    with threadpool_limits(limits=1, user_api="blas"), float64():
         problem = Problem(ld.logp, {k: _wide(v) for k, v in dict(data).items()}, jnp.asarray(_wide(z0)),
                           flat_labels(ld), key, None if scale0 is None else jnp.asarray(_wide(scale0)))
         solution = family.solve(problem)

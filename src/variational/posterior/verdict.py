@@ -50,6 +50,7 @@ CURVATURE_DRAWS = 8       # draws of q its Hessian is averaged over
 MEDIAN_SD = 1.3           # "good" needs the median weighted sd / q sd within 1/1.3 - 1.3
 SHIFT_OFF = 1.0           # "ok" is refused when a weighted mean is this many q sds off
 MCSE_GOOD = 0.1           # DADVI: largest Monte Carlo error of a mean, in sds, for "good"
+KHAT_NO_MEAN = 1.0        # DADVI: k-hat from which the importance weights have no mean
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,9 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
     """``(status, text)``: "good", "ok" (usable with care) or "bad", and why in plain words.
 
     ``centred``: the model's centred hierarchies (:func:`variational.posterior.hierarchy.centred_sites`);
-    ``direct``: what a direct method reports of itself (``{"weighted": bool, "mcse": float}``:
-    whether its answer is importance-weighted, and DADVI's largest Monte Carlo error of a mean
-    in sds).
+    ``direct``: what a direct method reports of itself (``{"weighted": bool, "khat": float,
+    "mcse": float}``: whether its answer is importance-weighted, the k-hat its own importance
+    sampling found, and DADVI's largest Monte Carlo error of a mean in sds).
     """
     if not np.isfinite(khat):
         if method == POINT:
@@ -223,6 +224,8 @@ def verdict(khat: float, converged: bool, convergence: str, skipped: int, steps:
             status, parts = "bad", ["no draw of q has a finite log density under the model: the fit failed"]
     elif direct is not None and (direct.get("weighted") and khat < KHAT_BAD or "mcse" in direct):
         status, parts = _direct(khat, moments, direct)
+    elif direct is not None and direct.get("khat", -np.inf) >= KHAT_BAD:   # its own weights failed
+        status, parts = _unweighted(method, direct["khat"], khat, moments)
     elif khat < KHAT_BAD:
         status, parts = _low_khat(khat, moments)
         if curvature is not None and curvature.ratio < SD_BAD[0]:  # q far too narrow somewhere
@@ -278,14 +281,44 @@ def _direct(khat: float, c: MomentCheck | None, direct: dict) -> tuple[str, list
         if khat < KHAT_BAD and c is not None and c.far:
             return "bad", [text, f"but importance weighting (k-hat {khat:.2f}) {_moved(c)}: the "
                                  f"linear-response Gaussian is off by that much; check with vi.nuts"]
+        if khat >= KHAT_NO_MEAN:   # (a Student-t posterior: k-hat 3.7, sds 0.72 of the truth)
+            return "ok", [text, f"but the importance weights of its Gaussian have k-hat {khat:.2f} >= "
+                                f"{KHAT_NO_MEAN:g} (their mean does not exist): the posterior has far heavier "
+                                f"tails than the Gaussian somewhere, so its sds can be too small; check "
+                                f"important quantities with vi.nuts"]
         return "good", [text + f", and the linear-response covariance is exact on a Gaussian posterior "
-                               f"(k-hat {khat:.2f} is not a test of DADVI: its weights vary little)"]
+                               f"(k-hat {khat:.2f} < {KHAT_NO_MEAN:g} is not a test of DADVI: its "
+                               f"weights vary little)"]
+    khat = max(khat, direct.get("khat", -np.inf))    # this diagnosis's draws, or the solver's own
     text = (f"the reported answer is importance-weighted, and the weights are reliable (k-hat "
             f"{khat:.2f} < {KHAT_BAD})")
     if c is not None and c.far:
         return "ok", [text + f", but they move q far ({_moved(c)}): the corrected answer rests on "
                              f"few draws; check important quantities with vi.nuts"]
+    if khat >= KHAT_GOOD:   # (a Student-t posterior: weighted sds 0.68 of the truth at k-hat 0.69)
+        return "ok", [text + f", but weights with k-hat above {KHAT_GOOD} underestimate what q misses "
+                             f"(its tails: the corrected sds can still be too small); check important "
+                             f"quantities with vi.nuts"]
     return "good", [text + ": fit.mean, fit.std and fit.sample are close to the posterior"]
+
+
+def _unweighted(method: str, own: float, khat: float, c: MomentCheck | None) -> tuple[str, list[str]]:
+    """Laplace or Pathfinder whose own importance sampling found k-hat >= 0.7: the answer it
+    reports is q's unweighted draws. "bad", unless this diagnosis's fresh draws have k-hat
+    below 0.7 and their weights leave q's means and sds in place ("ok"): k-hat is noisy near
+    0.7 (Laplace on gp_pois_regr: 0.74 and 0.54 on two sets of draws, q accurate), but a second
+    k-hat just under 0.7 with weights that move q is no reprieve (Pathfinder on
+    earnings-earn_height: 0.89 and 0.70, sds 0.06 of the reference)."""
+    head = (f"{method}'s own importance sampling found k-hat {own:.2f} >= {KHAT_BAD}, so it reports "
+            f"q's unweighted draws")
+    if khat < KHAT_BAD and c is not None and c.close:
+        return "ok", [head + f"; this diagnosis's draws give k-hat {khat:.2f} and their weights leave q's "
+                             f"means and sds in place (largest shift {c.shift:.2f} q-sd, sd ratio "
+                             f"{c.sd_ratio:.2f}), so q is usable, but its tails may be too light; check "
+                             f"important quantities with vi.nuts"]
+    moved = f"; importance weighting {_moved(c)}" if c is not None and (c.far or not c.close) else ""
+    return "bad", [head + f" (here {khat:.2f}), and q differs from the posterior in its joint shape{moved}: "
+                          f"do not trust its sds or tails; try method='fullrank_advi' or check with vi.nuts"]
 
 
 def _low_khat(khat: float, c: MomentCheck | None) -> tuple[str, list[str]]:
