@@ -170,7 +170,9 @@ def build_optimizer(optimizer: Any, learning_rate: Any, *, family: Any = None,
         inner = optax.masked(inner, family.trainable)
     # minibatch gradients are noisier by about sqrt(N / B): the smallest learning rate is lower by
     # as much, so that the averaged answer can become as precise as a full-batch one
-    floor = {} if batch_fraction >= 1.0 else {"min_lr": ScheduleSpec.min_lr * float(np.sqrt(batch_fraction))}
+    # (and a family's own factor: the low-rank factor's noise, see variational.families.lowrank)
+    factor = float(np.sqrt(min(batch_fraction, 1.0))) * (1.0 if family is None else family.min_lr_factor)
+    floor = {} if factor == 1.0 else {"min_lr": ScheduleSpec.min_lr * factor}
     spec = make_spec(family, inner.init, **floor) if family is not None and schedule == "adaptive" else None
     steps = None if family is None else family.step_scale
     return scaled(inner, scale, spec, steps), make_guard(inner, spec=spec), spec

@@ -105,6 +105,9 @@ class Family:
     # the same distribution reparameterised so that the trained parameters start again from
     # the origin and unit scale of q itself (see variational.families.gaussian)
     rewhiten: Callable[[Params], Params] | None = None
+    # factor on the adaptive schedule's smallest learning rate: a family whose stochastic
+    # gradients jitter more per coordinate needs a lower floor for an equally precise average
+    min_lr_factor: float = 1.0
     # per-leaf factors on the optimiser's steps (a pytree like params, of numbers), so that a
     # learning rate moves q by about as much whatever the number of parameters in a leaf
     step_scale: Callable[[Params], Any] | None = None
