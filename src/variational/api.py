@@ -21,19 +21,12 @@ import jax
 import optax
 
 from .data.sources import Source
-from .engine import arguments as _arguments
-from .engine import auto as _auto
-from .engine import checkpoint as _checkpoint
-from .engine import control as _control
-from .engine import devices as _devices
-from .engine import keys as _keys
-from .engine import model_params as _model_params
-from .engine import notes as _notes
-from .engine import options as _options
-from .engine import run as _run
+from .engine import (arguments as _arguments, auto as _auto, checkpoint as _checkpoint, control as _control,
+                     devices as _devices, keys as _keys, model_params as _model_params, notes as _notes,
+                     options as _options, run as _run)
 from .errors import CheckpointError, DataError
 from .compilation import compiling, stats
-from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
+from .engine.options import Amortised, Batches, Checkpoint, Objective, Start, StepSize, Stop
 from .families import FAMILIES, Family
 from .families.base import is_direct
 from .model import LogDensity
@@ -68,6 +61,7 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
+    local: Amortised | None = None,
     **options: Any,
 ) -> Fit:
     """Fit a variational approximation to the posterior of ``model`` given ``data``.
@@ -155,6 +149,8 @@ def fit(
         Show a progress bar with the running average loss.
     model_kwargs : mapping, optional
         Keyword arguments of the model that are not data columns.
+    local : Amortised, optional
+        An encoder of each row's data gives the local latent sites their q (``docs/local_latents.md``).
     **options
         Options of the family (for example ``init_scale``; ``n_particles`` and ``bandwidth``
         for ``"svgd"``; ``rank`` for ``"lowrank_advi"``; ``flow``, ``depth`` and ``width``
@@ -184,7 +180,7 @@ def fit(
                  checkpoint=checkpoint, init=init)
     flat, method_options = _options.resolve(homes, options, stacklevel=3)
     return _fit(model, data, method=method, steps=steps, optimizer=optimizer, seed=seed, progress=progress,
-                model_kwargs=model_kwargs, callbacks=callbacks, guide=guide, **flat, **method_options)
+                model_kwargs=model_kwargs, callbacks=callbacks, guide=guide, local=local, **flat, **method_options)
 
 
 @exclusive
@@ -220,6 +216,7 @@ def _fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool | str | Path = False,
+    local: Amortised | None = None,
     **method_options: Any,
 ) -> Fit:
     """:func:`fit` with every setting as its own keyword (as a checkpoint stores them)."""
@@ -252,12 +249,12 @@ def _fit(
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
     found = None if guide is not None or direct else _local.find(model, data, batch_size, model_kwargs, seed)
-    if found is not None:   # latent sites in a plate over the data rows (docs/local_latents.md)
-        return _run.run(_local.fit_local(
-            *found, model, method=method, method_options=method_options, settings=settings,
-            model_kwargs=model_kwargs, start=start, seed=seed, num_particles=num_particles,
-            learning_rate=None if chosen else learning_rate, others=dict(
-                stl=stl, replace=replace, devices=devices, init=init, init_params=init_params)), steps, **run_args)
+    if found is not None or local is not None:   # latent sites in a plate over the data rows (docs/local_latents.md)
+        others = dict(stl=stl, replace=replace, devices=devices, init=init, init_params=init_params)
+        return _run.run(_local.fit_local(found, model, method=method, method_options=method_options, settings=settings,
+                        model_kwargs=model_kwargs, start=start, seed=seed, num_particles=num_particles, others=others,
+                        learning_rate=None if chosen else learning_rate, local=(local, checkpoint or resume)),
+                        steps, **run_args)
     plan = _arguments.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
         learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE

@@ -22,7 +22,8 @@ from ..families.base import Family
 from ..families.local import RowLayout, conditional_mean, local_draws
 from ..model.local import ROWS
 
-__all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState"]
+__all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState", "make_amortised_loss",
+           "AmortisedSteps"]
 
 #: entries of the parameter pytree that hold one row per data row
 LOCAL_KEYS = ("loc", "log_s", "coup")
@@ -200,3 +201,74 @@ class RowSteps:
     def _restart(self, g: Any, avg: Any, gstate: Any, since: jax.Array) -> tuple:
         start = self.rewhiten(avg)
         return start, start, self.glob.init(start), jnp.zeros_like(since)
+
+
+def make_amortised_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: int, amortiser: Any,
+                        subsampled: bool, num_particles: int = 1) -> Callable:
+    """``f(params, key, batch) -> (loss, grads)`` of an amortised fit: the negative ELBO of all
+    rows estimated on the batch's rows (local terms scaled by N/B), whose rows' q comes from the
+    encoder (:class:`~variational.families.amortised.Amortiser`) at their data; the gradient
+    of the global family's (``g``) and the encoder's (``enc``) parameters."""
+    scale = float(num_rows) / layout.rows
+
+    def loss_and_grad(params: Any, key: jax.Array, batch: Any) -> tuple[jax.Array, Any]:
+        x = amortiser.features(batch, batch[ROWS] if subsampled else None)
+        anchor = jax.lax.stop_gradient(gfam.mean(params["g"]))   # (C moves the rows with g about its mean)
+
+        def negative_elbo(gp: Any, enc: Any) -> jax.Array:
+            kg, kl = jax.random.split(key)
+            g, lqg = gfam.sample_and_log_q(gp, kg, num_particles)
+            z, lql = local_draws(amortiser.rows(enc, x, anchor), g, kl)
+            lp_ = jax.vmap(logp, in_axes=(0, None))(layout.join(g, z), batch)
+            return -jnp.mean(lp_ - lqg - scale * lql)
+
+        loss, (gg, ge) = jax.value_and_grad(negative_elbo, argnums=(0, 1))(params["g"], params["enc"])
+        return loss, {"g": gg, "enc": ge}
+
+    return loss_and_grad
+
+
+class AmortisedSteps:
+    """Adam on the global family's and the encoder's parameters, with the step
+    ``lr / sqrt(1 + t / decay)``; the parameters keep under ``g_avg`` and ``enc_avg`` averages
+    of the iterates weighted as ``t**AVERAGE_POWER`` (what the fit reports). ``frozen``: the
+    global family's ``trainable`` (entries it leaves alone).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> p = {"g": {"loc": jnp.zeros(1)}, "enc": {"w": jnp.zeros(2)}}
+    >>> p = dict(p, g_avg=p["g"], enc_avg=p["enc"])
+    >>> opt = AmortisedSteps(0.1)
+    >>> p2, s2, ok = opt.apply({"g": {"loc": jnp.ones(1)}, "enc": {"w": -jnp.ones(2)}}, opt.init(p), p)
+    >>> round(float(p2["g"]["loc"][0]), 3), [round(float(w), 3) for w in p2["enc_avg"]["w"]], int(s2[1])
+    (-0.1, [0.1, 0.1], 1)
+    """
+
+    def __init__(self, lr: float, decay: float = 1000.0, frozen: Callable | None = None) -> None:
+        self.lr, self.decay = float(lr), float(decay)
+        inner = optax.adam(lambda t: self.lr / jnp.sqrt(1.0 + t / self.decay))
+        self.opt = inner if frozen is None else optax.masked(
+            inner, lambda p: {"g": frozen(p["g"]), "enc": jax.tree_util.tree_map(lambda _: True, p["enc"])})
+
+    def init(self, params: Any) -> tuple:
+        return self.opt.init({"g": params["g"], "enc": params["enc"]}), jnp.zeros((), jnp.int32)
+
+    def update(self, grads: Any, state: Any, params: Any = None) -> Any:  # pragma: no cover
+        raise TypeError("AmortisedSteps keeps averages of the iterates: the engine calls apply()")
+
+    def apply(self, grads: Any, state: tuple, params: Any, ok: Any = True) -> tuple[Any, tuple, jax.Array]:
+        """New parameters and state after one step; with ``ok`` false or a non-finite result,
+        everything stays as it was."""
+        trained = {"g": params["g"], "enc": params["enc"]}
+        upd, inner = self.opt.update(grads, state[0], trained)
+        new = optax.apply_updates(trained, upd)
+        step = state[1] + 1
+        w = (AVERAGE_POWER + 1.0) / (step.astype(jnp.float32) + AVERAGE_POWER)
+        avg = jax.tree_util.tree_map(lambda a, b: a + (b - a) * w.astype(a.dtype),
+                                     {"g": params["g_avg"], "enc": params["enc_avg"]}, new)
+        ok = jnp.asarray(ok) & _finite((new, avg))
+        pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        new, avg = pick(new, trained), pick(avg, {"g": params["g_avg"], "enc": params["enc_avg"]})
+        out = dict(params, g=new["g"], enc=new["enc"], g_avg=avg["g"], enc_avg=avg["enc"])
+        return out, (pick(inner, state[0]), jnp.where(ok, step, state[1])), ok

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 from ..errors import whole_number
 from .control import DEFAULT_MAX_STEPS
 
-__all__ = ["Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start", "MOVED", "resolve",
+__all__ = ["Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start", "Amortised", "MOVED", "resolve",
            "unknown_keyword", "DEFAULT_MAX_STEPS"]
 
 
@@ -215,6 +215,48 @@ class Start:
     fit: Any = None
     values: Mapping[str, Any] | None = None
     params: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Amortised:
+    """Local latent variables through an encoder (``vi.fit(local=)``); hashed by identity.
+
+    Instead of parameters for each data row, a network maps a row's data (its columns, observed
+    and covariates) to that row's ``q(z_i | g)``: a mean and a log-sd per local coordinate and,
+    with at most 16 global coordinates, the map from the globals. New rows get a posterior
+    (``fit.local_posterior(data)``, ``fit.predict(data)``). See ``docs/local_latents.md``.
+
+    Parameters
+    ----------
+    encoder : flax (linen or nnx) or equinox module, optional
+        Maps the rows' inputs ``(B, F)`` to features ``(B, H)`` (an equinox module maps one row
+        ``(F,)`` to ``(H,)``); a linear head from the features and from the inputs themselves
+        gives q. Default: a small multilayer perceptron in plain JAX with ``hidden`` units.
+    hidden : tuple of int
+        Hidden layer sizes (tanh) of the default encoder; ``()`` is a linear encoder.
+    inputs : tuple of str, optional
+        The data columns the encoder reads (default: every column of the data).
+
+    Examples
+    --------
+    >>> import variational as vi
+    >>> vi.Amortised(hidden=(16,), inputs=("y",)).hidden
+    (16,)
+    """
+
+    encoder: Any = None
+    hidden: tuple[int, ...] = (32,)
+    inputs: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        hidden = tuple(self.hidden)
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"Amortised(hidden={self.hidden!r}): give positive whole numbers of units, "
+                             f"for example hidden=(32,), or hidden=() for a linear encoder")
+        object.__setattr__(self, "hidden", hidden)
+        if self.inputs is not None:
+            inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+            object.__setattr__(self, "inputs", inputs)
 
 
 # earlier keyword of vi.fit -> (its home: the keyword that takes the object, the class, the field)
