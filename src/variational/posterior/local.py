@@ -155,7 +155,7 @@ def fit_local(found: tuple[LocalSpec, Plan] | None, model: Callable, *, method: 
     else:
         enc, x_all = _amortiser(amortised, plan, whole, full, coupled)
         family = amortised_family(gfam, whole, enc, x_all)
-        opt = AmortisedSteps(lr, decay=decay, frozen=gfam.trainable if gfam.frozen else None)
+        opt = AmortisedSteps(lr, decay=decay, frozen=gfam.trainable if gfam.frozen else None, rewhiten=gfam.rewhiten)
         loss = make_amortised_loss(gfam, rows, batch.logp, spec.num_rows, enc, spec.subsampled, int(num_particles))
     if plan.feeder is not None:
         batcher: Any = Streamed(spec.num_rows, spec.batch_size)
