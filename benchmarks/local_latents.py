@@ -8,7 +8,7 @@ Model: ``mu ~ N(0, 10); z_i ~ N(mu, 1); y_i ~ N(z_i, 0.5)`` (closed-form posteri
     python benchmarks/local_latents.py --scaling 10000,100000,1000000   # steps/s, peak memory
     python benchmarks/local_latents.py --hier --steps 2000              # 1e5 groups, 1e6 rows
     python benchmarks/local_latents.py --regression 10000000 --steps 3000   # global-only, 1e7 rows
-    python benchmarks/local_latents.py --amortised --rows 100000 --steps 6000   # encoder, new rows
+    python benchmarks/local_latents.py --amortised --rows 100000 --steps 6000 [--hidden 16]   # encoder
 
 Each measurement runs in its own process (``--one``) so that peak memory (``ru_maxrss``) is
 its own.
@@ -162,38 +162,41 @@ def run_regression(n: int, steps: int, b: int = 256) -> dict:
             "wall_s": time.perf_counter() - t, "steps_per_s": steps / max(fit.timings["run_s"], 1e-9)}
 
 
-def one(kind: str, n: int, steps: int) -> None:
-    runs = {"variational": run_variational, "numpyro": run_numpyro, "regression": run_regression,
-            "amortised": run_amortised}
-    res = runs[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
+def one(kind: str, n: int, steps: int, hidden: str = "") -> None:
+    runs = {"variational": run_variational, "numpyro": run_numpyro, "regression": run_regression}
+    if kind == "amortised":
+        res = run_amortised(n, steps, hidden=tuple(int(h) for h in hidden.split(",") if h))
+    else:
+        res = runs[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res))
 
 
-def spawn(kind: str, n: int, steps: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", kind, str(n), str(steps)],
+def spawn(kind: str, n: int, steps: int, *extra: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", kind, str(n), str(steps), *extra],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--one", nargs=3)
+    ap.add_argument("--one", nargs="+", help="KIND ROWS STEPS [HIDDEN]: one run in this process")
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--scaling", default="")
     ap.add_argument("--hier", action="store_true")
     ap.add_argument("--amortised", action="store_true", help="the encoder fit at --rows, --steps")
+    ap.add_argument("--hidden", default="", help="the encoder's hidden sizes, comma-separated (default: linear)")
     ap.add_argument("--regression", default="", help="rows of global-only regressions, comma-separated")
     a = ap.parse_args()
     if a.one:
-        one(a.one[0], int(a.one[1]), int(a.one[2]))
+        one(a.one[0], int(a.one[1]), int(a.one[2]), *a.one[3:])
         return
     if a.hier:
         print(json.dumps(spawn("hier", 0, a.steps)))
         return
     if a.amortised:
-        print(json.dumps(spawn("amortised", a.rows, a.steps)))
+        print(json.dumps(spawn("amortised", a.rows, a.steps, a.hidden)))
         return
     if a.regression:
         for n in [int(v) for v in a.regression.split(",")]:
