@@ -70,14 +70,14 @@ def run_variational(n: int, steps: int, b: int = 256) -> dict:
 
 
 def run_amortised(n: int, steps: int, b: int = 256, hidden: tuple = ()) -> dict:
-    """The encoder fit (``local=vi.Amortised``): training rows from q's moments, and 200 new rows
+    """The encoder fit (``vi.Batches(b, local=vi.Amortised())``): training rows from q's moments, and 200 new rows
     (drawn as the data were) from 4000 draws of ``fit.local_posterior`` (Monte Carlo error of a
     mean: 1/63 sd; of an sd: 1.1%)."""
     import variational as vi
     y = data(n)
     t = time.perf_counter()
-    fit = vi.fit(model_of(n, None), {"y": y}, batch_size=b, steps=steps, learning_rate=0.02,
-                 local=vi.Amortised(hidden=hidden), progress=False)
+    fit = vi.fit(model_of(n, None), {"y": y}, batch_size=vi.Batches(b, local=vi.Amortised(hidden=hidden)),
+                 steps=steps, learning_rate=0.02, progress=False)
     wall = time.perf_counter() - t
     res = errors(y, fit.unconstrained_mean, fit.unconstrained_std)
     new = data(200, seed=99)

@@ -1,4 +1,5 @@
-"""Amortised local latent variables (``vi.fit(..., local=vi.Amortised())``) against the closed form.
+"""Amortised local latent variables (``batch_size=vi.Batches(size, local=vi.Amortised())``) against
+the closed form.
 
 Model: ``mu ~ N(0, 10); z_i ~ N(mu, 1); y_i ~ N(z_i, 0.5)``. Given mu, ``z_i | mu, y_i`` is
 ``N((mu + 4 y_i) / 5, 1/5)``: its mean is linear in ``y_i`` and in mu, and its sd is the same for
@@ -43,8 +44,8 @@ def model(y):
 def test_linear_encoder_gives_the_exact_posterior_of_mu_every_row_and_new_rows():
     n = 600
     y = _data(n)
-    fit = vi.fit(model, {"y": y}, batch_size=60, steps=1500, learning_rate=0.02,
-                 local=vi.Amortised(hidden=()), progress=False)
+    fit = vi.fit(model, {"y": y}, batch_size=vi.Batches(60, local=vi.Amortised(hidden=())), steps=1500,
+                 learning_rate=0.02, progress=False)
     # no parameter has a row per data row: the encoder's and the globals' only
     leaves = jax.tree_util.tree_leaves(fit.state.params)
     assert sum(np.size(x) for x in leaves) < 50 and all(np.shape(x)[:1] != (n,) for x in leaves)
@@ -77,8 +78,8 @@ def test_model_that_subsamples_itself_with_the_default_encoder():
             z = numpyro.sample("z", dist.Normal(mu, 1.0))
             numpyro.sample("y", dist.Normal(z, 0.5), obs=y[idx])
 
-    fit = vi.fit(subsampled, {"y": y}, steps=1500, learning_rate=0.02, local=vi.Amortised(hidden=(8,)),
-                 progress=False)
+    fit = vi.fit(subsampled, {"y": y}, batch_size=vi.Batches(local=vi.Amortised(hidden=(8,))), steps=1500,
+                 learning_rate=0.02, progress=False)
     exact = _exact(y)
     m, s = fit.unconstrained_mean, fit.unconstrained_std
     assert m["z"].shape == (n,)
@@ -132,14 +133,18 @@ def test_encoder_modules_give_every_row_its_q_and_are_trained(make):
 def test_what_an_amortised_fit_cannot_do_is_named(tmp_path):
     y = _data(200)
     with pytest.raises(VariationalError, match="no latent sites in a plate over the data rows"):
-        vi.fit(model, {"y": y}, steps=10, local=vi.Amortised(), progress=False)   # no batch_size=
+        vi.fit(model, {"y": y}, steps=10, batch_size=vi.Batches(local=vi.Amortised()), progress=False)   # no size
     with pytest.raises(VariationalError, match="cannot be checkpointed"):
-        vi.fit(model, {"y": y}, batch_size=50, steps=10, local=vi.Amortised(), progress=False,
+        vi.fit(model, {"y": y}, batch_size=vi.Batches(50, local=vi.Amortised()), steps=10, progress=False,
                checkpoint=tmp_path / "fit.npz")
     with pytest.raises(TypeError, match="vi.Amortised"):
-        vi.fit(model, {"y": y}, batch_size=50, steps=10, local="amortised", progress=False)
+        vi.fit(model, {"y": y}, batch_size=vi.Batches(50, local="amortised"), steps=10, progress=False)
     with pytest.raises(VariationalError, match=r"\['x'\] are not among"):
-        vi.fit(model, {"y": y}, batch_size=50, steps=10, local=vi.Amortised(inputs="x"), progress=False)
+        vi.fit(model, {"y": y}, batch_size=vi.Batches(50, local=vi.Amortised(inputs="x")), steps=10,
+               progress=False)
+    tiny = vi.fit(model, {"y": y}, batch_size=vi.Batches(50, local=vi.Amortised()), steps=0, progress=False)
+    with pytest.raises(VariationalError, match="cannot be saved"):
+        tiny.save(tmp_path / "fit.npz")
     with pytest.raises(ValueError, match="hidden"):
         vi.Amortised(hidden=(0,))
     with pytest.raises(TypeError, match="flax"):

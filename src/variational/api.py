@@ -26,7 +26,7 @@ from .engine import (arguments as _arguments, auto as _auto, checkpoint as _chec
                      options as _options, run as _run)
 from .errors import CheckpointError, DataError
 from .compilation import compiling, stats
-from .engine.options import Amortised, Batches, Checkpoint, Objective, Start, StepSize, Stop
+from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
 from .families import FAMILIES, Family
 from .families.base import is_direct
 from .model import LogDensity
@@ -61,7 +61,6 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     model_kwargs: Mapping[str, Any] | None = None,
-    local: Amortised | None = None,
     **options: Any,
 ) -> Fit:
     """Fit a variational approximation to the posterior of ``model`` given ``data``.
@@ -119,7 +118,8 @@ def fit(
         Rows per step (minibatch ADVI). The same rows are taken from every column, and the
         log-likelihood of every observed site whose leading dimension is the batch is scaled
         by N/B automatically (see ``docs/data.md``). Default: all rows at every step.
-        :class:`~variational.Batches` also sets sampling with replacement and the devices.
+        :class:`~variational.Batches` also sets sampling with replacement, the devices, and an
+        encoder for latent variables with one value per row (``local=``, ``docs/local_latents.md``).
     init : Fit, str or Start, optional
         Warm start from an earlier fit of the same model: a fit of the same method gives its
         parameters (a fresh optimiser); any other fit gives the member of this family closest
@@ -149,8 +149,6 @@ def fit(
         Show a progress bar with the running average loss.
     model_kwargs : mapping, optional
         Keyword arguments of the model that are not data columns.
-    local : Amortised, optional
-        An encoder of each row's data gives the local latent sites their q (``docs/local_latents.md``).
     **options
         Options of the family (for example ``init_scale``; ``n_particles`` and ``bandwidth``
         for ``"svgd"``; ``rank`` for ``"lowrank_advi"``; ``flow``, ``depth`` and ``width``
@@ -180,7 +178,7 @@ def fit(
                  checkpoint=checkpoint, init=init)
     flat, method_options = _options.resolve(homes, options, stacklevel=3)
     return _fit(model, data, method=method, steps=steps, optimizer=optimizer, seed=seed, progress=progress,
-                model_kwargs=model_kwargs, callbacks=callbacks, guide=guide, local=local, **flat, **method_options)
+                model_kwargs=model_kwargs, callbacks=callbacks, guide=guide, **flat, **method_options)
 
 
 @exclusive
@@ -216,7 +214,7 @@ def _fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool | str | Path = False,
-    local: Amortised | None = None,
+    local: Any = None,
     **method_options: Any,
 ) -> Fit:
     """:func:`fit` with every setting as its own keyword (as a checkpoint stores them)."""

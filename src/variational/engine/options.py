@@ -103,27 +103,32 @@ class StepSize:
 
 @dataclass(frozen=True)
 class Batches:
-    """Minibatches and the devices they are split across (``vi.fit(batch_size=)``).
+    """Minibatches, the devices they are split across, and how the rows' own latent variables
+    are held (``vi.fit(batch_size=)``).
 
     Parameters
     ----------
     size : int, optional
-        Rows per step (all rows when absent).
+        Rows per step (all rows when absent; a model that subsamples itself sets its own).
     replace : bool
         Draw each batch's rows with replacement (default: a fresh permutation each epoch).
     devices : "all" or sequence of jax devices, optional
         Split each batch across these devices (``size`` must divide evenly).
+    local : Amortised, optional
+        Latent sites in the plate over the data rows get their q from an encoder of each row's
+        data (:class:`Amortised`) instead of parameters for each row (``docs/local_latents.md``).
 
     Examples
     --------
     >>> import variational as vi
     >>> vi.Batches(64, replace=True)
-    Batches(size=64, replace=True, devices=None)
+    Batches(size=64, replace=True, devices=None, local=None)
     """
 
     size: int | None = None
     replace: bool = False
     devices: Any = None
+    local: Any = None
 
     def __post_init__(self) -> None:
         # (the size is checked against the rows of the data when the fit plans them)
@@ -219,12 +224,13 @@ class Start:
 
 @dataclass(frozen=True, eq=False)
 class Amortised:
-    """Local latent variables through an encoder (``vi.fit(local=)``); hashed by identity.
+    """Local latent variables through an encoder (``vi.fit(batch_size=vi.Batches(size, local=))``).
 
     Instead of parameters for each data row, a network maps a row's data (its columns, observed
     and covariates) to that row's ``q(z_i | g)``: a mean and a log-sd per local coordinate and,
     with at most 16 global coordinates, the map from the globals. New rows get a posterior
-    (``fit.local_posterior(data)``, ``fit.predict(data)``). See ``docs/local_latents.md``.
+    (``fit.local_posterior(data)``, ``fit.predict(data)``). Hashed by identity (it may hold a
+    module). See ``docs/local_latents.md``.
 
     Parameters
     ----------
@@ -326,7 +332,7 @@ def resolve(homes: Mapping[str, Any], options: dict, stacklevel: int = 3) -> tup
                                                  "checkpoint", "init"))
     flat = dict(objective=o.kind, num_particles=o.num_particles, stl=o.stl, alpha=o.alpha,
                 kl_weight=o.kl_weight, score_function=o.score_function, learning_rate=s.learning_rate,
-                schedule=s.schedule, batch_size=b.size, replace=b.replace, devices=b.devices,
+                schedule=s.schedule, batch_size=b.size, replace=b.replace, devices=b.devices, local=b.local,
                 max_steps=st.max_steps, max_seconds=st.max_seconds, checkpoint=c.path,
                 checkpoint_every=c.every, resume=c.resume, init=i.fit, start=i.values, init_params=i.params)
     return flat, rest

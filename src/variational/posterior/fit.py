@@ -184,8 +184,31 @@ class Fit(FitSummaries):
                                      self.model)
         return predict(self.approximation, self._next_key(seed), data, n, sites)
 
+    def save(self, path: Any) -> Any:
+        """Save the fit to one ``.npz`` file (atomically); :func:`variational.load` reads it back.
+
+        Stores parameters, optimiser state, loss history, random key and settings (no code); an
+        amortised fit is refused (its encoder is code, and a reload could not rebuild it).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import variational as vi
+        >>> def model():
+        ...     vi.Normal("x", 0, 1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz")
+        >>> _ = vi.fit(model, steps=100, progress=False).save(path)
+        >>> len(vi.load(path, model).hist)
+        100
+        """
+        if self.new_rows is not None:
+            raise VariationalError("an amortised fit (vi.Batches(local=vi.Amortised(...))) cannot be saved yet: its encoder is "
+                                   "code, which a saved fit does not hold; keep the fit in memory, or fit with "
+                                   "per-row parameters (no local=) to save it")
+        return super().save(path)
+
     def local_posterior(self, data: Any, n: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
-        """Posterior draws for new rows of an amortised fit (``vi.fit(..., local=vi.Amortised())``).
+        """Posterior draws for new rows of an amortised fit (``batch_size=vi.Batches(size, local=vi.Amortised())``).
 
         The globals are drawn from q and each row's local sites from its q given them, which
         the encoder computes from the row's columns in ``data``.
@@ -214,14 +237,15 @@ class Fit(FitSummaries):
         ...         z = numpyro.sample("z", dist.Normal(mu, 1))
         ...         numpyro.sample("y", dist.Normal(z, 0.5), obs=y)
         >>> y = np.random.default_rng(0).normal(1.0, 1.1, 200).astype(np.float32)
-        >>> fit = vi.fit(model, {"y": y}, batch_size=50, steps=200, learning_rate=0.05,
-        ...              local=vi.Amortised(hidden=()), progress=False)
+        >>> fit = vi.fit(model, {"y": y}, batch_size=vi.Batches(50, local=vi.Amortised(hidden=())),
+        ...              steps=200, learning_rate=0.05, progress=False)
         >>> fit.local_posterior({"y": np.zeros(3)}, n=10)["z"].shape
         (10, 3)
         """
         if self.new_rows is None:
             raise VariationalError("fit.local_posterior(data) needs an amortised fit: fit with "
-                                   "local=vi.Amortised(...) (an encoder gives new rows their posterior)")
+                                   "batch_size=vi.Batches(size, local=vi.Amortised(...)) (an encoder gives "
+                                   "new rows their posterior)")
         return self.new_rows(data, whole_number("n", n, 1), self._next_key(seed))
 
     @measured("diagnose")

@@ -130,7 +130,7 @@ def fit_local(found: tuple[LocalSpec, Plan] | None, model: Callable, *, method: 
     ``others`` holds options given to ``vi.fit`` that this fit refuses when true (``stl``,
     ``replace``, ``devices``, ``guide``, ``init``, ``init_params``, ``score_function``);
     ``found``: what :func:`find` found (None: nothing, refused when ``local=`` is given);
-    ``local``: ``vi.fit``'s ``local=`` (an :class:`~variational.Amortised`, or None) and whether
+    ``local``: ``vi.Batches(local=)`` (an :class:`~variational.Amortised`, or None) and whether
     the fit is checkpointed.
     """
     amortised = local[0]
@@ -176,20 +176,20 @@ def fit_local(found: tuple[LocalSpec, Plan] | None, model: Callable, *, method: 
 
 
 def check_amortised(option: Any, found: Any, checkpoint: Any) -> None:
-    """``vi.fit(local=)``: an :class:`~variational.Amortised`, for a model with local sites, no checkpoint."""
+    """``vi.Batches(local=)``: an :class:`~variational.Amortised`, for a model with local sites, no checkpoint."""
     if option is None:
         return
     if not isinstance(option, Amortised):
-        raise TypeError(f"local={option!r}: give vi.Amortised(...) (an encoder for the local latent "
-                        f"variables), or leave local= out for per-row parameters")
+        raise TypeError(f"vi.Batches(local={option!r}): give vi.Amortised(...) (an encoder for the local "
+                        f"latent variables), or leave local= out for per-row parameters")
     if found is None:
         raise VariationalError(
-            "local=vi.Amortised(...) was given, but the model has no latent sites in a plate over the data "
+            "vi.Batches(local=vi.Amortised(...)) was given, but the model has no latent sites in a plate over the data "
             "rows that the fit subsamples; give batch_size= (the plate over the rows declared with N or "
             "len(y)) or subsample_size= in the plate, or leave local= out")
     if checkpoint:
         raise VariationalError(
-            "an amortised fit (local=vi.Amortised) cannot be checkpointed yet: its encoder is not saved "
+            "an amortised fit (vi.Batches(local=vi.Amortised(...))) cannot be checkpointed yet: its encoder is not saved "
             "with the fit; leave checkpoint= out, or fit with per-row parameters (no local=)")
 
 
