@@ -192,14 +192,14 @@ class Fit(FitSummaries):
 
         Examples
         --------
-        >>> import os, tempfile
+        >>> import pathlib, tempfile
         >>> import variational as vi
-        >>> def model():
-        ...     vi.Normal("x", 0, 1)
-        >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz")
-        >>> _ = vi.fit(model, steps=100, progress=False).save(path)
-        >>> len(vi.load(path, model).hist)
-        100
+        >>> normal = lambda: vi.Normal("w", 1, 2)   # noqa: E731
+        >>> where = pathlib.Path(tempfile.mkdtemp()) / "normal.npz"
+        >>> vi.fit(normal, steps=20, progress=False).save(where) is not None
+        True
+        >>> vi.load(where, normal).steps
+        20
         """
         if self.new_rows is not None:
             raise VariationalError("an amortised fit (vi.Batches(local=vi.Amortised(...))) cannot be saved yet: its encoder is "
