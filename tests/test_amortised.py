@@ -152,3 +152,29 @@ def test_what_an_amortised_fit_cannot_do_is_named(tmp_path):
     fit = vi.fit(model, {"y": y}, batch_size=50, steps=0, progress=False)   # per-row parameters
     with pytest.raises(VariationalError, match="local=vi.Amortised"):
         fit.local_posterior({"y": y[:3]})
+
+
+def test_parquet_stream_rows_never_in_memory_new_rows_exact(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    n = 600
+    y = _data(n, seed=3)
+    pq.write_table(pa.table({"y": y}), tmp_path / "y.parquet", row_group_size=150)
+
+    def fixed(y):   # (a stream's batches: the plate declared with N)
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        with numpyro.plate("rows", n):
+            z = numpyro.sample("z", dist.Normal(mu, 1.0))
+            numpyro.sample("y", dist.Normal(z, 0.5), obs=y)
+
+    fit = vi.fit(fixed, vi.data.parquet(tmp_path / "y.parquet"), progress=False, steps=1500,
+                 batch_size=vi.Batches(60, local=vi.Amortised(hidden=())), learning_rate=0.02)
+    new = np.array([-1.0, 0.0, 2.0], np.float32)
+    draws = fit.local_posterior({"y": new}, n=4000, seed=0)
+    exact = _exact(y, new)
+    for name, got in (("mu", draws["mu"]), ("z", draws["z"])):
+        em, es = exact[name]
+        assert np.max(np.abs(got.mean(0) - em) / es) < 0.1 + 5 / np.sqrt(4000), name
+        assert np.max(np.abs(got.std(0) / es - 1)) < 0.1, name
+    with pytest.raises(VariationalError, match="not in memory"):
+        fit.unconstrained_mean
