@@ -68,6 +68,7 @@ def test_linear_encoder_gives_the_exact_posterior_of_mu_every_row_and_new_rows()
     assert np.max(np.abs(w.mean(0) / 2 - em) / es) < 0.1 + 5 / np.sqrt(4000)
 
 
+@pytest.mark.slow   # (each fit compiles its loop afresh in the suite: ~5 s unloaded, ~20 s at load 8)
 def test_model_that_subsamples_itself_with_the_default_encoder():
     n, b = 600, 60
     y = _data(n, seed=1)
@@ -154,6 +155,7 @@ def test_what_an_amortised_fit_cannot_do_is_named(tmp_path):
         fit.local_posterior({"y": y[:3]})
 
 
+@pytest.mark.slow
 def test_parquet_stream_rows_never_in_memory_new_rows_exact(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
