@@ -8,6 +8,7 @@ Model: ``mu ~ N(0, 10); z_i ~ N(mu, 1); y_i ~ N(z_i, 0.5)`` (closed-form posteri
     python benchmarks/local_latents.py --scaling 10000,100000,1000000   # steps/s, peak memory
     python benchmarks/local_latents.py --hier --steps 2000              # 1e5 groups, 1e6 rows
     python benchmarks/local_latents.py --regression 10000000 --steps 3000   # global-only, 1e7 rows
+    python benchmarks/local_latents.py --amortised --rows 100000 --steps 6000 [--hidden 16]   # encoder
 
 Each measurement runs in its own process (``--one``) so that peak memory (``ru_maxrss``) is
 its own.
@@ -65,6 +66,29 @@ def run_variational(n: int, steps: int, b: int = 256) -> dict:
     wall = time.perf_counter() - t
     res = errors(y, fit.unconstrained_mean, fit.unconstrained_std)
     return {"lib": "variational", "rows": n, "steps": steps, "wall_s": wall,
+            "steps_per_s": steps / max(fit.timings["run_s"], 1e-9), **res}
+
+
+def run_amortised(n: int, steps: int, b: int = 256, hidden: tuple = ()) -> dict:
+    """The encoder fit (``vi.Batches(b, local=vi.Amortised())``): training rows from q's moments, and 200 new rows
+    (drawn as the data were) from 4000 draws of ``fit.local_posterior`` (Monte Carlo error of a
+    mean: 1/63 sd; of an sd: 1.1%)."""
+    import variational as vi
+    y = data(n)
+    t = time.perf_counter()
+    fit = vi.fit(model_of(n, None), {"y": y}, batch_size=vi.Batches(b, local=vi.Amortised(hidden=hidden)),
+                 steps=steps, learning_rate=0.02, progress=False)
+    wall = time.perf_counter() - t
+    res = errors(y, fit.unconstrained_mean, fit.unconstrained_std)
+    new = data(200, seed=99)
+    draws = fit.local_posterior({"y": new}, n=4000, seed=0)["z"]
+    mu_m, mu_s = exact(y)["mu"]
+    em, es = (mu_m + 4 * new) / 5, np.sqrt(0.2 + mu_s ** 2 / 25)
+    res["new_z_max_mean_err_sd"] = float(np.max(np.abs(draws.mean(0) - em) / es))
+    res["new_z_max_sd_err"] = float(np.max(np.abs(draws.std(0) / es - 1)))
+    import jax
+    res["parameters"] = int(sum(np.size(v) for v in jax.tree_util.tree_leaves(fit.state.params)))
+    return {"lib": "variational amortised", "rows": n, "steps": steps, "wall_s": wall,
             "steps_per_s": steps / max(fit.timings["run_s"], 1e-9), **res}
 
 
@@ -138,33 +162,41 @@ def run_regression(n: int, steps: int, b: int = 256) -> dict:
             "wall_s": time.perf_counter() - t, "steps_per_s": steps / max(fit.timings["run_s"], 1e-9)}
 
 
-def one(kind: str, n: int, steps: int) -> None:
+def one(kind: str, n: int, steps: int, hidden: str = "") -> None:
     runs = {"variational": run_variational, "numpyro": run_numpyro, "regression": run_regression}
-    res = runs[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
+    if kind == "amortised":
+        res = run_amortised(n, steps, hidden=tuple(int(h) for h in hidden.split(",") if h))
+    else:
+        res = runs[kind](n, steps) if kind != "hier" else run_hier(steps=steps)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res))
 
 
-def spawn(kind: str, n: int, steps: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", kind, str(n), str(steps)],
+def spawn(kind: str, n: int, steps: int, *extra: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", kind, str(n), str(steps), *extra],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--one", nargs=3)
+    ap.add_argument("--one", nargs="+", help="KIND ROWS STEPS [HIDDEN]: one run in this process")
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--scaling", default="")
     ap.add_argument("--hier", action="store_true")
+    ap.add_argument("--amortised", action="store_true", help="the encoder fit at --rows, --steps")
+    ap.add_argument("--hidden", default="", help="the encoder's hidden sizes, comma-separated (default: linear)")
     ap.add_argument("--regression", default="", help="rows of global-only regressions, comma-separated")
     a = ap.parse_args()
     if a.one:
-        one(a.one[0], int(a.one[1]), int(a.one[2]))
+        one(a.one[0], int(a.one[1]), int(a.one[2]), *a.one[3:])
         return
     if a.hier:
         print(json.dumps(spawn("hier", 0, a.steps)))
+        return
+    if a.amortised:
+        print(json.dumps(spawn("amortised", a.rows, a.steps, a.hidden)))
         return
     if a.regression:
         for n in [int(v) for v in a.regression.split(",")]:

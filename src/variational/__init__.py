@@ -13,7 +13,7 @@ from .calibration import VSBC, vsbc
 from .compilation import CompileCache, compile_cache, set_compile_cache
 from .data import as_columns
 from .engine import adagrad_window, make_optimizer
-from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
+from .engine.options import Amortised, Batches, Checkpoint, Objective, Start, StepSize, Stop
 from .errors import CheckpointError, DataError, ModelError, VariationalError
 from .families import (
     Family, amortized_svgd, asvgd, flow, full_rank, guide_family, kernels, low_rank, mean_field,
@@ -52,5 +52,5 @@ __all__ = [
     "predictive", "compare", "Comparison", "Diagnosis", "summary", "nuts", "find_map",
     "model_graph", "plots", "vsbc", "VSBC", "asvgd", "amortized_svgd", "kernels", "adagrad_window",
     "make_objective", "__version__", "compile_cache", "set_compile_cache", "CompileCache",
-    "Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start",
+    "Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start", "Amortised",
 ]

@@ -21,16 +21,9 @@ import jax
 import optax
 
 from .data.sources import Source
-from .engine import arguments as _arguments
-from .engine import auto as _auto
-from .engine import checkpoint as _checkpoint
-from .engine import control as _control
-from .engine import devices as _devices
-from .engine import keys as _keys
-from .engine import model_params as _model_params
-from .engine import notes as _notes
-from .engine import options as _options
-from .engine import run as _run
+from .engine import (arguments as _arguments, auto as _auto, checkpoint as _checkpoint, control as _control,
+                     devices as _devices, keys as _keys, model_params as _model_params, notes as _notes,
+                     options as _options, run as _run)
 from .errors import CheckpointError, DataError
 from .compilation import compiling, stats
 from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
@@ -125,7 +118,8 @@ def fit(
         Rows per step (minibatch ADVI). The same rows are taken from every column, and the
         log-likelihood of every observed site whose leading dimension is the batch is scaled
         by N/B automatically (see ``docs/data.md``). Default: all rows at every step.
-        :class:`~variational.Batches` also sets sampling with replacement and the devices.
+        :class:`~variational.Batches` also sets sampling with replacement, the devices, and an
+        encoder for latent variables with one value per row (``local=``, ``docs/local_latents.md``).
     init : Fit, str or Start, optional
         Warm start from an earlier fit of the same model: a fit of the same method gives its
         parameters (a fresh optimiser); any other fit gives the member of this family closest
@@ -220,6 +214,7 @@ def _fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool | str | Path = False,
+    local: Any = None,
     **method_options: Any,
 ) -> Fit:
     """:func:`fit` with every setting as its own keyword (as a checkpoint stores them)."""
@@ -252,12 +247,12 @@ def _fit(
             return _run.run(found, steps, **run_args)
     place = _devices.placement(devices, batch_size)
     found = None if guide is not None or direct else _local.find(model, data, batch_size, model_kwargs, seed)
-    if found is not None:   # latent sites in a plate over the data rows (docs/local_latents.md)
-        return _run.run(_local.fit_local(
-            *found, model, method=method, method_options=method_options, settings=settings,
-            model_kwargs=model_kwargs, start=start, seed=seed, num_particles=num_particles,
-            learning_rate=None if chosen else learning_rate, others=dict(
-                stl=stl, replace=replace, devices=devices, init=init, init_params=init_params)), steps, **run_args)
+    if found is not None or local is not None:   # latent sites in a plate over the data rows (docs/local_latents.md)
+        others = dict(stl=stl, replace=replace, devices=devices, init=init, init_params=init_params)
+        return _run.run(_local.fit_local(found, model, method=method, method_options=method_options, settings=settings,
+                        model_kwargs=model_kwargs, start=start, seed=seed, num_particles=num_particles, others=others,
+                        learning_rate=None if chosen else learning_rate, local=(local, checkpoint or resume)),
+                        steps, **run_args)
     plan = _arguments.plan_data(model, data, batch_size, replace, model_kwargs, seed, place)
     if chosen and (plan.feeder is not None or (place is not None and place.multiprocess)):
         learning_rate = settings["learning_rate"] = _control.STREAM_LEARNING_RATE

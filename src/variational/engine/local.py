@@ -22,7 +22,8 @@ from ..families.base import Family
 from ..families.local import RowLayout, conditional_mean, local_draws
 from ..model.local import ROWS
 
-__all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState"]
+__all__ = ["LOCAL_KEYS", "make_local_loss", "row_targets", "RowSteps", "RowState", "make_amortised_loss",
+           "AmortisedSteps"]
 
 #: entries of the parameter pytree that hold one row per data row
 LOCAL_KEYS = ("loc", "log_s", "coup")
@@ -200,3 +201,98 @@ class RowSteps:
     def _restart(self, g: Any, avg: Any, gstate: Any, since: jax.Array) -> tuple:
         start = self.rewhiten(avg)
         return start, start, self.glob.init(start), jnp.zeros_like(since)
+
+
+def make_amortised_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: int, amortiser: Any,
+                        subsampled: bool, num_particles: int = 1) -> Callable:
+    """``f(params, key, batch) -> (loss, grads)`` of an amortised fit: the negative ELBO of all
+    rows estimated on the batch's rows (local terms scaled by N/B), whose rows' q comes from the
+    encoder (:class:`~variational.families.amortised.Amortiser`) at their data; the gradient
+    of the global family's (``g``) and the encoder's (``enc``) parameters.
+
+    The draws come in four antithetic pairs, ``g = m_g +- L eps_g`` and, given each, the rows'
+    ``z = m +- s eps``: the terms of the globals' gradient that are odd in either noise cancel,
+    among them the batch's spread of the rows' means times ``eps_g`` and ``s eps`` times
+    ``eps_g``, each N/B times a sum over the batch, which at N = 10^5 rows swamp the gradient
+    of a global's scale."""
+    scale = float(num_rows) / layout.rows
+
+    def loss_and_grad(params: Any, key: jax.Array, batch: Any) -> tuple[jax.Array, Any]:
+        x = amortiser.features(batch, batch[ROWS] if subsampled else None)
+        anchor = jax.lax.stop_gradient(gfam.mean(params["g"]))   # (C moves the rows with g about its mean)
+
+        def negative_elbo(gp: Any, enc: Any) -> jax.Array:
+            kg, kl = jax.random.split(key)
+            g, lqg = gfam.sample_and_log_q(gp, kg, num_particles)
+            rows = amortiser.rows(enc, x, anchor)
+            z, lql = local_draws(rows, g, kl)
+            noise = z - conditional_mean(rows, g)
+            gs = jnp.concatenate([g, 2 * gfam.mean(gp)[None] - g])   # (Gaussian q: the same log q at all four)
+            m = conditional_mean(rows, gs)
+            both = jnp.tile(noise, (2, 1, 1))
+            flat = layout.join(jnp.concatenate([gs, gs]), jnp.concatenate([m + both, m - both]))
+            lp_ = jax.vmap(logp, in_axes=(0, None))(flat, batch)   # (one trace of the model)
+            return -(jnp.mean(lp_) - jnp.mean(lqg) - scale * jnp.mean(lql))
+
+        loss, (gg, ge) = jax.value_and_grad(negative_elbo, argnums=(0, 1))(params["g"], params["enc"])
+        return loss, {"g": gg, "enc": ge}
+
+    return loss_and_grad
+
+
+class AmortisedSteps:
+    """Adam on the global family's and the encoder's parameters, with the step
+    ``lr / sqrt(1 + t / decay)``; the parameters keep under ``g_avg`` and ``enc_avg`` averages
+    of the iterates weighted as ``t**AVERAGE_POWER`` (what the fit reports). ``frozen``: the
+    global family's ``trainable`` (entries it leaves alone). With ``rewhiten`` (the global
+    family's), at steps 64, 128, 256, ... both restart from their averages, the globals
+    reparameterised so that a step is measured in q's own sds (as :class:`RowSteps` does: a
+    global whose posterior sd is 0.003 is not moved by steps of 0.02), with a fresh Adam and
+    fresh averages. The state is ``(Adam's, steps done, steps since the last restart)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> p = {"g": {"loc": jnp.zeros(1)}, "enc": {"w": jnp.zeros(2)}}
+    >>> p = dict(p, g_avg=p["g"], enc_avg=p["enc"])
+    >>> opt = AmortisedSteps(0.1)
+    >>> p2, s2, ok = opt.apply({"g": {"loc": jnp.ones(1)}, "enc": {"w": -jnp.ones(2)}}, opt.init(p), p)
+    >>> round(float(p2["g"]["loc"][0]), 3), [round(float(w), 3) for w in p2["enc_avg"]["w"]], int(s2[1])
+    (-0.1, [0.1, 0.1], 1)
+    """
+
+    def __init__(self, lr: float, decay: float = 1000.0, frozen: Callable | None = None,
+                 rewhiten: Callable | None = None) -> None:
+        self.lr, self.decay, self.rewhiten = float(lr), float(decay), rewhiten
+        inner = optax.adam(lambda t: self.lr / jnp.sqrt(1.0 + t / self.decay))
+        self.opt = inner if frozen is None else optax.masked(
+            inner, lambda p: {"g": frozen(p["g"]), "enc": jax.tree_util.tree_map(lambda _: True, p["enc"])})
+
+    def init(self, params: Any) -> tuple:
+        zero = jnp.zeros((), jnp.int32)
+        return self.opt.init({"g": params["g"], "enc": params["enc"]}), zero, zero
+
+    def update(self, grads: Any, state: Any, params: Any = None) -> Any:  # pragma: no cover
+        raise TypeError("AmortisedSteps keeps averages of the iterates: the engine calls apply()")
+
+    def apply(self, grads: Any, state: tuple, params: Any, ok: Any = True) -> tuple[Any, tuple, jax.Array]:
+        """New parameters and state after one step; with ``ok`` false or a non-finite result,
+        everything stays as it was."""
+        trained, before = {"g": params["g"], "enc": params["enc"]}, {"g": params["g_avg"], "enc": params["enc_avg"]}
+        upd, inner = self.opt.update(grads, state[0], trained)
+        new = optax.apply_updates(trained, upd)
+        step, since = state[1] + 1, state[2] + 1
+        w = (AVERAGE_POWER + 1.0) / (since.astype(jnp.float32) + AVERAGE_POWER)
+        avg = jax.tree_util.tree_map(lambda a, b: a + (b - a) * w.astype(a.dtype), before, new)
+        if self.rewhiten is not None:
+            redo = (step >= 64) & ((step & (step - 1)) == 0)
+            new, avg, inner, since = jax.lax.cond(redo, self._restart, lambda *a: a, new, avg, inner, since)
+        ok = jnp.asarray(ok) & _finite((new, avg))
+        pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        new, avg = pick(new, trained), pick(avg, before)
+        out = dict(params, g=new["g"], enc=new["enc"], g_avg=avg["g"], enc_avg=avg["enc"])
+        return out, (pick(inner, state[0]), jnp.where(ok, step, state[1]), jnp.where(ok, since, state[2])), ok
+
+    def _restart(self, new: Any, avg: Any, inner: Any, since: jax.Array) -> tuple:
+        start = {"g": self.rewhiten(avg["g"]), "enc": avg["enc"]}
+        return start, start, self.opt.init(start), jnp.zeros_like(since)

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 from ..errors import whole_number
 from .control import DEFAULT_MAX_STEPS
 
-__all__ = ["Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start", "MOVED", "resolve",
+__all__ = ["Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start", "Amortised", "MOVED", "resolve",
            "unknown_keyword", "DEFAULT_MAX_STEPS"]
 
 
@@ -103,27 +103,32 @@ class StepSize:
 
 @dataclass(frozen=True)
 class Batches:
-    """Minibatches and the devices they are split across (``vi.fit(batch_size=)``).
+    """Minibatches, the devices they are split across, and how the rows' own latent variables
+    are held (``vi.fit(batch_size=)``).
 
     Parameters
     ----------
     size : int, optional
-        Rows per step (all rows when absent).
+        Rows per step (all rows when absent; a model that subsamples itself sets its own).
     replace : bool
         Draw each batch's rows with replacement (default: a fresh permutation each epoch).
     devices : "all" or sequence of jax devices, optional
         Split each batch across these devices (``size`` must divide evenly).
+    local : Amortised, optional
+        Latent sites in the plate over the data rows get their q from an encoder of each row's
+        data (:class:`Amortised`) instead of parameters for each row (``docs/local_latents.md``).
 
     Examples
     --------
     >>> import variational as vi
     >>> vi.Batches(64, replace=True)
-    Batches(size=64, replace=True, devices=None)
+    Batches(size=64, replace=True, devices=None, local=None)
     """
 
     size: int | None = None
     replace: bool = False
     devices: Any = None
+    local: Any = None
 
     def __post_init__(self) -> None:
         # (the size is checked against the rows of the data when the fit plans them)
@@ -217,6 +222,49 @@ class Start:
     params: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class Amortised:
+    """Local latent variables through an encoder (``vi.fit(batch_size=vi.Batches(size, local=))``).
+
+    Instead of parameters for each data row, a network maps a row's data (its columns, observed
+    and covariates) to that row's ``q(z_i | g)``: a mean and a log-sd per local coordinate and,
+    with at most 16 global coordinates, the map from the globals. New rows get a posterior
+    (``fit.local_posterior(data)``, ``fit.predict(data)``). Hashed by identity (it may hold a
+    module). See ``docs/local_latents.md``.
+
+    Parameters
+    ----------
+    encoder : flax (linen or nnx) or equinox module, optional
+        Maps the rows' inputs ``(B, F)`` to features ``(B, H)`` (an equinox module maps one row
+        ``(F,)`` to ``(H,)``); a linear head from the features and from the inputs themselves
+        gives q. Default: a small multilayer perceptron in plain JAX with ``hidden`` units.
+    hidden : tuple of int
+        Hidden layer sizes (tanh) of the default encoder; ``()`` is a linear encoder.
+    inputs : tuple of str, optional
+        The data columns the encoder reads (default: every column of the data).
+
+    Examples
+    --------
+    >>> import variational as vi
+    >>> vi.Amortised(hidden=(16,), inputs=("y",)).hidden
+    (16,)
+    """
+
+    encoder: Any = None
+    hidden: tuple[int, ...] = (32,)
+    inputs: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        hidden = tuple(self.hidden)
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"Amortised(hidden={self.hidden!r}): give positive whole numbers of units, "
+                             f"for example hidden=(32,), or hidden=() for a linear encoder")
+        object.__setattr__(self, "hidden", hidden)
+        if self.inputs is not None:
+            inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+            object.__setattr__(self, "inputs", inputs)
+
+
 # earlier keyword of vi.fit -> (its home: the keyword that takes the object, the class, the field)
 MOVED: dict[str, tuple[str, type, str]] = {
     "num_particles": ("objective", Objective, "num_particles"),
@@ -284,7 +332,7 @@ def resolve(homes: Mapping[str, Any], options: dict, stacklevel: int = 3) -> tup
                                                  "checkpoint", "init"))
     flat = dict(objective=o.kind, num_particles=o.num_particles, stl=o.stl, alpha=o.alpha,
                 kl_weight=o.kl_weight, score_function=o.score_function, learning_rate=s.learning_rate,
-                schedule=s.schedule, batch_size=b.size, replace=b.replace, devices=b.devices,
+                schedule=s.schedule, batch_size=b.size, replace=b.replace, devices=b.devices, local=b.local,
                 max_steps=st.max_steps, max_seconds=st.max_seconds, checkpoint=c.path,
                 checkpoint_every=c.every, resume=c.resume, init=i.fit, start=i.values, init_params=i.params)
     return flat, rest

@@ -106,11 +106,14 @@ def conditional_mean(lp: Params, g: jax.Array) -> jax.Array:
     return lp["loc"] + jnp.einsum("rld,nd->nrl", lp["coup"], g - lp["anchor"])
 
 
-def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: float = 0.1) -> Family:
+def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: float = 0.1,
+                 rows: Any = None) -> Family:
     """The family ``q_global(g) * prod_i q(z_i | g)`` over the flat vector of all rows.
 
     ``gfam`` is the family of the global coordinates; ``layout`` the split of the flat vector
-    of all N rows; ``coupled`` adds the per-row maps ``C_i`` from the globals.
+    of all N rows; ``coupled`` adds the per-row maps ``C_i`` from the globals. ``rows``: a
+    function of the parameters that gives the rows' ``loc``, ``log_s`` (and ``coup``, ``anchor``)
+    when they are not stored in them (an encoder, :mod:`variational.families.amortised`).
 
     Examples
     --------
@@ -125,6 +128,7 @@ def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: flo
     ((3, 5), True)
     """
     log_s0 = float(np.log(init_scale))
+    rows = rows or (lambda p: p)
 
     def init(key: jax.Array, z0: jax.Array) -> Params:
         g0, l0 = layout.split(jnp.asarray(z0)[None])
@@ -138,27 +142,29 @@ def local_family(gfam: Family, layout: RowLayout, coupled: bool, init_scale: flo
     def sample_and_log_q(p: Params, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
         kg, kl = jax.random.split(key)
         g, lqg = gfam.sample_and_log_q(reported_globals(p), kg, n)
-        z, lql = local_draws(p, g, kl)
+        z, lql = local_draws(rows(p), g, kl)
         return layout.join(g, z), lqg + lql
 
     def log_q(p: Params, flat: jax.Array) -> jax.Array:
         flat = jnp.atleast_2d(flat)
         g, z = layout.split(flat)
-        m = conditional_mean(p, g)
-        u = (z - m) * jnp.exp(-p["log_s"])
-        return (gfam.log_q(reported_globals(p), g) - 0.5 * jnp.sum(u * u, (1, 2)) - jnp.sum(p["log_s"])
+        r = rows(p)
+        m = conditional_mean(r, g)
+        u = (z - m) * jnp.exp(-r["log_s"])
+        return (gfam.log_q(reported_globals(p), g) - 0.5 * jnp.sum(u * u, (1, 2)) - jnp.sum(r["log_s"])
                 - 0.5 * m.shape[-1] * m.shape[-2] * LOG_2PI)
 
     def mean(p: Params) -> jax.Array:
         gm = gfam.mean(reported_globals(p))[None]
-        return layout.join(gm, conditional_mean(p, gm))[0]
+        return layout.join(gm, conditional_mean(rows(p), gm))[0]
 
     def std(p: Params) -> jax.Array:
-        var = jnp.exp(2 * p["log_s"])
-        if "coup" in p:
+        r = rows(p)
+        var = jnp.exp(2 * r["log_s"])
+        if "coup" in r:
             gp = reported_globals(p)
             cov = gfam.cov(gp) if gfam.cov is not None else jnp.diag(gfam.std(gp) ** 2)
-            var = var + jnp.einsum("rld,de,rle->rl", p["coup"], cov, p["coup"])
+            var = var + jnp.einsum("rld,de,rle->rl", r["coup"], cov, r["coup"])
         return layout.join(gfam.std(reported_globals(p))[None], jnp.sqrt(var)[None])[0]
 
     # named as the global family (a checkpoint rebuilds it with that method); options: the global's

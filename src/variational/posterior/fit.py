@@ -17,13 +17,13 @@ import numpy as np
 
 from ..compilation import measured
 from ..engine.schedule import status
-from ..errors import whole_number
+from ..errors import VariationalError, whole_number
 from ..model.threads import exclusive_methods
 from .diagnostics import check_draws, diagnose_fit, psis, resample
 from .elbo import full_data_elbo
 from .export import describe, summary_table, to_inference_data
 from .marginals import transformed_draws
-from .predictive import predict, sample_fn
+from .predictive import predict, predict_from_flat, sample_fn
 from .summaries import FitSummaries
 
 __all__ = ["Fit"]
@@ -65,6 +65,9 @@ class Fit(FitSummaries):
     >>> round(float(fit.mean["mu"]), 1), round(float(fit.std["mu"]), 2)   # exact: 1.0, 0.05
     (1.0, 0.05)
     """
+
+    #: an amortised fit's draws for new rows, ``f(data, n, key)`` (see :meth:`local_posterior`)
+    new_rows: Callable | None = None
 
     @measured("draws")
     def sample(self, n: int = 1000, seed: int | None = None, *, importance: bool = False,
@@ -174,7 +177,76 @@ class Fit(FitSummaries):
         (10, 2)
         """
         n = whole_number("n", n, 1)
+        if data is not None and self.new_rows is not None:   # new rows through the encoder
+            key = self._next_key(seed)
+            latent = {k: jax.numpy.asarray(v) for k, v in self.new_rows(data, n, key).items()}
+            return predict_from_flat(self.approximation, None, jax.random.fold_in(key, 1), data, sites, latent,
+                                     self.model)
         return predict(self.approximation, self._next_key(seed), data, n, sites)
+
+    def save(self, path: Any) -> Any:
+        """Save the fit to one ``.npz`` file (atomically); :func:`variational.load` reads it back.
+
+        Stores parameters, optimiser state, loss history, random key and settings (no code); an
+        amortised fit is refused (its encoder is code, and a reload could not rebuild it).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> import variational as vi
+        >>> normal = lambda: vi.Normal("w", 1, 2)   # noqa: E731
+        >>> where = pathlib.Path(tempfile.mkdtemp()) / "normal.npz"
+        >>> vi.fit(normal, steps=20, progress=False).save(where) is not None
+        True
+        >>> vi.load(where, normal).steps
+        20
+        """
+        if self.new_rows is not None:
+            raise VariationalError("an amortised fit (vi.Batches(local=vi.Amortised(...))) cannot be saved yet: its encoder is "
+                                   "code, which a saved fit does not hold; keep the fit in memory, or fit with "
+                                   "per-row parameters (no local=) to save it")
+        return super().save(path)
+
+    def local_posterior(self, data: Any, n: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Posterior draws for new rows of an amortised fit (``batch_size=vi.Batches(size, local=vi.Amortised())``).
+
+        The globals are drawn from q and each row's local sites from its q given them, which
+        the encoder computes from the row's columns in ``data``.
+
+        Parameters
+        ----------
+        data : mapping or DataFrame
+            The new rows: at least the columns the encoder reads.
+        n : int
+            Number of draws.
+        seed : int, optional
+            Seed; without it each call draws afresh.
+
+        Returns
+        -------
+        dict
+            Site name -> draws: ``(n, ...)`` for global sites, ``(n, rows, ...)`` for local ones.
+
+        Examples
+        --------
+        >>> import numpy as np, numpyro, numpyro.distributions as dist
+        >>> import variational as vi
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0, 10))
+        ...     with numpyro.plate("rows", len(y)):
+        ...         z = numpyro.sample("z", dist.Normal(mu, 1))
+        ...         numpyro.sample("y", dist.Normal(z, 0.5), obs=y)
+        >>> y = np.random.default_rng(0).normal(1.0, 1.1, 200).astype(np.float32)
+        >>> fit = vi.fit(model, {"y": y}, batch_size=vi.Batches(50, local=vi.Amortised(hidden=())),
+        ...              steps=200, learning_rate=0.05, progress=False)
+        >>> fit.local_posterior({"y": np.zeros(3)}, n=10)["z"].shape
+        (10, 3)
+        """
+        if self.new_rows is None:
+            raise VariationalError("fit.local_posterior(data) needs an amortised fit: fit with "
+                                   "batch_size=vi.Batches(size, local=vi.Amortised(...)) (an encoder gives "
+                                   "new rows their posterior)")
+        return self.new_rows(data, whole_number("n", n, 1), self._next_key(seed))
 
     @measured("diagnose")
     def diagnose(self, n: int = 4000, seed: int = 0, *, data: Any = None) -> Any:

@@ -196,18 +196,20 @@ def latent_from_flat(q: Approximation, z: jax.Array) -> dict[str, jax.Array]:
 
 
 def predict_from_flat(q: Approximation, z: jax.Array, key: jax.Array, data: Any = None,
-                      sites: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Posterior predictive draws (observed and deterministic sites) at flat draws ``z``."""
-    latent = latent_from_flat(q, z)
+                      sites: Sequence[str] | None = None, latent: dict | None = None,
+                      model: Callable | None = None) -> dict[str, np.ndarray]:
+    """Posterior predictive draws (observed and deterministic sites) at flat draws ``z``, or at
+    the named constrained draws ``latent`` of ``model`` when given (new rows of an amortised fit)."""
+    latent = latent_from_flat(q, z) if latent is None else latent
     if data is None:
         arrays, static, none_cols = q.training_data(), dict(q.model_kwargs), []
     else:
         arrays, static, none_cols = _prepare_data(data, q.model_kwargs, list(q.data))
-    cache = q.programs.setdefault("predictive", {}).setdefault(tuple(sorted(static)), {})
+    cache = None if model is not None else q.programs.setdefault("predictive", {}).setdefault(tuple(sorted(static)), {})
     # (the model with its parameters, if any, at their fitted values; with no latent site at
     # all, n runs of the model at them)
     num = None if latent else int(z.shape[0])
-    return _run_predictive(q.model, key, latent or None, arrays, static, none_cols, sites,
+    return _run_predictive(model or q.model, key, latent or None, arrays, static, none_cols, sites,
                            num_samples=num, cache=cache)
 
 
