@@ -3,7 +3,6 @@ interruption, saving, loading and exact resumption."""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import signal  # noqa: E402
 import threading  # noqa: E402
