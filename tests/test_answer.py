@@ -2,9 +2,7 @@
 iterate averages, a decreasing step size), stopping on the answer, the automatic step size, and a
 verdict that is true about what the fit reports."""
 
-import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 
 import jax  # noqa: E402

@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _BLOCK = re.compile(r"(?P<before>[^\n]*)\n```python\n(?P<code>.*?)\n```", re.S)
 _NOT_RUN = re.compile(r"<!-- not run: (?P<why>.+?) -->")
-# pages whose blocks fit several models or run NUTS (over about 10 s of CPU each, 4 min in all):
-# the slow run has them, the fast suite the cheap ones
-SLOW_PAGES = {"README.md", "control.md", "data.md", "discrete.md", "families.md", "fast_approximations.md",
-              "objectives.md", "posterior.md"}
+# pages whose blocks fit several models or run NUTS (over about 10 s of CPU each; measured with
+# --durations): the slow run has them, the fast suite the cheap ones
+SLOW_PAGES = {"README.md", "coming_from_numpyro.md", "coming_from_pymc.md", "control.md", "data.md",
+              "discrete.md", "families.md", "fast_approximations.md", "model_parameters.md", "neural.md",
+              "objectives.md", "posterior.md", "quickstart.md"}
 
 
 def blocks(page: Path) -> list[tuple[int, str, str | None]]:

@@ -1,8 +1,6 @@
 """SVGD, low-rank, flows, custom guides and Empirical, each checked against a known truth."""
 
-import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

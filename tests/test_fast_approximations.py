@@ -1,8 +1,6 @@
 """Laplace, DADVI and Pathfinder (the direct methods) and init=, each against a known truth."""
 
-import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

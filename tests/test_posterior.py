@@ -8,7 +8,6 @@ import os
 import sys
 import warnings
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax.numpy as jnp  # noqa: E402

@@ -3,7 +3,6 @@ are interrupted or refined: each must see exactly the rows and numbers of an uni
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import errno  # noqa: E402
 import io  # noqa: E402

@@ -3,7 +3,6 @@ must name what the user wrote: each asserts the exact behaviour or an exact valu
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import multiprocessing  # noqa: E402
 import signal  # noqa: E402
