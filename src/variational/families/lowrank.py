@@ -121,19 +121,24 @@ def low_rank(rank: int = 1, init_scale: float = 0.1) -> Family:
         return {n: jax.tree_util.tree_map(lambda _, f=(off if n == "W" else 1.0): f, v) for n, v in p.items()}
 
     def from_gaussian(mean: jax.Array, c: jax.Array) -> Any:
-        # the k leading principal directions, less the average variance left over (as in
-        # probabilistic PCA), and the diagonal that restores each coordinate's variance
-        lam, vec = jnp.linalg.eigh(jnp.asarray(c))
-        rest = jnp.mean(lam[:-k]) if lam.shape[0] > k else 0.0
-        w = vec[:, -k:] * jnp.sqrt(jnp.maximum(lam[-k:] - rest, 0.0))
-        d2 = jnp.maximum(jnp.diag(c) - jnp.sum(w * w, axis=1), 1e-6 * jnp.diag(c))
         mean = jnp.asarray(mean)
+        w, d2 = _principal(jnp.asarray(c), k)
         return rewhiten({"loc": mean, "W": w.astype(mean.dtype), "rho": softplus_inverse(jnp.sqrt(d2)).astype(mean.dtype)})
 
     return Family("lowrank_advi", init, sample_and_log_q, log_q, mean=lambda p: plain(p)[0], std=std,
                   cov=cov, from_gaussian=from_gaussian, options={"rank": k, "init_scale": init_scale},
                   user_params=shown, frozen=_FROZEN, rewhiten=rewhiten, step_scale=step_scale,
                   from_user_params=from_shown, min_lr_factor=min(1.0, 1.0 / (2.0 * k) ** 0.5), gaussian=True)
+
+
+def _principal(c: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The factor and diagonal variances of a rank-``k`` Gaussian close to covariance ``c``: the
+    k leading principal directions, less the average variance left over (as in probabilistic
+    PCA), and the diagonal that restores each coordinate's variance."""
+    lam, vec = jnp.linalg.eigh(c)
+    rest = jnp.mean(lam[:-k]) if lam.shape[0] > k else 0.0
+    w = vec[:, -k:] * jnp.sqrt(jnp.maximum(lam[-k:] - rest, 0.0))
+    return w, jnp.maximum(jnp.diag(c) - jnp.sum(w * w, axis=1), 1e-6 * jnp.diag(c))
 
 
 register_family("lowrank_advi", low_rank)

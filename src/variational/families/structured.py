@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from ..compilation import run_traced
 from ..errors import VariationalError
 from ._checks import positive_float
 from .base import LOG_2PI, Family, Params, register_family, softplus_inv
@@ -95,8 +96,6 @@ def coupled_chains(chains: Chains, logp: Any, at: Any, data: Any = None, tol: fl
     >>> coupled_chains(((0, (20,)), (20, (20,))), walk, jnp.zeros(40))
     ((0, (20,)),)
     """
-    from ..compilation import run_traced
-
     at = np.asarray(at)
     probe, sites = np.zeros(at.shape, at.dtype), []
     for offset, shape in chains:

@@ -9,8 +9,6 @@
 - **converged**: a simple relative-change rule on the loss history (see :func:`converged`).
 - **skipped steps**: steps the engine did not apply because their loss or gradient was not
   finite.
-
-``vi.summary`` (mean, sd, HDI, and for MCMC draws ESS and R-hat) is here too, through ArviZ.
 """
 
 from __future__ import annotations
@@ -30,9 +28,7 @@ from ..engine.schedule import describe
 from ..errors import VariationalError, user_stacklevel
 from ..families._psis import psis_log_weights
 from ..model.handlers import declared_only
-from . import arviz_compat
 from .approximation import Approximation
-from .draws import is_fit
 from .hierarchy import candidate_sites, centred_sites
 from .programs import CENTRED_MAX_DIM, importance_weights, verdict_programs, wants_curvature
 from .verdict import (
@@ -41,7 +37,7 @@ from .verdict import (
 )
 
 
-__all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample", "summary",
+__all__ = ["Diagnosis", "diagnose", "converged", "psis", "psis_log_weights", "resample",
            "log_joint_fn", "has_density", "verdict_checks", "mcse", "diagnose_fit", "check_draws",
            "KHAT_GOOD", "KHAT_BAD", "POINT", "MIN_PSIS_DRAWS"]
 
@@ -350,60 +346,6 @@ def diagnose(hist: np.ndarray, lw: np.ndarray | None, khat: float, skipped_steps
                      sd_ratio=float("nan") if moments is None else moments.sd_ratio,
                      curvature=float("nan") if curvature is None else curvature.ratio,
                      funnel=tuple(c.site for c in centred if c.funnel))
-
-
-# --------------------------------------------------------------------------------------------
-# summaries through ArviZ
-# --------------------------------------------------------------------------------------------
-
-def _is_vi(idata: Any) -> bool:
-    """Independent draws of an approximation (``fit.to_arviz()``), not MCMC chains."""
-    return "variational" in str(getattr(idata, "attrs", {}).get("inference_library", ""))
-
-
-def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float = 0.94,
-            n: int = 4000, seed: int = 0) -> Any:
-    """Mean, sd and HDI per parameter; for MCMC draws also ESS and R-hat (ArviZ).
-
-    Parameters
-    ----------
-    obj : Fit, InferenceData or dict
-        A fit (``n`` draws are summarised), an ``InferenceData`` (from ``fit.to_arviz()`` or
-        :func:`variational.nuts`) or a dict name -> draws.
-    var_names : sequence of str, optional
-        Parameters to include.
-    hdi_prob : float
-        Probability mass of the highest-density interval.
-    n : int
-        Draws of a fit.
-    seed : int
-        Seed of a fit's draws.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ArviZ's summary table: ``mean, sd, hdi_3%, hdi_97%`` and, for MCMC draws, ``mcse``,
-        ``ess_bulk``, ``ess_tail`` and ``r_hat`` (ESS and R-hat are meaningless for independent
-        draws of an approximation, so they are left out there).
-
-    Examples
-    --------
-    >>> import variational as vi
-    >>> def model():
-    ...     vi.Normal("x", 0, 1)
-    >>> table = vi.summary(vi.fit(model, steps=2000, progress=False))
-    >>> list(table.columns)
-    ['mean', 'sd', 'hdi_3%', 'hdi_97%']
-    """
-    if is_fit(obj):
-        idata, kind = obj.to_arviz(n, seed=seed, posterior_predictive=False, log_likelihood=False), "stats"
-    elif hasattr(obj, "posterior"):
-        idata, kind = obj, ("stats" if _is_vi(obj) else "all")
-    elif isinstance(obj, Mapping):
-        idata, kind = arviz_compat.from_draws(obj), "stats"
-    else:
-        raise TypeError(f"summary() takes a Fit, an InferenceData or a dict of draws, got {type(obj).__name__}")
-    return arviz_compat.summary(idata, var_names, kind, hdi_prob)
 
 
 def mcse_flat(solution: Any) -> np.ndarray:
