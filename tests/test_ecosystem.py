@@ -77,9 +77,10 @@ def frame():
 
 @pytest.fixture(scope="module")
 def vi_and_nuts(frame):
-    fit = vi.fit(hierarchical, frame, method="fullrank_advi", steps=4000, stl=True, progress=False)
+    fit = vi.fit(hierarchical, frame, method="fullrank_advi", steps=4000, learning_rate=0.02, stl=True,
+                 progress=False)
     vi_data = fit.to_arviz(1000)
-    nuts_data = vi.nuts(hierarchical, frame, draws=1000, tune=500, target_accept=0.9)
+    nuts_data = vi.nuts(hierarchical, frame, draws=500, tune=500, target_accept=0.9)
     return fit, vi_data, nuts_data
 
 
@@ -172,14 +173,14 @@ def _tables(kind, codes, x, y=None):
 
 @pytest.fixture(scope="module")
 def numpy_fit():
-    fit = vi.fit(regression, {"g": CODES, "x": X, "y": Y}, steps=200, progress=False)
+    fit = vi.fit(regression, {"g": CODES, "x": X, "y": Y}, steps=200, learning_rate=0.05, progress=False)
     return fit, fit.predict({"g": NEW_CODES, "x": NEW_X}, n=50, seed=1)
 
 
 @pytest.mark.parametrize("kind", ["pandas categorical", "arrow dictionary", "polars enum", "polars lazy enum"])
 def test_table_inputs_fit_and_predict_like_numpy_columns(kind, numpy_fit):
     ref, ref_pred = numpy_fit
-    fit = vi.fit(regression, _tables(kind, CODES, X, Y), steps=200, progress=False)
+    fit = vi.fit(regression, _tables(kind, CODES, X, Y), steps=200, learning_rate=0.05, progress=False)
     np.testing.assert_array_equal(fit.hist, ref.hist)
     pred = fit.predict(_tables(kind, NEW_CODES, NEW_X), n=50, seed=1)
     np.testing.assert_array_equal(pred["y"], ref_pred["y"])

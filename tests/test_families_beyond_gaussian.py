@@ -69,7 +69,7 @@ def test_svgd_recovers_mixture_modes_and_weights_where_mean_field_advi_finds_one
     draws = fit.sample(500, seed=1)["x"]
     assert np.isin(draws, x).all()
 
-    advi = vi.fit(mixture, steps=1000, progress=False)
+    advi = vi.fit(mixture, steps=500, learning_rate=0.02, progress=False)
     y = advi.sample(4000, seed=0)["x"]
     assert (np.abs(y - (-0.3)) < 0.3).mean() < 0.05  # one Gaussian: the 0.2 mode is missed
 
@@ -170,8 +170,8 @@ def test_hand_written_beta_guide_recovers_the_beta_13_9_posterior():
 
 
 def test_autoguide_and_built_in_mean_field_reach_the_same_elbo():
-    opts = dict(steps=3000, num_particles=8, progress=False,
-                optimizer=optax.adam(optax.cosine_decay_schedule(0.05, 3000, alpha=0.02)))
+    opts = dict(steps=1500, num_particles=8, progress=False,
+                optimizer=optax.adam(optax.cosine_decay_schedule(0.05, 1500, alpha=0.02)))
     auto = vi.fit(coin, COIN, guide=AutoNormal(coin), **opts)
     advi = vi.fit(coin, COIN, method="advi", **opts)
     a, b = elbo_draws(auto), elbo_draws(advi)

@@ -50,15 +50,15 @@ def mvn_model():
 
 @pytest.mark.parametrize("kw", [dict(stl=True), dict(num_particles=8)], ids=["stl", "8-particles"])
 def test_conjugate_normal_matches_analytic_posterior(kw):
-    fit = vi.fit(normal_model, {"y": Y}, steps=4000, progress=False, **kw)
+    fit = vi.fit(normal_model, {"y": Y}, steps=2000, learning_rate=0.05, progress=False, **kw)
     assert abs(float(fit.mean["mu"]) / POST_MEAN - 1) < 0.03
     assert abs(float(fit.std["mu"]) / np.sqrt(POST_VAR) - 1) < 0.03
     assert abs(float(fit.unconstrained_std["mu"]) / np.sqrt(POST_VAR) - 1) < 0.03
 
 
 def test_fullrank_recovers_correlation_meanfield_does_not():
-    full = vi.fit(mvn_model, method="fullrank_advi", steps=3000, stl=True, progress=False)
-    mf = vi.fit(mvn_model, method="advi", steps=3000, stl=True, progress=False)
+    full = vi.fit(mvn_model, method="fullrank_advi", steps=2000, learning_rate=0.05, stl=True, progress=False)
+    mf = vi.fit(mvn_model, method="advi", steps=2000, learning_rate=0.01, stl=True, progress=False)
     r_full = np.corrcoef(full.sample(4000, seed=1)["x"].T)[0, 1]
     r_mf = np.corrcoef(mf.sample(4000, seed=1)["x"].T)[0, 1]
     assert abs(r_full - 0.8) < 0.05
@@ -77,7 +77,7 @@ def test_constrained_sites_come_back_in_their_space():
         vi.Dirichlet("w", jnp.ones(4))
         vi.Deterministic("s_sum", vi.HalfNormal("t", 1.0) * 2)
 
-    fit = vi.fit(model, steps=500, progress=False)
+    fit = vi.fit(model, steps=500, learning_rate=0.05, progress=False)
     d = fit.sample(300, seed=0)
     assert d["s"].shape == (300, 3) and (d["s"] > 0).all()
     assert ((d["u"] > -1) & (d["u"] < 4)).all()
@@ -186,7 +186,7 @@ def test_optax_object_is_accepted():
 
 
 def test_result_object_exports():
-    fit = vi.fit(normal_model, {"y": Y}, method="advi", steps=300, progress=False)
+    fit = vi.fit(normal_model, {"y": Y}, method="advi", steps=300, learning_rate=0.05, progress=False)
     idata = fit.to_arviz(n=40)
     assert idata.posterior["mu"].shape == (1, 40)
     assert idata.optimization["loss"].shape == (300,)
@@ -200,7 +200,7 @@ def test_result_object_exports():
 def test_dataframe_input():
     import pandas as pd
 
-    fit = vi.fit(normal_model, pd.DataFrame({"y": Y}), steps=4000, stl=True, progress=False)
+    fit = vi.fit(normal_model, pd.DataFrame({"y": Y}), steps=1000, learning_rate=0.05, stl=True, progress=False)
     assert abs(float(fit.mean["mu"]) / POST_MEAN - 1) < 0.03
 
 
