@@ -12,6 +12,7 @@ step touches the other N - B rows.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -117,6 +118,11 @@ def make_local_loss(gfam: Family, layout: RowLayout, logp: Callable, num_rows: i
     return loss_and_grad
 
 
+def _pick(ok: jax.Array, a: Any, b: Any) -> Any:
+    """Tree ``a`` where the step is finite (``ok``), else tree ``b`` (the step is skipped)."""
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(ok, x, y), a, b)
+
+
 def _finite(tree: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
               if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
@@ -190,7 +196,7 @@ class RowSteps:
         old = {k: params[k][rows] for k in grads["rows"]}
         rowvals = {k: v + rate.reshape((-1,) + (1,) * (v.ndim - 1)) * (grads["rows"][k] - v) for k, v in old.items()}
         ok = jnp.asarray(ok) & _finite((g, avg, rowvals))
-        pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        pick = functools.partial(_pick, ok)
         new = dict(params, g=pick(g, params["g"]), g_avg=pick(avg, params["g_avg"]))
         for k, v in pick(rowvals, old).items():
             new[k] = params[k].at[rows].set(v)
@@ -288,7 +294,7 @@ class AmortisedSteps:
             redo = (step >= 64) & ((step & (step - 1)) == 0)
             new, avg, inner, since = jax.lax.cond(redo, self._restart, lambda *a: a, new, avg, inner, since)
         ok = jnp.asarray(ok) & _finite((new, avg))
-        pick = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        pick = functools.partial(_pick, ok)
         new, avg = pick(new, trained), pick(avg, before)
         out = dict(params, g=new["g"], enc=new["enc"], g_avg=avg["g"], enc_avg=avg["enc"])
         return out, (pick(inner, state[0]), jnp.where(ok, step, state[1]), jnp.where(ok, since, state[2])), ok
