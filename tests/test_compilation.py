@@ -13,6 +13,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
 
 import variational as vi
@@ -390,3 +392,42 @@ def test_a_first_default_fit_compiles_few_programs(tmp_path):
     assert sorted(n for n in every if n not in single) == sorted(
         ["jit(<lambda>)"] * 5 + ["jit(_chunk)", "jit(summary)", "jit(new_stage)", "jit(fn)"]), every
     assert len(every) == 15
+
+
+def coin_model(data):
+    p = numpyro.sample("p", dist.Beta(1.0, 1.0))
+    with numpyro.plate("flips", len(data)):
+        numpyro.sample("obs", dist.Bernoulli(p), obs=data)
+
+
+def beta_guide(data):
+    # initial values written as Python numbers (weakly typed), a sampler with a custom derivative
+    a = numpyro.param("a", 5.0, constraint=dist.constraints.positive)
+    b = numpyro.param("b", 5.0, constraint=dist.constraints.positive)
+    numpyro.sample("p", dist.Beta(a, b))
+
+
+def test_a_guide_fit_compiles_its_chunk_once_and_a_second_fit_reuses_it(monkeypatch):
+    """A guide's weakly typed initial values and a sampler with a custom derivative rule
+    (Beta's) once made every chunk of a long fit and every later fit compile anew."""
+    from variational.compilation import programs
+
+    made = []
+    resolve = programs._resolve
+
+    def counting(key, lower):
+        if key not in programs._programs:
+            made.append(key[0])
+        return resolve(key, lower)
+
+    monkeypatch.setattr(programs, "_resolve", counting)
+    flips = np.array([1.0] * 12 + [0.0] * 8)
+    kw = dict(guide=beta_guide, optimizer="adam", learning_rate=0.005, steps=4200, progress=False, seed=4)
+    first = vi.fit(coin_model, {"data": flips}, **kw)      # two chunks (4096 + 104 steps)
+    assert made.count("chunk") == 1
+    before = stats()
+    second = vi.fit(coin_model, {"data": flips}, **kw)
+    assert (stats() - before).compilations == 0 and made.count("chunk") == 1
+    np.testing.assert_array_equal(first.hist, second.hist)
+    a, b = float(second.params["a"]), float(second.params["b"])
+    assert abs(a / (a + b) - 13 / 22) < 0.03              # the exact posterior is Beta(13, 9)

@@ -30,12 +30,12 @@ May import: jax, numpy. It is the bottom of the library, next to :mod:`variation
 from .cache import ENV_VAR, CompileCache, caching, compile_cache, compiling, default_cache_dir, set_compile_cache
 from .counts import CompileStats, measured, stats
 from .programs import (
-    Handle, Program, clear_programs, code_key, compile_ahead, fingerprint, freeze, handle, program, signature,
-    run_traced,
+    Handle, Program, clear_programs, code_key, compile_ahead, fingerprint, freeze, handle, program, run_traced,
+    signature, strong_types,
 )
 
 __all__ = ["CompileCache", "compile_cache", "set_compile_cache", "default_cache_dir", "ENV_VAR",
            "caching", "compiling", "CompileStats", "stats", "measured", "Program", "program", "compile_ahead",
            "Handle", "handle",
            "fingerprint",
-           "freeze", "signature", "run_traced", "code_key", "clear_programs"]
+           "freeze", "signature", "strong_types", "run_traced", "code_key", "clear_programs"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .cache import caching, jax_settings
 
-__all__ = ["Program", "program", "compile_ahead", "fingerprint", "freeze", "signature", "run_traced",
+__all__ = ["Program", "program", "compile_ahead", "fingerprint", "freeze", "signature", "strong_types", "run_traced",
            "code_key", "clear_programs"]
 
 _lock = threading.Lock()
@@ -74,18 +74,27 @@ def freeze(x: Any) -> Any:
 
 
 def _is_function(item: Any) -> bool:
-    """Python code held by an equation (a callback, a custom derivative rule), not data."""
+    """Python code held by an equation (a callback), not data."""
     if isinstance(item, (type, jax.sharding.Mesh, jax.sharding.AbstractMesh, jax.sharding.Sharding)):
         return False
     return callable(item) or type(item).__name__ == "WrappedFun"
 
 
+# A custom derivative's call is compiled from its ``call_jaxpr`` alone: its rules (made afresh
+# at every trace) were applied while tracing, so what they did is in the equations already.
+_CUSTOM_CALLS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
+
+
 def _params_in(jaxpr: Any) -> Iterator[Any]:
-    """The values in the equations' parameters, nested jaxprs' equations included."""
+    """The values in the equations' parameters that decide the compiled program, nested
+    jaxprs' equations included (a custom derivative's rules left out)."""
     from jax.extend.core import ClosedJaxpr, Jaxpr
 
     for eqn in jaxpr.eqns:
-        for value in eqn.params.values():
+        params = eqn.params
+        if eqn.primitive.name in _CUSTOM_CALLS:
+            params = {k: v for k, v in params.items() if k in ("call_jaxpr", "fun_jaxpr")}
+        for value in params.values():
             for item in (value if isinstance(value, (tuple, list)) else (value,)):
                 if isinstance(item, ClosedJaxpr):
                     yield from _params_in(item.jaxpr)
@@ -104,8 +113,9 @@ def fingerprint(closed_jaxpr: Any) -> tuple:
     """A key that is equal for two traced programs only when they compute the same thing.
 
     The jaxpr's text (equations, shapes, literal values, nested jaxprs), its constants by
-    value and the Python functions named in its equations (custom derivative rules,
-    callbacks) by identity.
+    value and the Python functions named in its equations (callbacks) by identity. A custom
+    derivative's rules are left out: the program runs its ``call_jaxpr``, and where the rule
+    was used (a gradient) its equations are in the text.
 
     Examples
     --------
@@ -246,6 +256,31 @@ def signature(tree: Any) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return treedef, tuple((np.shape(a), a.dtype if hasattr(a, "dtype") else np.result_type(a),
                            bool(getattr(a, "weak_type", False)), _placement(a)) for a in leaves)
+
+
+def strong_types(tree: Any) -> Any:
+    """``tree`` with its weakly typed leaves (Python numbers made arrays, for example a guide's
+    ``numpyro.param("a", 1.0)``) made ordinary arrays of the same dtype and placement.
+
+    A compiled loop returns ordinary arrays, so a state that starts weakly typed would change
+    the program's signature after its first call and be compiled again; one with no weak
+    leaves is returned as it is (no device work).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> x = strong_types({"a": jnp.asarray(1.0)})["a"]
+    >>> x.dtype, bool(getattr(x, "weak_type", False))
+    (dtype('float32'), False)
+    """
+    def strong(a: Any) -> Any:
+        if not getattr(a, "weak_type", False):
+            return a
+        host = np.asarray(a)
+        where = _placement(a)
+        return host if where is None else jax.device_put(host, where)
+
+    return jax.tree_util.tree_map(strong, tree)
 
 
 _MAX_PROGRAMS = 128

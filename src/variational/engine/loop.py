@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..compilation import program, signature
+from ..compilation import program, signature, strong_types
 from ..data.batching import FullBatch
 from ..errors import DataError
 from ..model.threads import MODEL_LOCK
@@ -186,6 +186,7 @@ class Engine:
 
     def run_chunk(self, state: EngineState, data: Any, key: jax.Array, n: int, xs: Any = None) -> tuple[EngineState, np.ndarray]:
         """Run ``n`` (<= capacity) steps in one compiled call; returns the state and n losses."""
+        state = strong_types(state)  # (the loop returns ordinary arrays: one signature)
         self.compile(state, data, key, xs)
         with MODEL_LOCK.released():  # compiled code: other threads may trace meanwhile
             state, losses = self._compiled(state, data, key, np.int32(n), xs)
@@ -233,6 +234,7 @@ class Engine:
         done = 0
         try:
             pending_xs = feed(1, start_step) if feed is not None else None
+            state = strong_types(state)
             report.compile_s = self.compile(state, data, key, pending_xs)
             if progress is not None and not hasattr(progress, "update"):
                 progress = progress()  # a factory: the bar starts after compilation
