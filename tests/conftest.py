@@ -27,18 +27,10 @@ def shared_data_dir():
     return None if p is None else p.parent
 
 
-# With `--dist loadgroup` (pyproject's addopts) the tests of one module run on one worker, so a
-# module's shared fits (scope="module" fixtures) are computed once, not once per worker; the
-# modules of many independent cases (each example script, each module's docstrings, each docs
-# page) are spread over the workers instead.
-_SPREAD = {"test_examples.py", "test_docstrings.py", "test_docs_examples.py"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.name not in _SPREAD:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+# `--dist loadfile` (pyproject's addopts): the tests of one module run on one worker, so a
+# module's shared fits (scope="module" fixtures) are computed once, and a program compiled for
+# one test is found by the next. (xdist's `loadgroup` with groups per module did the same until
+# pytest 9, whose node ids no longer carry xdist's group suffix: every module was spread.)
 
 
 def pytest_configure(config):

@@ -304,6 +304,7 @@ def _worker(tmp_path, name, methods, devices=1, steps="30", cache=None):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # (two processes)
 def test_a_fit_without_data_runs_again_in_a_new_process(tmp_path):
     """lowrank_advi on a model without data, 10 steps after the step-size search, twice in two
     processes sharing a cache directory: the second died of a segmentation fault when it ran the
@@ -313,6 +314,7 @@ def test_a_fit_without_data_runs_again_in_a_new_process(tmp_path):
     assert first == second
 
 
+@pytest.mark.slow  # (a subprocess with four host devices)
 def test_a_data_parallel_fit_after_a_one_device_fit(tmp_path):
     """Four host devices after one, in one process: the four-device fit ran the one-device
     program ("compiled for input shardings that disagree"). The two agree to rounding."""
