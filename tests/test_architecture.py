@@ -30,6 +30,8 @@ RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK["callbacks"] = RANK["engine"]
 # compiled programs (persistent cache, program keys, counts) sit at the bottom, next to errors
 RANK["compilation"] = RANK["errors"]
+# the package's version (written into saved fits) imports nothing of the library
+RANK["_version"] = RANK["errors"]
 MAX_FILE_LINES = 420
 MAX_FUNCTION_LINES = 80
 

@@ -128,6 +128,20 @@ def test_crafted_members_are_refused_and_a_true_file_loads_without_writing(saved
     assert {p: os.stat(saved.parent / p).st_mtime_ns for p in os.listdir(saved.parent)} == before
 
 
+def test_a_file_whose_method_kept_other_parameters_says_which_versions_and_what_to_do(saved, tmp_path):
+    """A file written when the method kept another number of arrays (low-rank's parameters did
+    change): the error names both library versions and says to refit, not only 'same settings'."""
+    def older(meta):
+        meta.pop("library")
+        meta["state_parts"]["params"] += 1
+    assert json.loads(np.load(io.BytesIO(zipfile.ZipFile(saved).read("meta.npy"))).tobytes())["library"] \
+        == vi.__version__
+    with pytest.raises(vi.CheckpointError, match=r"variational parameters \(method '\w+'\) has \d+ arrays in the "
+                       r"file but \d+ .*does not say which version of variational wrote it \(this is "
+                       + re.escape(vi.__version__) + r"\).*refit and save again"):
+        vi.load(rewrite(saved, tmp_path / "old.npz", older), normal_model, {"y": Y})
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoint targets: checked before the run; a failed save keeps the fit; stale temporaries go
 # ---------------------------------------------------------------------------------------------

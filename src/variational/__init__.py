@@ -31,16 +31,7 @@ from .posterior import (
 from .posterior.plots import model_graph
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("variational")
-    except PackageNotFoundError:  # a source tree on sys.path that was never installed
-        return "0+unknown"
-
-
-__version__ = _version()
+from ._version import __version__
 
 __all__ = [
     "fit", "load", "callbacks", "data", "Fit", "LogDensity", "Family", "mean_field", "full_rank",

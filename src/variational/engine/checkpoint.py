@@ -34,6 +34,7 @@ from ..errors import CheckpointError
 from .callbacks import Callback, _check_every
 from ..families.base import method_options as family_options
 from .atomic import check_target, remove_stale_temporaries, write_atomic
+from .._version import __version__
 from .checkpoint_meta import FIT_SETTINGS, FORMAT, VERSION, read
 
 __all__ = ["save", "read", "fit_arguments", "data_signature_of", "check_data", "restore",
@@ -165,7 +166,7 @@ def save(fit: Any, path: str | os.PathLike, hist: np.ndarray | None = None) -> P
             kw_unsaved.append(k)
     fam_options, fam_unsaved = _split_settings(fit.family.options)
     meta = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, "version": VERSION, "library": __version__,
         "settings": settings, "unsaved_settings": unsaved + [f"method option {k}" for k in fam_unsaved],
         "family": {"name": fit.family.name, "options": fam_options},
         "latent": [[s.name, list(s.shape)] for s in fit.logdensity.layout],
@@ -373,8 +374,14 @@ def _check_state(path: Path, meta: dict, new: Any, template: list, leaves: list)
             what = {"opt_state": f"optimizer state (optimizer {meta['settings'].get('optimizer')!r})",
                     "params": f"variational parameters (method {meta['family']['name']!r})",
                     "data_state": "data-pipeline state"}.get(part, part)
+            written = meta.get("library")
+            origin = (f"the file was written by variational {written}" if written
+                      else "the file does not say which version of variational wrote it")
+            why = (f"; {origin} (this is {__version__}): "
+                   f"if the same settings give this error, method {meta['family']['name']!r} keeps other "
+                   f"parameters in this version, so refit and save again" if part == "params" else "")
             raise CheckpointError(f"{path}: the {what} has {n} arrays in the file but {here.get(part)} "
-                                  f"in the fit rebuilt here; load it with the same settings")
+                                  f"in the fit rebuilt here; load it with the same settings{why}")
     for i, (a, t) in enumerate(zip(leaves, template)):
         if tuple(a.shape) != tuple(np.shape(t)) or str(a.dtype) != str(np.asarray(t).dtype):
             raise CheckpointError(f"{path}: state array {i} has shape {a.shape} {a.dtype} in the file "

@@ -221,7 +221,7 @@ FIT_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 _META = {
-    "format": _text(), "version": _int(0, 2**31), "settings": None, "unsaved_settings": _list(_text(), 100),
+    "format": _text(), "version": _int(0, 2**31), "library": _text(100), "settings": None, "unsaved_settings": _list(_text(), 100),
     "family": _object({"name": _name, "options": _mapping(_name, _option, 100)}),
     "latent": _list(_pair(_key, _shape)), "model_params": _list(_key),
     "data": _object({"columns": _mapping(_key, _pair(_shape, _text(40)), 10_000), "sha256": _hex64,
@@ -257,7 +257,7 @@ def validate(meta: Any) -> dict:
     # an unregistered method's options are checked but never passed on (load needs method=)
     options = {k: _option for k in (known if known is not None else family["options"])}
     fields["settings"] = _object({**FIT_SETTINGS, **options}, optional=tuple(FIT_SETTINGS) + tuple(options))
-    out = _object(fields, optional=("stream", "model_params"))("", meta)
+    out = _object(fields, optional=("stream", "model_params", "library"))("", meta)
     if out["settings"].get("method", family["name"]) != family["name"]:
         raise CheckpointError(f"metadata field 'settings.method' ({out['settings']['method']!r}) "
                               f"differs from 'family.name' ({family['name']!r})")
