@@ -122,7 +122,7 @@ def run(name: str, size: int, runner: str, ref: dict, svi_steps: int) -> dict:
         import variational as vi
 
         method = {"default": "auto", "fullrank": "fullrank_advi"}.get(runner, runner)
-        fit = vi.fit(model, data, method=method, model_kwargs=kwargs, progress=False, max_seconds=1200)
+        fit = vi.fit(model, data, method=method, model_kwargs=kwargs, progress=False, stop=vi.Stop(max_seconds=1200))
         mean = np.concatenate([np.ravel(fit.mean[k]) for k in ref["names"]])
         sd = np.concatenate([np.ravel(fit.std[k]) for k in ref["names"]])
         out = {"method": fit.method, "steps": fit.steps, "verdict": fit.diagnose().status}

@@ -36,6 +36,12 @@ def test_a_high_khat_with_the_curvatures_marginal_sds_is_ok_for_a_correlated_gau
     assert _verdict(method, _gaussian_curvature(lambda c: 2.5 * np.sqrt(np.diag(c))))[0] == "bad"
     far = MomentCheck(shift=0.6, shift_at="x[3]", sd_ratio=1.0, sd_at="x[3]", median_sd_ratio=1.0)
     assert _verdict(method, marginal, far)[0] == "bad"
+    # every sd right but one at 0.55 of its marginal (119 of 120 close): that parameter's sd is
+    # not usable, so the fit is not "ok"; at 0.75 (within 2/3-1.5) it is
+    for scale, status in ((0.55, "bad"), (0.75, "ok")):
+        one_off = _gaussian_curvature(lambda c: np.sqrt(np.diag(c)) * np.r_[scale, np.ones(D - 1)])
+        assert one_off.close == D - 1 and abs(one_off.ratio - scale) < 1e-6 and one_off.at == "x[0]"
+        assert _verdict(method, one_off)[0] == status
 
 
 def test_a_mean_field_fit_keeps_its_own_rule():
