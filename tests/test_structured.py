@@ -15,7 +15,7 @@ import numpyro.distributions as dist
 import pytest
 
 import variational as vi
-from variational.families import default_family, find_chains, structured
+from variational.families import coupled_chains, default_family, find_chains, structured
 from variational.model import LogDensity
 
 from _kalman import random_walk_data, smoother
@@ -109,6 +109,22 @@ def test_group_effects_are_no_series_and_a_random_walk_is():
     data["group"] = np.arange(120) % 70
     ld = LogDensity(functools.partial(_groups_and_walk, groups=70, walk=False), data)
     assert ld.dim == 72 and default_family(ld.dim, ld.layout, ld.logp, ld.init, data) == ("lowrank_advi", {"rank": 8})
+
+
+def test_sites_coupled_only_to_each_other_are_no_series():
+    """Persons and items of an item-response model: every person effect meets every item effect
+    in the likelihood, none meets another of its own site. The Hessian within each site is
+    diagonal, so neither is a series (one probe over both sites at once read each as one)."""
+    def persons_and_items(z, data):
+        u, w = z[:40], z[40:80]
+        return -0.5 * jnp.sum((u[:, None] * w[None, :] - 1.0) ** 2) - 0.5 * jnp.sum(z ** 2)
+
+    at = jnp.linspace(0.5, 1.5, 80)
+    assert coupled_chains(((0, (40,)), (40, (40,))), persons_and_items, at) == ()
+    # a random walk beside them is still found, and only it
+    walk = lambda z, data: persons_and_items(z, data) - 0.5 * jnp.sum(jnp.diff(z[80:]) ** 2)  # noqa: E731
+    at = jnp.linspace(0.5, 1.5, 120)
+    assert coupled_chains(((0, (40,)), (40, (40,)), (80, (40,))), walk, at) == ((80, (40,)),)
 
 
 def _walk(y):

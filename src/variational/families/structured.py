@@ -73,19 +73,22 @@ def _series_axis(shape: tuple[int, ...]) -> int:
     return len(shape) - 1 - int(np.argmax(np.asarray(shape)[::-1]))
 
 
-def _probe_hvp(logp: Any, z: jax.Array, v: jax.Array, data: Any) -> jax.Array:
-    return jax.jvp(jax.grad(lambda x: logp(x, data)), (z,), (v,))[1]
+def _probe_hvp(logp: Any, z: jax.Array, vs: jax.Array, data: Any) -> jax.Array:
+    grad = jax.grad(lambda x: logp(x, data))
+    return jax.vmap(lambda v: jax.jvp(grad, (z,), (v,))[1])(vs)
 
 
 def coupled_chains(chains: Chains, logp: Any, at: Any, data: Any = None, tol: float = 1e-6) -> Chains:
     """The chains along which ``logp`` couples step ``t`` with its neighbours, from one
-    Hessian-vector product at the point ``at``.
+    Hessian-vector product per chain at the point ``at``.
 
-    The probe vector is 1 at the even steps of every chain and 0 elsewhere, so the product at an
-    odd step sums the Hessian's entries between it and even steps: exactly zero for exchangeable
-    coordinates (group effects given their hyperparameters), not for a random walk, an
-    autoregression or a state-space path. A chain couples when its largest such entry exceeds
-    ``tol`` times the largest entry at the even steps. ``logp(z, data)`` is a traceable function
+    A chain's probe vector is 1 at its own even steps and 0 elsewhere, so the product at its odd
+    steps sums the Hessian's entries between them and its even steps: exactly zero for
+    exchangeable coordinates (group effects given their hyperparameters), not for a random walk,
+    an autoregression or a state-space path. (One probe for all chains at once read a coupling
+    between two sites as one along each: an item-response model's person effects, each coupled
+    to every item, became a series.) A chain couples when its largest such entry exceeds
+    ``tol`` times the largest entry at its even steps. ``logp(z, data)`` is a traceable function
     of the flat vector and the data; the product is one compiled program
     (:func:`variational.compilation.run_traced`).
 
@@ -97,16 +100,16 @@ def coupled_chains(chains: Chains, logp: Any, at: Any, data: Any = None, tol: fl
     ((0, (20,)),)
     """
     at = np.asarray(at)
-    probe, sites = np.zeros(at.shape, at.dtype), []
-    for offset, shape in chains:
+    probes, sites = np.zeros((len(chains),) + at.shape, at.dtype), []
+    for i, (offset, shape) in enumerate(chains):
         idx = offset + np.arange(int(np.prod(shape))).reshape(shape)
         even = np.indices(shape)[_series_axis(shape)] % 2 == 0
-        probe[idx[even]] = 1.0
+        probes[i, idx[even]] = 1.0
         sites.append((idx[even], idx[~even]))
-    hv = np.abs(np.asarray(run_traced("series probe", functools.partial(_probe_hvp, logp), at, probe,
+    hv = np.abs(np.asarray(run_traced("series probe", functools.partial(_probe_hvp, logp), at, probes,
                                       {} if data is None else data)))
-    return tuple(c for c, (even, odd) in zip(chains, sites)
-                 if odd.size and np.max(hv[odd]) > tol * np.max(hv[even]) and np.isfinite(hv[odd]).all())
+    return tuple(c for i, (c, (even, odd)) in enumerate(zip(chains, sites))
+                 if odd.size and np.max(hv[i, odd]) > tol * np.max(hv[i, even]) and np.isfinite(hv[i, odd]).all())
 
 
 @functools.lru_cache(maxsize=64)
