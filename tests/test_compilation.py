@@ -433,20 +433,3 @@ def test_a_guide_fit_compiles_its_chunk_once_and_a_second_fit_reuses_it(monkeypa
     np.testing.assert_array_equal(first.hist, second.hist)
     a, b = float(second.params["a"]), float(second.params["b"])
     assert abs(a / (a + b) - 13 / 22) < 0.03              # the exact posterior is Beta(13, 9)
-
-
-def test_a_guide_that_needs_concrete_data_is_set_up_op_by_op():
-    """A guide is set up inside one compiled program; one that reads concrete values of its data
-    (here its initial value) is run op by op instead, with the same parameters."""
-    def guide(data):
-        start = float(np.log(data.mean() / (1 - data.mean())))   # concrete: no tracer allowed
-        loc = numpyro.param("loc", start)
-        numpyro.sample("p", dist.TransformedDistribution(
-            dist.Normal(loc, numpyro.param("scale", 0.1, constraint=dist.constraints.positive)),
-            dist.transforms.SigmoidTransform()))
-
-    flips = np.array([1.0] * 12 + [0.0] * 8)
-    fit = vi.fit(coin_model, {"data": flips}, guide=guide, optimizer="adam", learning_rate=0.01, steps=0,
-                 progress=False)
-    assert float(fit.params["loc"]) == pytest.approx(np.log(12 / 8), rel=1e-6)
-    assert float(fit.params["scale"]) == pytest.approx(0.1, rel=1e-6)

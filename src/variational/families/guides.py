@@ -21,14 +21,12 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import log_density, transform_fn
 from numpyro.primitives import Messenger
 
-from ..compilation import run_traced
 from ..errors import ModelError
 from ..model import RNG_KEY, LogDensity
 from ..model.params import PARAMS
@@ -97,12 +95,16 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
     ld = logdensity
     full = {**ld.model_kwargs, **dict(data or {})}
     try:
-        tr, init_params = _discover(guide, full, seed)
+        tr = handlers.trace(handlers.seed(guide, jax.random.PRNGKey(seed))).get_trace(**full)
     except Exception as e:
         raise ModelError(f"calling the guide failed ({type(e).__name__}: {e}); a guide takes the "
                          f"same keyword arguments as the model (data columns and model_kwargs)") from e
-    transforms = {n: biject_to(s["kwargs"].get("constraint", constraints.real))
-                  for n, s in tr.items() if s["type"] == "param"}
+    transforms, init_params = {}, {}
+    for name, site in tr.items():
+        if site["type"] == "param":
+            constraint = site["kwargs"].get("constraint", constraints.real)
+            transforms[name] = biject_to(constraint)
+            init_params[name] = transforms[name].inv(site["value"])
     _check_sites(tr, ld)
     bijections = {n: biject_to(ld.supports[n]) for n in ld.names if n not in ld.discrete}
 
@@ -164,32 +166,6 @@ def guide_family(guide: Callable, logdensity: LogDensity, data: Mapping[str, Any
         options["score_function"] = True
     return Family("guide", init, sample_and_log_q, make_loss_and_grad=make_loss_and_grad,
                   user_params=constrained, from_user_params=from_constrained, options=options)
-
-
-def _discover(guide: Callable, kwargs: Mapping[str, Any], seed: int) -> tuple[dict, dict]:
-    """The guide's trace (for its sites' kinds, shapes and constraints) and its parameters'
-    initial values, unconstrained.
-
-    The guide runs once inside one compiled program (data arrays as its arguments, other
-    keyword arguments as they are): run op by op, a flow's initialisation compiles hundreds of
-    single operations (``AutoBNAFNormal``: 505, 32 s). A guide that needs concrete values
-    (``float(y.mean())``) runs op by op as before."""
-    key = jax.random.PRNGKey(seed)
-    arrays = {k: v for k, v in kwargs.items() if isinstance(v, (np.ndarray, jax.Array))}
-    rest = {k: v for k, v in kwargs.items() if k not in arrays}
-    found: dict = {}
-
-    def run(arrays: Mapping[str, Any]) -> dict:
-        tr = handlers.trace(handlers.seed(guide, key)).get_trace(**arrays, **rest)
-        found["trace"] = tr
-        return {n: biject_to(s["kwargs"].get("constraint", constraints.real)).inv(s["value"])
-                for n, s in tr.items() if s["type"] == "param"}
-
-    try:
-        init = run_traced("guide_init", run, arrays)
-    except jax.errors.JAXTypeError:   # concrete values needed: run it op by op
-        init = run(arrays)
-    return found["trace"], dict(init)
 
 
 def _check_sites(tr: Mapping[str, dict], ld: LogDensity) -> None:
