@@ -433,3 +433,26 @@ def test_a_guide_fit_compiles_its_chunk_once_and_a_second_fit_reuses_it(monkeypa
     np.testing.assert_array_equal(first.hist, second.hist)
     a, b = float(second.params["a"]), float(second.params["b"])
     assert abs(a / (a + b) - 13 / 22) < 0.03              # the exact posterior is Beta(13, 9)
+
+
+def test_an_autoguide_object_fitted_again_on_new_data_warm_starts():
+    """One AutoNormal object for two fits, the second on new data from the first (NumPyro's warm
+    start). An autoguide keeps what its first call found on the object itself, so that first call
+    must run on concrete values: set up inside a traced program, it kept tracers, and the second
+    fit's setup died ("compiled for 9 inputs but called with 3")."""
+    from numpyro.infer.autoguide import AutoNormal
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        with numpyro.plate("rows", len(y)):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    guide = AutoNormal(model)
+    kw = dict(guide=guide, optimizer="adam", learning_rate=0.05, progress=False, seed=2)
+    first = vi.fit(model, {"y": Y}, steps=1500, **kw)
+    y2 = Y[:20] + 1.0
+    second = vi.fit(model, {"y": y2}, init=first, steps=1500, **kw)
+    for fit, y in ((first, Y), (second, y2)):          # conjugate: N(sum y / (n + 1/100), 1 / (n + 1/100))
+        n = len(y)
+        assert abs(float(fit.mean["mu"]) - y.sum() / (n + 0.01)) < 0.5 / np.sqrt(n)   # half a posterior sd
+    assert second.hist[0] < vi.fit(model, {"y": y2}, steps=1, **{**kw, "guide": AutoNormal(model)}).hist[0]
