@@ -67,9 +67,16 @@ def _check(fit, y: np.ndarray, mu_tol: float = 0.1) -> None:
     assert np.max(np.abs(draws.mean(0) - m["z"]) / se) < 5.5
 
 
-def test_batch_size_fits_every_row_and_mu_exactly():
+@pytest.fixture(scope="module")
+def batch_fit():
+    """The minibatch fit of 2000 rows that several tests read (computed once per module); its
+    programs (2000 rows, batches of 256) are found again by the later fits of the same shapes."""
     y = _data(2000)
-    fit = vi.fit(_model(2000), {"y": y}, batch_size=256, steps=3000, progress=False)
+    return y, vi.fit(_model(2000), {"y": y}, batch_size=256, steps=3000, progress=False)
+
+
+def test_batch_size_fits_every_row_and_mu_exactly(batch_fit):
+    y, fit = batch_fit
     assert fit.method == "fullrank_advi" and fit.local.sites == ("z",)   # the globals' family
     _check(fit, y)
     # each step updated only its batch's rows, each epoch every row once: 3000 * 256 / 2000 = 384
@@ -109,11 +116,12 @@ def test_plate_declared_with_the_batch_length_is_scaled_to_all_rows():
 
 
 def test_checkpoint_resume_is_exact(tmp_path):
-    y = _data(500, seed=4)
+    # the shapes of ``batch_fit`` (2000 rows, batches of 256), so its compiled programs serve
+    y = _data(2000, seed=4)
     path = tmp_path / "fit.npz"
-    whole = vi.fit(_model(500), {"y": y}, batch_size=100, steps=300, progress=False)
-    vi.fit(_model(500), {"y": y}, batch_size=100, steps=150, progress=False, checkpoint=path)
-    resumed = vi.fit(_model(500), {"y": y}, batch_size=100, steps=300, progress=False,
+    whole = vi.fit(_model(2000), {"y": y}, batch_size=256, steps=300, progress=False)
+    vi.fit(_model(2000), {"y": y}, batch_size=256, steps=150, progress=False, checkpoint=path)
+    resumed = vi.fit(_model(2000), {"y": y}, batch_size=256, steps=300, progress=False,
                      checkpoint=path, resume=True)
     assert resumed.steps == 300
     np.testing.assert_array_equal(resumed.unconstrained_mean["z"], whole.unconstrained_mean["z"])
@@ -139,17 +147,16 @@ def test_ten_thousand_rows(how):
     _check(fit, y)
 
 
-def test_answers_cover_every_training_row():
-    y = _data(300, seed=6)
-    fit = vi.fit(_model(300), {"y": y}, batch_size=100, steps=600, progress=False)
+def test_answers_cover_every_training_row(batch_fit):
+    y, fit = batch_fit
     pred = fit.predict(n=200, seed=0)["y"]
-    assert pred.shape == (200, 300)
+    assert pred.shape == (200, 2000)
     # y_i's posterior predictive: N(E[z_i], Var[z_i] + 0.25); its mean within 5 Monte Carlo errors
     ez, sz = _exact(y)["z"]
     se = np.sqrt(sz ** 2 + 0.25) / np.sqrt(200)
     assert np.max(np.abs(pred.mean(0) - ez) / se) < 5.5
     idata = fit.to_arviz(n=100, seed=0)
-    assert idata.posterior["z"].shape[-1] == 300
+    assert idata.posterior["z"].shape[-1] == 2000
     d = fit.diagnose(n=400)
     assert d.khat < 0.7   # q is the exact posterior here: the importance weights are near 1
 

@@ -58,7 +58,9 @@ def test_closed_form_directions_equal_autodiff_of_the_kernel(name):
         s = np.sqrt(0.8 / 2)
         f = lambda a: jnp.sqrt(2.0) * jnp.cos(w @ a / s + b)  # noqa: E731
         k = lambda a, c: f(a) @ f(c) / 13  # noqa: E731
-    np.testing.assert_allclose(kern.direction(x, g, 0.7), direction_by_autodiff(k, x, g, 0.7),
+    # each side in one compiled program (op by op, every operation would compile its own)
+    np.testing.assert_allclose(jax.jit(kern.direction)(x, g, 0.7),
+                               jax.jit(lambda a, b: direction_by_autodiff(k, a, b, 0.7))(x, g),
                                rtol=2e-4, atol=1e-5)
 
 
@@ -96,8 +98,10 @@ def test_annealing_schedule_and_the_engine_passes_the_step():
 
 
 def test_amortized_svgd_reproduces_pymc_asvgd_example():
-    # PyMC's test_fit_oo for ASVGD: adagrad_window(0.07, n_win=10), 500 steps, 300 draws per step
-    fit = vi.fit(simple_model, {"x": DATA}, method="amortized_svgd", n_draws=300, steps=500,
+    # PyMC's test_fit_oo for ASVGD: adagrad_window(0.07, n_win=10), 500 steps, and PyMC's
+    # tolerances; 100 draws per step where PyMC takes 300 (a third of the kernel's rows, a ninth
+    # of its cost): measured on seeds 0-3, mean within 0.3% and sd within 7% (allowed 5%, 20%)
+    fit = vi.fit(simple_model, {"x": DATA}, method="amortized_svgd", n_draws=100, steps=500,
                  optimizer=vi.adagrad_window(0.07, n_win=10), progress=False)
     draws = fit.sample(10_000, seed=0)["mu"]
     np.testing.assert_allclose(draws.mean(), MU_POST, rtol=0.05)
@@ -106,7 +110,7 @@ def test_amortized_svgd_reproduces_pymc_asvgd_example():
 
 def test_kernel_choice_is_saved_and_errors_name_the_option():
     fit = vi.fit(gaussian, method="svgd", kernel=kernels.IMQ(const=2.0), n_particles=10, steps=20,
-                 progress=False)
+                 learning_rate=0.1, progress=False)   # (no step-size search: not what is tested)
     path = os.path.join(tempfile.mkdtemp(), "imq.npz")
     fit.save(path)
     back = vi.load(path, gaussian)
