@@ -39,7 +39,9 @@ def test_vsbc_of_an_exact_method_is_symmetric_and_its_probabilities_are_the_exac
 
 
 def test_vsbc_flags_a_deliberately_biased_fit(exact):
-    res = vi.vsbc(model, n_sims=60, steps=20, learning_rate=0.05, start={"mu": 3.0}, seed=0)
+    with pytest.warns(FutureWarning) as record:   # start= is a moved keyword: it warns at this line
+        res = vi.vsbc(model, n_sims=60, steps=20, learning_rate=0.05, start={"mu": 3.0}, seed=0)
+    assert {w.filename for w in record if "vi.fit(start=...)" in str(w.message)} == {__file__}
     np.testing.assert_array_equal(res.truth["mu"], exact.truth["mu"])   # same seed, same simulations
     assert res.biased() == ["mu"] and res.pvalue["mu"] < 1e-6
     assert np.mean(res.probabilities["mu"]) < 0.1            # q sits above the truth

@@ -176,7 +176,7 @@ def fit(
     """
     homes = dict(objective=objective, learning_rate=learning_rate, batch_size=batch_size, stop=stop,
                  checkpoint=checkpoint, init=init)
-    flat, method_options = _options.resolve(homes, options, stacklevel=3)
+    flat, method_options = _options.resolve(homes, options)
     return _fit(model, data, method=method, steps=steps, optimizer=optimizer, seed=seed, progress=progress,
                 model_kwargs=model_kwargs, callbacks=callbacks, guide=guide, **flat, **method_options)
 

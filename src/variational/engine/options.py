@@ -21,7 +21,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from ..errors import whole_number
+from ..errors import user_stacklevel, whole_number
 from .control import DEFAULT_MAX_STEPS
 
 __all__ = ["Objective", "StepSize", "Batches", "Stop", "Checkpoint", "Start", "Amortised", "MOVED", "resolve",
@@ -301,13 +301,13 @@ def _home(keyword: str, value: Any) -> tuple[Any, bool]:
     return (cls() if value is None else cls(**{field: value})), False
 
 
-def resolve(homes: Mapping[str, Any], options: dict, stacklevel: int = 3) -> tuple[dict, dict]:
+def resolve(homes: Mapping[str, Any], options: dict) -> tuple[dict, dict]:
     """The flat settings of a fit from its option objects, shorthands and moved keywords.
 
     ``homes`` are the values of ``vi.fit``'s keywords ``objective``, ``learning_rate``,
     ``batch_size``, ``stop``, ``checkpoint`` and ``init``; ``options`` the other keywords, of
     which those in :data:`MOVED` are taken out (with a ``FutureWarning`` naming their new home,
-    ``stacklevel`` frames up). Returns ``(settings, family_options)``: the settings by their
+    at the user's line that led to the call: through ``vi.vsbc`` too). Returns ``(settings, family_options)``: the settings by their
     earlier keyword names, and what is left for the method.
 
     Examples
@@ -326,7 +326,7 @@ def resolve(homes: Mapping[str, Any], options: dict, stacklevel: int = 3) -> tup
             raise TypeError(f"vi.fit() got {name}= and {home}={obj!r}, which sets {field} too; give it once, "
                             f"in {home}=vi.{cls.__name__}({field}=...)")
         warnings.warn(f"vi.fit({name}=...) is deprecated and will be removed in the next release: write "
-                      f"{home}=vi.{cls.__name__}({field}=...)", FutureWarning, stacklevel=stacklevel)
+                      f"{home}=vi.{cls.__name__}({field}=...)", FutureWarning, stacklevel=user_stacklevel())
         objects[home] = (dataclasses.replace(obj, **{field: value}), given)
     o, s, b, st, c, i = (objects[k][0] for k in ("objective", "learning_rate", "batch_size", "stop",
                                                  "checkpoint", "init"))
