@@ -135,7 +135,9 @@ def test_sites_coupled_only_to_each_other_are_no_series():
     at = jnp.linspace(0.5, 1.5, 80)
     assert coupled_chains(((0, (40,)), (40, (40,))), persons_and_items, at) == ()
     # a random walk beside them is still found, and only it
-    walk = lambda z, data: persons_and_items(z, data) - 0.5 * jnp.sum(jnp.diff(z[80:]) ** 2)  # noqa: E731
+    def walk(z, data):
+        return persons_and_items(z, data) - 0.5 * jnp.sum(jnp.diff(z[80:]) ** 2)
+
     at = jnp.linspace(0.5, 1.5, 120)
     assert coupled_chains(((0, (40,)), (40, (40,)), (80, (40,))), walk, at) == ((80, (40,)),)
 

@@ -221,7 +221,8 @@ FIT_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 _META = {
-    "format": _text(), "version": _int(0, 2**31), "library": _text(100), "settings": None, "unsaved_settings": _list(_text(), 100),
+    "format": _text(), "version": _int(0, 2**31), "library": _text(100), "settings": None,
+    "unsaved_settings": _list(_text(), 100),
     "family": _object({"name": _name, "options": _mapping(_name, _option, 100)}),
     "latent": _list(_pair(_key, _shape)), "model_params": _list(_key),
     "data": _object({"columns": _mapping(_key, _pair(_shape, _text(40)), 10_000), "sha256": _hex64,

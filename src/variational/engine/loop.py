@@ -186,7 +186,6 @@ class Engine:
 
     def run_chunk(self, state: EngineState, data: Any, key: jax.Array, n: int, xs: Any = None) -> tuple[EngineState, np.ndarray]:
         """Run ``n`` (<= capacity) steps in one compiled call; returns the state and n losses."""
-        state = strong_types(state)  # (the loop returns ordinary arrays: one signature)
         self.compile(state, data, key, xs)
         with MODEL_LOCK.released():  # compiled code: other threads may trace meanwhile
             state, losses = self._compiled(state, data, key, np.int32(n), xs)
@@ -234,7 +233,7 @@ class Engine:
         done = 0
         try:
             pending_xs = feed(1, start_step) if feed is not None else None
-            state = strong_types(state)
+            state = strong_types(state)  # (the loop returns ordinary arrays: one signature)
             report.compile_s = self.compile(state, data, key, pending_xs)
             if progress is not None and not hasattr(progress, "update"):
                 progress = progress()  # a factory: the bar starts after compilation
