@@ -292,13 +292,14 @@ WORKER = str(Path(__file__).with_name("_reuse_worker.py"))
 METHODS = ("advi", "fullrank_advi", "lowrank_advi", "dadvi", "laplace", "pathfinder", "svgd")
 
 
-def _worker(tmp_path, name, methods, devices=1, steps="30", cache=None):
+def _worker(tmp_path, name, methods, devices=1, steps="30", cache=None, edited=False):
     """Run the worker in a new process; its means by fit (a crash fails the test, with its output)."""
     out = tmp_path / f"{name}.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "VARIATIONAL_COMPILE_AHEAD": "0",
            "VARIATIONAL_COMPILE_CACHE": str(cache or tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    done = subprocess.run([sys.executable, WORKER, str(out), ",".join(methods), str(devices), steps],
+    done = subprocess.run([sys.executable, WORKER, str(out), ",".join(methods), str(devices), steps]
+                          + (["edited"] if edited else []),
                           env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, f"{name}: exit {done.returncode}\n{done.stderr[-3000:]}"
     return json.loads(out.read_text())
@@ -335,9 +336,17 @@ def test_a_flow_with_the_default_step_size_runs():
 def test_every_method_gives_the_same_numbers_in_any_process_and_order(tmp_path):
     """Each method, with and without data: twice in two processes sharing a cache directory,
     in two orders (dadvi after the others failed with a segmentation fault), and on one and
-    four devices; the same numbers every time, no crash."""
+    four devices; the same numbers every time, no crash. Then the models as a user edits them
+    (other prior scales, which the programs take as an argument): with the cache the originals
+    left, each fit compiles no more than a repeat of the original does, and its numbers are
+    exactly those of a process that compiles everything afresh for the edit."""
     first = _worker(tmp_path, "first", METHODS)
     assert _worker(tmp_path, "again", METHODS) == first
+    edited = _worker(tmp_path, "edited", METHODS, edited=True)
+    assert _worker(tmp_path, "edited-fresh", METHODS[::-1], cache=tmp_path / "edit", edited=True) == edited
+    assert all(edited[name] != means for name, means in first.items())
+    counts = {name: json.loads((tmp_path / f"{name}.json.counts").read_text()) for name in ("again", "edited")}
+    assert counts["edited"] == counts["again"], counts
     assert _worker(tmp_path, "reversed", METHODS[::-1]) == first
     assert _worker(tmp_path, "fresh", METHODS[::-1], cache=tmp_path / "other") == first
     both = _worker(tmp_path, "devices", METHODS, devices=4)
@@ -433,6 +442,35 @@ def test_a_guide_fit_compiles_its_chunk_once_and_a_second_fit_reuses_it(monkeypa
     np.testing.assert_array_equal(first.hist, second.hist)
     a, b = float(second.params["a"]), float(second.params["b"])
     assert abs(a / (a + b) - 13 / 22) < 0.03              # the exact posterior is Beta(13, 9)
+
+
+def prior_model(y, scale):
+    """mu ~ N(0, scale), y ~ N(mu, 1): the posterior of mu is N(sum y / (n + 1/scale^2), 1 / (n + 1/scale^2))."""
+    def model(y):
+        mu = vi.Normal("mu", 0.0, scale)
+        vi.Normal("y", mu, 1.0, observed=y)
+    return model
+
+
+def test_a_fit_after_an_edit_of_a_prior_compiles_nothing_and_answers_for_the_edit():
+    """A user's next fit after editing a prior's scale (10 -> 0.1): its fit, diagnosis and draws
+    run the programs of the first fit, with the new scale as their argument, so nothing is
+    compiled; each fit, and its draws, match its own exact posterior (the two are 9 posterior sds
+    apart). (That reused programs give the very numbers of programs compiled afresh for the edit,
+    for every method and across processes, is the slow every-method test's.)"""
+    kw = dict(method="advi", steps=1500, learning_rate=0.02, progress=False, seed=1)
+    first = vi.fit(prior_model(Y, 10.0), {"y": Y}, **kw)
+    first.diagnose(), first.sample(200, seed=2)
+    before = stats()
+    edited = vi.fit(prior_model(Y, 0.1), {"y": Y}, **kw)
+    edited.diagnose()
+    draws = np.asarray(edited.sample(200, seed=2)["mu"])
+    assert (stats() - before).compilations == 0
+    for fit, scale in ((first, 10.0), (edited, 0.1)):
+        prec = len(Y) + scale ** -2
+        assert abs(float(fit.mean["mu"]) - Y.sum() / prec) < 0.5 * prec ** -0.5
+        assert 0.8 < float(fit.std["mu"]) * prec ** 0.5 < 1.25
+    assert abs(draws.mean() - Y.sum() / (len(Y) + 100)) < 0.5 / np.sqrt(len(Y) + 100)
 
 
 def test_an_autoguide_object_fitted_again_on_new_data_warm_starts():

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from .cache import caching, jax_settings
+from .constants import lifting
 
 __all__ = ["Program", "program", "compile_ahead", "fingerprint", "freeze", "signature", "strong_types", "run_traced",
            "code_key", "clear_programs"]
@@ -164,16 +165,48 @@ class Program:
         return self.compiled(*args)
 
 
-def _traced(kind: str, fn: Callable, args: tuple) -> tuple[Any, Callable[[], Any]]:
-    """``fn`` traced on ``args``: the key of its program and its lowering (of this very trace)."""
+class _Lifted:
+    """A program traced with a model's numbers as its first argument, called with this fit's."""
+
+    __slots__ = ("program", "numbers")
+
+    def __init__(self, found: Program, numbers: tuple) -> None:
+        self.program, self.numbers = found, numbers
+
+    def __call__(self, *args: Any) -> Any:
+        return self.program(self.numbers, *args)
+
+
+def _traced(kind: str, fn: Callable, args: tuple, lift: Any = None) -> tuple[Any, Callable[[], Any], tuple | None]:
+    """``fn`` traced on ``args``: the key of its program, its lowering (of this very trace) and
+    the numbers it takes first (None: it takes ``args`` only).
+
+    With ``lift`` (a model's recorded numbers ``(expected, values)``, see :mod:`.constants`),
+    the program takes ``values`` as its first argument; a model whose trace fails so is traced
+    with its numbers as they are."""
+    if lift is not None and lift[1]:
+        expected, numbers = lift
+
+        def lifted(values: tuple, *a: Any) -> Any:
+            with lifting(expected, values):
+                return fn(*a)
+        lifted.__name__ = lifted.__qualname__ = getattr(fn, "__name__", "fn")   # (the compile log's name)
+        try:
+            return (*_traced(kind, lifted, (numbers, *args))[:2], numbers)
+        except Exception:   # (the model's own error is raised by the trace below)
+            pass
     traced = jax.jit(fn).trace(*args)
     closed = traced.jaxpr
     key = (kind, fingerprint(closed), tuple(_shardings_in(closed.jaxpr)),
            str(jax.tree_util.tree_structure(traced.out_info)), signature(args), jax_settings())
-    return key, traced.lower
+    return key, traced.lower, None
 
 
-def program(kind: str, fn: Callable, *args: Any) -> Program:
+def _bound(found: Program, numbers: tuple | None) -> Any:
+    return found if numbers is None else _Lifted(found, numbers)
+
+
+def program(kind: str, fn: Callable, *args: Any, lift: Any = None) -> Program:
     """``fn`` compiled for arguments like ``args``, found by its own trace.
 
     The program is traced each time (which is cheap beside lowering and compiling it) and is
@@ -183,6 +216,8 @@ def program(kind: str, fn: Callable, *args: Any) -> Program:
     a program traced alike in this process is reused; otherwise it is lowered and compiled
     (through JAX's persistent compilation cache, which finds it by the lowered program itself).
     A program :func:`compile_ahead` started is waited for. ``kind`` names it in the key.
+    ``lift``: the numbers of the model ``fn`` runs (``LogDensity.lift``), taken as an argument
+    (:mod:`.constants`), so that the program is the same for every value of them.
 
     Examples
     --------
@@ -193,7 +228,8 @@ def program(kind: str, fn: Callable, *args: Any) -> Program:
     >>> program("double", lambda x: 2 * x, np.zeros(3, np.float32)) is double   # the same program
     True
     """
-    return _resolve(*_traced(kind, fn, args))
+    key, lower, numbers = _traced(kind, fn, args, lift)
+    return _bound(_resolve(key, lower), numbers)
 
 
 def _resolve(key: Any, lower: Callable[[], Any]) -> Program:
@@ -216,9 +252,9 @@ def _resolve(key: Any, lower: Callable[[], Any]) -> Program:
     return _keep(key, Program(_compile(lower())))
 
 
-def run_traced(kind: str, fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` compiled: :func:`program` ``(kind, fn, *args)(*args)``."""
-    return program(kind, fn, *args)(*args)
+def run_traced(kind: str, fn: Callable, *args: Any, lift: Any = None) -> Any:
+    """``fn(*args)`` compiled: :func:`program` ``(kind, fn, *args, lift=lift)(*args)``."""
+    return program(kind, fn, *args, lift=lift)(*args)
 
 
 def _default_device() -> Any:
@@ -295,7 +331,7 @@ class _Pending:
         self.future = future
 
 
-def compile_ahead(kind: str, fn: Callable, *args: Any) -> bool:
+def compile_ahead(kind: str, fn: Callable, *args: Any, lift: Any = None) -> bool:
     """Start compiling :func:`program` ``(kind, fn, *args)`` on a background thread.
 
     The program is traced and lowered here (tracing a model is not thread-safe); only XLA's
@@ -303,7 +339,7 @@ def compile_ahead(kind: str, fn: Callable, *args: Any) -> bool:
     thread does next (running the steps of a fit, on another core); :func:`program` waits for
     it. Nothing is done for a program in memory already. Returns whether a compilation started.
     """
-    return _start_ahead(*_traced(kind, fn, args))
+    return _start_ahead(*_traced(kind, fn, args, lift)[:2])
 
 
 class Handle:
@@ -311,19 +347,19 @@ class Handle:
     :func:`handle`); the first call finds or compiles it (waiting for a compilation started
     ahead)."""
 
-    __slots__ = ("key", "_lower", "_program", "started")
+    __slots__ = ("key", "_lower", "_program", "started", "_numbers")
 
-    def __init__(self, key: Any, lower: Callable[[], Any], started: bool = False) -> None:
-        self.key, self._lower, self._program = key, lower, None
+    def __init__(self, key: Any, lower: Callable[[], Any], started: bool = False, numbers: tuple | None = None) -> None:
+        self.key, self._lower, self._program, self._numbers = key, lower, None, numbers
         self.started = started   # whether a compilation ahead started for it
 
     def __call__(self, *args: Any) -> Any:
         if self._program is None:
-            self._program = _resolve(self.key, self._lower)
+            self._program = _bound(_resolve(self.key, self._lower), self._numbers)
         return self._program(*args)
 
 
-def handle(kind: str, fn: Callable, *args: Any, ahead: bool = False) -> Handle:
+def handle(kind: str, fn: Callable, *args: Any, ahead: bool = False, lift: Any = None) -> Handle:
     """``fn`` traced once on ``args`` (as :func:`program` does), its program found or compiled
     at the first call; with ``ahead`` its compilation starts now on the background thread
     (as :func:`compile_ahead`). For a caller that calls the same program several times with
@@ -337,8 +373,8 @@ def handle(kind: str, fn: Callable, *args: Any, ahead: bool = False) -> Handle:
     >>> h(np.arange(3, dtype=np.float32)).tolist(), h(np.ones(3, np.float32)).tolist()
     ([0.0, 2.0, 4.0], [2.0, 2.0, 2.0])
     """
-    key, lower = _traced(kind, fn, args)
-    return Handle(key, lower, bool(ahead) and _start_ahead(key, lower))
+    key, lower, numbers = _traced(kind, fn, args, lift)
+    return Handle(key, lower, bool(ahead) and _start_ahead(key, lower), numbers)
 
 
 def _start_ahead(key: Any, lower: Callable[[], Any]) -> bool:

@@ -28,9 +28,10 @@ def family_key(method: Any, options: dict, family: Family) -> tuple:
 
 def keyed_engine(loss_and_grad: Any, opt: Any, batcher: Any, capacity: Any, ld: Any, guard: Any,
                  settings: tuple) -> Engine:
-    """The fit's :class:`Engine` (``ld`` and ``settings`` are kept for the callers' sake: the
-    engine's chunk is found by its trace, which holds all they would say)."""
-    return Engine(loss_and_grad, opt, batcher, capacity=capacity, guard=guard)
+    """The fit's :class:`Engine`, whose chunk takes the model's numbers as an argument
+    (``ld.lift``); ``settings`` is kept for the callers' sake: the engine's chunk is found by
+    its trace, which holds all it would say."""
+    return Engine(loss_and_grad, opt, batcher, capacity=capacity, guard=guard, lift=getattr(ld, "lift", None))
 
 
 def first_state(engine: Any, family: Family, z0: jax.Array, key: jax.Array) -> Any:

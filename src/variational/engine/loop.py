@@ -106,6 +106,8 @@ class Engine:
     shard_batch: Callable[[Any], Any] | None = None
     # size chunks from wall-clock time (off for multi-process runs, which must agree on sizes)
     adaptive: bool = True
+    # the model's numbers, an argument of the chunk (LogDensity.lift): an edit of them compiles nothing
+    lift: Any = None
     _compiled: Any = field(default=None, init=False, repr=False)
     _signature: Any = field(default=None, init=False, repr=False)
 
@@ -180,7 +182,7 @@ class Engine:
         if self._compiled is not None and sig == self._signature:
             return 0.0
         t0 = time.perf_counter()
-        self._compiled = program("chunk", self._chunk, state, data, key, np.int32(1), xs)
+        self._compiled = program("chunk", self._chunk, state, data, key, np.int32(1), xs, lift=self.lift)
         self._signature = sig
         return time.perf_counter() - t0
 

@@ -27,6 +27,7 @@ import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..errors import VariationalError
 
@@ -140,7 +141,8 @@ class Family:
 
 
 def softplus_inv(y: float) -> float:
-    return float(jnp.log(jnp.expm1(y)))
+    """The inverse of softplus, for a host number (NumPy: no operation to compile)."""
+    return float(np.float32(np.log(np.expm1(float(y)))))
 
 
 # name -> builder(**options) -> Family. Other modules register more (SVGD, low-rank, flows...).

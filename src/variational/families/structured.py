@@ -106,8 +106,9 @@ def coupled_chains(chains: Chains, logp: Any, at: Any, data: Any = None, tol: fl
         even = np.indices(shape)[_series_axis(shape)] % 2 == 0
         probes[i, idx[even]] = 1.0
         sites.append((idx[even], idx[~even]))
+    lift = getattr(getattr(logp, "__self__", None), "lift", None)   # (a LogDensity's model's numbers)
     hv = np.abs(np.asarray(run_traced("series probe", functools.partial(_probe_hvp, logp), at, probes,
-                                      {} if data is None else data)))
+                                      {} if data is None else data, lift=lift)))
     return tuple(c for i, (c, (even, odd)) in enumerate(zip(chains, sites))
                  if odd.size and np.max(hv[i, odd]) > tol * np.max(hv[i, even]) and np.isfinite(hv[i, odd]).all())
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 from numpyro import distributions as dist
+from numpyro import handlers
+from numpyro.infer.util import constrain_fn
 
 from ..errors import DataError, ModelError, user_stacklevel
 
@@ -196,3 +198,19 @@ def argument_hint(model: Callable, given: list[str]) -> str:
         close = closest(r, [g for g in given if g not in names])
         hints.append(f"the model's argument '{r}' is not given" + (f" (is it the column '{close}'?)" if close else ""))
     return ("; " + "; ".join(hints)) if hints else ""
+
+
+def explain_invalid_init(model: Callable, kwargs: dict, z: dict) -> str:
+    """Why the log density of ``model`` (seeded, parameters substituted) is not finite at the
+    unconstrained point ``z``: the sites whose log-probability is -inf or NaN there."""
+    constrained = constrain_fn(model, (), kwargs, z)
+    tr = handlers.trace(handlers.substitute(model, constrained)).get_trace(**kwargs)
+    bad = [f"'{n}' ({'observed' if s['is_observed'] else 'latent'})" for n, s in tr.items()
+           if s["type"] == "sample" and not np.all(np.isfinite(np.asarray(s["fn"].log_prob(s["value"]))))]
+    if bad:
+        return (f"the log density is not finite at the initial point: site(s) {', '.join(bad)} "
+                f"have log-probability -inf or NaN, i.e. a value outside the support of the "
+                f"distribution or a parameter outside its allowed range. Check the data and "
+                f"parameters of those sites")
+    return ("the log density is not finite at the initial point; a Potential term or a "
+            "parameter is outside its allowed range. Check the model's parameters")

@@ -24,8 +24,11 @@ from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
 from ..compilation import fingerprint, run_traced, signature
+from ..compilation.constants import recording
 from ..errors import ModelError
-from .checks import DiscreteObserved, argument_hint, check_finite_observed, refuse_delta, warn_missing_observed
+from .checks import (
+    DiscreteObserved, argument_hint, check_finite_observed, explain_invalid_init, refuse_delta, warn_missing_observed,
+)
 from .enumerate import (
     enum_log_density, enum_marginals, enumerated_sites, is_discrete, max_plate_nesting, refuse_discrete,
     sample_discrete,
@@ -35,6 +38,7 @@ from .handlers import (
     JACOBIAN, RNG_KEY, KeyUse, ScaleObserved, SiteLayout, SiteRecorder, describe_support,
     init_start_or_mean, unconstrained_value, value_without_sampler,
 )
+from .constants import LiftConstants, as_arguments
 from .params import PARAMS, ModelParams, param_sites
 
 __all__ = ["LogDensity", "JACOBIAN"]
@@ -109,14 +113,17 @@ class LogDensity:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
         key = jax.random.PRNGKey(seed)
         self._keys: dict[Any, tuple] = {}   # program keys (see key())
-        self._model0 = model
-        self._scaled = self._wrap(model)
+        self._model0 = LiftConstants(model)   # (its numbers are its programs' argument: .constants)
+        self._scaled = self._wrap(self._model0)
         self.params = ModelParams()
 
         # NumPy columns are converted on the host and transferred (no operation to compile)
         data = {k: jax.device_put(np.asarray(v, jax.dtypes.canonicalize_dtype(v.dtype)))
                 if isinstance(v, np.ndarray) else jnp.asarray(v) for k, v in data.items()}
-        trace, data_of_site = self._trace(key, data)
+        with recording() as numbers:
+            trace, data_of_site = self._trace(key, data)
+        #: the numbers of the model's distributions, its programs' argument (``program(..., lift=)``)
+        self.lift = (tuple(numbers), as_arguments(numbers)) if numbers else None
         self.trace_sites = {k: v for k, v in trace.items()}
         latent = {n: s for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
                   and not (s.get("infer") or {}).get("is_auxiliary")}
@@ -186,7 +193,7 @@ class LogDensity:
         box: list = []
 
         def run(key: jax.Array, data: dict) -> int:
-            seeded = handlers.substitute(handlers.seed(self.model, key), substitute_fn=value_without_sampler)
+            seeded = handlers.substitute(handlers.seed(self._model0, key), substitute_fn=value_without_sampler)
             tr = handlers.trace(seeded).get_trace(**self.model_kwargs, **data)
             ids = {id(v): k for k, v in data.items()}
             box.append((tr, {n: ids[id(s["value"])] for n, s in tr.items()
@@ -270,7 +277,7 @@ class LogDensity:
             return z, values, ok
 
         rule = functools.partial(init_start_or_mean, values=dict(start))   # one call, compiled once per program
-        z, values, ok = run_traced("initial point", lambda k, d: point(k, d, rule), key, data)
+        z, values, ok = run_traced("initial point", lambda k, d: point(k, d, rule), key, data, lift=self.lift)
         if not bool(ok) and not start:
             uniform = jax.jit(lambda k, d: point(k, d, init_to_uniform(radius=2)))
             for i in range(20):
@@ -282,29 +289,9 @@ class LogDensity:
         if not bool(ok):
             self.params = ModelParams.from_trace(
                 {n: {"kwargs": {}, "value": values[n]} for n in params})  # (only to explain)
-            raise ModelError(self._explain_invalid_init({**self.model_kwargs, **data}, z))
+            raise ModelError(explain_invalid_init(self.params.substitute(handlers.seed(self.model, 0)),
+                                                     {**self.model_kwargs, **data}, z))
         return {k: jnp.asarray(v) for k, v in z.items()}, values
-
-    def _explain_invalid_init(self, kwargs: dict, z: dict) -> str:
-        model = self.params.substitute(handlers.seed(self.model, 0))
-        constrained = constrain_fn(model, (), kwargs, z)
-        tr = handlers.trace(handlers.substitute(model, constrained)).get_trace(**kwargs)
-        bad = []
-        for n, s in tr.items():
-            if s["type"] == "sample":
-                lp = s["fn"].log_prob(s["value"])
-                if not np.all(np.isfinite(np.asarray(lp))):
-                    kind = "observed" if s["is_observed"] else "latent"
-                    bad.append(f"'{n}' ({kind})")
-            elif s["type"] == "factor" or (s["type"] == "sample" and n.startswith("_")):
-                pass
-        if bad:
-            return (f"the log density is not finite at the initial point: site(s) {', '.join(bad)} "
-                    f"have log-probability -inf or NaN, i.e. a value outside the support of the "
-                    f"distribution or a parameter outside its allowed range. Check the data and "
-                    f"parameters of those sites")
-        return ("the log density is not finite at the initial point; a Potential term or a "
-                "parameter is outside its allowed range. Check the model's parameters")
 
     # -- the interface every algorithm uses ---------------------------------------------------
     def unravel(self, z_flat: jax.Array) -> dict[str, jax.Array]:

@@ -173,4 +173,5 @@ class Approximation:
         draw (from ``key``). Per-row deterministic sites of a minibatch fit are left out.
         """
         drop = () if self.plan is None else self.plan.per_row
-        return {k: np.asarray(v) for k, v in run_traced(*self.constrain_program(z, key)).items() if k not in drop}
+        found = run_traced(*self.constrain_program(z, key), lift=self.raw_logdensity.lift)
+        return {k: np.asarray(v) for k, v in found.items() if k not in drop}

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..compilation import compile_ahead, handle, run_traced, signature
-from numpyro.infer.util import potential_energy
 
 from ..model.handlers import declared_only
 from .approximation import Approximation
@@ -53,10 +52,7 @@ def _hessian(ld: Any) -> Any:
     """``(zs (k, D), data) -> (D, D)``: the mean Hessian of the log joint on ``data`` (no
     minibatch scaling) over the ``k`` points (traceable)."""
 
-    def one(z: jax.Array, data: Any) -> jax.Array:
-        return -potential_energy(ld.model, (), {**ld.model_kwargs, **data}, ld.unravel(z))
-
-    hess = jax.hessian(one)
+    hess = jax.hessian(ld.log_joint)   # (the model as it states itself: no minibatch scaling)
     # one draw at a time: a Hessian batched over draws of a model with a Cholesky factor
     # deadlocks jaxlib's CPU runtime (see families._newton.over_draws); k is a handful
     return lambda zs, data: jnp.mean(jax.lax.map(lambda z: hess(z, data), zs), 0)
@@ -114,7 +110,7 @@ def _weights_handle(ld: Any, family: Any, params: Any, batch: Mapping[str, Any],
     sig = (int(n), signature(args))
     hit = memo.get(sig)
     if hit is None or hit[0] is not family:   # (the same family object: the same program)
-        memo[sig] = (family, handle(kind, fn, *args, ahead=ahead))
+        memo[sig] = (family, handle(kind, fn, *args, ahead=ahead, lift=ld.lift))
         return memo[sig][1], tuple(args)
     return hit[1], tuple(args)
 
@@ -158,7 +154,7 @@ def prepare(q: Approximation) -> int:
     ld = q.raw_logdensity
     if q.has_density:   # (an empirical family's summaries use its particles)
         started += compile_ahead(*q.draws_program(4000, q.key))
-        started += compile_ahead(*q.constrain_program(jax.ShapeDtypeStruct((4000, ld.dim), ld.dtype)))
+        started += compile_ahead(*q.constrain_program(jax.ShapeDtypeStruct((4000, ld.dim), ld.dtype)), lift=ld.lift)
     # a family with a density q; a model with parameters is diagnosed at their fitted values
     if q.family.make_loss_and_grad is None and not ld.params:
         memo = q.logdensity.__dict__.get("_weights_handles", {})
