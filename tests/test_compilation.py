@@ -346,7 +346,7 @@ def test_every_method_gives_the_same_numbers_in_any_process_and_order(tmp_path):
     assert _worker(tmp_path, "edited-fresh", METHODS[::-1], cache=tmp_path / "edit", edited=True) == edited
     assert all(edited[name] != means for name, means in first.items())
     counts = {name: json.loads((tmp_path / f"{name}.json.counts").read_text()) for name in ("again", "edited")}
-    assert counts["edited"] == counts["again"], counts
+    assert all(counts["edited"][name] <= n for name, n in counts["again"].items()), counts
     assert _worker(tmp_path, "reversed", METHODS[::-1]) == first
     assert _worker(tmp_path, "fresh", METHODS[::-1], cache=tmp_path / "other") == first
     both = _worker(tmp_path, "devices", METHODS, devices=4)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
+from ..compilation import program
 from ..errors import VariationalError
 from ._fixed import named_directions
 
@@ -138,13 +139,15 @@ def budget_text(budget: str | None, maxiter: int, max_time: float | None, iterat
             f"in {seconds:.1f} s")
 
 
-def compile_fgh(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any) -> Callable:
-    """``fgh(x, v) -> (f, grad, Hv)`` of ``objective(x, data)``, compiled once (numpy in and out)."""
+def compile_fgh(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any,
+                lift: Any = None) -> Callable:
+    """``fgh(x, v) -> (f, grad, Hv)`` of ``objective(x, data)``, compiled once (numpy in and out);
+    ``lift``: the model's numbers, an argument of the program (``LogDensity.lift``)."""
     def fgh(x: jax.Array, v: jax.Array, data: Any) -> tuple:
         (f, g), (_, hv) = jax.jvp(lambda y: jax.value_and_grad(objective)(y, data), (x,), (v,))
         return f, g, hv
 
-    compiled = jax.jit(fgh).lower(x, x, data).compile()
+    compiled = program("value, gradient, Hessian-vector product", fgh, x, x, data, lift=lift)
     dtype = x.dtype
 
     def call(x: np.ndarray, v: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
@@ -155,9 +158,10 @@ def compile_fgh(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, 
     return call
 
 
-def compile_vg(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any) -> Callable:
+def compile_vg(objective: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any,
+               lift: Any = None) -> Callable:
     """``vg(x) -> (f, grad)`` of ``objective(x, data)``, compiled once (numpy float64 out)."""
-    compiled = jax.jit(jax.value_and_grad(objective)).lower(x, data).compile()
+    compiled = program("value and gradient", jax.value_and_grad(objective), x, data, lift=lift)
     dtype = x.dtype
 
     def call(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -211,7 +215,8 @@ def over_draws(fn: Callable, xs: Any, sequential: bool) -> Any:
     return jax.lax.map(fn, xs) if sequential else jax.vmap(fn)(xs)
 
 
-def compile_batch(fn: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any, rows: int = 256) -> Callable:
+def compile_batch(fn: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data: Any, rows: int = 256,
+                  lift: Any = None) -> Callable:
     """``batch(xs) -> fn(x, data)`` for every row of ``xs`` (any number), one compilation.
 
     Rows go through a compiled ``vmap`` of ``rows`` points at a time (the last block padded),
@@ -219,7 +224,7 @@ def compile_batch(fn: Callable[[jax.Array, Any], jax.Array], x: jax.Array, data:
     """
     block = jnp.zeros((rows,) + x.shape, x.dtype)
     sequential = uses_linear_algebra(fn, x, data)
-    compiled = jax.jit(lambda xs, d: over_draws(lambda z: fn(z, d), xs, sequential)).lower(block, data).compile()
+    compiled = program("batch", lambda xs, d: over_draws(lambda z: fn(z, d), xs, sequential), block, data, lift=lift)
 
     def call(xs: np.ndarray) -> np.ndarray:
         xs = np.asarray(xs, x.dtype)

@@ -46,7 +46,8 @@ class Problem(NamedTuple):
     included), ``data`` the rows it is evaluated on (passed as an argument so that compiled
     solvers do not capture them), ``z0`` the starting point, ``scale0`` optional starting
     standard deviations (from ``init=``), ``labels`` the name of every flat coordinate
-    (``"alpha[3]"``) for messages, and ``key`` the random key of the fit.
+    (``"alpha[3]"``) for messages, and ``key`` the random key of the fit. ``lift``: the
+    model's numbers, which the solver's programs take as an argument (``LogDensity.lift``).
     """
 
     logp: Callable[[jax.Array, Any], jax.Array]
@@ -55,6 +56,7 @@ class Problem(NamedTuple):
     labels: tuple[str, ...]
     key: jax.Array
     scale0: jax.Array | None = None
+    lift: Any = None
 
 
 class Solution(NamedTuple):

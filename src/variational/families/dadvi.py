@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..compilation import run_traced
 from ..errors import VariationalError
 from . import _newton
 from ..errors import whole_number
@@ -125,7 +126,7 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     one = _per_draw(problem)
     sequential = _newton.uses_linear_algebra(one, eta0, eps[0], problem.data)   # see over_draws
     objective = lambda eta, de: jnp.mean(_newton.over_draws(lambda e: one(eta, e, de[0]), de[1], sequential))  # noqa: E731
-    fgh = _newton.compile_fgh(objective, eta0, (problem.data, eps))
+    fgh = _newton.compile_fgh(objective, eta0, (problem.data, eps), problem.lift)
     for _ in range(4):   # a start whose draws leave the model's domain (an ODE that blows up): narrower
         if np.isfinite(fgh(eta0)[0]):
             break
@@ -182,8 +183,9 @@ def _mcse(problem: Problem, eta: np.ndarray, eps: np.ndarray, hinv: np.ndarray,
     mode = _newton.float64() if eps.dtype == np.float64 else contextlib.nullcontext()
     with mode:   # asked for later, outside the solve
         grad = jax.grad(_per_draw(problem))
-        grads = jax.jit(lambda x, es, d: _newton.over_draws(lambda e: grad(x, e, d), es, sequential))
-        g = np.asarray(grads(jnp.asarray(eta, eps.dtype), eps, problem.data), np.float64)
+        grads = lambda x, es, d: _newton.over_draws(lambda e: grad(x, e, d), es, sequential)  # noqa: E731
+        g = np.asarray(run_traced("gradient per draw", grads, np.asarray(eta, eps.dtype), eps, problem.data,
+                                  lift=problem.lift), np.float64)
     if antithetic:
         half = g.shape[0] // 2
         g = 0.5 * (g[:half] + g[half:])

@@ -103,7 +103,7 @@ def laplace(maxiter: int = 1000, gtol: float = 1e-6, importance_sampling: str | 
                                    f"{MAX_DIM} latent dimensions use method='dadvi' or 'advi'")
         if opts["importance_sampling"] is not None:
             prefetch()
-        fgh = _newton.compile_fgh(lambda z, data: -problem.logp(z, data), problem.z0, problem.data)
+        fgh = _newton.compile_fgh(lambda z, data: -problem.logp(z, data), problem.z0, problem.data, problem.lift)
         res = _newton.minimize(fgh, problem.z0, maxiter=opts["maxiter"], gtol=opts["gtol"], max_time=opts["max_time"])
         try:
             cov = _newton.covariance_from_precision(_newton.hessian(fgh, res.x), problem.labels,
@@ -135,7 +135,7 @@ def _weighed_pool(problem: Problem, mode: np.ndarray, chol: np.ndarray, opts: di
     u = _newton.seed_of(problem.key).standard_normal((opts["importance_draws"], mode.shape[0]))
     pool = mode + u @ chol.T
     log_q = -0.5 * np.sum(u * u, 1) - np.sum(np.log(np.diag(chol))) - 0.5 * mode.shape[0] * np.log(2 * np.pi)
-    logp = _newton.compile_batch(problem.logp, problem.z0, problem.data)
+    logp = _newton.compile_batch(problem.logp, problem.z0, problem.data, lift=problem.lift)
     lw, khat, ess = _pool.weigh(logp(pool) - log_q, opts["importance_sampling"])
     return pool, lw, khat, ess
 

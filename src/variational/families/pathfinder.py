@@ -216,8 +216,8 @@ def _solve(problem: Problem, opts: dict) -> Solution:
     dim, dtype, m = problem.z0.shape[0], problem.z0.dtype, opts["num_draws_per_path"]
     j = _memory(opts["maxcor"], dim)
     k = min(dim, 2 * j)
-    vg = _newton.compile_vg(lambda z, data: -problem.logp(z, data), problem.z0, problem.data)
-    logp = _newton.compile_batch(problem.logp, problem.z0, problem.data)
+    vg = _newton.compile_vg(lambda z, data: -problem.logp(z, data), problem.z0, problem.data, problem.lift)
+    logp = _newton.compile_batch(problem.logp, problem.z0, problem.data, lift=problem.lift)
     rng = _newton.seed_of(problem.key)
     z0 = np.asarray(problem.z0, np.float64)
     scale = 1.0 if problem.scale0 is None else np.asarray(problem.scale0, np.float64)

@@ -28,6 +28,7 @@ from ..families import with_init_params
 from ..families._newton import float64
 from ..families.base import Family, Problem, Solution
 from ..model import LogDensity
+from ..model.constants import as_arguments
 from .draws import is_fit
 from .fit import Fit
 
@@ -123,8 +124,10 @@ def direct_fit(*, model: Callable, ld: LogDensity, family: Family, data: Mapping
     # host side is many tiny linear-algebra calls, for which a threaded BLAS only adds
     # hand-offs (L-BFGS-B was 30x slower under load): one thread.
     with threadpool_limits(limits=1, user_api="blas"), float64():
+        # (the model's numbers made arguments here, in float64 as the model's own would be)
+        lift = None if ld.lift is None else (ld.lift[0], as_arguments(ld.lift[0]))
         problem = Problem(ld.logp, {k: _wide(v) for k, v in dict(data).items()}, jnp.asarray(_wide(z0)),
-                          flat_labels(ld), key, None if scale0 is None else jnp.asarray(_wide(scale0)))
+                          flat_labels(ld), key, None if scale0 is None else jnp.asarray(_wide(scale0)), lift)
         solution = family.solve(problem)
     solution = solution._replace(params=jax.tree_util.tree_map(lambda a: _narrow(a, ld.dtype), solution.params))
     seconds = time.perf_counter() - t0
