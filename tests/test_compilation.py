@@ -338,7 +338,8 @@ def test_every_method_gives_the_same_numbers_in_any_process_and_order(tmp_path):
     in two orders (dadvi after the others failed with a segmentation fault), and on one and
     four devices; the same numbers every time, no crash. Then the models as a user edits them
     (other prior scales, which the programs take as an argument): with the cache the originals
-    left, each fit compiles no more than a repeat of the original does, and its numbers are
+    left, each fit compiles no more than a repeat of the original does besides its initial
+    point, and its numbers are
     exactly those of a process that compiles everything afresh for the edit."""
     first = _worker(tmp_path, "first", METHODS)
     assert _worker(tmp_path, "again", METHODS) == first
@@ -346,7 +347,8 @@ def test_every_method_gives_the_same_numbers_in_any_process_and_order(tmp_path):
     assert _worker(tmp_path, "edited-fresh", METHODS[::-1], cache=tmp_path / "edit", edited=True) == edited
     assert all(edited[name] != means for name, means in first.items())
     counts = {name: json.loads((tmp_path / f"{name}.json.counts").read_text()) for name in ("again", "edited")}
-    assert all(counts["edited"][name] <= n for name, n in counts["again"].items()), counts
+    # (the initial point, compiled with its numbers in it: see the in-process edit test)
+    assert all(counts["edited"][name] <= n + 1 for name, n in counts["again"].items()), counts
     assert _worker(tmp_path, "reversed", METHODS[::-1]) == first
     assert _worker(tmp_path, "fresh", METHODS[::-1], cache=tmp_path / "other") == first
     both = _worker(tmp_path, "devices", METHODS, devices=4)
@@ -452,20 +454,33 @@ def prior_model(y, scale):
     return model
 
 
-def test_a_fit_after_an_edit_of_a_prior_compiles_nothing_and_answers_for_the_edit():
-    """A user's next fit after editing a prior's scale (10 -> 0.1): its fit, diagnosis and draws
-    run the programs of the first fit, with the new scale as their argument, so nothing is
-    compiled; each fit, and its draws, match its own exact posterior (the two are 9 posterior sds
-    apart). (That reused programs give the very numbers of programs compiled afresh for the edit,
-    for every method and across processes, is the slow every-method test's.)"""
+def test_a_fit_after_an_edit_of_a_prior_compiles_only_its_initial_point(monkeypatch):
+    """A user's next fit after editing a prior's scale (10 -> 0.1): its steps, diagnosis and
+    draws run the programs of the first fit, with the new scale as their argument; only the
+    initial point is compiled again (a small program that XLA folds with its numbers in it,
+    5x faster than with them as an argument on the radon model). Each fit, and the edited fit's
+    draws, match their own exact posterior (the two are 9 posterior sds apart). (That reused
+    programs give the very numbers of programs compiled afresh, for every method and across
+    processes, is the slow every-method test's.)"""
+    from variational.compilation import programs
+
+    made = []
+    resolve = programs._resolve
+
+    def counting(key, lower):
+        if key not in programs._programs:
+            made.append(key[0])
+        return resolve(key, lower)
+
+    monkeypatch.setattr(programs, "_resolve", counting)
     kw = dict(method="advi", steps=1500, learning_rate=0.02, progress=False, seed=1)
     first = vi.fit(prior_model(Y, 10.0), {"y": Y}, **kw)
     first.diagnose(), first.sample(200, seed=2)
-    before = stats()
+    made.clear()
     edited = vi.fit(prior_model(Y, 0.1), {"y": Y}, **kw)
     edited.diagnose()
     draws = np.asarray(edited.sample(200, seed=2)["mu"])
-    assert (stats() - before).compilations == 0
+    assert made == ["initial point"]
     for fit, scale in ((first, 10.0), (edited, 0.1)):
         prec = len(Y) + scale ** -2
         assert abs(float(fit.mean["mu"]) - Y.sum() / prec) < 0.5 * prec ** -0.5

@@ -44,10 +44,10 @@ def _host(leaf: Any) -> tuple:
     return np.asarray(leaf), isinstance(leaf, (int, float))
 
 
-def _same(leaf: Any, expected: tuple) -> bool:
-    value, weak = _host(leaf)
-    return (weak == expected[1] and value.shape == expected[0].shape and value.dtype == expected[0].dtype
-            and bool(np.array_equal(value, expected[0])))
+def _key(host: tuple) -> tuple:
+    """A recorded number's identity: comparable, and the same in every process."""
+    value, weak = host
+    return weak, value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes()
 
 
 def as_arguments(numbers: list) -> tuple:
@@ -61,8 +61,9 @@ class LiftConstants(Messenger):
     put the traced argument's entries in their place (inside
     :func:`~variational.compilation.constants.lifting`); outside both it changes nothing.
 
-    An entry replaces a number only when the number equals the one recorded at its position; from
-    the first that differs (a model whose numbers depend on its input), the rest of the run keeps
+    A site's distinct numbers are taken in the order of their values, each one entry for all its
+    leaves. An entry replaces a number only when the number equals the one recorded at its
+    position; from the first that differs (a model whose numbers depend on its input), the rest of the run keeps
     its own numbers, so the program always computes what the model says.
     """
 
@@ -86,20 +87,24 @@ class LiftConstants(Messenger):
             leaves, tree = jax.tree_util.tree_flatten(fn)
         except Exception:   # (a distribution that is no pytree keeps its numbers)
             return
-        where = [j for j, leaf in enumerate(leaves) if _liftable(leaf, discrete)]
-        if not where:
+        keys = {j: _key(_host(leaf)) for j, leaf in enumerate(leaves) if _liftable(leaf, discrete)}
+        if not keys:
             return
+        # one entry per distinct number of the site, ordered by the numbers themselves (the order
+        # of a distribution's leaves changes from process to process: NumPyro gathers them in a set)
+        distinct = sorted(set(keys.values()))
         if found is not None:
-            found.extend(_host(leaves[j]) for j in where)
+            found.extend((np.frombuffer(k[3], np.dtype(k[1])).reshape(k[2]), k[0]) for k in distinct)
             return
         expected, traced = lift
-        new = list(leaves)
-        for j in where:
-            if self._at >= len(expected) or not _same(leaves[j], expected[self._at]):
+        entry = {}
+        for k in distinct:
+            if self._at >= len(expected) or _key(expected[self._at]) != k:
                 self._ok = False
                 return
-            new[j] = traced[self._at]
+            entry[k] = traced[self._at]
             self._at += 1
+        new = [entry[keys[j]] if j in keys else leaf for j, leaf in enumerate(leaves)]
         try:
             msg["fn"] = jax.tree_util.tree_unflatten(tree, new)
         except Exception:
