@@ -407,6 +407,23 @@ def test_a_first_default_fit_compiles_few_programs(tmp_path):
     assert len(every) == 15
 
 
+@pytest.fixture
+def made(monkeypatch):
+    """The kinds of the programs compiled (not found in this process) while a test runs."""
+    from variational.compilation import programs
+
+    kinds = []
+    resolve = programs._resolve
+
+    def counting(key, lower):
+        if key not in programs._programs:
+            kinds.append(key[0])
+        return resolve(key, lower)
+
+    monkeypatch.setattr(programs, "_resolve", counting)
+    return kinds
+
+
 def coin_model(data):
     p = numpyro.sample("p", dist.Beta(1.0, 1.0))
     with numpyro.plate("flips", len(data)):
@@ -420,20 +437,9 @@ def beta_guide(data):
     numpyro.sample("p", dist.Beta(a, b))
 
 
-def test_a_guide_fit_compiles_its_chunk_once_and_a_second_fit_reuses_it(monkeypatch):
+def test_a_guide_fit_compiles_its_chunk_once_and_a_second_fit_reuses_it(made):
     """A guide's weakly typed initial values and a sampler with a custom derivative rule
     (Beta's) once made every chunk of a long fit and every later fit compile anew."""
-    from variational.compilation import programs
-
-    made = []
-    resolve = programs._resolve
-
-    def counting(key, lower):
-        if key not in programs._programs:
-            made.append(key[0])
-        return resolve(key, lower)
-
-    monkeypatch.setattr(programs, "_resolve", counting)
     flips = np.array([1.0] * 12 + [0.0] * 8)
     kw = dict(guide=beta_guide, optimizer="adam", learning_rate=0.005, steps=4200, progress=False, seed=4)
     first = vi.fit(coin_model, {"data": flips}, **kw)      # two chunks (4096 + 104 steps)
@@ -454,7 +460,7 @@ def prior_model(y, scale):
     return model
 
 
-def test_a_fit_after_an_edit_of_a_prior_compiles_only_its_initial_point(monkeypatch):
+def test_a_fit_after_an_edit_of_a_prior_compiles_only_its_initial_point(made):
     """A user's next fit after editing a prior's scale (10 -> 0.1): its steps, diagnosis and
     draws run the programs of the first fit, with the new scale as their argument; only the
     initial point is compiled again (a small program that XLA folds with its numbers in it,
@@ -462,17 +468,6 @@ def test_a_fit_after_an_edit_of_a_prior_compiles_only_its_initial_point(monkeypa
     draws, match their own exact posterior (the two are 9 posterior sds apart). (That reused
     programs give the very numbers of programs compiled afresh, for every method and across
     processes, is the slow every-method test's.)"""
-    from variational.compilation import programs
-
-    made = []
-    resolve = programs._resolve
-
-    def counting(key, lower):
-        if key not in programs._programs:
-            made.append(key[0])
-        return resolve(key, lower)
-
-    monkeypatch.setattr(programs, "_resolve", counting)
     kw = dict(method="advi", steps=1500, learning_rate=0.02, progress=False, seed=1)
     first = vi.fit(prior_model(Y, 10.0), {"y": Y}, **kw)
     first.diagnose(), first.sample(200, seed=2)
