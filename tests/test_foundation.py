@@ -78,7 +78,7 @@ def test_constrained_sites_come_back_in_their_space():
         vi.Dirichlet("w", jnp.ones(4))
         vi.Deterministic("s_sum", vi.HalfNormal("t", 1.0) * 2)
 
-    fit = vi.fit(model, steps=500, learning_rate=0.05, progress=False)
+    fit = vi.fit(model, steps=0, progress=False)   # where draws land, whatever the parameters
     d = fit.sample(300, seed=0)
     assert d["s"].shape == (300, 3) and (d["s"] > 0).all()
     assert ((d["u"] > -1) & (d["u"] < 4)).all()
