@@ -200,7 +200,7 @@ def _fit_in_child(queue):
 
 
 def test_fit_in_a_forked_child_is_refused_instead_of_hanging():
-    vi.fit(lambda: vi.Normal("x", 0.0, 1.0), steps=5, progress=False)   # JAX has started here
+    vi.fit(lambda: vi.Normal("x", 0.0, 1.0), steps=0, progress=False)   # JAX has started here
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     with warnings.catch_warnings():
@@ -280,7 +280,7 @@ def test_ctrl_c_while_waiting_for_data_or_compiling_returns_the_fit_and_stops_th
 
 def test_to_arviz_bounds_the_predictive_by_default(monkeypatch):
     monkeypatch.setattr(export, "MAX_PREDICTIVE_VALUES", 1000)
-    fit = vi.fit(regression, {"x": np.ones(200), "y": np.ones(200)}, batch_size=20, steps=5, progress=False)
+    fit = vi.fit(regression, {"x": np.ones(200), "y": np.ones(200)}, batch_size=20, steps=0, progress=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         idata = fit.to_arviz(n=10)
