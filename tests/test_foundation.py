@@ -189,7 +189,7 @@ def test_optax_object_is_accepted():
 
 def test_result_object_exports():
     fit = vi.fit(normal_model, {"y": Y}, method="advi", steps=300, learning_rate=0.05, progress=False)
-    # the predictive groups are tested in tests/test_posterior.py; here the posterior and the run's record
+    # the predictive and log-likelihood groups are tested in test_posterior.py and test_ecosystem.py
     idata = fit.to_arviz(n=40, posterior_predictive=False, log_likelihood=False)
     assert idata.posterior["mu"].shape == (1, 40)
     assert idata.optimization["loss"].shape == (300,)
