@@ -76,8 +76,8 @@ def stats() -> CompileStats:
     >>> before = stats()
     >>> def model():
     ...     vi.Normal("height", 170.0, 10.0)
-    >>> _ = vi.fit(model, steps=10, progress=False)
-    >>> _ = vi.fit(model, steps=10, progress=False, seed=1)   # the same program again
+    >>> _ = vi.fit(model, steps=10, learning_rate=0.05, progress=False)
+    >>> _ = vi.fit(model, steps=10, learning_rate=0.05, progress=False, seed=1)   # the same program again
     >>> after = stats()
     >>> (after - before).compilations >= 1
     True

@@ -33,7 +33,8 @@ class RowBatches(Minibatches):
     --------
     >>> import jax, jax.numpy as jnp
     >>> rb = RowBatches(6, 3)
-    >>> b, ds = rb.next(rb.init(jax.random.PRNGKey(0)), {"x": 10 * jnp.arange(6)}, 0, None, None)
+    >>> step = jax.jit(rb.next)                      # as in the compiled loop: one program
+    >>> b, ds = step(rb.init(jax.random.PRNGKey(0)), {"x": 10 * jnp.arange(6)}, 0, None, None)
     >>> bool(jnp.all(b["x"] == 10 * b[ROWS]))
     True
     """

@@ -145,7 +145,7 @@ def save(fit: Any, path: str | os.PathLike, hist: np.ndarray | None = None) -> P
     >>> import variational as vi
     >>> def model():
     ...     vi.Normal("x", 0, 1)
-    >>> fit = vi.fit(model, steps=100, progress=False)
+    >>> fit = vi.fit(model, steps=100, learning_rate=0.05, progress=False)
     >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz")
     >>> fit.save(path).name
     'fit.npz'
@@ -205,7 +205,7 @@ class Checkpointer(Callback):
     >>> def model():
     ...     vi.Normal("x", 0, 1)
     >>> path = os.path.join(tempfile.mkdtemp(), "ck.npz")
-    >>> fit = vi.fit(model, steps=300, progress=False, callbacks=[Checkpointer(path, 100)])
+    >>> fit = vi.fit(model, steps=300, learning_rate=0.05, progress=False, callbacks=[Checkpointer(path, 100)])
     >>> vi.load(path, model).steps
     300
     """

@@ -154,13 +154,13 @@ class RowSteps:
 
     Examples
     --------
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> opt = RowSteps(0.1)
     >>> p = {"g": {"loc": jnp.zeros(1)}, "g_avg": {"loc": jnp.zeros(1)}, "loc": jnp.zeros((4, 1)), "log_s": jnp.zeros((4, 1))}
     >>> s = opt.init(p)
     >>> grads = {"g": {"loc": jnp.ones(1)}, ROWS: jnp.array([1, 3]),
     ...          "rows": {"loc": jnp.ones((2, 1)), "log_s": jnp.zeros((2, 1))}}
-    >>> p2, s2, _ = opt.apply(grads, s, p)
+    >>> p2, s2, _ = jax.jit(opt.apply)(grads, s, p)   # as in the compiled loop: one program
     >>> p2["loc"][:, 0].tolist(), s2.count.tolist(), round(float(p2["g"]["loc"][0]), 3)
     ([0.0, 1.0, 0.0, 1.0], [0, 1, 0, 1], -0.1)
     """
@@ -258,11 +258,12 @@ class AmortisedSteps:
 
     Examples
     --------
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> p = {"g": {"loc": jnp.zeros(1)}, "enc": {"w": jnp.zeros(2)}}
     >>> p = dict(p, g_avg=p["g"], enc_avg=p["enc"])
     >>> opt = AmortisedSteps(0.1)
-    >>> p2, s2, ok = opt.apply({"g": {"loc": jnp.ones(1)}, "enc": {"w": -jnp.ones(2)}}, opt.init(p), p)
+    >>> step = jax.jit(opt.apply)                    # as in the compiled loop: one program
+    >>> p2, s2, ok = step({"g": {"loc": jnp.ones(1)}, "enc": {"w": -jnp.ones(2)}}, opt.init(p), p)
     >>> round(float(p2["g"]["loc"][0]), 3), [round(float(w), 3) for w in p2["enc_avg"]["w"]], int(s2[1])
     (-0.1, [0.1, 0.1], 1)
     """

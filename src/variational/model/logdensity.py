@@ -78,7 +78,7 @@ class LogDensity:
 
     Examples
     --------
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> import variational as vi
     >>> def model(y):
     ...     mu = vi.Normal("mu", 0, 10)
@@ -86,7 +86,8 @@ class LogDensity:
     >>> ld = vi.LogDensity(model, {"y": jnp.ones(5)})
     >>> ld.dim, ld.names
     (1, ['mu'])
-    >>> float(ld.logp(ld.init, {"y": jnp.ones(5)})) < 0
+    >>> logp = jax.jit(ld.logp)                      # compiled once, called many times
+    >>> float(logp(ld.init, {"y": jnp.ones(5)})) < 0
     True
     """
 

@@ -81,7 +81,7 @@ def Site(
     >>> import variational as vi
     >>> def model():
     ...     vi.Site("rate", dist.Gamma(2.0, 1.0), shape=3)
-    >>> fit = vi.fit(model, steps=200, progress=False)
+    >>> fit = vi.fit(model, steps=200, learning_rate=0.05, progress=False)
     >>> fit.mean["rate"].shape
     (3,)
     """

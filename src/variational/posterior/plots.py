@@ -251,7 +251,8 @@ def predictive(
     >>> def model(y=None):
     ...     mu = vi.Normal("mu", 0, 10)
     ...     vi.Normal("y", mu, 1, observed=y)
-    >>> fit = vi.fit(model, {"y": np.random.default_rng(0).normal(size=50)}, steps=500, progress=False)
+    >>> fit = vi.fit(model, {"y": np.random.default_rng(0).normal(size=50)}, steps=500, learning_rate=0.05,
+    ...              progress=False)
     >>> predictive(fit).axes[0].get_title()
     'y'
     >>> idata = type("Draws", (), {})()                  # 0/1 outcomes: proportions, not a line

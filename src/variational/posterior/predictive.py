@@ -321,7 +321,7 @@ def predictive(
     >>> prior = vi.predictive(model, data={"x": x}, n=100)
     >>> prior["y"].shape, prior["b"].shape
     ((100, 20), (100,))
-    >>> fit = vi.fit(model, {"x": x, "y": 2 * x}, steps=500, progress=False)
+    >>> fit = vi.fit(model, {"x": x, "y": 2 * x}, steps=500, learning_rate=0.05, progress=False)
     >>> vi.predictive(model, fit, data={"x": np.zeros(3)}, n=50)["y"].shape
     (50, 3)
     """

@@ -139,7 +139,7 @@ class FitSummaries(Run):
         >>> import variational as vi
         >>> def model():
         ...     vi.Normal("x", 1.0, 0.5)
-        >>> fit = vi.fit(model, steps=3000, objective=vi.Objective(stl=True), progress=False)
+        >>> fit = vi.fit(model, steps=3000, objective=vi.Objective(stl=True), learning_rate=0.05, progress=False)
         >>> [round(float(v), 1) for v in fit.quantiles([0.05, 0.95])["x"]]       # 1 -/+ 1.645 * 0.5
         [0.2, 1.8]
         """
@@ -164,7 +164,7 @@ class FitSummaries(Run):
         ...                            infer={"enumerate": "parallel"})
         ...         numpyro.sample("y", dist.Normal(mu[z], 1.0), obs=y)
         >>> fit = vi.fit(mixture, {"y": np.array([-3.0, -3.1, 3.0])}, steps=500,
-        ...              init=vi.Start(values={"mu": np.array([-1.0, 1.0])}), progress=False)
+        ...              init=vi.Start(values={"mu": np.array([-1.0, 1.0])}), learning_rate=0.05, progress=False)
         >>> fit.discrete_probs(100)["z"].round(2)
         array([[1., 0.],
                [1., 0.],

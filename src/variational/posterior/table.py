@@ -49,7 +49,7 @@ def summary(obj: Any, *, var_names: Sequence[str] | None = None, hdi_prob: float
     >>> import variational as vi
     >>> def model():
     ...     vi.Normal("x", 0, 1)
-    >>> table = vi.summary(vi.fit(model, steps=2000, progress=False))
+    >>> table = vi.summary(vi.fit(model, steps=2000, learning_rate=0.05, progress=False))
     >>> list(table.columns)
     ['mean', 'sd', 'hdi_3%', 'hdi_97%']
     """
