@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import jax
 import optax
 
 from .data.sources import Source
@@ -25,7 +24,7 @@ from .engine import (arguments as _arguments, auto as _auto, checkpoint as _chec
                      devices as _devices, keys as _keys, model_params as _model_params, notes as _notes,
                      options as _options, run as _run)
 from .errors import CheckpointError, DataError
-from .compilation import compiling, stats
+from .compilation import compiling, key_of, stats
 from .engine.options import Batches, Checkpoint, Objective, Start, StepSize, Stop
 from .families import FAMILIES, Family
 from .families.base import is_direct
@@ -265,7 +264,7 @@ def _fit(
     if method == "auto":   # what it chose, in the settings (a reload rebuilds it)
         method_options, stl = _arguments.auto_settings(family, method_options, settings, stl, obj.name)
     plan.check_observed(ld)  # every row of discrete observed sites (the trace saw one batch)
-    key = jax.random.PRNGKey(seed)
+    key = key_of(seed)   # (made on the host: no operation to compile)
     if isinstance(init, str):
         init = _init_fit(init, model, data, model_kwargs, start, seed, progress)
     if direct:

@@ -23,12 +23,15 @@ JAX's persistent cache are not compilations) and the seconds spent in them, from
 ``jax.monitoring`` events.
 
 Modules: :mod:`.cache` (the persistent cache), :mod:`.counts` (compilations and seconds),
-:mod:`.programs` (programs found by their trace, kept in this process).
+:mod:`.programs` (programs found by their trace, kept in this process), :mod:`.constants` (a
+model's numbers as its programs' argument), :mod:`.host` (keys and flat vectors made without
+an XLA operation).
 May import: jax, numpy. It is the bottom of the library, next to :mod:`variational.errors`.
 """
 
 from .cache import ENV_VAR, CompileCache, caching, compile_cache, compiling, default_cache_dir, set_compile_cache
 from .counts import CompileStats, measured, stats
+from .host import key_of, ravel
 from .programs import (
     Handle, Program, clear_programs, code_key, compile_ahead, fingerprint, freeze, handle, program, run_traced,
     signature, strong_types,
@@ -38,4 +41,4 @@ __all__ = ["CompileCache", "compile_cache", "set_compile_cache", "default_cache_
            "caching", "compiling", "CompileStats", "stats", "measured", "Program", "program", "compile_ahead",
            "Handle", "handle",
            "fingerprint",
-           "freeze", "signature", "strong_types", "run_traced", "code_key", "clear_programs"]
+           "freeze", "signature", "strong_types", "run_traced", "code_key", "clear_programs", "key_of", "ravel"]

@@ -23,7 +23,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import compute_log_probs, constrain_fn, potential_energy
 from numpyro.infer.initialization import init_to_uniform
 
-from ..compilation import fingerprint, run_traced, signature
+from ..compilation import fingerprint, key_of, ravel, run_traced, signature
 from ..compilation.constants import recording
 from ..errors import ModelError
 from .checks import (
@@ -112,7 +112,7 @@ class LogDensity:
         overlap = set(data) & set(self.model_kwargs)
         if overlap:
             raise ModelError(f"argument(s) {sorted(overlap)} given both as data columns and in model_kwargs; keep one")
-        key = jax.random.PRNGKey(seed)
+        key = key_of(seed)
         self._keys: dict[Any, tuple] = {}   # program keys (see key())
         self._model0 = LiftConstants(model)   # (its numbers are its programs' argument: .constants)
         self._scaled = self._wrap(self._model0)
@@ -162,7 +162,7 @@ class LogDensity:
         self.params = ModelParams.from_trace(
             {n: {**psites[n], "value": param_values[n]} for n in psites})
         self.param_names = self.params.names
-        flat, unravel = ravel_pytree(z0)
+        flat, unravel = ravel(z0)   # (on the host: no operation to compile)
         self._unravel = unravel
         self.init = flat
         self.dim = int(flat.shape[0])

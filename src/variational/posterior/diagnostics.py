@@ -23,6 +23,7 @@ import numpy as np
 
 from numpyro.distributions.transforms import IdentityTransform, biject_to
 
+from ..compilation import key_of
 from ..data import as_columns
 from ..engine.schedule import describe
 from ..errors import VariationalError, user_stacklevel
@@ -137,7 +138,7 @@ def verdict_checks(q: Approximation, z: jax.Array, lw: np.ndarray, khat: float, 
         flat = lambda: tuple(np.asarray(a) for a in moments())  # noqa: E731  (computed when a check needs them)
     curvature = khat >= KHAT_GOOD and wants_curvature(q.logdensity, q.family)
     zs = np.asarray(z)[:CURVATURE_DRAWS]     # (sliced on the host: no program)
-    key = jax.random.PRNGKey(0) if key is None else key    # (the checks' branch draws nothing)
+    key = key_of(0) if key is None else key    # (the checks' branch draws nothing)
     run = lambda x, hess: verdict_programs(q.logdensity, q.family, q.params, batch, key,  # noqa: E731
                                            int(np.shape(z)[0]), zs, x, hess)
     if curvature:

@@ -15,6 +15,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ..compilation import key_of
 from .. import data as _data
 from ..engine.loop import EngineState
 from ..errors import DataError, VariationalError
@@ -97,7 +98,7 @@ class Empirical(Fit):
                                  options={"n_draws": int(z.shape[0])})
         state = EngineState({"particles": z}, (), (), jnp.int32(0), jnp.int32(0), jnp.int32(0))
         super().__init__(model=model, logdensity=ld, family=family, engine=None, state=state,  # type: ignore[arg-type]
-                         key=jax.random.PRNGKey(seed), data=_data.to_device(cols),
+                         key=key_of(seed), data=_data.to_device(cols),
                          model_kwargs=model_kwargs or {},
                          settings={"method": "empirical", "seed": seed, "progress": False})
 

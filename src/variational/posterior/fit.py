@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from ..compilation import measured
+from ..compilation import key_of, measured
 from ..engine.schedule import status
 from ..errors import VariationalError, whole_number
 from ..model.threads import exclusive_methods
@@ -282,7 +282,7 @@ class Fit(FitSummaries):
         z, lw, _ = psis(q.logdensity, q.family, q.params, batch, seed_of_pool, max(4000, 4 * n),
                         family_key=q.compile_key())
         # diagnose()'s draws (its default seed 0): one k-hat per fit, whatever n
-        khat = psis(q.logdensity, q.family, q.params, batch, jax.random.PRNGKey(0), 4000,
+        khat = psis(q.logdensity, q.family, q.params, batch, key_of(0), 4000,
                     family_key=q.compile_key())[2]
         return resample(z, lw, khat, jax.random.fold_in(key, 4), n)
 

@@ -27,6 +27,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import Predictive
 from numpyro.primitives import Messenger
 
+from ..compilation import key_of
 from .. import data as _data
 from ..errors import DataError, ModelError, VariationalError, whole_number
 from ..model.threads import exclusive
@@ -335,7 +336,7 @@ def predictive(
         return fit.predict(data, 1000 if n is None else n, seed, sites=sites)
     if not callable(model):
         raise ModelError(f"the model must be a callable (a Python function), got {type(model).__name__}")
-    key = jax.random.PRNGKey(0 if seed is None else int(seed))
+    key = key_of(0 if seed is None else int(seed))
     arrays, static, _ = _prepare_data(data, model_kwargs or {}, [])
     if posterior_samples is None:
         num = whole_number("n", 1000 if n is None else n, 1)

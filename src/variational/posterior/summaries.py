@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from ..compilation import measured, run_traced
+from ..compilation import key_of, measured, run_traced
 from ..engine.run import Run
 from ..model.threads import exclusive_methods
 from .approximation import Approximation
@@ -95,7 +95,7 @@ class FitSummaries(Run):
     # -- draws ---------------------------------------------------------------------------------
     def _next_key(self, seed: int | None) -> jax.Array:
         if seed is not None:
-            return jax.random.PRNGKey(seed)
+            return key_of(seed)
         self._draw_counter += 1
         return jax.random.fold_in(jax.random.fold_in(self.key, 2**21), self._draw_counter)
 
