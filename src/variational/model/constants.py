@@ -1,9 +1,10 @@
 """The numbers a model gives its distributions, recorded and put in place as a program's argument.
 
 See :mod:`variational.compilation.constants`: a log density records the numbers of its model's
-distributions (:func:`record`), and while a program that runs the model is traced with them as an
-argument, :class:`LiftConstants` puts the argument's entries in their place. So an edited prior
-scale gives the same program with another argument, and the fit after the edit compiles nothing.
+distributions (inside :func:`~variational.compilation.constants.recording`), and while a program
+that runs the model is traced with them as an argument, :class:`LiftConstants` puts the
+argument's entries in their place. So an edited prior scale gives the same program with another
+argument, and the fit after the edit compiles only its initial point (which keeps its numbers).
 
 Which numbers: the parameters of each sample site's distribution (its pytree leaves, nested
 distributions and transforms included) that are concrete Python floats or floating arrays, and
