@@ -183,7 +183,10 @@ def _mcse(problem: Problem, eta: np.ndarray, eps: np.ndarray, hinv: np.ndarray,
     mode = _newton.float64() if eps.dtype == np.float64 else contextlib.nullcontext()
     with mode:   # asked for later, outside the solve
         grad = jax.grad(_per_draw(problem))
-        grads = lambda x, es, d: _newton.over_draws(lambda e: grad(x, e, d), es, sequential)  # noqa: E731
+
+        def grads(x: jax.Array, es: jax.Array, d: Any) -> jax.Array:
+            return _newton.over_draws(lambda e: grad(x, e, d), es, sequential)
+
         g = np.asarray(run_traced("gradient per draw", grads, np.asarray(eta, eps.dtype), eps, problem.data,
                                   lift=problem.lift), np.float64)
     if antithetic:
